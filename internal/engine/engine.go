@@ -1,0 +1,207 @@
+// Package engine embeds the NATS server with JetStream that stores and moves
+// every message of throng. It is the only package that imports nats-server;
+// everything else talks to the engine through nats.go connections obtained
+// from Connect.
+//
+// Each tenant is a NATS account, registered at run time, with JetStream
+// enabled on it. Isolation between tenants is therefore enforced by the
+// engine itself: a connection bound to one account can neither publish into
+// nor subscribe to another account's subjects, and streams of the same name
+// in two accounts are distinct.
+package engine
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// SystemAccount is the account holding throng's own state (tenants, users,
+// address definitions). Tenant accounts are named by AccountFor.
+const SystemAccount = "throng"
+
+// AccountFor returns the NATS account name that holds a tenant's data. The
+// prefix keeps tenant accounts apart from the system account whatever the
+// tenant is called.
+func AccountFor(tenant string) string { return "tenant-" + tenant }
+
+// Config configures the embedded engine.
+type Config struct {
+	// DataDir is the directory under which JetStream keeps its file store
+	// (DataDir/jetstream).
+	DataDir string
+	// MaxMemory and MaxStore bound JetStream's memory and disk use; zero lets
+	// the server pick (a share of RAM and of the disk).
+	MaxMemory int64
+	MaxStore  int64
+	// SyncAlways makes JetStream fsync every write batch before it
+	// acknowledges; otherwise data goes to the OS page cache and is synced
+	// every SyncInterval (default 2 minutes), which survives a process
+	// kill but not a power loss.
+	SyncAlways   bool
+	SyncInterval time.Duration
+	// Logger receives the server's log lines; nil discards them.
+	Logger *slog.Logger
+	// Debug enables the server's debug logging.
+	Debug bool
+}
+
+// Engine is a running embedded NATS server.
+type Engine struct {
+	srv    *server.Server
+	secret string // password of in-process connections; never leaves the process
+
+	mu       sync.Mutex
+	accounts map[string]*server.Account // guarded by mu
+}
+
+// ErrNotRunning is returned by Connect after Shutdown.
+var ErrNotRunning = errors.New("engine: not running")
+
+// Start starts the embedded server and waits until it accepts connections.
+func Start(cfg Config) (*Engine, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("engine: data directory is required")
+	}
+	secret := make([]byte, 24)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, err
+	}
+	e := &Engine{secret: hex.EncodeToString(secret), accounts: map[string]*server.Account{}}
+	opts := &server.Options{
+		ServerName: "throng",
+		// No network listener: every client is in-process.
+		DontListen:                 true,
+		JetStream:                  true,
+		StoreDir:                   filepath.Join(cfg.DataDir, "jetstream"),
+		JetStreamMaxMemory:         cfg.MaxMemory,
+		JetStreamMaxStore:          cfg.MaxStore,
+		SyncAlways:                 cfg.SyncAlways,
+		SyncInterval:               cfg.SyncInterval,
+		NoSigs:                     true,
+		NoSystemAccount:            false,
+		MaxPayload:                 16 << 20,
+		CustomClientAuthentication: authenticator{e},
+		Debug:                      cfg.Debug,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	if cfg.Logger != nil {
+		srv.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "engine")}, cfg.Debug, false, false)
+	}
+	e.srv = srv
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		return nil, errors.New("engine: server did not become ready")
+	}
+	if err := e.EnsureAccount(SystemAccount); err != nil {
+		srv.Shutdown()
+		return nil, err
+	}
+	return e, nil
+}
+
+// EnsureAccount registers the named account (if needed) and enables
+// JetStream on it. Enabling JetStream recovers the account's streams and
+// consumers from disk, so after a restart an account must be ensured before
+// its data is used. It is idempotent and safe for concurrent use.
+func (e *Engine) EnsureAccount(name string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.accounts[name]; ok {
+		return nil
+	}
+	acc, err := e.srv.LookupAccount(name)
+	if err != nil {
+		acc, err = e.srv.RegisterAccount(name)
+		if err != nil {
+			return fmt.Errorf("engine: register account %q: %w", name, err)
+		}
+	}
+	if !acc.JetStreamEnabled() {
+		// Dynamic limits: the account may use what the server has; per-tenant
+		// quotas are enforced above the engine and by stream limits.
+		limits := map[string]server.JetStreamAccountLimits{
+			"": {MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: -1},
+		}
+		if err := acc.EnableJetStream(limits, nil); err != nil {
+			return fmt.Errorf("engine: enable jetstream for %q: %w", name, err)
+		}
+	}
+	e.accounts[name] = acc
+	return nil
+}
+
+// Connect opens an in-process client connection bound to the account, which
+// must have been ensured. Extra nats options (name, handlers) may be given.
+func (e *Engine) Connect(account string, opts ...nats.Option) (*nats.Conn, error) {
+	if !e.srv.Running() {
+		return nil, ErrNotRunning
+	}
+	e.mu.Lock()
+	_, ok := e.accounts[account]
+	e.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("engine: account %q not ensured", account)
+	}
+	all := append([]nats.Option{
+		nats.InProcessServer(e.srv),
+		nats.UserInfo(account, e.secret),
+		// In-process connections do not drop; if the server goes away we
+		// are shutting down.
+		nats.NoReconnect(),
+		nats.MaxPingsOutstanding(10),
+	}, opts...)
+	return nats.Connect("", all...)
+}
+
+// Running reports whether the server is up.
+func (e *Engine) Running() bool { return e.srv.Running() }
+
+// Shutdown stops the server; JetStream flushes its stores. It blocks until
+// the server has stopped.
+func (e *Engine) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
+
+// authenticator binds each in-process connection to the account named by its
+// user name, provided it presents the engine's secret. Nothing outside this
+// process knows the secret, and there is no network listener anyway.
+type authenticator struct{ e *Engine }
+
+func (a authenticator) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o == nil || o.Password != a.e.secret {
+		return false
+	}
+	a.e.mu.Lock()
+	acc, ok := a.e.accounts[o.Username]
+	a.e.mu.Unlock()
+	if !ok {
+		return false
+	}
+	c.RegisterUser(&server.User{Username: o.Username, Account: acc})
+	return true
+}
+
+// slogAdapter adapts slog to the nats-server Logger interface.
+type slogAdapter struct{ l *slog.Logger }
+
+func (s slogAdapter) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
