@@ -1,0 +1,342 @@
+package message
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// The stored encoding is a version byte followed by tagged fields, each a
+// one-byte tag and a value. Unknown tags are an error (the encoding is ours
+// and versioned). It is deliberately simple: a decoder checks every length
+// against the remaining input before slicing, never allocates from a length
+// alone, and never panics.
+const version1 = 1
+
+const (
+	tagEnd byte = iota
+	tagMessageID
+	tagCorrelationID
+	tagUserID
+	tagTo
+	tagSubject
+	tagReplyTo
+	tagContentType
+	tagContentEncoding
+	tagGroupID
+	tagCreation
+	tagExpiry
+	tagTTL
+	tagPriority
+	tagDurable
+	tagProperty
+	tagBody
+	tagNative
+)
+
+// value kinds inside MessageID, CorrelationID and properties
+const (
+	kindNil byte = iota
+	kindString
+	kindUint
+	kindInt
+	kindBytes
+	kindUUID
+	kindBool
+	kindFloat
+)
+
+// ErrDecode is wrapped by every decoding error.
+var ErrDecode = errors.New("message: malformed encoding")
+
+// MaxProperties bounds the application properties of one message.
+const MaxProperties = 1024
+
+// Append appends the encoding of m to b.
+func (m *Message) Append(b []byte) []byte {
+	b = append(b, version1)
+	if m.MessageID != nil {
+		b = appendValue(append(b, tagMessageID), m.MessageID)
+	}
+	if m.CorrelationID != nil {
+		b = appendValue(append(b, tagCorrelationID), m.CorrelationID)
+	}
+	b = appendBytesField(b, tagUserID, m.UserID)
+	b = appendStringField(b, tagTo, m.To)
+	b = appendStringField(b, tagSubject, m.Subject)
+	b = appendStringField(b, tagReplyTo, m.ReplyTo)
+	b = appendStringField(b, tagContentType, m.ContentType)
+	b = appendStringField(b, tagContentEncoding, m.ContentEncoding)
+	b = appendStringField(b, tagGroupID, m.GroupID)
+	if !m.CreationTime.IsZero() {
+		b = binary.AppendVarint(append(b, tagCreation), m.CreationTime.UnixMilli())
+	}
+	if !m.Expiry.IsZero() {
+		b = binary.AppendVarint(append(b, tagExpiry), m.Expiry.UnixMilli())
+	}
+	if m.TTL != 0 {
+		b = binary.AppendVarint(append(b, tagTTL), int64(m.TTL/time.Millisecond))
+	}
+	if m.Priority != 0 {
+		b = append(b, tagPriority, m.Priority)
+	}
+	if m.Durable {
+		b = append(b, tagDurable)
+	}
+	for k, v := range m.Properties {
+		b = appendString(append(b, tagProperty), k)
+		b = appendValue(b, v)
+	}
+	if m.NativeFormat != NativeNone {
+		b = append(b, tagNative, byte(m.NativeFormat))
+		b = appendBytes(b, m.Native)
+	}
+	b = append(b, tagBody, byte(m.BodyKind))
+	b = appendBytes(b, m.Body)
+	return append(b, tagEnd)
+}
+
+// Marshal returns the encoding of m.
+func (m *Message) Marshal() []byte {
+	return m.Append(make([]byte, 0, 32+len(m.Body)+len(m.Native)+len(m.To)+len(m.ReplyTo)))
+}
+
+func appendStringField(b []byte, tag byte, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return appendString(append(b, tag), s)
+}
+
+func appendBytesField(b []byte, tag byte, p []byte) []byte {
+	if p == nil {
+		return b
+	}
+	return appendBytes(append(b, tag), p)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b []byte, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
+}
+
+func appendValue(b []byte, v any) []byte {
+	switch v := v.(type) {
+	case nil:
+		return append(b, kindNil)
+	case string:
+		return appendString(append(b, kindString), v)
+	case uint64:
+		return binary.AppendUvarint(append(b, kindUint), v)
+	case uint32:
+		return binary.AppendUvarint(append(b, kindUint), uint64(v))
+	case uint:
+		return binary.AppendUvarint(append(b, kindUint), uint64(v))
+	case int64:
+		return binary.AppendVarint(append(b, kindInt), v)
+	case int:
+		return binary.AppendVarint(append(b, kindInt), int64(v))
+	case int32:
+		return binary.AppendVarint(append(b, kindInt), int64(v))
+	case []byte:
+		return appendBytes(append(b, kindBytes), v)
+	case [16]byte:
+		return append(append(b, kindUUID), v[:]...)
+	case bool:
+		if v {
+			return append(b, kindBool, 1)
+		}
+		return append(b, kindBool, 0)
+	case float64:
+		return binary.BigEndian.AppendUint64(append(b, kindFloat), math.Float64bits(v))
+	case float32:
+		return binary.BigEndian.AppendUint64(append(b, kindFloat), math.Float64bits(float64(v)))
+	default:
+		return appendString(append(b, kindString), fmt.Sprint(v))
+	}
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrDecode, what)
+	}
+}
+
+func (d *decoder) byte() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.fail("truncated")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// bytes returns a sub-slice of the input (no copy).
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.fail("length beyond input")
+		return nil
+	}
+	p := d.b[:n:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }
+
+func (d *decoder) value() any {
+	switch d.byte() {
+	case kindNil:
+		return nil
+	case kindString:
+		return d.string()
+	case kindUint:
+		return d.uvarint()
+	case kindInt:
+		return d.varint()
+	case kindBytes:
+		return append([]byte(nil), d.bytes()...)
+	case kindUUID:
+		if len(d.b) < 16 {
+			d.fail("truncated uuid")
+			return nil
+		}
+		var u [16]byte
+		copy(u[:], d.b)
+		d.b = d.b[16:]
+		return u
+	case kindBool:
+		return d.byte() != 0
+	case kindFloat:
+		if len(d.b) < 8 {
+			d.fail("truncated float")
+			return nil
+		}
+		f := math.Float64frombits(binary.BigEndian.Uint64(d.b))
+		d.b = d.b[8:]
+		return f
+	default:
+		d.fail("unknown value kind")
+		return nil
+	}
+}
+
+// Unmarshal decodes an encoding produced by Append. Body and Native alias
+// b; the caller must not modify b afterwards.
+func Unmarshal(b []byte) (*Message, error) {
+	m := new(Message)
+	if err := m.Unmarshal(b); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Unmarshal decodes into m (see the package function).
+func (m *Message) Unmarshal(b []byte) error {
+	d := decoder{b: b}
+	if d.byte() != version1 {
+		return fmt.Errorf("%w: unknown version", ErrDecode)
+	}
+	for d.err == nil {
+		switch tag := d.byte(); tag {
+		case tagEnd:
+			if d.err == nil && len(d.b) != 0 {
+				d.fail("trailing bytes")
+			}
+			return d.err
+		case tagMessageID:
+			m.MessageID = d.value()
+		case tagCorrelationID:
+			m.CorrelationID = d.value()
+		case tagUserID:
+			m.UserID = d.bytes()
+		case tagTo:
+			m.To = d.string()
+		case tagSubject:
+			m.Subject = d.string()
+		case tagReplyTo:
+			m.ReplyTo = d.string()
+		case tagContentType:
+			m.ContentType = d.string()
+		case tagContentEncoding:
+			m.ContentEncoding = d.string()
+		case tagGroupID:
+			m.GroupID = d.string()
+		case tagCreation:
+			m.CreationTime = time.UnixMilli(d.varint())
+		case tagExpiry:
+			m.Expiry = time.UnixMilli(d.varint())
+		case tagTTL:
+			m.TTL = time.Duration(d.varint()) * time.Millisecond
+		case tagPriority:
+			m.Priority = d.byte()
+		case tagDurable:
+			m.Durable = true
+		case tagProperty:
+			if m.Properties == nil {
+				m.Properties = make(map[string]any, 4)
+			}
+			if len(m.Properties) >= MaxProperties {
+				d.fail("too many properties")
+				break
+			}
+			k := d.string()
+			m.Properties[k] = d.value()
+		case tagNative:
+			m.NativeFormat = NativeFormat(d.byte())
+			m.Native = d.bytes()
+			if m.NativeFormat == NativeNone {
+				m.Native = nil
+			}
+		case tagBody:
+			m.BodyKind = BodyKind(d.byte())
+			m.Body = d.bytes()
+		default:
+			d.fail(fmt.Sprintf("unknown tag %d", tag))
+		}
+	}
+	return d.err
+}
