@@ -379,3 +379,20 @@ func ConsumerName(prefix, name string) string {
 	sum := sha256.Sum256([]byte(name))
 	return prefix + "_" + b32.EncodeToString(sum[:20])
 }
+
+// Stats is what the router reports about an address.
+type Stats struct {
+	// Backlog is the number of stored messages (queue, topic) not yet
+	// consumed (queue) or retained (topic).
+	Backlog int64 `json:"backlog"`
+	// Bytes is the stored size of the backlog.
+	Bytes int64 `json:"bytes"`
+	// Consumers is the number of attached consumers on this node.
+	Consumers int `json:"consumers"`
+	// MessagesIn and MessagesOut count messages published to and delivered
+	// from the address on this node since it started.
+	MessagesIn  uint64 `json:"messagesIn"`
+	MessagesOut uint64 `json:"messagesOut"`
+	// Durable subscriptions on a topic (names).
+	Subscriptions []string `json:"subscriptions,omitempty"`
+}

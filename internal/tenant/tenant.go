@@ -1,0 +1,188 @@
+// Package tenant holds throng's platform state: tenants, their address
+// definitions and their users. The state lives in JetStream key-value
+// buckets of the engine's system account, so it survives restarts and is
+// shared by every node; each node keeps a read cache fed by a bucket watch,
+// so lookups on hot paths (publish, connect) never go to the engine.
+package tenant
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/throngmq/throng/internal/address"
+)
+
+// Default is the tenant that always exists.
+const Default = "default"
+
+// Sentinel errors; front-ends and the admin API map them to protocol errors.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrExists   = errors.New("already exists")
+	ErrInvalid  = errors.New("invalid")
+	ErrLimit    = errors.New("limit exceeded")
+)
+
+// Tenant is an isolated namespace.
+type Tenant struct {
+	Name string `json:"name"`
+	// Strict refuses names that are neither defined nor matched by an
+	// auto-create rule, instead of treating them as topic space.
+	Strict     bool             `json:"strict"`
+	AutoCreate []AutoCreateRule `json:"autoCreate"`
+	Limits     Limits           `json:"limits"`
+	Created    time.Time        `json:"created"`
+}
+
+// AutoCreateRule defines an address on first use of a matching name.
+type AutoCreateRule struct {
+	// Pattern is an MQTT-style filter ("jobs/#", "devices/+/inbox").
+	Pattern    string         `json:"pattern"`
+	Type       address.Type   `json:"type"`
+	Limits     address.Limits `json:"limits,omitempty"`
+	DeadLetter string         `json:"deadLetter,omitempty"`
+}
+
+// Limits is a tenant's plan. Zero means unlimited.
+type Limits struct {
+	MaxConnections int   `json:"maxConnections,omitempty"`
+	MaxAddresses   int   `json:"maxAddresses,omitempty"`
+	MaxUsers       int   `json:"maxUsers,omitempty"`
+	MaxMessageSize int   `json:"maxMessageSize,omitempty"`
+	MaxStoredBytes int64 `json:"maxStoredBytes,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// ValidateName checks a tenant name: lower-case letters, digits, '-' and
+// '_', starting with a letter or digit, at most 63 characters. The rule
+// keeps tenant names usable in host names (AMQP open hostname), user
+// names (user@tenant) and engine account names.
+func ValidateName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w: tenant name %q (want [a-z0-9][a-z0-9_-]{0,62})", ErrInvalid, name)
+	}
+	return nil
+}
+
+// Validate checks the whole tenant definition.
+func (t *Tenant) Validate() error {
+	if err := ValidateName(t.Name); err != nil {
+		return err
+	}
+	for i, r := range t.AutoCreate {
+		if err := address.ValidateFilter(r.Pattern); err != nil {
+			return fmt.Errorf("%w: autoCreate[%d]: %v", ErrInvalid, i, err)
+		}
+		if !r.Type.Valid() || r.Type == address.Subscription {
+			return fmt.Errorf("%w: autoCreate[%d]: type %q (want anycast, multicast, queue or topic)", ErrInvalid, i, r.Type)
+		}
+		if err := r.Limits.Validate(r.Type); err != nil {
+			return fmt.Errorf("%w: autoCreate[%d]: %v", ErrInvalid, i, err)
+		}
+	}
+	l := t.Limits
+	if l.MaxConnections < 0 || l.MaxAddresses < 0 || l.MaxUsers < 0 || l.MaxMessageSize < 0 || l.MaxStoredBytes < 0 {
+		return fmt.Errorf("%w: limits must not be negative", ErrInvalid)
+	}
+	return nil
+}
+
+// Rule returns the first auto-create rule matching name, if any.
+func (t *Tenant) Rule(name string) (AutoCreateRule, bool) {
+	for _, r := range t.AutoCreate {
+		if address.Match(r.Pattern, name) {
+			return r, true
+		}
+	}
+	return AutoCreateRule{}, false
+}
+
+// Role is a user's role.
+type Role string
+
+const (
+	// RoleAdmin administers the whole platform (all tenants).
+	RoleAdmin Role = "admin"
+	// RoleTenantAdmin administers one tenant and may use all its addresses.
+	RoleTenantAdmin Role = "tenant-admin"
+	// RoleApp may use the addresses its permissions allow.
+	RoleApp Role = "app"
+)
+
+// Action is something a user may do on an address.
+type Action string
+
+const (
+	ActionSend    Action = "send"
+	ActionReceive Action = "receive"
+	ActionView    Action = "view"
+	ActionManage  Action = "manage"
+)
+
+// Permission grants actions on the addresses matching Pattern, an
+// MQTT-style filter in which "${user}" and "${client_id}" are replaced by
+// the connection's user name and client id.
+type Permission struct {
+	Pattern string   `json:"pattern"`
+	Actions []Action `json:"actions"`
+}
+
+// User is an application or operator account within a tenant.
+type User struct {
+	Name         string       `json:"name"`
+	Tenant       string       `json:"tenant"`
+	PasswordHash string       `json:"passwordHash,omitempty"`
+	Roles        []Role       `json:"roles"`
+	Permissions  []Permission `json:"permissions"`
+	Created      time.Time    `json:"created"`
+}
+
+// HasRole reports whether the user has the role.
+func (u *User) HasRole(r Role) bool {
+	for _, x := range u.Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
+
+var userRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$`)
+
+// Validate checks a user definition (not its password).
+func (u *User) Validate() error {
+	if !userRE.MatchString(u.Name) {
+		return fmt.Errorf("%w: user name %q (want letters, digits, '.', '_', '~', '-'; no '@')", ErrInvalid, u.Name)
+	}
+	if len(u.Roles) == 0 {
+		return fmt.Errorf("%w: a user needs at least one role", ErrInvalid)
+	}
+	for _, r := range u.Roles {
+		switch r {
+		case RoleAdmin, RoleTenantAdmin, RoleApp:
+		default:
+			return fmt.Errorf("%w: unknown role %q (want admin, tenant-admin or app)", ErrInvalid, r)
+		}
+	}
+	for i, p := range u.Permissions {
+		pat := strings.NewReplacer("${user}", "u", "${client_id}", "c").Replace(p.Pattern)
+		if err := address.ValidateFilter(pat); err != nil {
+			return fmt.Errorf("%w: permissions[%d]: %v", ErrInvalid, i, err)
+		}
+		if len(p.Actions) == 0 {
+			return fmt.Errorf("%w: permissions[%d]: no actions", ErrInvalid, i)
+		}
+		for _, a := range p.Actions {
+			switch a {
+			case ActionSend, ActionReceive, ActionView, ActionManage:
+			default:
+				return fmt.Errorf("%w: permissions[%d]: unknown action %q", ErrInvalid, i, a)
+			}
+		}
+	}
+	return nil
+}
