@@ -1,0 +1,743 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
+)
+
+// ConsumeOptions shape a consumer.
+type ConsumeOptions struct {
+	// Durable names a durable subscription on a topic (or a topic-space
+	// filter): it keeps collecting messages while no consumer is attached
+	// and is resumed by attaching with the same name. Consumers attaching
+	// with the same name compete for its messages.
+	Durable string
+	// StartSequence or StartTime replay a topic from a stream sequence or a
+	// time (for a new subscription; an existing durable one resumes).
+	StartSequence uint64
+	StartTime     time.Time
+	// Filter, if set, is applied before delivery; messages it refuses are
+	// acknowledged without delivery on stored types (a selector consumes
+	// only what it matches, as JMS selectors on topics do) and dropped on
+	// direct types. On queues a refused message is released for others.
+	Filter func(*message.Message) bool
+}
+
+// Delivery is one message given to a consumer.
+type Delivery struct {
+	Message *message.Message
+	// Address is the name the message was published to (differs from the
+	// consumer's name for wildcard subscriptions).
+	Address string
+	// Count is the delivery attempt, 1 for the first.
+	Count uint64
+	// Sequence is the stream sequence of stored messages (0 otherwise).
+	Sequence uint64
+	// Time is when the message was stored (zero for direct messages).
+	Time time.Time
+
+	settle func(Outcome) // nil: pre-settled (at-most-once)
+	once   atomic.Bool
+}
+
+// PreSettled reports whether the delivery needs no settlement
+// (multicast, live topic space).
+func (d *Delivery) PreSettled() bool { return d.settle == nil }
+
+// Settle settles the delivery; later calls are ignored.
+//   - Accepted: removed (queue) / acknowledged (topic subscription).
+//   - Released, Modified: redelivered; Modified with DeliveryFailed
+//     counts toward MaxDeliveries (released deliveries count as well,
+//     because the engine counts every delivery).
+//   - Rejected: moved to the address's dead-letter address.
+func (d *Delivery) Settle(o Outcome) {
+	if d.settle == nil || !d.once.CompareAndSwap(false, true) {
+		return
+	}
+	d.settle(o)
+}
+
+// Consumer receives messages from one address under credit: it is given at
+// most as many deliveries as credit it has been granted.
+type Consumer struct {
+	r       *Router
+	ts      *tenantState
+	tg      target
+	opts    ConsumeOptions
+	deliver func(*Delivery)
+	ctr     *addrCounters
+	typ     string // metrics label
+
+	mu        sync.Mutex
+	credit    int                    // granted, not yet used; guarded by mu
+	closed    bool                   // guarded by mu
+	drainFn   func()                 // pending drain completion; guarded by mu
+	unsettled map[*Delivery]struct{} // guarded by mu
+
+	// pull consumers (stored types)
+	stream, cons string
+	ephemeral    bool
+	inbox        string
+	reqs         map[string]int  // pull request id → messages still due; guarded by mu
+	outstanding  int             // sum of reqs; guarded by mu
+	abandoned    map[string]bool // requests whose credit was withdrawn (drain); guarded by mu
+	nextReq      uint64          // guarded by mu
+	maxDeliver   int
+
+	subs []*nats.Subscription
+}
+
+// Consume attaches a consumer to an address. deliver is called for each
+// delivery, on an engine goroutine and one at a time per consumer; it must
+// not block (hand the delivery to the connection's writer). No delivery
+// happens before credit is granted with AddCredit.
+func (r *Router) Consume(ctx context.Context, tenantName, name string, opts ConsumeOptions, deliver func(*Delivery)) (*Consumer, error) {
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		return nil, err
+	}
+	var tg target
+	if address.IsWildcard(name) {
+		if err := address.ValidateFilter(name); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		}
+		if t, ok := r.store.Tenant(tenantName); ok && t.Strict {
+			return nil, fmt.Errorf("%w: wildcard subscriptions use the topic space, which tenant %q does not allow", ErrNotFound, tenantName)
+		}
+		tg = target{name: name, typ: address.Topic, space: true}
+	} else if tg, err = r.resolve(ctx, ts, name); err != nil {
+		return nil, err
+	}
+	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ),
+		unsettled: map[*Delivery]struct{}{}}
+	if tg.space {
+		c.typ = "topicspace"
+	}
+	switch {
+	case tg.typ == address.Anycast:
+		err = c.startAnycast()
+	case tg.typ == address.Multicast:
+		err = c.startLive([]string{address.Subject("t", name)})
+	case tg.typ == address.Queue:
+		var sn string
+		if sn, err = r.ensureStream(ctx, ts, tg.def); err == nil {
+			c.maxDeliver = tg.def.Limits.MaxDeliveries
+			if c.maxDeliver == 0 {
+				c.maxDeliver = address.DefaultMaxDeliveries
+			}
+			err = c.startPull(sn, queueConsumer)
+		}
+	case tg.typ == address.Subscription:
+		if err = r.ensureSubscription(ctx, ts, tg); err == nil {
+			stream, cname := subscriptionConsumer(tg)
+			err = c.startPull(stream, cname)
+		}
+	case tg.space && opts.Durable == "" && opts.StartSequence == 0 && opts.StartTime.IsZero():
+		// Live topic-space subscription: non-durable and durable
+		// publishes, and defined topics under the same names.
+		var subjects []string
+		for _, p := range []string{"t", "s", "d"} {
+			subjects = append(subjects, address.FilterSubjects(p, name)...)
+		}
+		err = c.startLive(subjects)
+	default:
+		// Topic (defined or topic space) with a durable name or replay.
+		err = c.startTopic(ctx)
+	}
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	ts.mu.Lock()
+	ts.consumers[c] = struct{}{}
+	ts.mu.Unlock()
+	c.ctr.consumers.Add(1)
+	return c, nil
+}
+
+// Type is the resolved address type of the consumer.
+func (c *Consumer) Type() address.Type { return c.tg.typ }
+
+// AddCredit grants n more deliveries.
+func (c *Consumer) AddCredit(n int) {
+	if n <= 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.credit += n
+	c.pumpLocked(false)
+	c.mu.Unlock()
+}
+
+// Credit returns the unused credit.
+func (c *Consumer) Credit() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.credit
+}
+
+// Drain delivers what is available now within the credit, then sets the
+// credit to zero and calls done (AMQP drain).
+func (c *Consumer) Drain(done func()) {
+	c.mu.Lock()
+	if c.closed || c.credit == 0 || c.inbox == "" {
+		c.credit = 0
+		c.mu.Unlock()
+		done()
+		return
+	}
+	// Withdraw the credit of waiting long-poll requests; what still
+	// arrives for them is released.
+	for id := range c.reqs {
+		c.abandoned[id] = true
+	}
+	c.reqs = map[string]int{}
+	c.outstanding = 0
+	c.drainFn = done
+	c.pumpLocked(true)
+	c.mu.Unlock()
+}
+
+// Close detaches the consumer. Unsettled deliveries are released (they
+// are redelivered to other consumers); a durable subscription is kept.
+func (c *Consumer) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	unsettled := c.unsettled
+	c.unsettled = nil
+	drain := c.drainFn
+	c.drainFn = nil
+	c.mu.Unlock()
+	for d := range unsettled {
+		d.Settle(Outcome{Kind: Released})
+	}
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
+	}
+	if c.tg.typ == address.Anycast {
+		_ = c.ts.nc.Publish(address.Subject("aa", c.tg.name), nil)
+	}
+	if c.ephemeral && c.cons != "" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = c.ts.js.DeleteConsumer(ctx, c.stream, c.cons)
+		cancel()
+	}
+	c.ts.mu.Lock()
+	_, was := c.ts.consumers[c]
+	delete(c.ts.consumers, c)
+	c.ts.mu.Unlock()
+	if was {
+		c.ctr.consumers.Add(-1)
+	}
+	if drain != nil {
+		drain()
+	}
+}
+
+// give hands a delivery to the front-end; called with c.mu held and
+// credit already taken.
+func (c *Consumer) give(d *Delivery) {
+	if d.settle != nil {
+		c.unsettled[d] = struct{}{}
+	}
+	c.ctr.out.Add(1)
+	c.r.metrics.out.WithLabelValues(c.ts.name, c.typ).Inc()
+	c.deliver(d)
+}
+
+func (c *Consumer) forget(d *Delivery) {
+	c.mu.Lock()
+	delete(c.unsettled, d)
+	c.mu.Unlock()
+}
+
+func (c *Consumer) countSettle(o Outcome) {
+	c.r.metrics.settled.WithLabelValues(c.ts.name, o.Kind.String()).Inc()
+}
+
+// ---- live (core) subscriptions: multicast and topic space
+
+func (c *Consumer) startLive(subjects []string) error {
+	for _, s := range subjects {
+		sub, err := c.ts.nc.Subscribe(s, c.onLive)
+		if err != nil {
+			return err
+		}
+		// A slow consumer drops (at-most-once) instead of growing memory.
+		_ = sub.SetPendingLimits(65536, 64<<20)
+		c.subs = append(c.subs, sub)
+	}
+	return nil
+}
+
+func (c *Consumer) onLive(msg *nats.Msg) {
+	m, err := message.Unmarshal(msg.Data)
+	if err != nil {
+		return
+	}
+	if m.Expired(time.Now()) {
+		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
+		return
+	}
+	if c.opts.Filter != nil && !c.opts.Filter(m) {
+		return
+	}
+	name := c.tg.name
+	if i := strings.IndexByte(msg.Subject, '.'); i > 0 {
+		if n, err := address.NameFromSubject(msg.Subject[:i], msg.Subject); err == nil {
+			name = n
+		}
+	}
+	if c.tg.space && strings.HasPrefix(name, "$") && !strings.HasPrefix(c.tg.name, "$") {
+		return // MQTT: wildcards at the first level do not match $-names
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if c.credit <= 0 {
+		c.r.metrics.dropped.WithLabelValues(c.ts.name, "no_credit").Inc()
+		return
+	}
+	c.credit--
+	c.give(&Delivery{Message: m, Address: name, Count: 1})
+}
+
+// ---- anycast
+
+func (c *Consumer) startAnycast() error {
+	sub, err := c.ts.nc.QueueSubscribe(address.Subject("a", c.tg.name), "anycast", c.onAnycast)
+	if err != nil {
+		return err
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	c.subs = append(c.subs, sub)
+	probe, err := c.ts.nc.QueueSubscribe(address.Subject("ap", c.tg.name), "presence", func(m *nats.Msg) {
+		_ = m.Respond([]byte{1})
+	})
+	if err != nil {
+		return err
+	}
+	c.subs = append(c.subs, probe)
+	// Make sure the interest is registered before announcing it.
+	if err := c.ts.nc.Flush(); err != nil {
+		return err
+	}
+	return c.ts.nc.Publish(address.Subject("aa", c.tg.name), []byte{1})
+}
+
+func (c *Consumer) onAnycast(msg *nats.Msg) {
+	c.mu.Lock()
+	if c.closed || c.credit <= 0 {
+		c.mu.Unlock()
+		_ = msg.Respond([]byte{anycastNoCredit})
+		return
+	}
+	m, err := message.Unmarshal(msg.Data)
+	if err != nil {
+		c.mu.Unlock()
+		_ = msg.Respond(encodeOutcome(Outcome{Kind: Rejected, Condition: "amqp:decode-error", Description: err.Error()}))
+		return
+	}
+	if c.opts.Filter != nil && !c.opts.Filter(m) {
+		c.mu.Unlock()
+		_ = msg.Respond([]byte{anycastNoCredit})
+		return
+	}
+	c.credit--
+	reply := msg.Reply
+	d := &Delivery{Message: m, Address: c.tg.name, Count: 1}
+	d.settle = func(o Outcome) {
+		c.forget(d)
+		c.countSettle(o)
+		_ = c.ts.nc.Publish(reply, encodeOutcome(o))
+	}
+	c.give(d)
+	c.mu.Unlock()
+}
+
+// ---- pull consumers (stored types)
+
+// subscriptionConsumer names the stream and durable consumer of a
+// subscription address ("topic::name" or a defined subscription).
+func subscriptionConsumer(tg target) (stream, consumer string) {
+	if tg.topicDef != nil {
+		return streamFor(tg.topicDef), address.ConsumerName("S", tg.subName)
+	}
+	return topicSpaceStream, address.ConsumerName("S", tg.subName)
+}
+
+// ensureSubscription creates the durable consumer of a subscription
+// address if it does not exist yet; it collects from now on.
+func (r *Router) ensureSubscription(ctx context.Context, ts *tenantState, tg target) error {
+	topic := tg.def.Topic
+	var filters []string
+	if tg.topicDef != nil {
+		if _, err := r.ensureStream(ctx, ts, tg.topicDef); err != nil {
+			return err
+		}
+	} else {
+		if err := r.ensureTopicSpace(ctx, ts); err != nil {
+			return err
+		}
+		filters = address.FilterSubjects("s", topic)
+	}
+	stream, cname := subscriptionConsumer(tg)
+	return r.ensureDurable(ctx, ts, stream, cname, tg.subName, filters, ConsumeOptions{})
+}
+
+func (r *Router) ensureDurable(ctx context.Context, ts *tenantState, stream, cname, subName string, filters []string, opts ConsumeOptions) error {
+	if _, err := ts.js.Consumer(ctx, stream, cname); err == nil {
+		return nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return err
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       cname,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 1 << 16,
+		MaxWaiting:    4096,
+		Metadata:      map[string]string{"throng.subscription": subName},
+	}
+	setStart(&cc, opts)
+	switch len(filters) {
+	case 0:
+	case 1:
+		cc.FilterSubject = filters[0]
+	default:
+		cc.FilterSubjects = filters
+	}
+	_, err := ts.js.CreateConsumer(ctx, stream, cc)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		return nil
+	}
+	return err
+}
+
+func setStart(cc *jetstream.ConsumerConfig, opts ConsumeOptions) {
+	switch {
+	case opts.StartSequence > 0:
+		cc.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cc.OptStartSeq = opts.StartSequence
+	case !opts.StartTime.IsZero():
+		t := opts.StartTime
+		cc.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		cc.OptStartTime = &t
+	default:
+		cc.DeliverPolicy = jetstream.DeliverNewPolicy
+	}
+}
+
+// startTopic attaches to a defined topic or the topic space with a durable
+// name or a replay start.
+func (c *Consumer) startTopic(ctx context.Context) error {
+	var stream string
+	var filters []string
+	if c.tg.space {
+		if err := c.r.ensureTopicSpace(ctx, c.ts); err != nil {
+			return err
+		}
+		stream = topicSpaceStream
+		filters = address.FilterSubjects("s", c.tg.name)
+	} else {
+		sn, err := c.r.ensureStream(ctx, c.ts, c.tg.def)
+		if err != nil {
+			return err
+		}
+		stream = sn
+	}
+	if c.opts.Durable != "" {
+		// A durable subscription is identified by its name within the
+		// topic (or topic-space filter).
+		subName := c.tg.name + "::" + c.opts.Durable
+		cname := address.ConsumerName("S", subName)
+		if err := c.r.ensureDurable(ctx, c.ts, stream, cname, subName, filters, c.opts); err != nil {
+			return err
+		}
+		return c.startPull(stream, cname)
+	}
+	cc := jetstream.ConsumerConfig{
+		AckPolicy:         jetstream.AckExplicitPolicy,
+		AckWait:           30 * time.Second,
+		MaxDeliver:        -1,
+		MaxAckPending:     1 << 16,
+		InactiveThreshold: time.Minute,
+	}
+	setStart(&cc, c.opts)
+	switch len(filters) {
+	case 0:
+	case 1:
+		cc.FilterSubject = filters[0]
+	default:
+		cc.FilterSubjects = filters
+	}
+	cons, err := c.ts.js.CreateConsumer(ctx, stream, cc)
+	if err != nil {
+		return fmt.Errorf("router: subscribe %q: %w", c.tg.name, err)
+	}
+	c.ephemeral = true
+	return c.startPull(stream, cons.CachedInfo().Name)
+}
+
+func (c *Consumer) startPull(stream, cons string) error {
+	c.stream, c.cons = stream, cons
+	c.reqs = map[string]int{}
+	c.abandoned = map[string]bool{}
+	inbox := c.ts.nc.NewInbox()
+	sub, err := c.ts.nc.Subscribe(inbox+".*", c.onPulled)
+	if err != nil {
+		return err
+	}
+	_ = sub.SetPendingLimits(-1, -1)
+	c.subs = append(c.subs, sub)
+	c.mu.Lock()
+	c.inbox = inbox
+	c.mu.Unlock()
+	return nil
+}
+
+// pullRequest is JetStream's "next messages" request.
+type pullRequest struct {
+	Batch   int   `json:"batch"`
+	Expires int64 `json:"expires,omitempty"` // nanoseconds
+	NoWait  bool  `json:"no_wait,omitempty"`
+}
+
+const pullExpiry = 30 * time.Second
+
+// pumpLocked asks the engine for as many messages as there is credit not
+// yet covered by waiting requests. Called with c.mu held.
+func (c *Consumer) pumpLocked(noWait bool) {
+	if c.closed || c.inbox == "" {
+		return
+	}
+	want := c.credit - c.outstanding
+	if want <= 0 {
+		if noWait && c.drainFn != nil {
+			c.finishDrainLocked()
+		}
+		return
+	}
+	c.nextReq++
+	id := strconv.FormatUint(c.nextReq, 36)
+	req := pullRequest{Batch: want}
+	if noWait {
+		req.NoWait = true
+	} else {
+		req.Expires = int64(pullExpiry)
+	}
+	body, _ := json.Marshal(req)
+	c.reqs[id] = want
+	c.outstanding += want
+	subj := "$JS.API.CONSUMER.MSG.NEXT." + c.stream + "." + c.cons
+	if err := c.ts.nc.PublishRequest(subj, c.inbox+"."+id, body); err != nil {
+		delete(c.reqs, id)
+		c.outstanding -= want
+	}
+}
+
+func (c *Consumer) finishDrainLocked() {
+	fn := c.drainFn
+	c.drainFn = nil
+	c.credit = 0
+	// Credit is gone: waiting requests are withdrawn too.
+	for id := range c.reqs {
+		c.abandoned[id] = true
+	}
+	c.reqs = map[string]int{}
+	c.outstanding = 0
+	go fn()
+}
+
+// onPulled handles a message or a status for one of the pull requests.
+func (c *Consumer) onPulled(msg *nats.Msg) {
+	id := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
+	if len(msg.Data) == 0 && msg.Header != nil && msg.Header.Get("Status") != "" {
+		// 404 no messages, 408 request expired, 409 consumer gone or
+		// limits: the request is over.
+		c.mu.Lock()
+		if n, ok := c.reqs[id]; ok {
+			delete(c.reqs, id)
+			c.outstanding -= n
+			if c.drainFn != nil && len(c.reqs) == 0 {
+				c.finishDrainLocked()
+			} else if msg.Header.Get("Status") != "409" {
+				c.pumpLocked(false)
+			}
+		}
+		delete(c.abandoned, id)
+		c.mu.Unlock()
+		return
+	}
+	if msg.Reply == "" {
+		return
+	}
+	count, seq, ts := parseAck(msg.Reply)
+	c.mu.Lock()
+	if c.closed || c.abandoned[id] {
+		c.mu.Unlock()
+		_ = msg.Respond([]byte("-NAK"))
+		return
+	}
+	if n, ok := c.reqs[id]; ok {
+		c.outstanding--
+		if n <= 1 {
+			delete(c.reqs, id)
+		} else {
+			c.reqs[id] = n - 1
+		}
+	}
+	m, err := message.Unmarshal(msg.Data)
+	switch {
+	case err != nil:
+		c.mu.Unlock()
+		c.r.log.Warn("undecodable stored message, terminated", "tenant", c.ts.name, "address", c.tg.name, "seq", seq, "err", err)
+		_ = msg.Respond([]byte("+TERM"))
+		c.refill()
+		return
+	case m.Expired(time.Now()):
+		c.mu.Unlock()
+		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
+		_ = msg.Respond([]byte("+TERM"))
+		c.refill()
+		return
+	case c.maxDeliver > 0 && count > uint64(c.maxDeliver):
+		c.mu.Unlock()
+		c.deadLetter(msg, m, "delivery count exceeded")
+		c.refill()
+		return
+	case c.opts.Filter != nil && !c.opts.Filter(m):
+		c.mu.Unlock()
+		if c.tg.typ == address.Queue {
+			_ = msg.Respond([]byte("-NAK"))
+		} else {
+			_ = msg.Respond([]byte("+ACK"))
+		}
+		c.refill()
+		return
+	}
+	if c.credit <= 0 {
+		// Can only happen if credit was withdrawn; give it back.
+		c.mu.Unlock()
+		_ = msg.Respond([]byte("-NAK"))
+		return
+	}
+	c.credit--
+	name := c.tg.name
+	if c.tg.space {
+		if n, err := address.NameFromSubject("s", msg.Subject); err == nil {
+			name = n
+		}
+	}
+	ackSubj := msg.Reply
+	d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts}
+	d.settle = func(o Outcome) {
+		c.forget(d)
+		c.countSettle(o)
+		switch o.Kind {
+		case Accepted:
+			_ = c.ts.nc.Publish(ackSubj, []byte("+ACK"))
+		case Rejected:
+			c.deadLetter(&nats.Msg{Reply: ackSubj}, m, o.Description)
+		default:
+			_ = c.ts.nc.Publish(ackSubj, []byte("-NAK"))
+		}
+	}
+	c.give(d)
+	c.mu.Unlock()
+}
+
+// refill re-issues credit that a skipped message did not use.
+func (c *Consumer) refill() {
+	c.mu.Lock()
+	if c.drainFn == nil {
+		c.pumpLocked(false)
+	}
+	c.mu.Unlock()
+}
+
+// deadLetter moves a queue message to the dead-letter address and then
+// terminates it in its stream, so it is never lost in between: if the
+// dead-letter publish fails, the message is released instead.
+func (c *Consumer) deadLetter(orig *nats.Msg, m *message.Message, reason string) {
+	if c.tg.typ != address.Queue {
+		// Topic subscriptions have no dead-letter address: a rejected
+		// message is simply done for this subscription.
+		_ = c.ts.nc.Publish(orig.Reply, []byte("+TERM"))
+		return
+	}
+	dla := c.tg.def.DeadLetterAddress()
+	dm := *m
+	props := make(map[string]any, len(m.Properties)+2)
+	for k, v := range m.Properties {
+		props[k] = v
+	}
+	props["x-throng-dead-letter-reason"] = reason
+	props["x-throng-original-address"] = c.tg.name
+	dm.Properties = props
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	p, err := c.r.Producer(ctx, c.ts.name, dla)
+	if err == nil && p.tg.typ == address.Anycast {
+		err = fmt.Errorf("dead-letter address %q is anycast", dla)
+	}
+	if err != nil {
+		c.r.log.Warn("dead-letter address unusable; message released", "tenant", c.ts.name, "address", c.tg.name, "dla", dla, "err", err)
+		_ = c.ts.nc.Publish(orig.Reply, []byte("-NAK"))
+		return
+	}
+	reply := orig.Reply
+	p.Publish(&dm, func(_ Outcome, err error) {
+		if err != nil {
+			_ = c.ts.nc.Publish(reply, []byte("-NAK"))
+			return
+		}
+		_ = c.ts.nc.Publish(reply, []byte("+TERM"))
+	})
+}
+
+// parseAck reads the delivery count, stream sequence and timestamp from a
+// JetStream ack subject:
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+//	$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>[.<token>]
+func parseAck(s string) (count, seq uint64, ts time.Time) {
+	toks := strings.Split(s, ".")
+	i := 4
+	if len(toks) >= 11 {
+		i = 6
+	}
+	if len(toks) < i+4 {
+		return 1, 0, time.Time{}
+	}
+	count, _ = strconv.ParseUint(toks[i], 10, 64)
+	seq, _ = strconv.ParseUint(toks[i+1], 10, 64)
+	if n, err := strconv.ParseInt(toks[i+3], 10, 64); err == nil {
+		ts = time.Unix(0, n)
+	}
+	return count, seq, ts
+}

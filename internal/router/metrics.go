@@ -1,0 +1,33 @@
+package router
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are labelled by tenant and address type only: per-address labels
+// would let one tenant with many addresses explode the series count.
+type metrics struct {
+	in      *prometheus.CounterVec // throng_router_messages_in_total
+	out     *prometheus.CounterVec // throng_router_messages_out_total
+	dropped *prometheus.CounterVec // throng_router_messages_dropped_total
+	settled *prometheus.CounterVec // throng_router_deliveries_settled_total
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		in: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_router_messages_in_total", Help: "Messages accepted for routing.",
+		}, []string{"tenant", "type"}),
+		out: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_router_messages_out_total", Help: "Messages delivered to consumers.",
+		}, []string{"tenant", "type"}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_router_messages_dropped_total", Help: "At-most-once messages dropped (no credit, expired, no consumer).",
+		}, []string{"tenant", "reason"}),
+		settled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_router_deliveries_settled_total", Help: "Deliveries settled by consumers, by outcome.",
+		}, []string{"tenant", "outcome"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.in, m.out, m.dropped, m.settled)
+	}
+	return m
+}

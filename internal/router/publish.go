@@ -1,0 +1,390 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
+)
+
+// OutcomeKind is how a delivery was settled (the AMQP outcomes; MQTT and
+// HTTP front-ends use Accepted and Released).
+type OutcomeKind uint8
+
+const (
+	Accepted OutcomeKind = iota
+	Rejected
+	Released
+	Modified
+)
+
+func (k OutcomeKind) String() string {
+	switch k {
+	case Accepted:
+		return "accepted"
+	case Rejected:
+		return "rejected"
+	case Released:
+		return "released"
+	case Modified:
+		return "modified"
+	}
+	return "unknown"
+}
+
+// Outcome is a settlement.
+type Outcome struct {
+	Kind OutcomeKind
+	// DeliveryFailed (modified) counts the attempt as a failed delivery.
+	DeliveryFailed bool
+	// UndeliverableHere (modified) asks not to deliver it to this consumer
+	// again. JetStream cannot exclude one consumer, so it is redelivered to
+	// any consumer like a release.
+	UndeliverableHere bool
+	// Condition and Description describe a rejection.
+	Condition   string
+	Description string
+}
+
+// Producer publishes to one resolved address. Resolving once per link
+// keeps strict-mode and auto-create decisions out of the per-message path.
+type Producer struct {
+	r   *Router
+	ts  *tenantState
+	tg  target
+	ctr *addrCounters
+
+	subject string // engine subject for this address
+	stored  bool   // JetStream publish (PubAck) rather than core
+}
+
+// Producer resolves an address for publishing: a defined address, a
+// "topic::sub" name (refused: subscriptions are consumed, not published
+// to), a name matched by an auto-create rule (created now), or topic
+// space. ErrNotFound on a strict tenant for an unknown name.
+func (r *Router) Producer(ctx context.Context, tenantName, name string) (*Producer, error) {
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		return nil, err
+	}
+	tg, err := r.resolve(ctx, ts, name)
+	if err != nil {
+		return nil, err
+	}
+	p := &Producer{r: r, ts: ts, tg: tg, ctr: ts.counter(name)}
+	switch {
+	case tg.typ == address.Subscription:
+		return nil, fmt.Errorf("%w: %q is a subscription; publish to its topic", ErrInvalid, name)
+	case tg.space:
+		p.subject = address.Subject("t", name)
+	case tg.typ == address.Queue || tg.typ == address.Topic:
+		if _, err := r.ensureStream(ctx, ts, tg.def); err != nil {
+			return nil, err
+		}
+		p.subject = subjectFor(tg.def)
+		p.stored = true
+	case tg.typ == address.Multicast:
+		p.subject = address.Subject("t", name)
+	case tg.typ == address.Anycast:
+		p.subject = address.Subject("a", name)
+	}
+	return p, nil
+}
+
+// Type is the resolved address type (topic space reports Topic).
+func (p *Producer) Type() address.Type { return p.tg.typ }
+
+// TopicSpace reports whether the name is in the tenant's topic space.
+func (p *Producer) TopicSpace() bool { return p.tg.space }
+
+// Address is the address definition (nil in topic space).
+func (p *Producer) Address() *address.Address { return p.tg.def }
+
+// Publish publishes a message and calls done with its outcome:
+//   - queue, topic, durable topic-space message: Accepted once stored;
+//   - anycast: the consumer's outcome (Released if it goes away or none
+//     takes it in time; ErrNoConsumers if there is none);
+//   - multicast and non-durable topic space: Accepted at once (at-most-once).
+//
+// done may run on an engine goroutine: it must not block. m must not be
+// modified after the call.
+func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
+	if err := p.checkSize(m); err != nil {
+		done(Outcome{}, err)
+		return
+	}
+	if m.TTL > 0 && m.Expiry.IsZero() {
+		m.Expiry = time.Now().Add(m.TTL)
+	}
+	p.ctr.in.Add(1)
+	p.r.metrics.in.WithLabelValues(p.ts.name, string(p.tg.typ)).Inc()
+	switch {
+	case p.tg.typ == address.Anycast:
+		p.publishAnycast(m, 0, done)
+	case p.stored:
+		p.publishStored(p.subject, m, done)
+	case p.tg.space && m.Durable:
+		// Durable topic-space messages are stored for durable
+		// subscribers; live subscribers see them on the s. subject too.
+		if err := p.r.ensureTopicSpace(context.Background(), p.ts); err != nil {
+			done(Outcome{}, err)
+			return
+		}
+		p.publishStored(address.Subject("s", p.tg.name), m, done)
+	default:
+		if err := p.ts.nc.Publish(p.subject, m.Marshal()); err != nil {
+			done(Outcome{}, fmt.Errorf("router: publish: %w", err))
+			return
+		}
+		done(Outcome{Kind: Accepted}, nil)
+	}
+}
+
+// PublishSync publishes and waits for the outcome.
+func (p *Producer) PublishSync(ctx context.Context, m *message.Message) (Outcome, error) {
+	type res struct {
+		o   Outcome
+		err error
+	}
+	ch := make(chan res, 1)
+	p.Publish(m, func(o Outcome, err error) { ch <- res{o, err} })
+	select {
+	case r := <-ch:
+		return r.o, r.err
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+// Publish resolves name and publishes one message, waiting for the outcome.
+func (r *Router) Publish(ctx context.Context, tenantName, name string, m *message.Message) (Outcome, error) {
+	p, err := r.Producer(ctx, tenantName, name)
+	if err != nil {
+		return Outcome{}, err
+	}
+	return p.PublishSync(ctx, m)
+}
+
+func (p *Producer) checkSize(m *message.Message) error {
+	size := m.Size()
+	if t, ok := p.r.store.Tenant(p.ts.name); ok && t.Limits.MaxMessageSize > 0 && size > t.Limits.MaxMessageSize {
+		return fmt.Errorf("%w: message of %d bytes exceeds the tenant's maximum of %d", ErrLimitExceeded, size, t.Limits.MaxMessageSize)
+	}
+	if p.tg.def != nil && p.tg.def.Limits.MaxMessageSize > 0 && size > int(p.tg.def.Limits.MaxMessageSize) {
+		return fmt.Errorf("%w: message of %d bytes exceeds the address maximum of %d", ErrLimitExceeded, size, p.tg.def.Limits.MaxMessageSize)
+	}
+	return nil
+}
+
+// pubAck is JetStream's answer to a publish.
+type pubAck struct {
+	Stream string `json:"stream"`
+	Seq    uint64 `json:"seq"`
+	Error  *struct {
+		Code        int    `json:"code"`
+		ErrCode     int    `json:"err_code"`
+		Description string `json:"description"`
+	} `json:"error"`
+}
+
+const publishTimeout = 10 * time.Second
+
+func (p *Producer) publishStored(subject string, m *message.Message, done func(Outcome, error)) {
+	reply, ok := p.ts.mux.register(publishTimeout, func(msg *nats.Msg) {
+		if msg == nil {
+			done(Outcome{}, ErrTimeout)
+			return
+		}
+		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+			done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, p.tg.name))
+			return
+		}
+		var ack pubAck
+		if err := json.Unmarshal(msg.Data, &ack); err != nil {
+			done(Outcome{}, fmt.Errorf("router: bad publish ack: %w", err))
+			return
+		}
+		if ack.Error != nil {
+			done(Outcome{}, mapStoreError(ack.Error.ErrCode, ack.Error.Description))
+			return
+		}
+		done(Outcome{Kind: Accepted}, nil)
+	})
+	if !ok {
+		done(Outcome{}, ErrClosed)
+		return
+	}
+	nm := &nats.Msg{Subject: subject, Reply: reply, Data: m.Marshal()}
+	if !m.Expiry.IsZero() {
+		ttl := time.Until(m.Expiry)
+		if ttl < time.Second {
+			ttl = time.Second // the engine's smallest per-message TTL
+		}
+		nm.Header = nats.Header{"Nats-TTL": []string{fmt.Sprintf("%ds", int64((ttl+time.Second-1)/time.Second))}}
+	}
+	if err := p.ts.nc.PublishMsg(nm); err != nil {
+		p.ts.mux.cancel(reply)
+		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
+	}
+}
+
+// mapStoreError turns a JetStream publish error into a router error.
+func mapStoreError(code int, desc string) error {
+	d := strings.ToLower(desc)
+	switch {
+	case strings.Contains(d, "maximum messages"), strings.Contains(d, "maximum bytes"),
+		strings.Contains(d, "message size exceeds"), strings.Contains(d, "resources exceeded"),
+		strings.Contains(d, "insufficient resources"):
+		return fmt.Errorf("%w: %s", ErrLimitExceeded, desc)
+	}
+	return fmt.Errorf("router: store error %d: %s", code, desc)
+}
+
+// ---- anycast
+
+// Anycast replies: a consumer without credit answers noCredit so the
+// producer tries again (possibly reaching another consumer); otherwise it
+// answers with the encoded outcome once the consumer settles.
+const (
+	anycastNoCredit = 'N'
+	anycastOutcome  = 'O'
+	// anycastRetries bounds how often a producer retries consumers that
+	// have no credit before it reports Released.
+	anycastRetries = 50
+)
+
+func encodeOutcome(o Outcome) []byte {
+	b := []byte{anycastOutcome, byte(o.Kind), 0}
+	if o.DeliveryFailed {
+		b[2] |= 1
+	}
+	if o.UndeliverableHere {
+		b[2] |= 2
+	}
+	b = append(b, o.Condition...)
+	b = append(b, 0)
+	return append(b, o.Description...)
+}
+
+func decodeOutcome(b []byte) (Outcome, bool) {
+	if len(b) < 4 || b[0] != anycastOutcome || b[1] > byte(Modified) {
+		return Outcome{}, false
+	}
+	o := Outcome{Kind: OutcomeKind(b[1]), DeliveryFailed: b[2]&1 != 0, UndeliverableHere: b[2]&2 != 0}
+	cond, desc, _ := strings.Cut(string(b[3:]), "\x00")
+	o.Condition, o.Description = cond, desc
+	return o, true
+}
+
+func (p *Producer) publishAnycast(m *message.Message, attempt int, done func(Outcome, error)) {
+	data := m.Marshal()
+	reply, ok := p.ts.mux.register(p.r.cfg.AnycastTimeout, func(msg *nats.Msg) {
+		switch {
+		case msg == nil:
+			done(Outcome{Kind: Released}, nil)
+		case len(msg.Data) == 0 && msg.Header.Get("Status") == "503":
+			done(Outcome{}, ErrNoConsumers)
+		case len(msg.Data) == 1 && msg.Data[0] == anycastNoCredit:
+			if attempt >= anycastRetries {
+				done(Outcome{Kind: Released}, nil)
+				return
+			}
+			delay := time.Duration(attempt+1) * 200 * time.Microsecond
+			time.AfterFunc(delay, func() { p.publishAnycast(m, attempt+1, done) })
+		default:
+			o, ok := decodeOutcome(msg.Data)
+			if !ok {
+				done(Outcome{Kind: Released}, nil)
+				return
+			}
+			done(o, nil)
+		}
+	})
+	if !ok {
+		done(Outcome{}, ErrClosed)
+		return
+	}
+	if err := p.ts.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: reply, Data: data}); err != nil {
+		p.ts.mux.cancel(reply)
+		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
+	}
+}
+
+// HasConsumers reports whether an anycast address has a consumer anywhere
+// in the cluster (for other types it is always true). Front-ends grant
+// producer credit only while it holds.
+func (p *Producer) HasConsumers(ctx context.Context) bool {
+	if p.tg.typ != address.Anycast {
+		return true
+	}
+	ch := make(chan bool, 1)
+	reply, ok := p.ts.mux.register(time.Second, func(msg *nats.Msg) {
+		ch <- msg != nil && len(msg.Data) > 0
+	})
+	if !ok {
+		return false
+	}
+	if err := p.ts.nc.PublishMsg(&nats.Msg{Subject: address.Subject("ap", p.tg.name), Reply: reply}); err != nil {
+		p.ts.mux.cancel(reply)
+		return false
+	}
+	select {
+	case v := <-ch:
+		return v
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// WatchConsumers calls fn with the current answer of HasConsumers and
+// again whenever it changes, until stop is called. Changes are noticed
+// through announcements consumers publish when they attach and detach,
+// and by a re-check every second (a node that dies cannot announce).
+func (p *Producer) WatchConsumers(fn func(bool)) (stop func()) {
+	if p.tg.typ != address.Anycast {
+		fn(true)
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	kick := make(chan struct{}, 1)
+	sub, err := p.ts.nc.Subscribe(address.Subject("aa", p.tg.name), func(*nats.Msg) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		cancel()
+		fn(false)
+		return func() {}
+	}
+	go func() {
+		defer sub.Unsubscribe()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		last, first := false, true
+		for {
+			has := p.HasConsumers(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			if first || has != last {
+				fn(has)
+				last, first = has, false
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-kick:
+			case <-t.C:
+			}
+		}
+	}()
+	return cancel
+}

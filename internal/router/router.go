@@ -1,0 +1,573 @@
+// Package router implements throng's address semantics (DESIGN.md section
+// 3) on top of the engine's streams and subjects. It is the protocol-neutral
+// API of every front-end: publish a message to (tenant, address), consume
+// with credit, settle each delivery.
+//
+// Engine mapping (per tenant, inside the tenant's own NATS account):
+//
+//	t.<name>   live traffic: multicast addresses and non-durable topic-space publishes
+//	s.<name>   durable topic-space publishes, stored in stream TOPICSPACE (subjects s.>)
+//	d.<name>   a defined topic's subject, stored in stream T_<hash(name)>
+//	q.<name>   a queue's subject, stored in stream Q_<hash(name)> (work-queue retention)
+//	a.<name>   anycast requests (queue group "anycast"); the reply carries the outcome
+//	ap.<name>  anycast presence probes;  aa.<name> presence announcements
+//
+// <name> is the address name mapped by address.Subject (levels become
+// tokens, special characters percent-escaped). See docs/router.md.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/engine"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// Errors returned by publish and consume; front-ends map them to their
+// protocol's error conditions.
+var (
+	// ErrNotFound: the address is not defined and the tenant is strict, or
+	// the tenant does not exist.
+	ErrNotFound = errors.New("address not found")
+	// ErrNoConsumers: an anycast address has no consumer.
+	ErrNoConsumers = errors.New("no consumer for anycast address")
+	// ErrLimitExceeded: a queue or topic is full (reject-new), or a message
+	// is larger than allowed.
+	ErrLimitExceeded = errors.New("address limit exceeded")
+	// ErrInvalid: an invalid name, filter or option.
+	ErrInvalid = errors.New("invalid request")
+	// ErrClosed: the router or consumer is closed.
+	ErrClosed = errors.New("router closed")
+	// ErrTimeout: the engine did not answer in time.
+	ErrTimeout = errors.New("engine timeout")
+)
+
+// Stream names that are not derived from an address.
+const (
+	topicSpaceStream = "TOPICSPACE"
+	// DefaultTopicSpaceMaxAge bounds how long durable topic-space messages
+	// are kept for offline durable subscribers.
+	DefaultTopicSpaceMaxAge = 7 * 24 * time.Hour
+	// queueConsumer is the durable JetStream consumer shared by all
+	// consumers of a queue.
+	queueConsumer = "queue"
+)
+
+// Config configures a Router.
+type Config struct {
+	Engine  *engine.Engine
+	Store   *tenant.Store
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer // nil: not registered
+	// TopicSpaceMaxAge and TopicSpaceMaxBytes bound the durable topic-space
+	// stream of each tenant (defaults: 7 days, unlimited bytes).
+	TopicSpaceMaxAge   time.Duration
+	TopicSpaceMaxBytes int64
+	// AnycastTimeout bounds how long an anycast producer waits for the
+	// consumer's outcome before the delivery counts as released.
+	AnycastTimeout time.Duration
+}
+
+// Router routes messages for all tenants.
+type Router struct {
+	cfg     Config
+	eng     *engine.Engine
+	store   *tenant.Store
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	tenants map[string]*tenantState // guarded by mu
+	closed  bool                    // guarded by mu
+}
+
+// tenantState is the router's connection to one tenant's account and what
+// it has set up there. Streams are created lazily and remembered.
+type tenantState struct {
+	name string
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	mux  *replyMux
+
+	mu        sync.Mutex
+	streams   map[string]bool          // stream names known to exist; guarded by mu
+	counters  map[string]*addrCounters // by address name; guarded by mu
+	consumers map[*Consumer]struct{}   // open consumers; guarded by mu
+}
+
+type addrCounters struct {
+	in, out   atomic.Uint64
+	consumers atomic.Int64
+}
+
+// New starts a router: it ensures the default tenant and the engine
+// account of every stored tenant.
+func New(ctx context.Context, cfg Config) (*Router, error) {
+	if cfg.Engine == nil || cfg.Store == nil {
+		return nil, errors.New("router: engine and store are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TopicSpaceMaxAge == 0 {
+		cfg.TopicSpaceMaxAge = DefaultTopicSpaceMaxAge
+	}
+	if cfg.AnycastTimeout == 0 {
+		cfg.AnycastTimeout = 30 * time.Second
+	}
+	r := &Router{
+		cfg:     cfg,
+		eng:     cfg.Engine,
+		store:   cfg.Store,
+		log:     cfg.Logger.With("component", "router"),
+		metrics: newMetrics(cfg.Metrics),
+		tenants: map[string]*tenantState{},
+	}
+	if _, ok := cfg.Store.Tenant(tenant.Default); !ok {
+		if err := cfg.Store.CreateTenant(ctx, &tenant.Tenant{Name: tenant.Default}); err != nil && !errors.Is(err, tenant.ErrExists) {
+			return nil, err
+		}
+	}
+	for _, t := range cfg.Store.Tenants() {
+		if _, err := r.tenant(ctx, t.Name); err != nil {
+			r.Close()
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// Close closes all consumers and the router's engine connections.
+func (r *Router) Close() {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed = true
+	ts := r.tenants
+	r.tenants = map[string]*tenantState{}
+	r.mu.Unlock()
+	for _, t := range ts {
+		t.close()
+	}
+}
+
+func (t *tenantState) close() {
+	t.mu.Lock()
+	cs := make([]*Consumer, 0, len(t.consumers))
+	for c := range t.consumers {
+		cs = append(cs, c)
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.Close()
+	}
+	t.mux.close()
+	t.nc.Close()
+}
+
+// tenant returns the state of a stored tenant, connecting to its account
+// on first use.
+func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if t, ok := r.tenants[name]; ok {
+		return t, nil
+	}
+	if _, ok := r.store.Tenant(name); !ok {
+		return nil, fmt.Errorf("%w: tenant %q", ErrNotFound, name)
+	}
+	acc := engine.AccountFor(name)
+	if err := r.eng.EnsureAccount(acc); err != nil {
+		return nil, err
+	}
+	nc, err := r.eng.Connect(acc, nats.Name("router/"+name))
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	mux, err := newReplyMux(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	t := &tenantState{
+		name: name, nc: nc, js: js, mux: mux,
+		streams:   map[string]bool{},
+		counters:  map[string]*addrCounters{},
+		consumers: map[*Consumer]struct{}{},
+	}
+	r.tenants[name] = t
+	return t, nil
+}
+
+func (t *tenantState) counter(name string) *addrCounters {
+	t.mu.Lock()
+	c, ok := t.counters[name]
+	if !ok {
+		c = &addrCounters{}
+		t.counters[name] = c
+	}
+	t.mu.Unlock()
+	return c
+}
+
+// ---- resolution
+
+// target is a resolved address: what publish and consume act on.
+type target struct {
+	name string
+	typ  address.Type // topic space is Topic with space=true
+	def  *address.Address
+	// space: the name is in the tenant's topic space (not defined).
+	space bool
+	// topicDef is the topic of a subscription address (nil: topic space).
+	topicDef *address.Address
+	subName  string // subscription name for subscription addresses
+}
+
+// resolve finds what a name means in a tenant: a defined address, a
+// "topic::subscription" reference, an address auto-created by a rule, or
+// the topic space (refused on a strict tenant).
+func (r *Router) resolve(ctx context.Context, ts *tenantState, name string) (target, error) {
+	if a, ok := r.store.Address(ts.name, name); ok {
+		return r.targetFor(ts, a), nil
+	}
+	if topic, sub, ok := strings.Cut(name, "::"); ok {
+		if address.ValidateName(topic) != nil || sub == "" {
+			return target{}, fmt.Errorf("%w: %q", ErrInvalid, name)
+		}
+		tg := target{name: name, typ: address.Subscription, subName: sub}
+		if a, ok := r.store.Address(ts.name, topic); ok {
+			if a.Type != address.Topic {
+				return target{}, fmt.Errorf("%w: %q is a %s, not a topic", ErrInvalid, topic, a.Type)
+			}
+			tg.topicDef = a
+		} else if tn, _ := r.store.Tenant(ts.name); tn != nil && tn.Strict {
+			return target{}, fmt.Errorf("%w: %q", ErrNotFound, topic)
+		}
+		tg.def = &address.Address{Name: name, Type: address.Subscription, Topic: topic}
+		return tg, nil
+	}
+	if err := address.ValidateName(name); err != nil {
+		return target{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	tn, ok := r.store.Tenant(ts.name)
+	if !ok {
+		return target{}, fmt.Errorf("%w: tenant %q", ErrNotFound, ts.name)
+	}
+	if rule, ok := tn.Rule(name); ok {
+		a := &address.Address{Name: name, Type: rule.Type, Limits: rule.Limits, DeadLetter: rule.DeadLetter, AutoCreated: true}
+		if err := r.CreateAddress(ctx, ts.name, a); err != nil && !errors.Is(err, tenant.ErrExists) {
+			return target{}, err
+		}
+		if a, ok := r.store.Address(ts.name, name); ok {
+			return r.targetFor(ts, a), nil
+		}
+		return target{}, fmt.Errorf("%w: auto-created address %q vanished", ErrNotFound, name)
+	}
+	if tn.Strict {
+		return target{}, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	return target{name: name, typ: address.Topic, space: true}, nil
+}
+
+func (r *Router) targetFor(ts *tenantState, a *address.Address) target {
+	tg := target{name: a.Name, typ: a.Type, def: a}
+	if a.Type == address.Subscription {
+		tg.subName = a.Name
+		if td, ok := r.store.Address(ts.name, a.Topic); ok && td.Type == address.Topic {
+			tg.topicDef = td
+		}
+	}
+	return tg
+}
+
+// ---- streams
+
+func streamFor(a *address.Address) string {
+	switch a.Type {
+	case address.Queue:
+		return address.StreamName("Q", a.Name)
+	case address.Topic:
+		return address.StreamName("T", a.Name)
+	}
+	return ""
+}
+
+func subjectFor(a *address.Address) string {
+	if a.Type == address.Queue {
+		return address.Subject("q", a.Name)
+	}
+	return address.Subject("d", a.Name)
+}
+
+func streamConfig(a *address.Address) jetstream.StreamConfig {
+	l := a.Limits
+	sc := jetstream.StreamConfig{
+		Name:        streamFor(a),
+		Subjects:    []string{subjectFor(a)},
+		Storage:     jetstream.FileStorage,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		MaxAge:      time.Duration(l.MaxAge),
+		Discard:     jetstream.DiscardNew,
+		AllowMsgTTL: true,
+		Metadata:    map[string]string{"throng.address": a.Name, "throng.type": string(a.Type)},
+		Description: string(a.Type) + " " + a.Name,
+	}
+	if l.MaxMessages > 0 {
+		sc.MaxMsgs = l.MaxMessages
+	}
+	if l.MaxBytes > 0 {
+		sc.MaxBytes = l.MaxBytes
+	}
+	if l.MaxMessageSize > 0 {
+		sc.MaxMsgSize = l.MaxMessageSize
+	}
+	if a.Type == address.Queue {
+		sc.Retention = jetstream.WorkQueuePolicy
+	} else if l.Overflow != address.RejectNew {
+		// Topics drop their oldest messages by default.
+		sc.Discard = jetstream.DiscardOld
+	}
+	return sc
+}
+
+// ensureStream creates (or updates) the stream of a defined queue or topic.
+func (r *Router) ensureStream(ctx context.Context, ts *tenantState, a *address.Address) (string, error) {
+	name := streamFor(a)
+	ts.mu.Lock()
+	ok := ts.streams[name]
+	ts.mu.Unlock()
+	if ok {
+		return name, nil
+	}
+	if _, err := ts.js.CreateOrUpdateStream(ctx, streamConfig(a)); err != nil {
+		return "", fmt.Errorf("router: stream for %q: %w", a.Name, err)
+	}
+	if a.Type == address.Queue {
+		if _, err := ts.js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
+			Durable:       queueConsumer,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       30 * time.Second,
+			MaxDeliver:    -1, // the router enforces max deliveries (dead-lettering)
+			MaxAckPending: 1 << 16,
+			MaxWaiting:    4096,
+		}); err != nil {
+			return "", fmt.Errorf("router: consumer for %q: %w", a.Name, err)
+		}
+	}
+	ts.mu.Lock()
+	ts.streams[name] = true
+	ts.mu.Unlock()
+	return name, nil
+}
+
+// ensureTopicSpace creates the tenant's durable topic-space stream.
+func (r *Router) ensureTopicSpace(ctx context.Context, ts *tenantState) error {
+	ts.mu.Lock()
+	ok := ts.streams[topicSpaceStream]
+	ts.mu.Unlock()
+	if ok {
+		return nil
+	}
+	sc := jetstream.StreamConfig{
+		Name:        topicSpaceStream,
+		Subjects:    []string{"s.>"},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      r.cfg.TopicSpaceMaxAge,
+		MaxBytes:    -1,
+		Discard:     jetstream.DiscardOld,
+		AllowMsgTTL: true,
+		Description: "durable topic-space messages",
+	}
+	if r.cfg.TopicSpaceMaxBytes > 0 {
+		sc.MaxBytes = r.cfg.TopicSpaceMaxBytes
+	}
+	if _, err := ts.js.CreateOrUpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("router: topic space: %w", err)
+	}
+	ts.mu.Lock()
+	ts.streams[topicSpaceStream] = true
+	ts.mu.Unlock()
+	return nil
+}
+
+// ---- administration
+
+// CreateTenant defines a tenant and sets up its engine account.
+func (r *Router) CreateTenant(ctx context.Context, t *tenant.Tenant) error {
+	if err := r.store.CreateTenant(ctx, t); err != nil {
+		return err
+	}
+	_, err := r.tenant(ctx, t.Name)
+	return err
+}
+
+// UpdateTenant changes a tenant's settings (strict mode, rules, limits).
+func (r *Router) UpdateTenant(ctx context.Context, t *tenant.Tenant) error {
+	return r.store.UpdateTenant(ctx, t)
+}
+
+// DeleteTenant removes a tenant, its addresses with their stored messages,
+// and its users. The default tenant cannot be deleted.
+func (r *Router) DeleteTenant(ctx context.Context, name string) error {
+	if name == tenant.Default {
+		return fmt.Errorf("%w: the default tenant cannot be deleted", tenant.ErrInvalid)
+	}
+	if _, ok := r.store.Tenant(name); !ok {
+		return fmt.Errorf("tenant %q %w", name, tenant.ErrNotFound)
+	}
+	ts, err := r.tenant(ctx, name)
+	if err != nil {
+		return err
+	}
+	// Remove every stream of the account, including the topic space.
+	lister := ts.js.StreamNames(ctx)
+	var names []string
+	for n := range lister.Name() {
+		names = append(names, n)
+	}
+	for _, n := range names {
+		if err := ts.js.DeleteStream(ctx, n); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("router: delete stream %s: %w", n, err)
+		}
+	}
+	if err := r.store.DeleteTenant(ctx, name); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	delete(r.tenants, name)
+	r.mu.Unlock()
+	ts.close()
+	return nil
+}
+
+// CreateAddress defines an address and creates its stream.
+func (r *Router) CreateAddress(ctx context.Context, tenantName string, a *address.Address) error {
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", tenant.ErrInvalid, err)
+	}
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("tenant %q %w", tenantName, tenant.ErrNotFound)
+		}
+		return err
+	}
+	if a.Type == address.Subscription {
+		if td, ok := r.store.Address(tenantName, a.Topic); ok && td.Type != address.Topic {
+			return fmt.Errorf("%w: %q is a %s, not a topic", tenant.ErrInvalid, a.Topic, td.Type)
+		}
+	}
+	if err := r.store.CreateAddress(ctx, tenantName, a); err != nil {
+		return err
+	}
+	switch a.Type {
+	case address.Queue, address.Topic:
+		if _, err := r.ensureStream(ctx, ts, a); err != nil {
+			_ = r.store.DeleteAddress(ctx, tenantName, a.Name)
+			return err
+		}
+	case address.Subscription:
+		// The durable consumer starts collecting now, not at first attach.
+		if err := r.ensureSubscription(ctx, ts, r.targetFor(ts, a)); err != nil {
+			_ = r.store.DeleteAddress(ctx, tenantName, a.Name)
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteAddress removes an address definition and its stored messages.
+func (r *Router) DeleteAddress(ctx context.Context, tenantName, name string) error {
+	a, ok := r.store.Address(tenantName, name)
+	if !ok {
+		return fmt.Errorf("address %q %w", name, tenant.ErrNotFound)
+	}
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		return err
+	}
+	switch a.Type {
+	case address.Queue, address.Topic:
+		sn := streamFor(a)
+		if err := ts.js.DeleteStream(ctx, sn); err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+		ts.mu.Lock()
+		delete(ts.streams, sn)
+		ts.mu.Unlock()
+	case address.Subscription:
+		tg := r.targetFor(ts, a)
+		stream, cname := subscriptionConsumer(tg)
+		if err := ts.js.DeleteConsumer(ctx, stream, cname); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return err
+		}
+	}
+	return r.store.DeleteAddress(ctx, tenantName, name)
+}
+
+// AddressStats reports backlog, consumers and counters of an address.
+func (r *Router) AddressStats(ctx context.Context, tenantName, name string) (address.Stats, error) {
+	a, ok := r.store.Address(tenantName, name)
+	if !ok {
+		return address.Stats{}, fmt.Errorf("address %q %w", name, tenant.ErrNotFound)
+	}
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		return address.Stats{}, err
+	}
+	c := ts.counter(name)
+	st := address.Stats{
+		Consumers:   int(c.consumers.Load()),
+		MessagesIn:  c.in.Load(),
+		MessagesOut: c.out.Load(),
+	}
+	switch a.Type {
+	case address.Queue, address.Topic:
+		s, err := ts.js.Stream(ctx, streamFor(a))
+		if err != nil {
+			return st, err
+		}
+		info := s.CachedInfo()
+		st.Backlog = int64(info.State.Msgs)
+		st.Bytes = int64(info.State.Bytes)
+		if a.Type == address.Topic {
+			for cn := range s.ListConsumers(ctx).Info() {
+				if cn.Config.Durable != "" {
+					st.Subscriptions = append(st.Subscriptions, cn.Config.Metadata["throng.subscription"])
+				}
+			}
+		}
+	case address.Subscription:
+		tg := r.targetFor(ts, a)
+		stream, cname := subscriptionConsumer(tg)
+		if ci, err := ts.js.Consumer(ctx, stream, cname); err == nil {
+			info := ci.CachedInfo()
+			st.Backlog = int64(info.NumPending) + int64(info.NumAckPending)
+		}
+	}
+	return st, nil
+}
