@@ -91,18 +91,23 @@ type Consumer struct {
 	stream, cons string
 	ephemeral    bool
 	inbox        string
-	reqs         map[string]int  // pull request id → messages still due; guarded by mu
-	outstanding  int             // sum of reqs; guarded by mu
-	abandoned    map[string]bool // requests whose credit was withdrawn (drain); guarded by mu
-	nextReq      uint64          // guarded by mu
-	maxDeliver   int
+	// reqs are the pull requests not yet finished, oldest first. The
+	// engine fills waiting requests in order and a delivered message
+	// carries its stream subject, not the request's reply subject, so a
+	// message is attributed to the oldest request.
+	reqs        []pullReq // guarded by mu
+	outstanding int       // messages still due on live (not abandoned) requests; guarded by mu
+	nextReq     uint64    // guarded by mu
+	maxDeliver  int
 
 	subs []*nats.Subscription
 }
 
 // Consume attaches a consumer to an address. deliver is called for each
-// delivery, on an engine goroutine and one at a time per consumer; it must
-// not block (hand the delivery to the connection's writer). No delivery
+// delivery on an engine goroutine, in order for each engine subject; a
+// live wildcard consumer listens on several subjects, so deliver must be
+// safe for concurrent use. It must not block (hand the delivery to the
+// connection's writer); it may call AddCredit and Settle. No delivery
 // happens before credit is granted with AddCredit.
 func (r *Router) Consume(ctx context.Context, tenantName, name string, opts ConsumeOptions, deliver func(*Delivery)) (*Consumer, error) {
 	ts, err := r.tenant(ctx, tenantName)
@@ -205,11 +210,7 @@ func (c *Consumer) Drain(done func()) {
 	}
 	// Withdraw the credit of waiting long-poll requests; what still
 	// arrives for them is released.
-	for id := range c.reqs {
-		c.abandoned[id] = true
-	}
-	c.reqs = map[string]int{}
-	c.outstanding = 0
+	c.abandonLocked()
 	c.drainFn = done
 	c.pumpLocked(true)
 	c.mu.Unlock()
@@ -255,12 +256,14 @@ func (c *Consumer) Close() {
 	}
 }
 
-// give hands a delivery to the front-end; called with c.mu held and
-// credit already taken.
-func (c *Consumer) give(d *Delivery) {
+// giveUnlock hands a delivery to the front-end. It is called with c.mu
+// held and credit already taken, and releases c.mu before calling deliver,
+// so that deliver may call AddCredit or Settle.
+func (c *Consumer) giveUnlock(d *Delivery) {
 	if d.settle != nil {
 		c.unsettled[d] = struct{}{}
 	}
+	c.mu.Unlock()
 	c.ctr.out.Add(1)
 	c.r.metrics.out.WithLabelValues(c.ts.name, c.typ).Inc()
 	c.deliver(d)
@@ -313,16 +316,17 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 		return // MQTT: wildcards at the first level do not match $-names
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return
 	}
 	if c.credit <= 0 {
+		c.mu.Unlock()
 		c.r.metrics.dropped.WithLabelValues(c.ts.name, "no_credit").Inc()
 		return
 	}
 	c.credit--
-	c.give(&Delivery{Message: m, Address: name, Count: 1})
+	c.giveUnlock(&Delivery{Message: m, Address: name, Count: 1})
 }
 
 // ---- anycast
@@ -374,8 +378,7 @@ func (c *Consumer) onAnycast(msg *nats.Msg) {
 		c.countSettle(o)
 		_ = c.ts.nc.Publish(reply, encodeOutcome(o))
 	}
-	c.give(d)
-	c.mu.Unlock()
+	c.giveUnlock(d)
 }
 
 // ---- pull consumers (stored types)
@@ -505,8 +508,6 @@ func (c *Consumer) startTopic(ctx context.Context) error {
 
 func (c *Consumer) startPull(stream, cons string) error {
 	c.stream, c.cons = stream, cons
-	c.reqs = map[string]int{}
-	c.abandoned = map[string]bool{}
 	inbox := c.ts.nc.NewInbox()
 	sub, err := c.ts.nc.Subscribe(inbox+".*", c.onPulled)
 	if err != nil {
@@ -542,6 +543,12 @@ func (c *Consumer) pumpLocked(noWait bool) {
 		}
 		return
 	}
+	// While requests are outstanding, top up only in batches of at least
+	// half the credit: a consumer returning credit one message at a time
+	// would otherwise cost a pull request per message.
+	if !noWait && c.outstanding > 0 && want < c.credit/2 {
+		return
+	}
 	c.nextReq++
 	id := strconv.FormatUint(c.nextReq, 36)
 	req := pullRequest{Batch: want}
@@ -551,13 +558,27 @@ func (c *Consumer) pumpLocked(noWait bool) {
 		req.Expires = int64(pullExpiry)
 	}
 	body, _ := json.Marshal(req)
-	c.reqs[id] = want
-	c.outstanding += want
 	subj := "$JS.API.CONSUMER.MSG.NEXT." + c.stream + "." + c.cons
 	if err := c.ts.nc.PublishRequest(subj, c.inbox+"."+id, body); err != nil {
-		delete(c.reqs, id)
-		c.outstanding -= want
+		return
 	}
+	c.reqs = append(c.reqs, pullReq{id: id, due: want})
+	c.outstanding += want
+}
+
+// pullReq is a pull request in flight.
+type pullReq struct {
+	id        string
+	due       int  // messages still to come
+	abandoned bool // its credit was withdrawn: what arrives is released
+}
+
+// abandonLocked withdraws the credit of all requests in flight.
+func (c *Consumer) abandonLocked() {
+	for i := range c.reqs {
+		c.reqs[i].abandoned = true
+	}
+	c.outstanding = 0
 }
 
 func (c *Consumer) finishDrainLocked() {
@@ -565,31 +586,33 @@ func (c *Consumer) finishDrainLocked() {
 	c.drainFn = nil
 	c.credit = 0
 	// Credit is gone: waiting requests are withdrawn too.
-	for id := range c.reqs {
-		c.abandoned[id] = true
-	}
-	c.reqs = map[string]int{}
-	c.outstanding = 0
+	c.abandonLocked()
 	go fn()
 }
 
 // onPulled handles a message or a status for one of the pull requests.
 func (c *Consumer) onPulled(msg *nats.Msg) {
-	id := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
 	if len(msg.Data) == 0 && msg.Header != nil && msg.Header.Get("Status") != "" {
 		// 404 no messages, 408 request expired, 409 consumer gone or
 		// limits: the request is over.
+		id := msg.Subject[strings.LastIndexByte(msg.Subject, '.')+1:]
 		c.mu.Lock()
-		if n, ok := c.reqs[id]; ok {
-			delete(c.reqs, id)
-			c.outstanding -= n
-			if c.drainFn != nil && len(c.reqs) == 0 {
+		for i, rq := range c.reqs {
+			if rq.id != id {
+				continue
+			}
+			c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
+			if !rq.abandoned {
+				c.outstanding -= rq.due
+			}
+			switch {
+			case c.drainFn != nil && c.outstanding == 0:
 				c.finishDrainLocked()
-			} else if msg.Header.Get("Status") != "409" {
+			case c.drainFn == nil && msg.Header.Get("Status") != "409":
 				c.pumpLocked(false)
 			}
+			break
 		}
-		delete(c.abandoned, id)
 		c.mu.Unlock()
 		return
 	}
@@ -598,18 +621,21 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 	}
 	count, seq, ts := parseAck(msg.Reply)
 	c.mu.Lock()
-	if c.closed || c.abandoned[id] {
+	abandoned := false
+	if len(c.reqs) > 0 {
+		rq := &c.reqs[0]
+		abandoned = rq.abandoned
+		if !abandoned {
+			c.outstanding--
+		}
+		if rq.due--; rq.due <= 0 {
+			c.reqs = c.reqs[1:]
+		}
+	}
+	if c.closed || abandoned {
 		c.mu.Unlock()
 		_ = msg.Respond([]byte("-NAK"))
 		return
-	}
-	if n, ok := c.reqs[id]; ok {
-		c.outstanding--
-		if n <= 1 {
-			delete(c.reqs, id)
-		} else {
-			c.reqs[id] = n - 1
-		}
 	}
 	m, err := message.Unmarshal(msg.Data)
 	switch {
@@ -647,6 +673,10 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 		return
 	}
 	c.credit--
+	if c.drainFn != nil && c.outstanding == 0 {
+		// The drain's request is fully answered.
+		c.finishDrainLocked()
+	}
 	name := c.tg.name
 	if c.tg.space {
 		if n, err := address.NameFromSubject("s", msg.Subject); err == nil {
@@ -667,8 +697,7 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 			_ = c.ts.nc.Publish(ackSubj, []byte("-NAK"))
 		}
 	}
-	c.give(d)
-	c.mu.Unlock()
+	c.giveUnlock(d)
 }
 
 // refill re-issues credit that a skipped message did not use.
