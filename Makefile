@@ -1,0 +1,60 @@
+# throng — build, test and check targets. `make test` is what CI runs
+# (.ci/run); every target works from a fresh clone.
+
+GO       ?= go
+BIN      ?= bin/throng
+FUZZTIME ?= 10s
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/throngmq/throng/internal/app.Version=$(VERSION)
+
+# Debian packages the interoperability tests use (real AMQP and MQTT
+# clients and a reference broker). `make test` installs the missing ones
+# when run as root (interop tests fail under CI=true when a client is missing).
+TEST_APT_PACKAGES ?= python3-qpid-proton python3-paho-mqtt mosquitto-clients mosquitto
+
+.PHONY: all build test test-deps bench lint fuzz clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/throng
+
+test-deps:
+	@missing=""; \
+	for p in $(TEST_APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing test packages:$$missing"; \
+			apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+		else \
+			echo "missing test packages:$$missing (run as root, or install them, for the interop tests)"; \
+		fi; \
+	fi
+
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout 20m ./...
+
+bench:
+	$(GO) test -run=NONE -bench=. -benchmem ./internal/...
+
+lint:
+	@out="$$(gofmt -l cmd internal)"; \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; \
+	else echo "staticcheck not installed; skipped (go install honnef.co/go/tools/cmd/staticcheck@latest)"; fi
+
+# Runs every fuzz target of every package for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./internal/...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run=NONE -fuzz="^$$f\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+		done; \
+	done
+
+clean:
+	rm -rf bin

@@ -1,0 +1,175 @@
+// Command throng is the throng messaging platform: `throng serve` runs a
+// node; the other subcommands administer a running node through its admin
+// REST API.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+
+	"github.com/throngmq/throng/internal/app"
+	"github.com/throngmq/throng/internal/config"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the operation failed (API error, start-up failure)
+	exitUsage = 2 // bad command line or configuration
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, restore the default behaviour so that a
+		// second one stops the process at once.
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `throng — IoT messaging platform
+
+Usage:
+  throng serve [--config FILE] [--check] [setting flags]   run a node
+  throng tenant  create|list|get|delete ...                  manage tenants
+  throng address create|list|get|delete ... [--tenant T]     manage addresses
+  throng user    create|list|delete ... [--tenant T]         manage users
+  throng status                                              show a node's status
+  throng version                                             print the version
+
+Run 'throng COMMAND -h' for a command's flags. The admin commands talk to
+--server (env THRONG_SERVER, default http://localhost:8161) as --user
+(THRONG_USER, default admin) with --password (THRONG_PASSWORD), and print
+aligned tables, or JSON with -o json.
+`
+
+// env is the process environment as a lookup.
+type env []string
+
+func (e env) get(key string) string {
+	for i := len(e) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(e[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+// cli carries what every command needs.
+type cli struct {
+	env            env
+	stdout, stderr io.Writer
+}
+
+// usageError is a command-line mistake; it exits with exitUsage.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// run executes the command line and returns the exit code. It is main
+// without the process: tests call it in-process.
+func run(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
+	c := &cli{env: env(environ), stdout: stdout, stderr: stderr}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		err = c.serve(ctx, rest)
+	case "tenant", "tenants":
+		err = c.tenant(ctx, rest)
+	case "address", "addresses":
+		err = c.address(ctx, rest)
+	case "user", "users":
+		err = c.user(ctx, rest)
+	case "status":
+		err = c.status(ctx, rest)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "throng %s (%s, %s/%s)\n", app.BuildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		err = usagef("unknown command %q", cmd)
+	}
+	return c.exit(err)
+}
+
+func (c *cli) exit(err error) int {
+	var ue usageError
+	var ae *apiError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(c.stderr, "throng: %s\nRun 'throng help' for usage.\n", ue.msg)
+		return exitUsage
+	case errors.Is(err, config.ErrInvalid):
+		fmt.Fprintf(c.stderr, "throng: %v\n", err)
+		return exitUsage
+	case errors.As(err, &ae):
+		fmt.Fprintf(c.stderr, "throng: %s (%s, HTTP %d)\n", ae.Message, ae.Code, ae.Status)
+		return exitError
+	}
+	fmt.Fprintf(c.stderr, "throng: %v\n", err)
+	return exitError
+}
+
+// newFlagSet returns a flag set whose errors and help go to stderr and are
+// returned, not fatal.
+func (c *cli) newFlagSet(name, synopsis string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(c.stderr, "Usage: throng %s\n\nFlags:\n", synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseArgs parses flags that may come before, between or after the
+// positional arguments ("address create orders --type queue") and returns
+// the positional ones. After "--" everything is positional.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
+		}
+		rest := fs.Args()
+		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/throngmq/throng/internal/app"
+	"github.com/throngmq/throng/internal/config"
+)
+
+// serve runs a node until ctx ends (SIGINT or SIGTERM), then shuts it down
+// gracefully. With --check it only validates and prints the effective
+// configuration.
+func (c *cli) serve(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("serve", "serve [--config FILE] [--check] [setting flags]")
+	file := fs.String("config", "", "YAML configuration file (env "+config.EnvConfigFile+")")
+	check := fs.Bool("check", false, "validate the configuration, print it (password redacted) and exit")
+	fl := config.BindFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("serve takes no arguments (got %q)", pos[0])
+	}
+	if *file == "" {
+		*file = c.env.get(config.EnvConfigFile)
+	}
+	cfg, err := config.Build(*file, c.env, fl)
+	if err != nil {
+		return err
+	}
+	if *check {
+		out, err := cfg.YAML()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stdout, "# configuration is valid\n%s", out)
+		return nil
+	}
+	logger, err := app.NewLogger(cfg.Log, c.stderr)
+	if err != nil {
+		return err
+	}
+	a, err := app.New(cfg, app.WithLogger(logger), app.WithStdout(c.stdout))
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}

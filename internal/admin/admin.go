@@ -1,0 +1,358 @@
+// Package admin is throng's admin REST API: tenants, addresses and users
+// as JSON resources under /api, the OpenAPI document at /openapi.json,
+// health and readiness probes, and Prometheus metrics.
+//
+// Every /api route and /metrics need HTTP Basic credentials of a user with
+// the admin role ("admin" for the default tenant, or "user@tenant"); the
+// probes and the OpenAPI document are public. Errors are always
+// {"error":{"code","message"}} with the status from the table in errors.go.
+//
+// The package serves an http.Handler; the composition root owns the
+// listener and the http.Server.
+package admin
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// Router changes tenants and addresses; it is the router, because those
+// changes also touch the engine (accounts, streams).
+type Router interface {
+	CreateTenant(ctx context.Context, t *tenant.Tenant) error
+	UpdateTenant(ctx context.Context, t *tenant.Tenant) error
+	DeleteTenant(ctx context.Context, name string) error
+	CreateAddress(ctx context.Context, tenantName string, a *address.Address) error
+	DeleteAddress(ctx context.Context, tenantName, name string) error
+	AddressStats(ctx context.Context, tenantName, name string) (address.Stats, error)
+}
+
+// Store is what the API reads, and where users are managed (*tenant.Store).
+type Store interface {
+	Tenant(name string) (*tenant.Tenant, bool)
+	Tenants() []*tenant.Tenant
+	Address(tenantName, name string) (*address.Address, bool)
+	Addresses(tenantName string) []*address.Address
+	User(tenantName, name string) (*tenant.User, bool)
+	Users(tenantName string) []*tenant.User
+	PutUser(ctx context.Context, u *tenant.User, create bool) error
+	DeleteUser(ctx context.Context, tenantName, name string) error
+}
+
+// Authenticator checks credentials (*auth.Authenticator).
+type Authenticator interface {
+	Authenticate(tenantName, user, password string) (*auth.Principal, error)
+}
+
+// Config wires the API to the rest of the platform.
+type Config struct {
+	Router Router
+	Store  Store
+	Auth   Authenticator
+	// Gatherer is served at /metrics; nil serves an empty page.
+	Gatherer prometheus.Gatherer
+	// Registerer receives the API's own metrics; may be nil.
+	Registerer prometheus.Registerer
+	// Ready reports whether the platform is ready (for /readyz); nil
+	// means always.
+	Ready   func() bool
+	Version string
+	Logger  *slog.Logger
+	// HashPassword hashes new user passwords; nil uses auth.HashPassword.
+	HashPassword func(string) (string, error)
+}
+
+// MaxBodyBytes bounds request bodies; larger ones get 413.
+const MaxBodyBytes = 1 << 20
+
+// Server is the admin API handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	started time.Time
+	reqs    *prometheus.CounterVec
+	prom    http.Handler // /metrics
+}
+
+// route is one API route; the table is also checked against the OpenAPI
+// document by the tests.
+type route struct {
+	method, path string
+	admin        bool // requires an administrator
+	h            func(*Server, http.ResponseWriter, *http.Request)
+}
+
+var routes = []route{
+	{"GET", "/healthz", false, (*Server).healthz},
+	{"GET", "/readyz", false, (*Server).readyz},
+	{"GET", "/openapi.json", false, (*Server).openapi},
+	{"GET", "/metrics", true, (*Server).metrics},
+	{"GET", "/api/status", true, (*Server).status},
+	{"GET", "/api/tenants", true, (*Server).listTenants},
+	{"POST", "/api/tenants", true, (*Server).createTenant},
+	{"GET", "/api/tenants/{tenant}", true, (*Server).getTenant},
+	{"PUT", "/api/tenants/{tenant}", true, (*Server).updateTenant},
+	{"DELETE", "/api/tenants/{tenant}", true, (*Server).deleteTenant},
+	{"GET", "/api/tenants/{tenant}/addresses", true, (*Server).listAddresses},
+	{"POST", "/api/tenants/{tenant}/addresses", true, (*Server).createAddress},
+	// Address names contain '/': the last wildcard takes the rest of the
+	// path, unescaped, so "orders/eu" may be sent as is or as orders%2Feu.
+	{"GET", "/api/tenants/{tenant}/addresses/{name...}", true, (*Server).getAddress},
+	{"DELETE", "/api/tenants/{tenant}/addresses/{name...}", true, (*Server).deleteAddress},
+	{"GET", "/api/tenants/{tenant}/users", true, (*Server).listUsers},
+	{"POST", "/api/tenants/{tenant}/users", true, (*Server).createUser},
+	{"GET", "/api/tenants/{tenant}/users/{name}", true, (*Server).getUser},
+	{"DELETE", "/api/tenants/{tenant}/users/{name}", true, (*Server).deleteUser},
+}
+
+// New returns the API handler.
+func New(cfg Config) (*Server, error) {
+	if cfg.Router == nil || cfg.Store == nil || cfg.Auth == nil {
+		return nil, errors.New("admin: router, store and authenticator are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HashPassword == nil {
+		cfg.HashPassword = auth.HashPassword
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "admin"),
+		mux:     http.NewServeMux(),
+		started: time.Now(),
+		reqs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "throng", Subsystem: "admin", Name: "requests_total",
+			Help: "Admin API requests by method and status code.",
+		}, []string{"method", "code"}),
+	}
+	g := cfg.Gatherer
+	if g == nil {
+		g = prometheus.NewRegistry()
+	}
+	s.prom = promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError),
+	})
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(s.reqs); err != nil {
+			return nil, fmt.Errorf("admin: metrics: %w", err)
+		}
+	}
+	for _, rt := range routes {
+		h := rt.h
+		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(s, w, r) })
+		if rt.admin {
+			hf = s.requireAdmin(hf)
+		}
+		s.mux.Handle(rt.method+" "+rt.path, hf)
+	}
+	return s, nil
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	defer func() {
+		s.reqs.WithLabelValues(r.Method, strconv.Itoa(sw.code)).Inc()
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.code)
+	}()
+	h, pattern := s.mux.Handler(r)
+	if pattern != "" {
+		// ServeHTTP (not h) so that the path values are set on r.
+		s.mux.ServeHTTP(sw, r)
+		return
+	}
+	// No route: the mux answers 404, 405 or a redirect to the cleaned
+	// path in plain text; let it decide, then answer in JSON.
+	rec := &headerRecorder{h: http.Header{}, code: http.StatusOK}
+	h.ServeHTTP(rec, r)
+	switch rec.code {
+	case http.StatusNotFound:
+		writeError(sw, CodeNotFound, "no such resource: "+r.URL.Path)
+	case http.StatusMethodNotAllowed:
+		sw.Header().Set("Allow", rec.h.Get("Allow"))
+		writeError(sw, CodeMethodNotAllowed, r.Method+" is not allowed here (allowed: "+rec.h.Get("Allow")+")")
+	default:
+		for k, v := range rec.h {
+			sw.Header()[k] = v
+		}
+		sw.WriteHeader(rec.code)
+	}
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+type headerRecorder struct {
+	h    http.Header
+	code int
+}
+
+func (r *headerRecorder) Header() http.Header         { return r.h }
+func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *headerRecorder) WriteHeader(code int)        { r.code = code }
+
+type principalKey struct{}
+
+// requireAdmin authenticates the request with HTTP Basic credentials and
+// lets only administrators through.
+func (s *Server) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, password, ok := r.BasicAuth()
+		if !ok {
+			writeError(w, CodeUnauthorized, "")
+			return
+		}
+		user, ten := auth.SplitUser(name, tenant.Default)
+		p, err := s.cfg.Auth.Authenticate(ten, user, password)
+		if err != nil {
+			s.log.Info("admin authentication failed", "user", name, "remote", r.RemoteAddr)
+			writeError(w, CodeUnauthorized, "bad user name or password")
+			return
+		}
+		if !p.IsAdmin() {
+			writeError(w, CodeForbidden, "")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+	})
+}
+
+func principal(r *http.Request) *auth.Principal {
+	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)
+	return p
+}
+
+// writeJSON writes v with the status.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decode reads a JSON body of at most MaxBodyBytes into v, rejecting
+// unknown fields and trailing data. It writes the error response itself
+// and reports whether decoding succeeded.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.ContentLength > MaxBodyBytes {
+		writeError(w, CodeBodyTooLarge, "")
+		return false
+	}
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		// Only white space may follow the object.
+		if err2 := dec.Decode(&struct{}{}); !errors.Is(err2, io.EOF) {
+			err = errors.New("unexpected data after the JSON object")
+			var mbe *http.MaxBytesError
+			if errors.As(err2, &mbe) {
+				err = err2
+			}
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		writeError(w, CodeBodyTooLarge, "")
+	case errors.Is(err, io.EOF):
+		writeError(w, CodeInvalidBody, "the request body is empty")
+	default:
+		writeError(w, CodeInvalidBody, "request body: "+strings.TrimPrefix(err.Error(), "json: "))
+	}
+	return false
+}
+
+// fail renders an error from the router or the store.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	code, msg := classify(err)
+	if code == CodeInternal {
+		s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeError(w, code, msg)
+}
+
+// ---- probes, documents, metrics
+
+//go:embed openapi.json
+var openapiDoc []byte
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) ready() bool { return s.cfg.Ready == nil || s.cfg.Ready() }
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if !s.ready() {
+		writeError(w, CodeNotReady, "")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+func (s *Server) openapi(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(openapiDoc)
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) { s.prom.ServeHTTP(w, r) }
+
+// Status is the body of GET /api/status.
+type Status struct {
+	Version   string    `json:"version"`
+	Ready     bool      `json:"ready"`
+	Started   time.Time `json:"started"`
+	Uptime    string    `json:"uptime"`
+	Tenants   int       `json:"tenants"`
+	Addresses int       `json:"addresses"`
+	Users     int       `json:"users"`
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	st := Status{
+		Version: s.cfg.Version,
+		Ready:   s.ready(),
+		Started: s.started.UTC(),
+		Uptime:  time.Since(s.started).Truncate(time.Second).String(),
+	}
+	for _, t := range s.cfg.Store.Tenants() {
+		st.Tenants++
+		st.Addresses += len(s.cfg.Store.Addresses(t.Name))
+		st.Users += len(s.cfg.Store.Users(t.Name))
+	}
+	writeJSON(w, http.StatusOK, st)
+}

@@ -1,0 +1,488 @@
+// Package app is throng's composition root: it builds every part from a
+// config.Config, starts them in order and stops them in reverse.
+//
+// Start order: engine → tenant store (a system-account connection) →
+// router (which ensures the default tenant and every tenant's engine
+// account) → bootstrap of the admin user → admin HTTP listener → protocol
+// listeners. Ready is closed when all of them are up.
+//
+// Shutdown order (each step finishes before the next starts):
+//
+//  1. listeners: stop accepting (admin HTTP server and protocol listeners);
+//  2. drain connections: in-flight admin requests finish, protocol
+//     connections are closed after settling what they can, bounded by the
+//     shutdown context;
+//  3. router: consumers stop and the router's engine connections close;
+//  4. store: the KV watches stop and the system-account connection closes;
+//  5. engine: JetStream flushes its stores and the server stops.
+package app
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/throngmq/throng/internal/admin"
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/config"
+	"github.com/throngmq/throng/internal/engine"
+	"github.com/throngmq/throng/internal/metrics"
+	"github.com/throngmq/throng/internal/router"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// Version is the build's version, set with
+// -ldflags "-X github.com/throngmq/throng/internal/app.Version=v1.2.3";
+// otherwise it is taken from the module build info.
+var Version = ""
+
+// BuildVersion returns the version of this build.
+func BuildVersion() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// AdminUser is the platform administrator created on first start, in the
+// default tenant.
+const AdminUser = "admin"
+
+// ShutdownTimeout bounds the graceful shutdown that Run performs when its
+// context ends.
+const ShutdownTimeout = 30 * time.Second
+
+// App is one throng node.
+type App struct {
+	cfg    *config.Config
+	log    *slog.Logger
+	stdout io.Writer
+
+	ready     chan struct{} // closed when everything is started
+	stopped   chan struct{} // closed when Shutdown has finished
+	startOnce sync.Once
+	stopOnce  sync.Once
+
+	// Set during start (by the goroutine running Run) and read after Ready
+	// or after Run returned; mu guards them against a concurrent Shutdown.
+	mu       sync.Mutex
+	registry *prometheus.Registry
+	eng      *engine.Engine
+	sysConn  *nats.Conn
+	store    *tenant.Store
+	router   *router.Router
+	authn    *auth.Authenticator
+	adminLn  net.Listener
+	adminSrv *http.Server
+	serveErr chan error // the admin server's Serve result
+	closing  bool       // Shutdown has begun; start stops where it is
+}
+
+// Option adjusts an App.
+type Option func(*App)
+
+// WithLogger sets the logger (default: built from cfg.Log, to stderr).
+func WithLogger(l *slog.Logger) Option { return func(a *App) { a.log = l } }
+
+// WithStdout sets where the generated admin password is printed (default
+// os.Stdout). It is the only thing throng writes there.
+func WithStdout(w io.Writer) Option { return func(a *App) { a.stdout = w } }
+
+// New checks the configuration and returns an App ready to Run.
+func New(cfg *config.Config, opts ...Option) (*App, error) {
+	if cfg == nil {
+		return nil, errors.New("app: nil config")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	a := &App{
+		cfg:      cfg.Clone(),
+		stdout:   os.Stdout,
+		ready:    make(chan struct{}),
+		stopped:  make(chan struct{}),
+		serveErr: make(chan error, 1),
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	if a.log == nil {
+		l, err := NewLogger(cfg.Log, os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		a.log = l
+	}
+	return a, nil
+}
+
+// NewLogger builds the slog logger described by the log settings.
+func NewLogger(c config.Log, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	lv := strings.ToLower(c.Level)
+	if lv == "warning" {
+		lv = "warn"
+	}
+	if err := level.UnmarshalText([]byte(lv)); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("log.format: %q (want text or json)", c.Format)
+}
+
+// Ready is closed once every part has started.
+func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// Run starts the platform, blocks until ctx ends (or the admin server
+// fails), then shuts down gracefully within ShutdownTimeout. It returns
+// the start-up or serving error, if any. Run may be called once.
+func (a *App) Run(ctx context.Context) error {
+	err := errors.New("app: Run called twice")
+	a.startOnce.Do(func() { err = nil })
+	if err != nil {
+		return err
+	}
+	if err := a.start(ctx); err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+		defer cancel()
+		a.Shutdown(sctx)
+		return err
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-a.stopped:
+	case runErr = <-a.serveErr:
+		a.log.Error("admin server failed", "component", "app", "err", runErr)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
+	defer cancel()
+	a.Shutdown(sctx)
+	return runErr
+}
+
+func (a *App) start(ctx context.Context) error {
+	log := a.log.With("component", "app")
+	cfg := a.cfg
+	log.Info("starting throng", "version", BuildVersion(), "data_dir", cfg.DataDir)
+
+	reg := metrics.NewRegistry()
+	eng, err := engine.Start(engine.Config{
+		DataDir:    cfg.DataDir,
+		MaxMemory:  int64(cfg.Engine.MaxMemory),
+		MaxStore:   int64(cfg.Engine.MaxStore),
+		SyncAlways: cfg.Engine.SyncAlways,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return err
+	}
+	if !a.set(func() { a.registry, a.eng = reg, eng }) {
+		eng.Shutdown()
+		return errors.New("app: shut down during start")
+	}
+
+	nc, err := eng.Connect(engine.SystemAccount, nats.Name("throng-store"))
+	if err != nil {
+		return fmt.Errorf("app: store connection: %w", err)
+	}
+	if !a.set(func() { a.sysConn = nc }) {
+		nc.Close()
+		return errors.New("app: shut down during start")
+	}
+	store, err := tenant.Open(ctx, nc, a.log.With("component", "tenant"))
+	if err != nil {
+		return fmt.Errorf("app: tenant store: %w", err)
+	}
+	if !a.set(func() { a.store = store }) {
+		store.Close()
+		return errors.New("app: shut down during start")
+	}
+
+	rt, err := router.New(ctx, router.Config{Engine: eng, Store: store, Logger: a.log, Metrics: reg})
+	if err != nil {
+		return fmt.Errorf("app: router: %w", err)
+	}
+	authn := auth.New(store)
+	if !a.set(func() { a.router, a.authn = rt, authn }) {
+		rt.Close()
+		return errors.New("app: shut down during start")
+	}
+
+	if err := a.bootstrapAdmin(ctx); err != nil {
+		return err
+	}
+	if err := a.startAdmin(); err != nil {
+		return err
+	}
+	a.startFrontEnds()
+
+	close(a.ready)
+	log.Info("throng ready")
+	return nil
+}
+
+// set runs f under the lock unless shutdown has begun.
+func (a *App) set(f func()) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closing {
+		return false
+	}
+	f()
+	return true
+}
+
+// bootstrapAdmin makes sure the platform administrator exists. On first
+// start it is created with the configured password, or a generated one
+// that is printed once and stored only as a bcrypt hash. When a password is
+// configured, the stored hash follows it.
+func (a *App) bootstrapAdmin(ctx context.Context) error {
+	log := a.log.With("component", "app")
+	pw := a.cfg.AdminPassword
+	u, ok := a.store.User(tenant.Default, AdminUser)
+	if !ok {
+		generated := pw == ""
+		if generated {
+			b := make([]byte, 18)
+			if _, err := rand.Read(b); err != nil {
+				return err
+			}
+			pw = base64.RawURLEncoding.EncodeToString(b)
+		}
+		hash, err := auth.HashPassword(pw)
+		if err != nil {
+			return err
+		}
+		nu := &tenant.User{Name: AdminUser, Tenant: tenant.Default, PasswordHash: hash, Roles: []tenant.Role{tenant.RoleAdmin}}
+		err = a.store.PutUser(ctx, nu, true)
+		switch {
+		case err == nil:
+			if generated {
+				fmt.Fprintf(a.stdout, "generated admin password: %s\n"+
+					"(user %q of tenant %q; shown only this once, stored hashed; set adminPassword to choose one)\n",
+					pw, AdminUser, tenant.Default)
+			}
+			log.Info("created admin user", "user", AdminUser, "tenant", tenant.Default, "generated_password", generated)
+			return nil
+		case errors.Is(err, tenant.ErrExists):
+			// Another node created it meanwhile; sync below.
+			if u, ok = a.store.User(tenant.Default, AdminUser); !ok {
+				return fmt.Errorf("app: admin user: %w", err)
+			}
+		default:
+			return fmt.Errorf("app: create admin user: %w", err)
+		}
+	}
+	if pw == "" {
+		return nil
+	}
+	hashOK := bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(pw)) == nil
+	roleOK := u.HasRole(tenant.RoleAdmin)
+	if hashOK && roleOK {
+		return nil
+	}
+	nu := *u
+	if !hashOK {
+		hash, err := auth.HashPassword(pw)
+		if err != nil {
+			return err
+		}
+		nu.PasswordHash = hash
+	}
+	if !roleOK {
+		nu.Roles = append(append([]tenant.Role{}, u.Roles...), tenant.RoleAdmin)
+	}
+	if err := a.store.PutUser(ctx, &nu, false); err != nil {
+		return fmt.Errorf("app: update admin user: %w", err)
+	}
+	log.Info("admin user synced with the configured password", "user", AdminUser, "password_changed", !hashOK, "role_restored", !roleOK)
+	return nil
+}
+
+func (a *App) startAdmin() error {
+	addr := a.cfg.Listeners.Admin
+	if addr == "" {
+		a.log.Info("admin listener disabled", "component", "admin")
+		return nil
+	}
+	h, err := admin.New(admin.Config{
+		Router:     a.router,
+		Store:      a.store,
+		Auth:       a.authn,
+		Gatherer:   a.registry,
+		Registerer: a.registry,
+		Ready:      a.isReady,
+		Version:    BuildVersion(),
+		Logger:     a.log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("app: admin listener: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "admin").Handler(), slog.LevelWarn),
+	}
+	if !a.set(func() { a.adminLn, a.adminSrv = ln, srv }) {
+		ln.Close()
+		return errors.New("app: shut down during start")
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.serveErr <- err
+		}
+	}()
+	a.log.Info("admin listening", "component", "admin", "addr", ln.Addr().String())
+	return nil
+}
+
+func (a *App) isReady() bool {
+	select {
+	case <-a.ready:
+		select {
+		case <-a.stopped:
+			return false
+		default:
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return !a.closing
+	default:
+		return false
+	}
+}
+
+// frontEnd is a protocol front-end on its own listener. This is where the
+// AMQP, MQTT and HTTP servers plug in: each is built from the router and
+// the authenticator, gets its listener from startFrontEnds, and is stopped
+// in steps 1 and 2 of Shutdown (stop accepting, then drain).
+type frontEnd interface {
+	// Serve accepts connections on ln until Shutdown.
+	Serve(ln net.Listener) error
+	// Shutdown stops accepting and drains connections until ctx ends.
+	Shutdown(ctx context.Context) error
+}
+
+// frontEnds maps listener settings to constructors; none is built into
+// this binary yet, so configured protocol listeners are reported and not
+// opened.
+var frontEnds = map[string]func(a *App) (frontEnd, error){}
+
+func (a *App) startFrontEnds() {
+	for _, l := range a.cfg.Listeners.Named() {
+		if l.Name == "admin" || l.Addr == "" {
+			continue
+		}
+		if _, ok := frontEnds[l.Name]; !ok {
+			a.log.Warn("listener not implemented in this build; port not opened",
+				"component", "app", "listener", l.Name, "addr", l.Addr)
+		}
+	}
+}
+
+// AdminAddr returns the bound address of the admin listener, or nil if it
+// is disabled or not started.
+func (a *App) AdminAddr() net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.adminLn == nil {
+		return nil
+	}
+	return a.adminLn.Addr()
+}
+
+// Router returns the router (nil before start).
+func (a *App) Router() *router.Router {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.router
+}
+
+// Store returns the tenant store (nil before start).
+func (a *App) Store() *tenant.Store {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.store
+}
+
+// Registry returns the metrics registry (nil before start).
+func (a *App) Registry() *prometheus.Registry {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.registry
+}
+
+// Shutdown stops the platform in the documented order (see the package
+// comment). It waits for each step; when ctx ends, the remaining
+// connections are closed without waiting further, but the router, store and
+// engine are still stopped so that the data directory is left consistent.
+// It is idempotent and may be called concurrently with Run.
+func (a *App) Shutdown(ctx context.Context) {
+	a.stopOnce.Do(func() {
+		defer close(a.stopped)
+		a.mu.Lock()
+		a.closing = true
+		srv, rt, store, nc, eng := a.adminSrv, a.router, a.store, a.sysConn, a.eng
+		a.mu.Unlock()
+		log := a.log.With("component", "app")
+		log.Info("shutting down")
+
+		// 1 and 2: stop accepting and drain connections.
+		if srv != nil {
+			if err := srv.Shutdown(ctx); err != nil {
+				log.Warn("admin connections did not drain in time; closing them", "err", err)
+				_ = srv.Close()
+			}
+		}
+		// 3: router.
+		if rt != nil {
+			rt.Close()
+		}
+		// 4: store.
+		if store != nil {
+			store.Close()
+		}
+		if nc != nil {
+			nc.Close()
+		}
+		// 5: engine.
+		if eng != nil {
+			eng.Shutdown()
+		}
+		log.Info("stopped")
+	})
+	<-a.stopped
+}

@@ -1,0 +1,260 @@
+// Package config is throng's typed configuration tree: defaults, validation
+// and loading from a YAML file, THRONG_* environment variables and
+// command-line flags, in that order of increasing precedence.
+//
+// Every setting is described once, in the settings table (settings.go),
+// which names its YAML key, flag and environment variable; loading, flag
+// registration and the reference in docs/operations.md follow that table.
+// The package does no I/O beyond reading the config file and checking that
+// TLS files are readable.
+package config
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of a throng node.
+type Config struct {
+	// DataDir holds the engine's file store (DataDir/jetstream).
+	DataDir   string    `yaml:"dataDir"`
+	Listeners Listeners `yaml:"listeners"`
+	TLS       TLS       `yaml:"tls"`
+	// AdminPassword is the password of the platform administrator "admin"
+	// in the default tenant. Empty: on first start a password is generated
+	// and printed once; afterwards the stored hash is kept. Set: the stored
+	// hash is kept in sync with it at every start.
+	AdminPassword string `yaml:"adminPassword"`
+	Log           Log    `yaml:"log"`
+	Engine        Engine `yaml:"engine"`
+	// Anonymous allows connections without credentials from loopback
+	// addresses, into the default tenant only.
+	Anonymous bool `yaml:"anonymous"`
+}
+
+// Listeners are the network addresses ("host:port", ":port") throng
+// listens on; an empty address disables the listener.
+type Listeners struct {
+	AMQP          string `yaml:"amqp"`
+	AMQPS         string `yaml:"amqps"`
+	AMQPWebSocket string `yaml:"amqpWebSocket"`
+	MQTT          string `yaml:"mqtt"`
+	MQTTS         string `yaml:"mqtts"`
+	MQTTWebSocket string `yaml:"mqttWebSocket"`
+	HTTP          string `yaml:"http"`
+	Admin         string `yaml:"admin"`
+}
+
+// TLS names the PEM files used by the TLS listeners.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ClientCA, if set, is the CA bundle that client certificates are
+	// verified against (they are then requested, not required).
+	ClientCA string `yaml:"clientCA"`
+}
+
+// Enabled reports whether a certificate is configured.
+func (t TLS) Enabled() bool { return t.Cert != "" }
+
+// Log configures structured logging.
+type Log struct {
+	// Format is "text" or "json".
+	Format string `yaml:"format"`
+	// Level is "debug", "info", "warn" or "error".
+	Level string `yaml:"level"`
+}
+
+// Engine configures the embedded NATS JetStream engine.
+type Engine struct {
+	// SyncAlways fsyncs every write batch before a message is acknowledged;
+	// otherwise stored messages survive a process kill but not a power loss.
+	SyncAlways bool `yaml:"syncAlways"`
+	// MaxStore and MaxMemory bound JetStream's disk and memory use; zero
+	// lets the engine choose.
+	MaxStore  ByteSize `yaml:"maxStore"`
+	MaxMemory ByteSize `yaml:"maxMemory"`
+}
+
+// Default returns the configuration used when nothing is set.
+func Default() *Config {
+	return &Config{
+		DataDir: "./data",
+		Listeners: Listeners{
+			AMQP:  ":5672",
+			AMQPS: ":5671",
+			MQTT:  ":1883",
+			MQTTS: ":8883",
+			HTTP:  ":8080",
+			Admin: ":8161",
+		},
+		Log:       Log{Format: "text", Level: "info"},
+		Anonymous: true,
+	}
+}
+
+// Clone returns a deep copy (the tree has no shared references).
+func (c *Config) Clone() *Config {
+	cp := *c
+	return &cp
+}
+
+// Named returns the listeners with their setting names, in a fixed order.
+func (l Listeners) Named() []NamedListener {
+	return []NamedListener{
+		{"amqp", l.AMQP, false},
+		{"amqps", l.AMQPS, true},
+		{"amqpWebSocket", l.AMQPWebSocket, false},
+		{"mqtt", l.MQTT, false},
+		{"mqtts", l.MQTTS, true},
+		{"mqttWebSocket", l.MQTTWebSocket, false},
+		{"http", l.HTTP, false},
+		{"admin", l.Admin, false},
+	}
+}
+
+// NamedListener is one listener setting.
+type NamedListener struct {
+	Name string
+	Addr string
+	TLS  bool // always served over TLS
+}
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Validate checks the configuration; the error lists every problem found.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+	if strings.TrimSpace(c.DataDir) == "" {
+		bad("dataDir: must not be empty")
+	}
+	type bound struct {
+		name, host string
+		port       int
+	}
+	var used []bound
+	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
+	for _, l := range c.Listeners.Named() {
+		if l.Addr == "" {
+			continue
+		}
+		host, port, err := checkListenAddr(l.Addr)
+		if err != nil {
+			bad("listeners.%s: %v", l.Name, err)
+			continue
+		}
+		if port == 0 {
+			continue // each :0 gets its own free port
+		}
+		for _, u := range used {
+			if u.port == port && (u.host == host || wildcard(u.host) || wildcard(host)) {
+				bad("listeners.%s: port %d is also used by listeners.%s", l.Name, port, u.name)
+			}
+		}
+		used = append(used, bound{l.Name, host, port})
+	}
+	switch {
+	case (c.TLS.Cert == "") != (c.TLS.Key == ""):
+		bad("tls: cert and key must be given together")
+	case c.TLS.Cert != "":
+		if err := readable(c.TLS.Cert); err != nil {
+			bad("tls.cert: %v", err)
+		}
+		if err := readable(c.TLS.Key); err != nil {
+			bad("tls.key: %v", err)
+		}
+		if len(errs) == 0 {
+			if _, err := tls.LoadX509KeyPair(c.TLS.Cert, c.TLS.Key); err != nil {
+				bad("tls: %v", err)
+			}
+		}
+	}
+	if c.TLS.ClientCA != "" {
+		if b, err := os.ReadFile(c.TLS.ClientCA); err != nil {
+			bad("tls.clientCA: %v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			bad("tls.clientCA: %s holds no PEM certificate", c.TLS.ClientCA)
+		}
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format: %q (want text or json)", c.Log.Format)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "warning", "error":
+	default:
+		bad("log.level: %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	if c.Engine.MaxStore < 0 {
+		bad("engine.maxStore: must not be negative")
+	}
+	if c.Engine.MaxMemory < 0 {
+		bad("engine.maxMemory: must not be negative")
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+}
+
+// checkListenAddr checks "host:port" where host may be empty, an IP or a
+// host name and port is a number in 0..65535 (0 picks a free port).
+func checkListenAddr(addr string) (host string, port int, err error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, fmt.Errorf("%q: want host:port or :port", addr)
+	}
+	port, err = strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("%q: port must be a number from 0 to 65535", addr)
+	}
+	if strings.ContainsAny(host, " /\\") {
+		return "", 0, fmt.Errorf("%q: bad host", addr)
+	}
+	return host, port, nil
+}
+
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// Redacted returns a copy with secrets replaced, for printing and logging.
+func (c *Config) Redacted() *Config {
+	cp := c.Clone()
+	if cp.AdminPassword != "" {
+		cp.AdminPassword = "REDACTED"
+	}
+	return cp
+}
+
+// YAML renders the configuration with secrets redacted.
+func (c *Config) YAML() ([]byte, error) {
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(c.Redacted()); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return b.Bytes(), nil
+}

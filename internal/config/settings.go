@@ -1,0 +1,162 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Setting describes one configuration setting: where it lives in the YAML
+// tree, its flag and environment variable, and how to read and write it as
+// a string. The table is the single source for loading, flags and docs.
+type Setting struct {
+	Key   string // YAML path, dot-separated ("listeners.amqp")
+	Flag  string // command-line flag without dashes ("amqp")
+	Env   string // environment variable ("THRONG_AMQP")
+	Bool  bool   // a boolean flag (may be given without a value)
+	Usage string
+	get   func(*Config) string
+	set   func(*Config, string) error
+}
+
+// Get returns the setting's value in c as a string.
+func (s Setting) Get(c *Config) string { return s.get(c) }
+
+// Set parses v into the setting in c.
+func (s Setting) Set(c *Config, v string) error { return s.set(c, v) }
+
+func str(key, flag, env, usage string, p func(*Config) *string) Setting {
+	return Setting{Key: key, Flag: flag, Env: env, Usage: usage,
+		get: func(c *Config) string { return *p(c) },
+		set: func(c *Config, v string) error { *p(c) = v; return nil },
+	}
+}
+
+func boolean(key, flag, env, usage string, p func(*Config) *bool) Setting {
+	return Setting{Key: key, Flag: flag, Env: env, Bool: true, Usage: usage,
+		get: func(c *Config) string { return strconv.FormatBool(*p(c)) },
+		set: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a boolean", v)
+			}
+			*p(c) = b
+			return nil
+		},
+	}
+}
+
+func size(key, flag, env, usage string, p func(*Config) *ByteSize) Setting {
+	return Setting{Key: key, Flag: flag, Env: env, Usage: usage,
+		get: func(c *Config) string { return p(c).String() },
+		set: func(c *Config, v string) error { return p(c).UnmarshalText([]byte(v)) },
+	}
+}
+
+// Settings lists every setting, in documentation order.
+var Settings = []Setting{
+	str("dataDir", "data-dir", "THRONG_DATA_DIR", "directory of the message store and platform state",
+		func(c *Config) *string { return &c.DataDir }),
+	str("listeners.amqp", "amqp", "THRONG_AMQP", "AMQP 1.0 listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.AMQP }),
+	str("listeners.amqps", "amqps", "THRONG_AMQPS", "AMQP 1.0 over TLS listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.AMQPS }),
+	str("listeners.amqpWebSocket", "amqp-ws", "THRONG_AMQP_WS", "AMQP 1.0 over WebSocket listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.AMQPWebSocket }),
+	str("listeners.mqtt", "mqtt", "THRONG_MQTT", "MQTT listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.MQTT }),
+	str("listeners.mqtts", "mqtts", "THRONG_MQTTS", "MQTT over TLS listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.MQTTS }),
+	str("listeners.mqttWebSocket", "mqtt-ws", "THRONG_MQTT_WS", "MQTT over WebSocket listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.MQTTWebSocket }),
+	str("listeners.http", "http", "THRONG_HTTP", "HTTP device and REST messaging listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.HTTP }),
+	str("listeners.admin", "admin", "THRONG_ADMIN", "admin REST API listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.Admin }),
+	str("tls.cert", "tls-cert", "THRONG_TLS_CERT", "PEM certificate (chain) for the TLS listeners",
+		func(c *Config) *string { return &c.TLS.Cert }),
+	str("tls.key", "tls-key", "THRONG_TLS_KEY", "PEM private key for tls.cert",
+		func(c *Config) *string { return &c.TLS.Key }),
+	str("tls.clientCA", "tls-client-ca", "THRONG_TLS_CLIENT_CA", "PEM CA bundle for client certificates",
+		func(c *Config) *string { return &c.TLS.ClientCA }),
+	str("adminPassword", "admin-password", "THRONG_ADMIN_PASSWORD", "password of the platform administrator 'admin' (empty: generate once)",
+		func(c *Config) *string { return &c.AdminPassword }),
+	str("log.format", "log-format", "THRONG_LOG_FORMAT", "log format: text or json",
+		func(c *Config) *string { return &c.Log.Format }),
+	str("log.level", "log-level", "THRONG_LOG_LEVEL", "log level: debug, info, warn or error",
+		func(c *Config) *string { return &c.Log.Level }),
+	boolean("engine.syncAlways", "sync-always", "THRONG_SYNC_ALWAYS", "fsync every write batch before acknowledging",
+		func(c *Config) *bool { return &c.Engine.SyncAlways }),
+	size("engine.maxStore", "max-store", "THRONG_MAX_STORE", "maximum disk used by the store, e.g. 10GiB (0: engine default)",
+		func(c *Config) *ByteSize { return &c.Engine.MaxStore }),
+	size("engine.maxMemory", "max-memory", "THRONG_MAX_MEMORY", "maximum memory used by in-memory streams, e.g. 1GiB (0: engine default)",
+		func(c *Config) *ByteSize { return &c.Engine.MaxMemory }),
+	boolean("anonymous", "anonymous", "THRONG_ANONYMOUS", "allow anonymous connections from loopback to the default tenant",
+		func(c *Config) *bool { return &c.Anonymous }),
+}
+
+// ByteSize is a number of bytes; it reads "1024", "512KiB", "10MB",
+// "2GiB" (binary and decimal suffixes, case-insensitive, optional "B") and
+// writes the shortest exact binary form.
+type ByteSize int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
+	{"ki", 1 << 10}, {"mi", 1 << 20}, {"gi", 1 << 30}, {"ti", 1 << 40},
+	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12},
+	{"k", 1e3}, {"m", 1e6}, {"g", 1e9}, {"t", 1e12},
+	{"b", 1},
+}
+
+// UnmarshalText parses a size.
+func (b *ByteSize) UnmarshalText(text []byte) error {
+	s := strings.ToLower(strings.TrimSpace(string(text)))
+	if s == "" {
+		*b = 0
+		return nil
+	}
+	mult := int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			mult = u.mult
+			s = strings.TrimSpace(strings.TrimSuffix(s, u.suffix))
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || (n != 0 && (n*mult)/mult != n) {
+		return fmt.Errorf("invalid size %q (want e.g. 1048576, 512MiB, 10GB)", string(text))
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// MarshalText writes the size.
+func (b ByteSize) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+// MarshalYAML writes sizes without a unit as plain numbers, not strings.
+func (b ByteSize) MarshalYAML() (any, error) {
+	if s := b.String(); strings.HasSuffix(s, "B") {
+		return s, nil
+	}
+	return int64(b), nil
+}
+
+func (b ByteSize) String() string {
+	n := int64(b)
+	if n == 0 {
+		return "0"
+	}
+	for _, u := range []struct {
+		s string
+		m int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n%u.m == 0 {
+			return strconv.FormatInt(n/u.m, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
