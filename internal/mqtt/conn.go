@@ -1,0 +1,568 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// conn is one client connection and, while it lives, its session.
+type conn struct {
+	s      *Server
+	nc     netConn
+	ip     net.IP
+	pr     packetReader
+	closed chan struct{} // closed when serve has finished its cleanup
+
+	// Set during CONNECT by the reader, read-only afterwards.
+	version     byte // 4 (3.1.1) or 5
+	tenant      string
+	ti          *tenantInfo
+	clientID    string
+	key         string
+	principal   *auth.Principal
+	keepAlive   time.Duration
+	recvMax     int    // client's receive maximum (our QoS>0 in flight)
+	maxOut      int    // client's maximum packet size (0: no limit)
+	aliasMaxOut uint16 // client's topic alias maximum
+	problemInfo bool
+
+	// Owned by the reader goroutine.
+	inAliases map[uint16]string
+	producers producerCache
+
+	mu         sync.Mutex // guards the fields below; see lock order in server.go
+	subs       map[string]*subscription
+	inflight   map[uint16]*outMsg // server→client QoS 1/2 awaiting PUBACK/PUBREC/PUBCOMP
+	pending    []*outMsg          // deliveries waiting for the client's receive maximum
+	nextID     uint16
+	outAliases map[string]uint16
+	inQoS2     map[uint16]struct{} // client→server QoS 2 ids received, PUBREL not yet
+	inFlightIn int                 // client→server QoS 1/2 awaiting our ack
+	sessExpiry uint32
+	persistent bool
+	will       *will
+	discRC     int  // reason of the client's DISCONNECT; -1 none
+	kicked     byte // reason the server disconnects with; 0 none
+	gone       bool // cleanup started; deliveries are refused
+
+	wmu      sync.Mutex // guards the write queue
+	wq       []wItem
+	wqBytes  int
+	writing  bool
+	wclosed  bool
+	closeAft bool          // close the socket once the queue is written
+	wdone    chan struct{} // closed when the writer exits, if set
+}
+
+type wItem struct {
+	b    []byte
+	post func() // run after the write (settlement, credit)
+}
+
+func newConn(s *Server, nc netConn, ip net.IP) *conn {
+	return &conn{s: s, nc: nc, ip: ip, pr: packetReader{conn: nc}, closed: make(chan struct{}), discRC: -1}
+}
+
+// serve runs the reader: CONNECT, then packets until the connection ends,
+// then the cleanup.
+func (c *conn) serve() {
+	defer close(c.closed)
+	defer c.flushAndClose()
+	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
+	fh, body, err := c.pr.readPacket(c.s.cfg.MaxPacketSize)
+	if err != nil || fh.Type != packets.Connect {
+		// [MQTT-3.1.0-1] the first packet must be CONNECT.
+		c.s.m.connects.WithLabelValues("protocol_error").Inc()
+		return
+	}
+	var pk packets.Packet
+	if err := decodePacket(fh, body, 0, &pk); err != nil {
+		c.s.m.connects.WithLabelValues("malformed").Inc()
+		return
+	}
+	if !c.connect(&pk) {
+		return
+	}
+	defer c.cleanup()
+	for {
+		if c.keepAlive > 0 {
+			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2)) // [MQTT-3.1.2-24]
+		} else {
+			_ = c.nc.SetReadDeadline(time.Time{})
+		}
+		fh, body, err := c.pr.readPacket(c.s.cfg.MaxPacketSize)
+		if err != nil {
+			var re *ReasonError
+			switch {
+			case errors.As(err, &re):
+				c.fatal(re)
+			case isTimeout(err):
+				c.fatal(reason(rcKeepAliveTimeout, "keep alive timeout", nil))
+			}
+			return
+		}
+		var pk packets.Packet
+		if err := decodePacket(fh, body, c.version, &pk); err != nil {
+			var re *ReasonError
+			errors.As(err, &re)
+			c.fatal(re)
+			return
+		}
+		if err := c.handle(&pk); err != nil {
+			if errors.Is(err, errClientDisconnect) {
+				return
+			}
+			var re *ReasonError
+			if !errors.As(err, &re) {
+				re = reason(rcUnspecified, "unspecified error", err)
+			}
+			c.fatal(re)
+			return
+		}
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+var errClientDisconnect = errors.New("client disconnected")
+
+// fatal ends the connection because of a protocol problem: MQTT 5 clients
+// get a DISCONNECT with the reason code, 3.1.1 clients are just closed
+// [MQTT-4.13.1-1].
+func (c *conn) fatal(re *ReasonError) {
+	if re == nil {
+		re = errMalformed
+	}
+	c.s.log.Debug("disconnecting client", "tenant", c.tenant, "client_id", c.clientID, "reason", re.Error())
+	c.kick(re.Code, re.Reason)
+}
+
+// kick disconnects the client with a reason code (v5) and closes the
+// connection once the DISCONNECT is written.
+func (c *conn) kick(code byte, text string) {
+	c.mu.Lock()
+	if c.kicked == 0 {
+		c.kicked = code
+	}
+	c.mu.Unlock()
+	if c.version == 5 {
+		pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5, ReasonCode: code}
+		if c.problemInfo {
+			pk.Properties.ReasonString = text
+		}
+		if b, err := encodePacket(pk); err == nil {
+			c.enqueue(b, false, nil)
+		}
+	}
+	c.wmu.Lock()
+	if c.writing {
+		c.closeAft = true
+		c.wmu.Unlock()
+		// Do not wait forever for a stuck client.
+		time.AfterFunc(5*time.Second, c.closeNet)
+		return
+	}
+	c.wmu.Unlock()
+	c.closeNet()
+}
+
+// flushAndClose closes the connection after the queued packets (such as
+// a DISCONNECT) are written, waiting at most a few seconds.
+func (c *conn) flushAndClose() {
+	c.wmu.Lock()
+	if !c.writing {
+		c.wmu.Unlock()
+		c.closeNet()
+		return
+	}
+	c.closeAft = true
+	done := make(chan struct{})
+	c.wdone = done
+	c.wmu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+	c.closeNet()
+}
+
+func (c *conn) closeNet() {
+	c.wmu.Lock()
+	c.wclosed = true
+	c.wmu.Unlock()
+	_ = c.nc.Close()
+}
+
+// ---- writing
+
+// enqueue queues an encoded packet. Droppable packets (QoS 0 publishes)
+// are dropped when the queue is over its limit; post runs after the write
+// or the drop. It never blocks.
+func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
+	c.wmu.Lock()
+	if c.wclosed || (droppable && c.wqBytes+len(b) > c.s.cfg.WriteQueueBytes) {
+		c.wmu.Unlock()
+		if droppable && c.ti != nil {
+			c.s.m.dropped.WithLabelValues(c.tenant, "slow_client").Inc()
+		}
+		if post != nil {
+			go post()
+		}
+		return false
+	}
+	if c.wqBytes+len(b) > 4*c.s.cfg.WriteQueueBytes {
+		// The client does not read even its acknowledgements.
+		c.wclosed = true
+		c.wmu.Unlock()
+		_ = c.nc.Close()
+		if post != nil {
+			go post()
+		}
+		return false
+	}
+	c.wq = append(c.wq, wItem{b: b, post: post})
+	c.wqBytes += len(b)
+	if !c.writing {
+		c.writing = true
+		go c.writeLoop()
+	}
+	c.wmu.Unlock()
+	return true
+}
+
+const maxCoalesce = 64 << 10
+
+var writeBufPool = sync.Pool{New: func() any { b := make([]byte, 0, maxCoalesce); return &b }}
+
+// writeLoop writes the queue, coalescing packets into one write; it exits
+// when the queue is empty so an idle connection has no writer.
+func (c *conn) writeLoop() {
+	bp := writeBufPool.Get().(*[]byte)
+	defer writeBufPool.Put(bp)
+	var posts []func()
+	for {
+		c.wmu.Lock()
+		if len(c.wq) == 0 || c.wclosed {
+			c.writing = false
+			closeAft := c.closeAft || c.wclosed
+			rest := c.wq
+			c.wq, c.wqBytes = nil, 0
+			wd := c.wdone
+			c.wdone = nil
+			c.wmu.Unlock()
+			for _, it := range rest {
+				if it.post != nil {
+					it.post()
+				}
+			}
+			if closeAft {
+				_ = c.nc.Close()
+			}
+			if wd != nil {
+				close(wd)
+			}
+			return
+		}
+		buf := (*bp)[:0]
+		n := 0
+		for n < len(c.wq) && (n == 0 || len(buf)+len(c.wq[n].b) <= maxCoalesce) {
+			buf = append(buf, c.wq[n].b...)
+			if c.wq[n].post != nil {
+				posts = append(posts, c.wq[n].post)
+			}
+			c.wqBytes -= len(c.wq[n].b)
+			c.wq[n] = wItem{}
+			n++
+		}
+		c.wq = c.wq[n:]
+		if len(c.wq) == 0 {
+			c.wq = nil
+		}
+		c.wmu.Unlock()
+		_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err := c.nc.Write(buf)
+		if cap(buf) <= maxCoalesce {
+			*bp = buf[:0]
+		}
+		for _, p := range posts {
+			p()
+		}
+		posts = posts[:0]
+		if err != nil {
+			c.closeNet()
+		}
+	}
+}
+
+func (c *conn) send(pk *packets.Packet) {
+	pk.ProtocolVersion = c.version
+	b, err := encodePacket(pk)
+	if err != nil {
+		c.s.log.Warn("encode failed", "type", pk.FixedHeader.Type, "err", err)
+		return
+	}
+	c.enqueue(b, false, nil)
+}
+
+func (c *conn) ack(typ byte, id uint16, rc byte, text string) {
+	if !c.problemInfo {
+		text = ""
+	}
+	c.enqueue(encodeAck(typ, c.version, id, rc, text), false, nil)
+}
+
+// ---- CONNECT
+
+func newClientID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "throng-" + hex.EncodeToString(b[:])
+}
+
+// refuse answers a CONNECT with a failure reason code and reports false.
+func (c *conn) refuse(version byte, rc byte, text string, result string) bool {
+	c.s.m.connects.WithLabelValues(result).Inc()
+	pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, ProtocolVersion: version}
+	if version == 5 {
+		pk.ReasonCode = rc
+		pk.Properties.ReasonString = text
+	} else {
+		pk.ReasonCode = v3ConnackCode(rc)
+	}
+	c.version = version
+	if b, err := encodePacket(pk); err == nil {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		_, _ = c.nc.Write(b)
+	}
+	c.s.log.Debug("connect refused", "client_id", c.clientID, "reason", text)
+	return false
+}
+
+func (c *conn) connect(pk *packets.Packet) bool {
+	s := c.s
+	v := pk.ProtocolVersion
+	if v != 4 && v != 5 {
+		// 3.1 (MQIsdp, version 3) and unknown versions [MQTT-3.1.2-2].
+		return c.refuse(4, rcUnsupportedVersion, "unsupported protocol version", "unsupported_version")
+	}
+	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
+		return c.refuse(v, code.Code, code.Reason, "protocol_error")
+	}
+	c.version = v
+	c.clientID = pk.Connect.ClientIdentifier
+	props := &pk.Properties
+	c.recvMax = 65535
+	c.problemInfo = true
+	if v == 5 {
+		if props.ReceiveMaximum > 0 {
+			c.recvMax = int(props.ReceiveMaximum)
+		}
+		c.maxOut = int(props.MaximumPacketSize)
+		c.aliasMaxOut = props.TopicAliasMaximum
+		if props.RequestProblemInfoFlag && props.RequestProblemInfo == 0 {
+			c.problemInfo = false
+		}
+		c.sessExpiry = min(props.SessionExpiryInterval, s.cfg.MaxSessionExpiry)
+	} else if !pk.Connect.Clean {
+		c.sessExpiry = s.cfg.MaxSessionExpiry // 3.1.1: a persistent session lasts until it is cleaned
+	}
+	c.persistent = c.sessExpiry > 0
+
+	// Authentication.
+	var p *auth.Principal
+	switch {
+	case v == 5 && props.AuthenticationMethod != "":
+		if s.cfg.EnhancedAuth == nil {
+			return c.refuse(v, rcBadAuthMethod, "authentication method not supported", "bad_auth_method")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+		var err error
+		p, err = s.cfg.EnhancedAuth(ctx, props.AuthenticationMethod, props.AuthenticationData, c.clientID)
+		cancel()
+		if err != nil || p == nil {
+			return c.refuse(v, rcBadCredentials, "authentication failed", "bad_credentials")
+		}
+	case pk.Connect.UsernameFlag:
+		user, ten := auth.SplitUser(string(pk.Connect.Username), tenant.Default)
+		var err error
+		p, err = s.cfg.Auth.Authenticate(ten, user, string(pk.Connect.Password))
+		if err != nil {
+			return c.refuse(v, rcBadCredentials, "bad user name or password", "bad_credentials")
+		}
+	case s.cfg.AllowAnonymous && c.ip != nil && c.ip.IsLoopback():
+		p = auth.Anonymous(tenant.Default)
+	default:
+		return c.refuse(v, rcNotAuthorized, "anonymous access not allowed", "not_authorized")
+	}
+	c.tenant = p.Tenant
+	c.principal = p
+
+	// Client identifier [MQTT-3.1.3-6..8].
+	assigned := false
+	if c.clientID == "" {
+		if v == 4 && !pk.Connect.Clean {
+			return c.refuse(v, rcClientIDInvalid, "a persistent session needs a client identifier", "client_id_rejected")
+		}
+		c.clientID = newClientID()
+		assigned = true
+	}
+	p.ClientID = c.clientID
+	c.key = c.tenant + "\x00" + c.clientID
+
+	ti := s.tenantInfo(c.tenant)
+	if t, ok := s.cfg.Store.Tenant(c.tenant); !ok {
+		return c.refuse(v, rcNotAuthorized, "unknown tenant", "not_authorized")
+	} else if t.Limits.MaxConnections > 0 && ti.connected.Load() >= int64(t.Limits.MaxConnections) {
+		return c.refuse(v, rcQuotaExceeded, "tenant connection limit reached", "quota_exceeded")
+	}
+
+	// Will [MQTT-3.1.2-8].
+	if pk.Connect.WillFlag {
+		w := &will{
+			Topic: pk.Connect.WillTopic, QoS: pk.Connect.WillQos, Retain: pk.Connect.WillRetain,
+		}
+		if err := address.ValidateName(w.Topic); err != nil {
+			return c.refuse(v, rcTopicNameInvalid, "will topic invalid", "protocol_error")
+		}
+		if !c.mayPublish(w.Topic) {
+			return c.refuse(v, rcNotAuthorized, "not authorized to publish the will", "not_authorized")
+		}
+		wp := pk.Connect.WillProperties
+		w.Delay = wp.WillDelayInterval
+		w.Msg = toMessage(w.Topic, w.QoS, w.Retain, pk.Connect.WillPayload, &wp, c.clientID).Marshal()
+		c.will = w
+	}
+
+	// Keep-alive [MQTT-3.1.2-22], server keep-alive [MQTT-3.2.2-21].
+	ka := pk.Connect.Keepalive
+	serverKA := false
+	if s.cfg.MaxKeepAlive > 0 && v == 5 && (ka == 0 || ka > s.cfg.MaxKeepAlive) {
+		ka = s.cfg.MaxKeepAlive
+		serverKA = true
+	}
+	c.keepAlive = time.Duration(ka) * time.Second
+
+	// Session takeover [MQTT-3.1.4-2].
+	old, err := s.register(c)
+	if err != nil {
+		return c.refuse(v, rcServerUnavailable, err.Error(), "shutting_down")
+	}
+	c.ti = ti
+	if old != nil {
+		old.kick(rcSessionTakenOver, "session taken over")
+		select {
+		case <-old.closed:
+		case <-time.After(10 * time.Second):
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	rec, err := c.loadSession(ctx, pk.Connect.Clean)
+	if err != nil {
+		s.unregister(c)
+		s.log.Warn("session load failed", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+		return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
+	}
+	present := rec != nil
+
+	ti.connected.Add(1)
+	s.m.connections.WithLabelValues(c.tenant).Inc()
+	s.m.connects.WithLabelValues("accepted").Inc()
+
+	ack := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, SessionPresent: present}
+	if v == 5 {
+		ap := &ack.Properties
+		if assigned {
+			ap.AssignedClientID = c.clientID // [MQTT-3.2.2-16]
+		}
+		if serverKA {
+			ap.ServerKeepAlive, ap.ServerKeepAliveFlag = ka, true
+		}
+		if props.SessionExpiryInterval != c.sessExpiry {
+			ap.SessionExpiryInterval, ap.SessionExpiryIntervalFlag = c.sessExpiry, true
+		}
+		ap.ReceiveMaximum = s.cfg.ReceiveMaximum
+		ap.MaximumPacketSize = uint32(s.cfg.MaxPacketSize)
+		ap.TopicAliasMaximum = s.cfg.TopicAliasMaximum
+		ap.RetainAvailable, ap.RetainAvailableFlag = 1, true
+		ap.WildcardSubAvailable, ap.WildcardSubAvailableFlag = 1, true
+		ap.SubIDAvailable, ap.SubIDAvailableFlag = 1, true
+		ap.SharedSubAvailable, ap.SharedSubAvailableFlag = 1, true
+	}
+	c.send(ack)
+	if rec != nil {
+		c.restore(ctx, rec)
+	}
+	return true
+}
+
+// mayPublish checks the send permission; $SYS is the server's.
+func (c *conn) mayPublish(topic string) bool {
+	if len(topic) >= 4 && topic[:4] == "$SYS" {
+		return false
+	}
+	return auth.Authorize(c.principal, topic, tenant.ActionSend)
+}
+
+// ---- dispatch
+
+func (c *conn) handle(pk *packets.Packet) error {
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
+		return c.onPublish(pk)
+	case packets.Puback:
+		c.onPuback(pk.PacketID)
+	case packets.Pubrec:
+		c.onPubrec(pk.PacketID, pk.ReasonCode)
+	case packets.Pubrel:
+		c.onPubrel(pk.PacketID)
+	case packets.Pubcomp:
+		c.onPubcomp(pk.PacketID)
+	case packets.Subscribe:
+		return c.onSubscribe(pk)
+	case packets.Unsubscribe:
+		return c.onUnsubscribe(pk)
+	case packets.Pingreq:
+		c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingresp}})
+	case packets.Disconnect:
+		return c.onDisconnect(pk)
+	case packets.Auth:
+		// Re-authentication [MQTT-4.12.1]: only with a hook for the method.
+		if c.s.cfg.EnhancedAuth == nil {
+			return reason(rcBadAuthMethod, "authentication method not supported", nil)
+		}
+		return reason(rcProtocolError, "re-authentication is not supported", nil)
+	case packets.Connect:
+		return reason(rcProtocolError, "second CONNECT", nil) // [MQTT-3.1.0-2]
+	}
+	return nil
+}
+
+func (c *conn) onDisconnect(pk *packets.Packet) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.discRC = int(pk.ReasonCode)
+	if c.version == 5 && pk.Properties.SessionExpiryIntervalFlag {
+		if c.sessExpiry == 0 && pk.Properties.SessionExpiryInterval > 0 {
+			c.discRC = -1
+			return reason(rcProtocolError, "session expiry cannot be set on DISCONNECT when it was 0", nil) // [MQTT-3.14.2-2]
+		}
+		c.sessExpiry = min(pk.Properties.SessionExpiryInterval, c.s.cfg.MaxSessionExpiry)
+	}
+	return errClientDisconnect
+}

@@ -1,0 +1,552 @@
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/message"
+	"github.com/throngmq/throng/internal/router"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// subscription is one topic filter of a session. The exported fields are
+// what a persistent session stores.
+type subscription struct {
+	Filter string `json:"f"` // as subscribed, including "$share/group/"
+	QoS    byte   `json:"q"`
+	NoLoc  bool   `json:"nl,omitempty"`
+	RAP    bool   `json:"rap,omitempty"`
+	RH     byte   `json:"rh,omitempty"`
+	ID     int    `json:"id,omitempty"`
+
+	topic string // the filter without the share prefix
+	share string // share group, "" if not shared
+	refs  []*consumerRef
+}
+
+// consumerRef is one router consumer feeding a subscription. A QoS ≥ 1
+// subscription in the topic space has two: a live one for QoS 0 publishes
+// and a stored one (durable for persistent sessions) for QoS 1/2 ones.
+type consumerRef struct {
+	c      *conn
+	sub    *subscription
+	rc     *router.Consumer
+	window int // credit granted at once
+	due    int // credit used and not yet returned; guarded by c.mu
+}
+
+// Credit windows. Live (at-most-once) consumers get a generous window and
+// drop on a slow socket; stored ones are bounded by the client's receive
+// maximum so unacknowledged messages stay in the engine.
+const (
+	liveWindow      = 1024
+	maxStoredWindow = 64
+)
+
+// outMsg is a QoS 1/2 message to the client, pending or in flight.
+type outMsg struct {
+	d      *router.Delivery // nil for retained messages sent on subscribe
+	ref    *consumerRef
+	topic  string
+	m      *message.Message
+	sub    *subscription
+	qos    byte
+	retain bool
+	dup    bool
+	rel    bool // PUBREC received, PUBREL sent (QoS 2)
+}
+
+// parseShare splits "$share/group/filter".
+func parseShare(f string) (group, topic string, ok bool, err error) {
+	rest, ok := strings.CutPrefix(f, "$share/")
+	if !ok {
+		return "", f, false, nil
+	}
+	group, topic, found := strings.Cut(rest, "/")
+	if !found || group == "" || topic == "" || strings.ContainsAny(group, "+#") {
+		return "", "", true, errors.New("malformed shared subscription")
+	}
+	return group, topic, true, nil
+}
+
+func (c *conn) durableName() string { return "mqtt/" + c.clientID }
+
+// subscribe attaches a subscription's router consumers. It returns the
+// granted QoS or a failure reason code.
+func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
+	group, topic, shared, err := parseShare(sub.Filter)
+	if err != nil {
+		return 0, reason(rcTopicFilterInvalid, err.Error(), nil)
+	}
+	if shared && sub.NoLoc {
+		return 0, reason(rcProtocolError, "no-local on a shared subscription", nil) // [MQTT-3.8.3-4]
+	}
+	if err := address.ValidateFilter(topic); err != nil {
+		return 0, reason(rcTopicFilterInvalid, err.Error(), nil)
+	}
+	if !auth.Authorize(c.principal, topic, tenant.ActionReceive) {
+		return 0, reason(rcNotAuthorized, "not authorized", nil)
+	}
+	sub.topic, sub.share = topic, group
+	space := shared || address.IsWildcard(topic)
+	if !space {
+		if p, err := c.s.r.Producer(ctx, c.tenant, topic); err == nil {
+			space = p.TopicSpace()
+		} else if errors.Is(err, router.ErrNotFound) {
+			return 0, reason(rcTopicFilterInvalid, err.Error(), err)
+		}
+	}
+	type spec struct {
+		opts   router.ConsumeOptions
+		window int
+	}
+	stored := min(c.recvMax, maxStoredWindow)
+	var specs []spec
+	switch {
+	case shared:
+		// Competing consumers on one durable subscription per group.
+		specs = []spec{{router.ConsumeOptions{Durable: "share/" + group}, stored}}
+	case space && sub.QoS == 0:
+		specs = []spec{{router.ConsumeOptions{}, liveWindow}}
+	case space:
+		so := router.ConsumeOptions{StartTime: time.Now()}
+		if c.persistent {
+			so = router.ConsumeOptions{Durable: c.durableName()}
+		}
+		specs = []spec{
+			{router.ConsumeOptions{Filter: func(m *message.Message) bool { return !m.Durable }}, liveWindow},
+			{so, stored},
+		}
+	default:
+		// A defined address: queue, topic, multicast, anycast or a
+		// subscription ("topic::name").
+		o := router.ConsumeOptions{}
+		if c.persistent {
+			o.Durable = c.durableName()
+		}
+		specs = []spec{{o, stored}}
+	}
+	for _, sp := range specs {
+		ref := &consumerRef{c: c, sub: sub, window: sp.window}
+		rc, err := c.s.r.Consume(ctx, c.tenant, topic, sp.opts, ref.deliver)
+		if err != nil {
+			c.closeRefs(sub)
+			rc, text := publishReason(router.Outcome{}, err)
+			if rc == rcTopicNameInvalid {
+				rc = rcTopicFilterInvalid
+			}
+			return 0, reason(rc, text, err)
+		}
+		if rc.Type() == address.Multicast || rc.Type() == address.Anycast {
+			ref.window = max(ref.window, liveWindow/4)
+		}
+		ref.rc = rc
+		sub.refs = append(sub.refs, ref)
+	}
+	for _, ref := range sub.refs {
+		ref.rc.AddCredit(ref.window)
+	}
+	return sub.QoS, nil
+}
+
+func (c *conn) closeRefs(sub *subscription) {
+	for _, r := range sub.refs {
+		if r.rc != nil {
+			r.rc.Close()
+		}
+	}
+	sub.refs = nil
+}
+
+// deleteDurable removes the engine state of a persistent subscription.
+func (c *conn) deleteDurable(ctx context.Context, sub *subscription) {
+	_, topic, shared, err := parseShare(sub.Filter)
+	if shared || err != nil {
+		return // shared groups outlive their members
+	}
+	if err := c.s.r.DeleteDurable(ctx, c.tenant, topic, c.durableName()); err != nil {
+		c.s.log.Warn("delete durable subscription", "tenant", c.tenant, "client_id", c.clientID, "filter", topic, "err", err)
+	}
+}
+
+func (c *conn) onSubscribe(pk *packets.Packet) error {
+	if code := pk.SubscribeValidate(); code != packets.CodeSuccess {
+		return reason(code.Code, code.Reason, nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	codes := make([]byte, len(pk.Filters))
+	var retained []*subscription
+	var fatal error
+	changed := false
+	for i, f := range pk.Filters {
+		sub := &subscription{Filter: f.Filter, QoS: f.Qos, NoLoc: f.NoLocal, RAP: f.RetainAsPublished, RH: f.RetainHandling, ID: f.Identifier}
+		if c.version != 5 {
+			sub.NoLoc, sub.RAP, sub.RH, sub.ID = false, false, 0, 0
+		}
+		c.mu.Lock()
+		old := c.subs[sub.Filter]
+		c.mu.Unlock()
+		if old != nil {
+			c.closeRefs(old) // replaced [MQTT-3.8.4-3]
+		}
+		q, err := c.subscribe(ctx, sub)
+		if err != nil {
+			var re *ReasonError
+			errors.As(err, &re)
+			if re.Code == rcProtocolError {
+				fatal = re
+			}
+			codes[i] = re.Code
+			if c.version != 5 {
+				codes[i] = 0x80
+			}
+			if old != nil {
+				c.mu.Lock()
+				delete(c.subs, sub.Filter)
+				c.mu.Unlock()
+				changed = true
+			}
+			continue
+		}
+		codes[i] = q
+		c.mu.Lock()
+		if c.subs == nil {
+			c.subs = map[string]*subscription{}
+		}
+		c.subs[sub.Filter] = sub
+		c.mu.Unlock()
+		changed = true
+		if sub.share == "" && (sub.RH == 0 || (sub.RH == 1 && old == nil)) {
+			retained = append(retained, sub)
+		}
+	}
+	if fatal != nil {
+		return fatal
+	}
+	c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes})
+	if changed && c.persistent {
+		c.saveSession(ctx, false)
+	}
+	for _, sub := range retained {
+		c.sendRetained(ctx, sub)
+	}
+	return nil
+}
+
+func (c *conn) onUnsubscribe(pk *packets.Packet) error {
+	if code := pk.UnsubscribeValidate(); code != packets.CodeSuccess {
+		return reason(code.Code, code.Reason, nil)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	codes := make([]byte, len(pk.Filters))
+	for i, f := range pk.Filters {
+		c.mu.Lock()
+		sub := c.subs[f.Filter]
+		delete(c.subs, f.Filter)
+		c.mu.Unlock()
+		if sub == nil {
+			codes[i] = rcNoSubscriptionExist
+			continue
+		}
+		c.closeRefs(sub)
+		if c.persistent {
+			c.deleteDurable(ctx, sub)
+		}
+	}
+	c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsuback}, PacketID: pk.PacketID, ReasonCodes: codes})
+	if c.persistent {
+		c.saveSession(ctx, false)
+	}
+	return nil
+}
+
+// sendRetained delivers the retained messages matching a new subscription
+// [MQTT-3.3.1-9].
+func (c *conn) sendRetained(ctx context.Context, sub *subscription) {
+	err := c.s.r.Retained(ctx, c.tenant, sub.topic, func(name string, m *message.Message) {
+		if sub.NoLoc && origin(m) == c.clientID {
+			return
+		}
+		qos := min(sub.QoS, msgQoS(m))
+		c.mu.Lock()
+		if c.gone {
+			c.mu.Unlock()
+			return
+		}
+		om := &outMsg{topic: name, m: m, sub: sub, qos: qos, retain: true}
+		if qos == 0 {
+			b := c.encodePublish(om, 0)
+			c.mu.Unlock()
+			if b != nil {
+				c.enqueue(b, true, nil)
+			}
+			return
+		}
+		var b []byte
+		if len(c.inflight) < c.recvMax {
+			b = c.startInflight(om)
+		} else {
+			c.pending = append(c.pending, om)
+		}
+		c.mu.Unlock()
+		if b != nil {
+			c.enqueue(b, false, nil)
+		}
+	})
+	if err != nil {
+		c.s.log.Warn("retained messages unavailable", "tenant", c.tenant, "filter", sub.topic, "err", err)
+	}
+}
+
+// deliver is the router callback. It runs with the router consumer's lock
+// held: it must not block, settle or grant credit synchronously.
+func (ref *consumerRef) deliver(d *router.Delivery) {
+	c := ref.c
+	sub := ref.sub
+	m := d.Message
+	if sub.NoLoc && origin(m) == c.clientID {
+		c.mu.Lock()
+		post := ref.usedLocked(d)
+		c.mu.Unlock()
+		go post()
+		return
+	}
+	qos := min(sub.QoS, msgQoS(m))
+	retain := false
+	if sub.RAP {
+		retain, _ = m.Properties[propRetain].(bool)
+	}
+	om := &outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, qos: qos, retain: retain, dup: d.Count > 1}
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return // Close releases the delivery
+	}
+	if qos == 0 {
+		b := c.encodePublish(om, 0)
+		post := ref.usedLocked(d)
+		c.mu.Unlock()
+		if b == nil {
+			go post()
+			return
+		}
+		c.enqueue(b, true, post)
+		return
+	}
+	var b []byte
+	if len(c.inflight) < c.recvMax {
+		b = c.startInflight(om)
+	} else {
+		c.pending = append(c.pending, om)
+	}
+	c.mu.Unlock()
+	if b != nil {
+		c.enqueue(b, false, nil)
+	}
+}
+
+// usedLocked settles a delivery that needs no acknowledgement from the
+// client and returns the work to do outside the locks. c.mu held.
+func (ref *consumerRef) usedLocked(d *router.Delivery) func() {
+	n := ref.creditLocked()
+	return func() {
+		d.Settle(router.Outcome{Kind: router.Accepted})
+		if n > 0 {
+			ref.rc.AddCredit(n)
+		}
+	}
+}
+
+// creditLocked counts one used credit and returns how much to give back
+// now (in batches of half the window). c.mu held.
+func (ref *consumerRef) creditLocked() int {
+	ref.due++
+	if ref.due >= max(ref.window/2, 1) {
+		n := ref.due
+		ref.due = 0
+		return n
+	}
+	return 0
+}
+
+// startInflight assigns a packet id and encodes the publish. c.mu held.
+func (c *conn) startInflight(om *outMsg) []byte {
+	if c.inflight == nil {
+		c.inflight = map[uint16]*outMsg{}
+	}
+	for {
+		c.nextID++
+		if c.nextID == 0 {
+			c.nextID = 1
+		}
+		if _, used := c.inflight[c.nextID]; !used {
+			break
+		}
+	}
+	id := c.nextID
+	b := c.encodePublish(om, id)
+	if b == nil {
+		// Too large for the client: as if sent and acknowledged [MQTT-3.1.2-25].
+		if om.d != nil {
+			n := om.ref.creditLocked()
+			d, rc := om.d, om.ref.rc
+			go func() {
+				d.Settle(router.Outcome{Kind: router.Accepted})
+				if n > 0 {
+					rc.AddCredit(n)
+				}
+			}()
+		}
+		return nil
+	}
+	c.inflight[id] = om
+	return b
+}
+
+// encodePublish builds the PUBLISH for a message, applying the topic
+// alias and the client's maximum packet size. nil: not sendable. c.mu held.
+func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
+	pk := &packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Publish, Qos: om.qos, Retain: om.retain, Dup: om.dup && om.qos > 0},
+		TopicName:       om.topic,
+		PacketID:        id,
+		ProtocolVersion: c.version,
+		Mods:            packets.Mods{AllowResponseInfo: true, MaxSize: uint32(c.maxOut)},
+	}
+	v5 := c.version == 5
+	fillPublish(pk, om.m, v5, time.Now())
+	if v5 {
+		if om.sub != nil && om.sub.ID > 0 {
+			pk.Properties.SubscriptionIdentifier = []int{om.sub.ID}
+		}
+		if c.aliasMaxOut > 0 {
+			if a, ok := c.outAliases[om.topic]; ok {
+				pk.TopicName = ""
+				pk.Properties.TopicAlias = a
+			} else if len(c.outAliases) < int(c.aliasMaxOut) {
+				if c.outAliases == nil {
+					c.outAliases = map[string]uint16{}
+				}
+				a := uint16(len(c.outAliases) + 1)
+				c.outAliases[om.topic] = a
+				pk.Properties.TopicAlias = a
+			}
+		}
+	}
+	b, err := encodePacket(pk)
+	if err != nil || (c.maxOut > 0 && len(b) > c.maxOut) {
+		if om.sub != nil {
+			c.s.m.dropped.WithLabelValues(c.tenant, "too_large").Inc()
+		}
+		return nil
+	}
+	c.ti.sent.Add(1)
+	c.s.m.sent.WithLabelValues(c.tenant).Inc()
+	return b
+}
+
+// finish completes an in-flight message and sends pending ones; the
+// returned function settles and grants credit outside the lock.
+func (c *conn) finishLocked(id uint16, settle bool) (func(), [][]byte) {
+	om := c.inflight[id]
+	if om == nil {
+		return nil, nil
+	}
+	delete(c.inflight, id)
+	var post func()
+	if om.d != nil && settle {
+		n := om.ref.creditLocked()
+		d, rc := om.d, om.ref.rc
+		post = func() {
+			d.Settle(router.Outcome{Kind: router.Accepted})
+			if n > 0 {
+				rc.AddCredit(n)
+			}
+		}
+	}
+	var out [][]byte
+	for len(c.pending) > 0 && len(c.inflight) < c.recvMax {
+		next := c.pending[0]
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		if b := c.startInflight(next); b != nil {
+			out = append(out, b)
+		}
+	}
+	return post, out
+}
+
+func (c *conn) onPuback(id uint16) {
+	c.mu.Lock()
+	post, out := c.finishLocked(id, true)
+	c.mu.Unlock()
+	if post != nil {
+		post()
+	}
+	for _, b := range out {
+		c.enqueue(b, false, nil)
+	}
+}
+
+func (c *conn) onPubrec(id uint16, rc byte) {
+	c.mu.Lock()
+	om := c.inflight[id]
+	if om == nil {
+		c.mu.Unlock()
+		c.ack(packets.Pubrel, id, rcPacketIDNotFound, "")
+		return
+	}
+	if rc >= 0x80 {
+		// The client refused it: the exchange ends here [MQTT-4.3.3-?].
+		post, out := c.finishLocked(id, true)
+		c.mu.Unlock()
+		if post != nil {
+			post()
+		}
+		for _, b := range out {
+			c.enqueue(b, false, nil)
+		}
+		return
+	}
+	var post func()
+	if !om.rel {
+		om.rel = true
+		if om.d != nil {
+			// The client owns the message now; the engine can forget it.
+			n := om.ref.creditLocked()
+			d, r := om.d, om.ref.rc
+			om.d = nil
+			post = func() {
+				d.Settle(router.Outcome{Kind: router.Accepted})
+				if n > 0 {
+					r.AddCredit(n)
+				}
+			}
+		}
+	}
+	c.mu.Unlock()
+	if post != nil {
+		post()
+	}
+	c.ack(packets.Pubrel, id, rcSuccess, "")
+}
+
+func (c *conn) onPubcomp(id uint16) {
+	c.mu.Lock()
+	post, out := c.finishLocked(id, true)
+	c.mu.Unlock()
+	if post != nil {
+		post()
+	}
+	for _, b := range out {
+		c.enqueue(b, false, nil)
+	}
+}

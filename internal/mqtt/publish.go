@@ -1,0 +1,332 @@
+package mqtt
+
+import (
+	"container/list"
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
+	"github.com/throngmq/throng/internal/router"
+)
+
+// Application properties the server adds to MQTT messages; they are not
+// shown to MQTT subscribers as user properties.
+const (
+	propOrigin  = "x-mqtt-origin" // publishing client id (no-local)
+	propQoS2    = "x-mqtt-qos"    // "2" for QoS 2 publishes
+	propRetain  = "x-mqtt-retain" // the publish had RETAIN set (retain-as-published)
+	propFormat  = "x-mqtt-format" // payload format indicator 1 (UTF-8)
+	amqpBodyCT  = "application/vnd.throng.amqp-body"
+	propsPrefix = "x-mqtt-"
+)
+
+// toMessage converts an MQTT publish (or will) into the router's model
+// (DESIGN.md 4.4).
+func toMessage(topic string, qos byte, retain bool, payload []byte, p *packets.Properties, origin string) *message.Message {
+	m := &message.Message{Body: payload, Durable: qos > 0, CreationTime: time.Now()}
+	props := make(map[string]any, len(p.User)+2)
+	props[propOrigin] = origin
+	if qos == 2 {
+		props[propQoS2] = "2"
+	}
+	if retain {
+		props[propRetain] = true
+	}
+	if p != nil {
+		if p.PayloadFormatFlag && p.PayloadFormat == 1 {
+			props[propFormat] = true
+		}
+		if p.MessageExpiryInterval > 0 {
+			m.TTL = time.Duration(p.MessageExpiryInterval) * time.Second
+		}
+		m.ContentType = p.ContentType
+		m.ReplyTo = p.ResponseTopic
+		if len(p.CorrelationData) > 0 {
+			m.CorrelationID = append([]byte(nil), p.CorrelationData...)
+		}
+		for _, u := range p.User {
+			props[u.Key] = u.Val // repeated keys: the last one wins
+		}
+	}
+	m.Properties = props
+	return m
+}
+
+// msgQoS is the QoS a message was published with.
+func msgQoS(m *message.Message) byte {
+	if !m.Durable {
+		return 0
+	}
+	if v, _ := m.Properties[propQoS2].(string); v == "2" {
+		return 2
+	}
+	return 1
+}
+
+func origin(m *message.Message) string {
+	s, _ := m.Properties[propOrigin].(string)
+	return s
+}
+
+// fillPublish sets the payload and v5 properties of an outgoing PUBLISH.
+func fillPublish(pk *packets.Packet, m *message.Message, v5 bool, now time.Time) {
+	switch m.BodyKind {
+	case message.BodyData, message.BodyAMQPString:
+		pk.Payload = m.Body
+	default:
+		pk.Payload = m.Body
+		if v5 {
+			pk.Properties.ContentType = amqpBodyCT
+		}
+	}
+	if !v5 {
+		return
+	}
+	p := &pk.Properties
+	if p.ContentType == "" {
+		p.ContentType = m.ContentType
+	}
+	p.ResponseTopic = m.ReplyTo
+	switch id := m.CorrelationID.(type) {
+	case nil:
+	case []byte:
+		p.CorrelationData = id
+	case string:
+		p.CorrelationData = []byte(id)
+	case uint64:
+		p.CorrelationData = []byte(strconv.FormatUint(id, 10))
+	case [16]byte:
+		p.CorrelationData = id[:]
+	default:
+		p.CorrelationData = fmt.Append(nil, id)
+	}
+	if !m.Expiry.IsZero() {
+		left := m.Expiry.Sub(now)
+		p.MessageExpiryInterval = uint32(max((left+time.Second-1)/time.Second, 1)) // [MQTT-3.3.2-6]
+	}
+	if f, _ := m.Properties[propFormat].(bool); f {
+		p.PayloadFormat, p.PayloadFormatFlag = 1, true
+	}
+	for k, v := range m.Properties {
+		if len(k) >= len(propsPrefix) && k[:len(propsPrefix)] == propsPrefix {
+			continue
+		}
+		var s string
+		switch x := v.(type) {
+		case string:
+			s = x
+		case []byte:
+			s = string(x)
+		case nil:
+		default:
+			s = fmt.Sprint(x)
+		}
+		if utf8.ValidString(k) && utf8.ValidString(s) {
+			p.User = append(p.User, packets.UserProperty{Key: k, Val: s})
+		}
+	}
+}
+
+// publishReason maps a router result onto a PUBACK/PUBREC reason code.
+func publishReason(o router.Outcome, err error) (byte, string) {
+	switch {
+	case err == nil && o.Kind == router.Accepted:
+		return rcSuccess, ""
+	case err == nil:
+		d := "message " + o.Kind.String()
+		if o.Description != "" {
+			d += ": " + o.Description
+		}
+		return rcUnspecified, d
+	case errors.Is(err, router.ErrNoConsumers):
+		return rcNoMatchingSubs, "no matching subscribers"
+	case errors.Is(err, router.ErrLimitExceeded):
+		return rcQuotaExceeded, err.Error()
+	case errors.Is(err, router.ErrNotFound), errors.Is(err, router.ErrInvalid):
+		return rcTopicNameInvalid, err.Error()
+	case errors.Is(err, router.ErrClosed):
+		return rcServerUnavailable, "server unavailable"
+	}
+	return rcUnspecified, err.Error()
+}
+
+func (c *conn) onPublish(pk *packets.Packet) error {
+	qos := pk.FixedHeader.Qos
+	if code := pk.PublishValidate(c.s.cfg.TopicAliasMaximum); code != packets.CodeSuccess {
+		return reason(code.Code, code.Reason, nil)
+	}
+	topic := pk.TopicName
+	if c.version == 5 && pk.Properties.TopicAlias > 0 {
+		// Topic aliases from the client [MQTT-3.3.2-12].
+		if c.inAliases == nil {
+			c.inAliases = map[uint16]string{}
+		}
+		if topic != "" {
+			c.inAliases[pk.Properties.TopicAlias] = topic
+		} else if topic = c.inAliases[pk.Properties.TopicAlias]; topic == "" {
+			return reason(rcProtocolError, "unknown topic alias", nil)
+		}
+	}
+	c.ti.received.Add(1)
+	c.s.m.received.WithLabelValues(c.tenant).Inc()
+	id := pk.PacketID
+	if qos > 0 {
+		c.mu.Lock()
+		if qos == 2 {
+			if _, dup := c.inQoS2[id]; dup {
+				// Already routed: acknowledge again, route nothing [MQTT-4.3.3-9].
+				c.mu.Unlock()
+				c.ack(packets.Pubrec, id, rcSuccess, "")
+				return nil
+			}
+		}
+		if c.inFlightIn >= int(c.s.cfg.ReceiveMaximum) {
+			c.mu.Unlock()
+			return reason(rcReceiveMaxExceeded, "receive maximum exceeded", nil) // [MQTT-3.3.4-9]
+		}
+		c.inFlightIn++
+		c.mu.Unlock()
+	}
+	// fail answers a refused publish: v5 gets the reason code; 3.1.1
+	// has none, so the connection is closed and the client retries.
+	fail := func(rc byte, text string) error {
+		c.mu.Lock()
+		if qos > 0 {
+			c.inFlightIn--
+		}
+		c.mu.Unlock()
+		if qos == 0 {
+			return nil
+		}
+		if c.version != 5 {
+			return reason(rc, text, nil)
+		}
+		typ := byte(packets.Puback)
+		if qos == 2 {
+			typ = packets.Pubrec
+		}
+		c.ack(typ, id, rc, text)
+		return nil
+	}
+	if err := address.ValidateName(topic); err != nil {
+		return fail(rcTopicNameInvalid, err.Error())
+	}
+	if !c.mayPublish(topic) {
+		return fail(rcNotAuthorized, "not authorized")
+	}
+	m := toMessage(topic, qos, pk.FixedHeader.Retain, pk.Payload, &pk.Properties, c.clientID)
+	if pk.FixedHeader.Retain {
+		// [MQTT-3.3.1-5..7]: store (or clear, with an empty payload).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.s.r.Retain(ctx, c.tenant, topic, m)
+		cancel()
+		if err != nil {
+			rc, text := publishReason(router.Outcome{}, err)
+			return fail(rc, text)
+		}
+	}
+	p, err := c.producer(topic)
+	if err != nil {
+		rc, text := publishReason(router.Outcome{}, err)
+		return fail(rc, text)
+	}
+	switch qos {
+	case 0:
+		p.Publish(m, func(router.Outcome, error) {})
+	case 1:
+		p.Publish(m, func(o router.Outcome, err error) {
+			rc, text := publishReason(o, err)
+			c.mu.Lock()
+			c.inFlightIn--
+			c.mu.Unlock()
+			if rc >= 0x80 && c.version != 5 {
+				c.kick(rc, text)
+				return
+			}
+			c.ack(packets.Puback, id, rc, text)
+		})
+	case 2:
+		p.Publish(m, func(o router.Outcome, err error) {
+			rc, text := publishReason(o, err)
+			c.mu.Lock()
+			if rc < 0x80 {
+				if c.inQoS2 == nil {
+					c.inQoS2 = map[uint16]struct{}{}
+				}
+				c.inQoS2[id] = struct{}{}
+			} else {
+				c.inFlightIn--
+			}
+			c.mu.Unlock()
+			if rc >= 0x80 && c.version != 5 {
+				c.kick(rc, text)
+				return
+			}
+			c.ack(packets.Pubrec, id, rc, text)
+		})
+	}
+	return nil
+}
+
+func (c *conn) onPubrel(id uint16) {
+	c.mu.Lock()
+	_, ok := c.inQoS2[id]
+	if ok {
+		delete(c.inQoS2, id)
+		c.inFlightIn--
+	}
+	c.mu.Unlock()
+	rc := byte(rcSuccess)
+	if !ok {
+		rc = rcPacketIDNotFound
+	}
+	c.ack(packets.Pubcomp, id, rc, "")
+}
+
+// ---- producer cache
+
+// producerCache is a small LRU of resolved producers per connection, so a
+// client publishing to a few topics resolves each once.
+type producerCache struct {
+	l *list.List
+	m map[string]*list.Element
+}
+
+type producerEntry struct {
+	name string
+	p    *router.Producer
+}
+
+const producerCacheSize = 32
+
+func (c *conn) producer(name string) (*router.Producer, error) {
+	pc := &c.producers
+	if pc.m == nil {
+		pc.m = map[string]*list.Element{}
+		pc.l = list.New()
+	}
+	if e, ok := pc.m[name]; ok {
+		pc.l.MoveToFront(e)
+		return e.Value.(*producerEntry).p, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := c.s.r.Producer(ctx, c.tenant, name)
+	if err != nil {
+		return nil, err
+	}
+	pc.m[name] = pc.l.PushFront(&producerEntry{name: name, p: p})
+	if pc.l.Len() > producerCacheSize {
+		e := pc.l.Back()
+		pc.l.Remove(e)
+		delete(pc.m, e.Value.(*producerEntry).name)
+	}
+	return p, nil
+}

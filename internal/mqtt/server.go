@@ -1,0 +1,373 @@
+// Package mqtt is throng's MQTT 3.1.1 and 5.0 server. It maps MQTT onto
+// the router: topics are address names in the client's tenant, QoS 0 is
+// at-most-once (live), QoS 1 and 2 are stored and acknowledged once the
+// router has an outcome. Sessions, retained messages and delayed wills
+// live in the engine (see docs/mqtt.md).
+//
+// Goroutines: one reader per connection (which owns protocol decoding and
+// the request/response side of the session), a writer that exists only
+// while a connection has bytes queued, the accept loop of each listener,
+// and two background loops per server (sweeper for delayed wills and
+// expired sessions; $SYS statistics).
+//
+// Lock order: router consumer lock → conn.mu → conn.wmu; Server.mu is
+// never held while taking a conn lock.
+package mqtt
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/router"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// Store is what the server needs from the tenant store.
+type Store interface {
+	Tenant(name string) (*tenant.Tenant, bool)
+	Tenants() []*tenant.Tenant
+}
+
+// EnhancedAuth implements MQTT 5 enhanced authentication for one
+// method: given the CONNECT's authentication method and data, it returns
+// the principal (its Tenant decides the client's tenant) or an error
+// (CONNACK 0x86). Single round trip only.
+type EnhancedAuth func(ctx context.Context, method string, data []byte, clientID string) (*auth.Principal, error)
+
+// Config configures a Server. Zero values take the documented defaults.
+type Config struct {
+	Router  *router.Router
+	Auth    *auth.Authenticator
+	Store   Store
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer // nil: not registered
+
+	// AllowAnonymous lets clients without a user name connect to the
+	// default tenant, from loopback addresses only.
+	AllowAnonymous bool
+	// MaxPacketSize bounds packets in both directions (default 1 MiB).
+	MaxPacketSize int
+	// ReceiveMaximum bounds unacknowledged QoS 1/2 publishes from a client
+	// (default 1024).
+	ReceiveMaximum uint16
+	// TopicAliasMaximum is the number of topic aliases a client may use
+	// (default 64).
+	TopicAliasMaximum uint16
+	// MaxKeepAlive, if set, caps the keep-alive in seconds; MQTT 5 clients
+	// asking for more (or none) are told the server keep-alive.
+	MaxKeepAlive uint16
+	// MaxSessionExpiry caps a session's expiry interval in seconds
+	// (default 7 days).
+	MaxSessionExpiry uint32
+	// ConnectTimeout bounds the wait for CONNECT (default 10s).
+	ConnectTimeout time.Duration
+	// WriteQueueBytes bounds the bytes queued for a client; QoS 0
+	// messages beyond it are dropped and counted (default 1 MiB). A client
+	// whose control traffic exceeds four times it is disconnected.
+	WriteQueueBytes int
+	// SweepInterval is how often delayed wills are checked (default 1s);
+	// expired sessions are swept every ten intervals.
+	SweepInterval time.Duration
+	// SysInterval is how often $SYS topics are published (default 10s;
+	// negative disables).
+	SysInterval time.Duration
+	// EnhancedAuth, if set, handles CONNECTs with an authentication
+	// method; without it they are refused with 0x8C.
+	EnhancedAuth EnhancedAuth
+}
+
+func (c *Config) setDefaults() error {
+	if c.Router == nil || c.Auth == nil || c.Store == nil {
+		return errors.New("mqtt: Router, Auth and Store are required")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.MaxPacketSize <= 0 {
+		c.MaxPacketSize = 1 << 20
+	}
+	if c.MaxPacketSize > 268435455 {
+		c.MaxPacketSize = 268435455
+	}
+	if c.ReceiveMaximum == 0 {
+		c.ReceiveMaximum = 1024
+	}
+	if c.TopicAliasMaximum == 0 {
+		c.TopicAliasMaximum = 64
+	}
+	if c.MaxSessionExpiry == 0 {
+		c.MaxSessionExpiry = 7 * 24 * 3600
+	}
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.WriteQueueBytes <= 0 {
+		c.WriteQueueBytes = 1 << 20
+	}
+	if c.SweepInterval <= 0 {
+		c.SweepInterval = time.Second
+	}
+	if c.SysInterval == 0 {
+		c.SysInterval = 10 * time.Second
+	}
+	return nil
+}
+
+// Server is an MQTT server. It serves any number of listeners.
+type Server struct {
+	cfg     Config
+	r       *router.Router
+	log     *slog.Logger
+	m       *metrics
+	started time.Time
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{} // guarded by mu
+	conns     map[*conn]struct{}        // guarded by mu
+	clients   map[string]*conn          // tenant\x00client id → connection; guarded by mu
+	tenants   map[string]*tenantInfo    // guarded by mu
+	closing   bool                      // guarded by mu
+	wg        sync.WaitGroup            // connections
+	bg        sync.WaitGroup            // background loops
+	stop      chan struct{}
+	stopOnce  sync.Once
+}
+
+// tenantInfo is the server's per-tenant state: statistics and the
+// engine state buckets (opened lazily).
+type tenantInfo struct {
+	connected       atomic.Int64
+	received, sent  atomic.Uint64
+	mu              sync.Mutex
+	sessions, wills *router.State // guarded by mu
+}
+
+// New returns a server; it starts the background loops (sweeper, $SYS).
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       cfg,
+		r:         cfg.Router,
+		log:       cfg.Logger.With("component", "mqtt"),
+		m:         newMetrics(cfg.Metrics),
+		started:   time.Now(),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+		clients:   map[string]*conn{},
+		tenants:   map[string]*tenantInfo{},
+		stop:      make(chan struct{}),
+	}
+	s.bg.Add(1)
+	go s.sweepLoop()
+	if cfg.SysInterval > 0 {
+		s.bg.Add(1)
+		go s.sysLoop()
+	}
+	return s, nil
+}
+
+func (s *Server) tenantInfo(name string) *tenantInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ti, ok := s.tenants[name]
+	if !ok {
+		ti = &tenantInfo{}
+		s.tenants[name] = ti
+	}
+	return ti
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("mqtt: server closed")
+
+// Serve accepts connections on l (plain TCP or TLS; the caller wraps the
+// listener) until Shutdown or an accept error that is not temporary.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, l)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || strings.Contains(err.Error(), "too many open files") {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.startConn(nc, remoteHost(nc.RemoteAddr()))
+	}
+}
+
+func remoteHost(a net.Addr) net.IP {
+	switch v := a.(type) {
+	case *net.TCPAddr:
+		return v.IP
+	case nil:
+		return nil
+	}
+	host, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		host = a.String()
+	}
+	return net.ParseIP(host)
+}
+
+func (s *Server) startConn(nc netConn, ip net.IP) bool {
+	c := newConn(s, nc, ip)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		_ = nc.Close()
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+	return true
+}
+
+// ServeWebSocket returns the handler for MQTT over WebSocket (mount it at
+// /mqtt); it requires the "mqtt" subprotocol.
+func (s *Server) ServeWebSocket() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{
+			Subprotocols:       []string{"mqtt"},
+			InsecureSkipVerify: true, // devices send no Origin; authentication is MQTT's
+		})
+		if err != nil {
+			return
+		}
+		if ws.Subprotocol() != "mqtt" {
+			ws.Close(websocket.StatusPolicyViolation, "subprotocol mqtt required")
+			return
+		}
+		ws.SetReadLimit(int64(s.cfg.MaxPacketSize) + 8)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
+		c := newConn(s, nc, net.ParseIP(host))
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	})
+}
+
+// Shutdown stops accepting connections, disconnects every client with
+// reason 0x8B (server shutting down) and waits for connections to finish
+// their cleanup (consumers closed so unacknowledged messages are released
+// for redelivery; sessions and delayed wills stored) or for ctx.
+//
+// Order: 1. listeners, 2. connections, 3. background loops.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	for l := range s.listeners {
+		_ = l.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.kick(rcServerShuttingDown, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		s.stopOnce.Do(func() { close(s.stop) })
+		s.bg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for c := range s.conns {
+			c.closeNet()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// register makes c the connection of its client id and returns the
+// connection it takes over, if any.
+func (s *Server) register(c *conn) (old *conn, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, reason(rcServerShuttingDown, "server shutting down", nil)
+	}
+	old = s.clients[c.key]
+	s.clients[c.key] = c
+	return old, nil
+}
+
+func (s *Server) unregister(c *conn) {
+	s.mu.Lock()
+	if s.clients[c.key] == c {
+		delete(s.clients, c.key)
+	}
+	s.mu.Unlock()
+}
+
+// Clients returns the number of connected clients.
+func (s *Server) Clients() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.clients)
+}
