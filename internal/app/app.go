@@ -92,8 +92,10 @@ type App struct {
 	authn    *auth.Authenticator
 	adminLn  net.Listener
 	adminSrv *http.Server
-	serveErr chan error // the admin server's Serve result
-	closing  bool       // Shutdown has begun; start stops where it is
+	serveErr chan error              // the admin server's Serve result
+	closing  bool                    // Shutdown has begun; start stops where it is
+	fronts   []*runningFront         // protocol front-ends, in start order
+	lns      map[string]net.Listener // bound protocol listeners by setting name
 }
 
 // Option adjusts an App.
@@ -239,7 +241,9 @@ func (a *App) start(ctx context.Context) error {
 	if err := a.startAdmin(); err != nil {
 		return err
 	}
-	a.startFrontEnds()
+	if err := a.startFrontEnds(); err != nil {
+		return err
+	}
 
 	close(a.ready)
 	log.Info("throng ready")
@@ -385,34 +389,6 @@ func (a *App) isReady() bool {
 	}
 }
 
-// frontEnd is a protocol front-end on its own listener. This is where the
-// AMQP, MQTT and HTTP servers plug in: each is built from the router and
-// the authenticator, gets its listener from startFrontEnds, and is stopped
-// in steps 1 and 2 of Shutdown (stop accepting, then drain).
-type frontEnd interface {
-	// Serve accepts connections on ln until Shutdown.
-	Serve(ln net.Listener) error
-	// Shutdown stops accepting and drains connections until ctx ends.
-	Shutdown(ctx context.Context) error
-}
-
-// frontEnds maps listener settings to constructors; none is built into
-// this binary yet, so configured protocol listeners are reported and not
-// opened.
-var frontEnds = map[string]func(a *App) (frontEnd, error){}
-
-func (a *App) startFrontEnds() {
-	for _, l := range a.cfg.Listeners.Named() {
-		if l.Name == "admin" || l.Addr == "" {
-			continue
-		}
-		if _, ok := frontEnds[l.Name]; !ok {
-			a.log.Warn("listener not implemented in this build; port not opened",
-				"component", "app", "listener", l.Name, "addr", l.Addr)
-		}
-	}
-}
-
 // AdminAddr returns the bound address of the admin listener, or nil if it
 // is disabled or not started.
 func (a *App) AdminAddr() net.Addr {
@@ -456,9 +432,11 @@ func (a *App) Shutdown(ctx context.Context) {
 		a.mu.Lock()
 		a.closing = true
 		srv, rt, store, nc, eng := a.adminSrv, a.router, a.store, a.sysConn, a.eng
+		fronts := a.fronts
 		a.mu.Unlock()
 		log := a.log.With("component", "app")
 		log.Info("shutting down")
+		a.stopFrontEnds(ctx, fronts)
 
 		// 1 and 2: stop accepting and drain connections.
 		if srv != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -163,9 +164,9 @@ func TestConfiguredPasswordOnFirstStart(t *testing.T) {
 	}
 }
 
-func TestProtocolListenersNotOpened(t *testing.T) {
-	// Pick a free port, then configure it for MQTT: this build must not
-	// open it, and must say so.
+func TestProtocolListeners(t *testing.T) {
+	// Pick a free port, then configure it for HTTP: this build does not
+	// serve it yet, and must say so and leave it closed.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -173,14 +174,35 @@ func TestProtocolListenersNotOpened(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cfg := testConfig(t, t.TempDir())
-	cfg.Listeners.MQTT = addr
+	cfg.Listeners.HTTP = addr
+	cfg.Listeners.MQTT = "127.0.0.1:0"
 	r := start(t, cfg)
-	if !strings.Contains(r.logs.String(), `"listener":"mqtt"`) || !strings.Contains(r.logs.String(), "not implemented") {
+	if !strings.Contains(r.logs.String(), `"listener":"http"`) || !strings.Contains(r.logs.String(), "not implemented") {
 		t.Fatalf("logs do not report the unimplemented listener:\n%s", r.logs)
 	}
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
-		t.Fatal("the MQTT port is open")
+		t.Fatal("the HTTP port is open")
+	}
+	// MQTT is served: an anonymous MQTT 3.1.1 CONNECT from loopback is
+	// accepted.
+	maddr := r.app.ListenerAddr("mqtt")
+	if maddr == nil {
+		t.Fatal("no mqtt listener")
+	}
+	c, err := net.DialTimeout("tcp", maddr.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	connect := []byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60, 0, 1, 'a'}
+	if _, err := c.Write(connect); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || !bytes.Equal(ack, []byte{0x20, 2, 0, 0}) {
+		t.Fatalf("CONNACK %x %v", ack, err)
 	}
 	// The admin address is logged for tools that start throng with :0.
 	if !strings.Contains(r.logs.String(), `"msg":"admin listening"`) || !strings.Contains(r.logs.String(), r.app.AdminAddr().String()) {

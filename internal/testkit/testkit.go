@@ -31,6 +31,10 @@ const StartTimeout = 60 * time.Second
 type Platform struct {
 	// AdminURL is the admin API's base URL ("http://127.0.0.1:port").
 	AdminURL string
+	// MQTTAddr and AMQPAddr are the protocol listeners' host:port (empty
+	// when not served).
+	MQTTAddr string
+	AMQPAddr string
 	// AdminUser and AdminPassword are the platform administrator's
 	// credentials ("admin" in the default tenant).
 	AdminUser     string
@@ -107,6 +111,13 @@ func (p *Platform) start(t testing.TB) {
 	p.AdminURL = ""
 	if addr := a.AdminAddr(); addr != nil {
 		p.AdminURL = "http://" + addr.String()
+	}
+	p.MQTTAddr, p.AMQPAddr = "", ""
+	if addr := a.ListenerAddr("mqtt"); addr != nil {
+		p.MQTTAddr = addr.String()
+	}
+	if addr := a.ListenerAddr("amqp"); addr != nil {
+		p.AMQPAddr = addr.String()
 	}
 }
 

@@ -1,0 +1,254 @@
+package app
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/throngmq/throng/internal/mqtt"
+)
+
+// frontEnd is a protocol server: it serves connections from listeners
+// and drains them on Shutdown.
+type frontEnd interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// runningFront is a started front-end with its listeners.
+type runningFront struct {
+	name string
+	fe   frontEnd
+	http []*http.Server // WebSocket servers in front of it
+}
+
+// startFrontEnds builds the protocol servers and opens their listeners
+// (plain, TLS and WebSocket). A listener that cannot be opened fails the
+// start: a node that silently lacks a port is worse than one that stops.
+func (a *App) startFrontEnds() error {
+	l := a.cfg.Listeners
+	var tlsConf *tls.Config
+	if l.AMQPS != "" || l.MQTTS != "" {
+		var err error
+		if tlsConf, err = a.serverTLS(); err != nil {
+			return err
+		}
+	}
+	if l.MQTT != "" || l.MQTTS != "" || l.MQTTWebSocket != "" {
+		srv, err := mqtt.New(mqtt.Config{
+			Router:         a.router,
+			Auth:           a.authn,
+			Store:          a.store,
+			Logger:         a.log,
+			Metrics:        a.registry,
+			AllowAnonymous: a.cfg.Anonymous,
+		})
+		if err != nil {
+			return fmt.Errorf("app: mqtt: %w", err)
+		}
+		rf := &runningFront{name: "mqtt", fe: srv}
+		if err := a.serveOn(rf, "mqtt", l.MQTT, nil); err != nil {
+			return err
+		}
+		if err := a.serveOn(rf, "mqtts", l.MQTTS, tlsConf); err != nil {
+			return err
+		}
+		if err := a.serveWS(rf, "mqttWebSocket", l.MQTTWebSocket, "/mqtt", srv.ServeWebSocket()); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.fronts = append(a.fronts, rf)
+		a.mu.Unlock()
+	}
+	if l.AMQP != "" || l.AMQPS != "" || l.AMQPWebSocket != "" || l.HTTP != "" {
+		for _, n := range []struct{ name, addr string }{{"amqp", l.AMQP}, {"amqps", l.AMQPS}, {"amqpWebSocket", l.AMQPWebSocket}, {"http", l.HTTP}} {
+			if n.addr != "" && !a.hasFront(n.name) {
+				a.log.Warn("listener not implemented in this build; port not opened", "component", "app", "listener", n.name, "addr", n.addr)
+			}
+		}
+	}
+	return nil
+}
+
+// hasFront reports whether a listener setting is served (see frontBuilders).
+func (a *App) hasFront(name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.lns[name]
+	return ok
+}
+
+func (a *App) serveOn(rf *runningFront, name, addr string, tlsConf *tls.Config) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("app: %s listener %s: %w", name, addr, err)
+	}
+	a.recordListener(name, ln)
+	if tlsConf != nil {
+		ln = tls.NewListener(ln, tlsConf)
+	}
+	a.log.Info(name+" listening", "component", "app", "addr", ln.Addr().String())
+	go func() {
+		if err := rf.fe.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, mqtt.ErrServerClosed) {
+			a.log.Error("listener stopped", "component", "app", "listener", name, "err", err)
+		}
+	}()
+	return nil
+}
+
+func (a *App) serveWS(rf *runningFront, name, addr, path string, h http.Handler) error {
+	if addr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("app: %s listener %s: %w", name, addr, err)
+	}
+	a.recordListener(name, ln)
+	mux := http.NewServeMux()
+	mux.Handle(path, h)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	rf.http = append(rf.http, srv)
+	a.log.Info(name+" listening", "component", "app", "addr", ln.Addr().String(), "path", path)
+	go func() { _ = srv.Serve(ln) }()
+	return nil
+}
+
+func (a *App) recordListener(name string, ln net.Listener) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.lns == nil {
+		a.lns = map[string]net.Listener{}
+	}
+	a.lns[name] = ln
+}
+
+// ListenerAddr returns the bound address of a protocol listener by its
+// setting name ("mqtt", "mqtts", "amqp", ...), or nil.
+func (a *App) ListenerAddr(name string) net.Addr {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ln, ok := a.lns[name]; ok {
+		return ln.Addr()
+	}
+	return nil
+}
+
+// stopFrontEnds is steps 1 and 2 of Shutdown: stop accepting and drain.
+func (a *App) stopFrontEnds(ctx context.Context, fronts []*runningFront) {
+	for _, rf := range fronts {
+		for _, h := range rf.http {
+			_ = h.Close()
+		}
+		if err := rf.fe.Shutdown(ctx); err != nil {
+			a.log.Warn("front-end did not drain in time", "component", "app", "front_end", rf.name, "err", err)
+		}
+	}
+}
+
+// serverTLS builds the TLS configuration shared by every TLS listener.
+// Without a configured certificate a self-signed one is generated for
+// development, with a warning: clients must then skip verification.
+func (a *App) serverTLS() (*tls.Config, error) {
+	c := a.cfg.TLS
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.Cert != "" {
+		// Reloaded on every handshake when the files change, so a renewed
+		// certificate is picked up without a restart.
+		r := &certReloader{cert: c.Cert, key: c.Key}
+		if _, err := r.get(nil); err != nil {
+			return nil, err
+		}
+		conf.GetCertificate = r.get
+	} else {
+		cert, err := selfSigned()
+		if err != nil {
+			return nil, err
+		}
+		a.log.Warn("no TLS certificate configured; TLS listeners use a generated self-signed certificate", "component", "app")
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	if c.ClientCA != "" {
+		pem, err := os.ReadFile(c.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("app: tls.clientCA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("app: tls.clientCA %s: no certificates", c.ClientCA)
+		}
+		conf.ClientCAs = pool
+		conf.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return conf, nil
+}
+
+// certReloader serves a certificate from files, reloading them when their
+// modification time changes.
+type certReloader struct {
+	cert, key string
+
+	mu  sync.Mutex // handshakes run concurrently
+	mod time.Time
+	cur *tls.Certificate
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, err := os.Stat(r.cert)
+	if err != nil {
+		if r.cur != nil {
+			return r.cur, nil
+		}
+		return nil, fmt.Errorf("app: tls.cert: %w", err)
+	}
+	if r.cur == nil || st.ModTime() != r.mod {
+		c, err := tls.LoadX509KeyPair(r.cert, r.key)
+		if err != nil {
+			if r.cur != nil {
+				return r.cur, nil
+			}
+			return nil, fmt.Errorf("app: tls: %w", err)
+		}
+		r.cur, r.mod = &c, st.ModTime()
+	}
+	return r.cur, nil
+}
+
+func selfSigned() (tls.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject:      pkix.Name{CommonName: "throng (self-signed)"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
+}
