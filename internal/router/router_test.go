@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,8 +64,6 @@ func ctxT(t testing.TB) context.Context {
 
 // collector gathers deliveries from a consumer.
 type collector struct {
-	mu sync.Mutex
-	ds []*Delivery
 	ch chan *Delivery
 }
 
