@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/throngmq/throng/internal/amqp"
 	"github.com/throngmq/throng/internal/mqtt"
 )
 
@@ -72,22 +73,37 @@ func (a *App) startFrontEnds() error {
 		a.fronts = append(a.fronts, rf)
 		a.mu.Unlock()
 	}
-	if l.AMQP != "" || l.AMQPS != "" || l.AMQPWebSocket != "" || l.HTTP != "" {
-		for _, n := range []struct{ name, addr string }{{"amqp", l.AMQP}, {"amqps", l.AMQPS}, {"amqpWebSocket", l.AMQPWebSocket}, {"http", l.HTTP}} {
-			if n.addr != "" && !a.hasFront(n.name) {
-				a.log.Warn("listener not implemented in this build; port not opened", "component", "app", "listener", n.name, "addr", n.addr)
-			}
+	if l.AMQP != "" || l.AMQPS != "" || l.AMQPWebSocket != "" {
+		srv, err := amqp.New(amqp.Config{
+			Router:         a.router,
+			Auth:           a.authn,
+			Tenants:        a.store,
+			Logger:         a.log,
+			Metrics:        a.registry,
+			AllowAnonymous: a.cfg.Anonymous,
+			TLSConfig:      tlsConf,
+		})
+		if err != nil {
+			return fmt.Errorf("app: amqp: %w", err)
 		}
+		rf := &runningFront{name: "amqp", fe: srv}
+		if err := a.serveOn(rf, "amqp", l.AMQP, nil); err != nil {
+			return err
+		}
+		if err := a.serveOn(rf, "amqps", l.AMQPS, tlsConf); err != nil {
+			return err
+		}
+		if err := a.serveWS(rf, "amqpWebSocket", l.AMQPWebSocket, "/", srv.ServeWebSocket()); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.fronts = append(a.fronts, rf)
+		a.mu.Unlock()
+	}
+	if l.HTTP != "" {
+		a.log.Warn("listener not implemented in this build; port not opened", "component", "app", "listener", "http", "addr", l.HTTP)
 	}
 	return nil
-}
-
-// hasFront reports whether a listener setting is served (see frontBuilders).
-func (a *App) hasFront(name string) bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	_, ok := a.lns[name]
-	return ok
 }
 
 func (a *App) serveOn(rf *runningFront, name, addr string, tlsConf *tls.Config) error {
@@ -104,7 +120,7 @@ func (a *App) serveOn(rf *runningFront, name, addr string, tlsConf *tls.Config) 
 	}
 	a.log.Info(name+" listening", "component", "app", "addr", ln.Addr().String())
 	go func() {
-		if err := rf.fe.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, mqtt.ErrServerClosed) {
+		if err := rf.fe.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, mqtt.ErrServerClosed) && !errors.Is(err, amqp.ErrServerClosed) {
 			a.log.Error("listener stopped", "component", "app", "listener", name, "err", err)
 		}
 	}()

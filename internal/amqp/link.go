@@ -1,0 +1,727 @@
+package amqp
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strings"
+
+	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/amqp/encoding"
+	"github.com/throngmq/throng/internal/amqp/frames"
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/router"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// link is one link endpoint, owned by the connection loop. role is the
+// server's role: RoleReceiver for links on which clients send (the server
+// publishes to the target address), RoleSender for links on which clients
+// receive (the server consumes the source address).
+type link struct {
+	s       *session
+	name    string
+	handle  uint32 // ours
+	rhandle uint32 // the peer's
+	role    frames.Role
+	addr    string
+
+	detachSent bool // we detached; waiting for the peer's detach
+	gone       bool // torn down: router callbacks still queued are ignored
+	flowQueued bool
+	echo       bool
+
+	// receiving (client → server)
+	producer   *router.Producer // nil for the anonymous relay
+	relay      map[string]*router.Producer
+	rcvSecond  bool   // rcv-settle-mode second
+	count      uint32 // delivery-count: transfers received (serial)
+	limit      uint32 // count + credit as last announced; never lowered
+	announced  uint32 // link-credit in the last flow we sent
+	inflight   int    // messages published, outcome pending
+	hasCons    bool   // anycast: a consumer exists
+	anycast    bool
+	stopWatch  func()
+	partial    []byte // a multi-frame message being reassembled
+	inPartial  bool
+	partialID  uint32
+	partialSet bool // partial is pre-settled
+
+	// sending (server → client)
+	consumer     *router.Consumer
+	pending      []*router.Delivery // received from the router, waiting for credit or window
+	credit       uint32             // link-credit the peer granted, unused
+	sendCount    uint32             // delivery-count
+	routerCredit int                // credit given to the router consumer, not yet used
+	draining     bool               // a drain is in progress in the router
+	drainReq     bool               // the peer asked to drain
+	drainEcho    bool               // the next flow answers a drain
+	sndMode      frames.SenderSettleMode
+	peerMaxMsg   uint64
+	tagSeq       uint64
+	unsettled    int
+	dynamic      string // temporary address to delete on detach
+}
+
+var releasedOutcome = router.Outcome{Kind: router.Released}
+
+func (l *link) isReceiver() bool { return l.role == frames.RoleReceiver }
+
+// ---- attach
+
+func (s *session) onAttach(a *frames.Attach) error {
+	if a.Handle > s.c.s.cfg.HandleMax {
+		return sessionErr(s, frames.CondNotAllowed, "handle %d exceeds handle-max %d", a.Handle, s.c.s.cfg.HandleMax)
+	}
+	if s.links[a.Handle] != nil {
+		return sessionErr(s, frames.CondHandleInUse, "handle %d is in use", a.Handle)
+	}
+	h, ok := s.allocHandle()
+	if !ok {
+		return sessionErr(s, frames.CondResourceLimitExceeded, "no free handle")
+	}
+	l := &link{s: s, name: a.Name, handle: h, rhandle: a.Handle}
+	s.links[a.Handle] = l
+	s.handles[h] = l
+	if a.Role == frames.RoleSender {
+		l.role = frames.RoleReceiver
+		l.attachReceiver(a)
+	} else {
+		l.role = frames.RoleSender
+		l.attachSender(a)
+	}
+	return nil
+}
+
+// refuse answers an attach with a null terminus and detaches with e
+// (part 2.6.3).
+func (l *link) refuse(a *frames.Attach, e *encoding.Error) {
+	reply := &frames.Attach{Name: a.Name, Handle: l.handle, Role: l.role,
+		SndSettleMode: a.SndSettleMode, RcvSettleMode: a.RcvSettleMode}
+	if l.isReceiver() {
+		reply.Source = a.Source
+	} else {
+		reply.Target = a.Target
+		reply.HasInitialDeliveryCount = true
+	}
+	l.s.write(reply, nil)
+	l.s.c.s.m.errors.WithLabelValues("link", string(e.Condition)).Inc()
+	l.s.c.log.Debug("attach refused", "link", l.name, "condition", e.Condition, "description", e.Description)
+	l.detachWith(e)
+}
+
+// routerError maps a router error onto an AMQP error.
+func routerError(err error) *encoding.Error {
+	cond := frames.CondInternalError
+	switch {
+	case errors.Is(err, router.ErrNotFound):
+		cond = frames.CondNotFound
+	case errors.Is(err, router.ErrInvalid):
+		cond = frames.CondInvalidField
+	case errors.Is(err, router.ErrLimitExceeded), errors.Is(err, tenant.ErrLimit):
+		cond = frames.CondResourceLimitExceeded
+	case errors.Is(err, router.ErrClosed):
+		cond = frames.CondDetachForced
+	}
+	return &encoding.Error{Condition: cond, Description: err.Error()}
+}
+
+// tempPrefix starts the names of dynamic (temporary) addresses. Any
+// connection of the tenant may send to them: their names are unguessable.
+const tempPrefix = "$temp/"
+
+func (c *conn) authorized(name string, action tenant.Action) bool {
+	if action == tenant.ActionSend && strings.HasPrefix(name, tempPrefix) {
+		return true
+	}
+	return auth.Authorize(c.principal, name, action)
+}
+
+func (l *link) attachReceiver(a *frames.Attach) {
+	c := l.s.c
+	t := a.Target
+	if t == nil {
+		if a.Coordinator != nil {
+			l.refuse(a, &encoding.Error{Condition: frames.CondNotImplemented, Description: "transactions are not supported"})
+			return
+		}
+		l.refuse(a, &encoding.Error{Condition: frames.CondInvalidField, Description: "attach without target"})
+		return
+	}
+	l.count = a.InitialDeliveryCount
+	l.limit = l.count
+	l.rcvSecond = a.RcvSettleMode == frames.ReceiverSettleSecond
+	reply := *t
+	switch {
+	case t.Dynamic:
+		name, err := l.createTemp()
+		if err != nil {
+			l.refuse(a, routerError(err))
+			return
+		}
+		reply.Address = name
+		l.addr = name
+	case t.Address == "":
+		l.relay = map[string]*router.Producer{}
+	default:
+		l.addr = t.Address
+	}
+	if l.addr != "" {
+		if !c.authorized(l.addr, tenant.ActionSend) {
+			l.refuse(a, &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized to send to " + l.addr})
+			return
+		}
+		ctx, cancel := ctxTimeout()
+		p, err := c.s.cfg.Router.Producer(ctx, c.principal.Tenant, l.addr)
+		cancel()
+		if err != nil {
+			l.refuse(a, routerError(err))
+			return
+		}
+		l.producer = p
+	}
+	l.s.write(&frames.Attach{
+		Name: a.Name, Handle: l.handle, Role: frames.RoleReceiver,
+		SndSettleMode: a.SndSettleMode, RcvSettleMode: a.RcvSettleMode,
+		Source: a.Source, Target: &reply,
+		MaxMessageSize: c.s.cfg.MaxMessageSize,
+	}, nil)
+	if l.producer != nil && l.producer.Type() == address.Anycast {
+		// Credit only while a consumer exists (DESIGN.md 3).
+		l.anycast = true
+		l.stopWatch = l.producer.WatchConsumers(func(has bool) {
+			c.ev.push(event{kind: evConsumers, l: l, has: has})
+		})
+		return
+	}
+	l.refill()
+}
+
+func (l *link) createTemp() (string, error) {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	name := tempPrefix + hex.EncodeToString(b[:])
+	c := l.s.c
+	ctx, cancel := ctxTimeout()
+	defer cancel()
+	if err := c.s.cfg.Router.CreateAddress(ctx, c.principal.Tenant, &address.Address{Name: name, Type: address.Anycast}); err != nil {
+		return "", err
+	}
+	l.dynamic = name
+	return name, nil
+}
+
+func (l *link) attachSender(a *frames.Attach) {
+	c := l.s.c
+	src := a.Source
+	if src == nil {
+		l.refuse(a, &encoding.Error{Condition: frames.CondInvalidField, Description: "attach without source"})
+		return
+	}
+	l.sndMode = a.SndSettleMode
+	l.peerMaxMsg = a.MaxMessageSize
+	reply := *src
+	reply.Filter = nil
+	var opts router.ConsumeOptions
+	if src.Dynamic {
+		name, err := l.createTemp()
+		if err != nil {
+			l.refuse(a, routerError(err))
+			return
+		}
+		l.addr, reply.Address = name, name
+	} else {
+		l.addr = src.Address
+		if l.addr == "" {
+			l.refuse(a, &encoding.Error{Condition: frames.CondInvalidField, Description: "source address required"})
+			return
+		}
+		if !c.authorized(l.addr, tenant.ActionReceive) {
+			l.refuse(a, &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized to receive from " + l.addr})
+			return
+		}
+		if src.Durable != encoding.DurableNone || src.ExpiryPolicy == encoding.ExpiryNever {
+			// A durable terminus is a durable subscription, resumed by
+			// attaching again with the same container-id and link name.
+			opts.Durable = c.containerID + "/" + a.Name
+		}
+		if sel, ok := src.Filter.Selector(); ok {
+			f, err := compileSelector(sel)
+			if err != nil {
+				l.refuse(a, &encoding.Error{Condition: frames.CondInvalidField, Description: "selector: " + err.Error()})
+				return
+			}
+			opts.Filter = f
+		}
+		if seq, ok := src.Filter.StartAtSequence(); ok {
+			opts.StartSequence = seq
+		}
+		if t, ok := src.Filter.StartAtTime(); ok {
+			opts.StartTime = t
+		}
+		for _, f := range src.Filter {
+			// Echo the filters in force (part 3.5.3).
+			if f.Is(encoding.SelectorFilter, encoding.DescSelectorFilter) || f.Is(encoding.StartAtSequenceFilter, 0) || f.Is(encoding.StartAtTimeFilter, 0) {
+				reply.Filter = append(reply.Filter, f)
+			}
+		}
+	}
+	ctx, cancel := ctxTimeout()
+	cons, err := c.s.cfg.Router.Consume(ctx, c.principal.Tenant, l.addr, opts, func(d *router.Delivery) {
+		c.ev.push(event{kind: evDelivery, l: l, d: d})
+	})
+	cancel()
+	if err != nil {
+		l.deleteTemp()
+		l.refuse(a, routerError(err))
+		return
+	}
+	l.consumer = cons
+	if reply.DefaultOutcome == nil {
+		reply.DefaultOutcome = &encoding.Released{}
+	}
+	l.s.write(&frames.Attach{
+		Name: a.Name, Handle: l.handle, Role: frames.RoleSender,
+		SndSettleMode: a.SndSettleMode, RcvSettleMode: a.RcvSettleMode,
+		Source: &reply, Target: a.Target,
+		InitialDeliveryCount: 0, HasInitialDeliveryCount: true,
+		MaxMessageSize: c.s.cfg.MaxMessageSize,
+	}, nil)
+	l.s.senders = append(l.s.senders, l)
+}
+
+// ---- detach
+
+func (s *session) onDetach(d *frames.Detach) error {
+	l, err := s.linkFor(d.Handle)
+	if err != nil {
+		return err
+	}
+	if d.Error != nil {
+		s.c.log.Debug("peer detached with error", "link", l.name, "condition", d.Error.Condition, "description", d.Error.Description)
+	}
+	if !l.detachSent {
+		l.teardown()
+		s.write(&frames.Detach{Handle: l.handle, Closed: d.Closed}, nil)
+	}
+	delete(s.links, l.rhandle)
+	delete(s.handles, l.handle)
+	return nil
+}
+
+// detachWith detaches (closes) the link with an error; the handles stay
+// reserved until the peer's detach arrives.
+func (l *link) detachWith(e *encoding.Error) {
+	if l.detachSent {
+		return
+	}
+	l.teardown()
+	l.detachSent = true
+	l.s.write(&frames.Detach{Handle: l.handle, Closed: true, Error: e}, nil)
+}
+
+// teardown leaves the router: pending deliveries and unsettled ones go
+// back (released), a temporary address is deleted. A durable subscription
+// stays (see docs/amqp.md).
+func (l *link) teardown() {
+	if l.gone {
+		return
+	}
+	l.gone = true
+	s := l.s
+	if l.stopWatch != nil {
+		l.stopWatch()
+	}
+	for _, d := range l.pending {
+		d.Settle(releasedOutcome)
+	}
+	l.pending = nil
+	if l.consumer != nil {
+		l.consumer.Close()
+	}
+	if s.cur != nil && s.cur.l == l {
+		s.cur = nil // the peer will not get the rest; the delivery is released by Close
+	}
+	if l.unsettled > 0 {
+		for id, x := range s.unsettledOut {
+			if x == l {
+				delete(s.unsettledOut, id)
+				delete(s.outDeliveries, id)
+			}
+		}
+	}
+	if i := indexOf(s.senders, l); i >= 0 {
+		s.senders = append(s.senders[:i], s.senders[i+1:]...)
+	}
+	l.partial = nil
+	l.deleteTemp()
+}
+
+func (l *link) deleteTemp() {
+	if l.dynamic == "" {
+		return
+	}
+	ctx, cancel := ctxTimeout()
+	defer cancel()
+	if err := l.s.c.s.cfg.Router.DeleteAddress(ctx, l.s.c.principal.Tenant, l.dynamic); err != nil {
+		l.s.c.log.Warn("deleting a temporary address failed", "address", l.dynamic, "err", err)
+	}
+	l.dynamic = ""
+}
+
+func indexOf(ls []*link, l *link) int {
+	for i, x := range ls {
+		if x == l {
+			return i
+		}
+	}
+	return -1
+}
+
+// ---- flow
+
+func (l *link) flowFrame() *frames.Flow {
+	f := l.s.sessionFlow()
+	f.Handle, f.HasHandle = l.handle, true
+	if l.isReceiver() {
+		f.DeliveryCount, f.HasDeliveryCount = l.count, true
+		f.LinkCredit, f.HasLinkCredit = l.announced, true
+	} else {
+		f.DeliveryCount, f.HasDeliveryCount = l.sendCount, true
+		f.LinkCredit, f.HasLinkCredit = l.credit, true
+		f.Available, f.HasAvailable = uint32(len(l.pending)), true
+		f.Drain = l.drainReq || l.drainEcho
+		l.drainEcho = false
+	}
+	return f
+}
+
+func (l *link) onFlow(f *frames.Flow) error {
+	if f.Echo {
+		l.echo = true
+		l.s.queueFlow(l)
+	}
+	if l.isReceiver() {
+		return nil // the peer's view of a link we receive on: nothing to do
+	}
+	// link-credit(ours) = delivery-count(peer) + link-credit(peer) - delivery-count(ours) (part 2.6.7)
+	dc := f.DeliveryCount
+	if !f.HasDeliveryCount {
+		dc = 0 // our initial delivery-count
+	}
+	if f.HasLinkCredit {
+		c := int64(int32(dc + f.LinkCredit - l.sendCount))
+		l.credit = uint32(max(c, 0))
+	}
+	l.drainReq = f.Drain
+	l.topUp()
+	l.s.pump()
+	if l.drainReq {
+		l.startDrain()
+	}
+	return nil
+}
+
+// topUp gives the router consumer the credit the peer granted that is not
+// yet covered by router credit or pending deliveries.
+func (l *link) topUp() {
+	if l.consumer == nil || l.draining {
+		return
+	}
+	need := int(l.credit) - l.routerCredit - len(l.pending)
+	if need > 0 {
+		l.routerCredit += need
+		l.consumer.AddCredit(need)
+	}
+}
+
+func (l *link) startDrain() {
+	if l.draining || l.consumer == nil {
+		return
+	}
+	if l.credit == 0 || l.routerCredit == 0 {
+		l.finishDrain()
+		return
+	}
+	l.draining = true
+	c := l.s.c
+	l.consumer.Drain(func() { c.ev.push(event{kind: evDrained, l: l}) })
+}
+
+func (l *link) onDrained() {
+	if l.gone {
+		return
+	}
+	l.draining = false
+	l.routerCredit = 0
+	l.s.pump()
+	if l.drainReq {
+		l.finishDrain()
+	} else {
+		l.topUp()
+	}
+}
+
+// finishDrain uses up the remaining credit (part 2.6.7: drain) and tells
+// the peer.
+func (l *link) finishDrain() {
+	if len(l.pending) > 0 && l.credit > 0 && l.s.remoteIncomingWindow > 0 {
+		return // still sending; pump continues and the next flow completes it
+	}
+	l.sendCount += l.credit
+	l.credit = 0
+	l.routerCredit = 0
+	l.drainEcho = true
+	l.s.queueFlow(l)
+	l.drainReq = false
+}
+
+// refill grants credit to a client sender: Config.LinkCredit minus the
+// messages whose outcome is pending, announced when at least half of it
+// was used. No credit while the server shuts down, while an anycast
+// address has no consumer, or while the connection holds too many bytes
+// of messages being published.
+func (l *link) refill() {
+	c := l.s.c
+	if l.detachSent || l.gone || c.draining || (l.anycast && !l.hasCons) || c.inBytes > maxInflightBytes {
+		return
+	}
+	target := int64(c.s.cfg.LinkCredit)
+	want := target - int64(l.inflight)
+	have := int64(int32(l.limit - l.count))
+	if want <= have || (have > 0 && want-have < target/2) {
+		return
+	}
+	l.limit = l.count + uint32(want)
+	l.announced = uint32(want)
+	l.s.queueFlow(l)
+}
+
+// maxInflightBytes bounds the bytes of messages a connection has handed
+// to the router without an outcome; past it, credit is not renewed.
+const maxInflightBytes = 64 << 20
+
+// withdrawCredit tells the sender to stop (credit 0). Transfers it sent
+// before seeing the flow are still accepted: limit is not lowered.
+func (l *link) withdrawCredit() {
+	if l.announced == 0 && int32(l.limit-l.count) <= 0 {
+		return
+	}
+	l.announced = 0
+	l.s.queueFlow(l)
+}
+
+func (l *link) onConsumers(has bool) {
+	if l.gone {
+		return
+	}
+	l.hasCons = has
+	if has {
+		l.refill()
+	} else {
+		l.withdrawCredit()
+	}
+}
+
+// ---- receiving (client → server)
+
+func (l *link) onTransfer(t *frames.Transfer, payload []byte) error {
+	if !l.inPartial {
+		if int32(l.limit-l.count) <= 0 {
+			return linkErr(l, frames.CondTransferLimitExceeded, "transfer without link credit")
+		}
+		if !t.HasDeliveryID {
+			return sessionErr(l.s, frames.CondInvalidField, "first transfer of a delivery without delivery-id")
+		}
+		l.count++
+		if l.announced > 0 {
+			l.announced--
+		}
+		l.partialID = t.DeliveryID
+		l.partialSet = t.Settled
+	} else if t.HasDeliveryID && t.DeliveryID != l.partialID {
+		return sessionErr(l.s, frames.CondInvalidField, "delivery-id %d while delivery %d is incomplete", t.DeliveryID, l.partialID)
+	}
+	l.partialSet = l.partialSet || t.Settled
+	if t.Aborted {
+		l.inPartial, l.partial = false, nil
+		l.refill()
+		return nil
+	}
+	max := l.s.c.s.cfg.MaxMessageSize
+	if t.More || l.inPartial {
+		if uint64(len(l.partial)+len(payload)) > max {
+			l.partial, l.inPartial = nil, false
+			return linkErr(l, frames.CondMessageSizeExceeded, "message larger than max-message-size %d", max)
+		}
+		l.partial = append(l.partial, payload...)
+		l.inPartial = t.More
+		if t.More {
+			return nil
+		}
+		payload, l.partial = l.partial, nil
+	} else if uint64(len(payload)) > max {
+		return linkErr(l, frames.CondMessageSizeExceeded, "message larger than max-message-size %d", max)
+	}
+	l.publish(l.partialID, l.partialSet, payload)
+	return nil
+}
+
+// publish hands a complete message to the router; its outcome comes back
+// as an event.
+func (l *link) publish(id uint32, settled bool, payload []byte) {
+	c := l.s.c
+	c.s.m.msgsIn.Inc()
+	am, err := encoding.DecodeMessage(payload)
+	if err != nil {
+		l.settleIn(id, settled, &encoding.Rejected{Error: &encoding.Error{Condition: frames.CondDecodeError, Description: err.Error()}})
+		return
+	}
+	m := fromAMQP(am, payload)
+	p := l.producer
+	if l.relay != nil {
+		if m.To == "" {
+			l.settleIn(id, settled, rejectedWith(frames.CondPreconditionFailed, "the anonymous relay needs the message's to"))
+			return
+		}
+		if !c.authorized(m.To, tenant.ActionSend) {
+			l.settleIn(id, settled, rejectedWith(frames.CondUnauthorizedAccess, "not authorized to send to "+m.To))
+			return
+		}
+		if p = l.relay[m.To]; p == nil {
+			ctx, cancel := ctxTimeout()
+			p, err = c.s.cfg.Router.Producer(ctx, c.principal.Tenant, m.To)
+			cancel()
+			if err != nil {
+				l.settleIn(id, settled, &encoding.Rejected{Error: routerError(err)})
+				return
+			}
+			if len(l.relay) >= 256 {
+				clear(l.relay)
+			}
+			l.relay[m.To] = p
+		}
+	}
+	size := len(payload)
+	l.inflight++
+	c.inflight++
+	c.inBytes += size
+	p.Publish(m, func(o router.Outcome, err error) {
+		c.ev.push(event{kind: evOutcome, l: l, id: id, settled: settled, size: size, o: o, err: err})
+	})
+}
+
+func rejectedWith(cond encoding.Symbol, desc string) *encoding.Rejected {
+	return &encoding.Rejected{Error: &encoding.Error{Condition: cond, Description: desc}}
+}
+
+// settleIn sends the outcome of a received delivery, unless the client
+// sent it pre-settled.
+func (l *link) settleIn(id uint32, settled bool, st encoding.DeliveryState) {
+	if settled || l.detachSent || l.gone {
+		l.refill()
+		return
+	}
+	if l.rcvSecond {
+		// rcv-settle-mode second: send the outcome unsettled; the sender
+		// settles, then we forget it.
+		l.s.unsettledIn[id] = struct{}{}
+		l.s.queueDispo(id, false, st, frames.RoleReceiver)
+	} else {
+		l.s.queueDispo(id, true, st, frames.RoleReceiver)
+	}
+	l.refill()
+}
+
+func (l *link) onOutcome(e event) {
+	c := l.s.c
+	l.inflight--
+	c.inflight--
+	c.inBytes -= e.size
+	if e.err != nil && e.settled {
+		c.log.Debug("pre-settled message dropped", "address", l.addr, "err", e.err)
+	}
+	l.settleIn(e.id, e.settled, stateOf(e.o, e.err))
+}
+
+// stateOf maps a publish outcome onto the delivery state sent to the
+// client: stored or consumed → accepted; the consumer's own outcome for
+// anycast; limits → rejected with amqp:resource-limit-exceeded; no
+// consumer or timeout → released.
+func stateOf(o router.Outcome, err error) encoding.DeliveryState {
+	if err != nil {
+		switch {
+		case errors.Is(err, router.ErrNoConsumers), errors.Is(err, router.ErrTimeout), errors.Is(err, router.ErrClosed):
+			return &encoding.Released{}
+		}
+		return &encoding.Rejected{Error: routerError(err)}
+	}
+	switch o.Kind {
+	case router.Rejected:
+		e := &encoding.Error{Condition: encoding.Symbol(o.Condition), Description: o.Description}
+		if e.Condition == "" {
+			e.Condition = "amqp:rejected"
+		}
+		return &encoding.Rejected{Error: e}
+	case router.Released:
+		return &encoding.Released{}
+	case router.Modified:
+		return &encoding.Modified{DeliveryFailed: o.DeliveryFailed, UndeliverableHere: o.UndeliverableHere}
+	}
+	return &encoding.Accepted{}
+}
+
+// ---- sending (server → client)
+
+func (l *link) onDelivery(d *router.Delivery) {
+	if l.gone {
+		d.Settle(releasedOutcome)
+		return
+	}
+	l.routerCredit--
+	l.pending = append(l.pending, d)
+	l.s.pump()
+	if l.drainReq && !l.draining {
+		l.finishDrain()
+	}
+}
+
+// send starts the transfer of one delivery (credit and window checked by
+// pump).
+func (l *link) send(d *router.Delivery) {
+	s := l.s
+	if s.cur != nil {
+		panic("amqp: send while a delivery is in progress")
+	}
+	payload, err := appendDelivery(s.msgBuf[:0], d)
+	if err != nil || (l.peerMaxMsg > 0 && uint64(len(payload)) > l.peerMaxMsg) {
+		desc := "message larger than the receiver's max-message-size"
+		if err != nil {
+			desc = err.Error()
+		}
+		d.Settle(router.Outcome{Kind: router.Rejected, Condition: string(frames.CondMessageSizeExceeded), Description: desc})
+		s.msgBuf = payload
+		return
+	}
+	s.msgBuf = payload
+	id := s.nextDeliveryID
+	s.nextDeliveryID++
+	l.credit--
+	l.sendCount++
+	l.tagSeq++
+	tag := binary.BigEndian.AppendUint64(nil, l.tagSeq)
+	settled := l.sndMode == frames.SenderSettleSettled || (l.sndMode == frames.SenderSettleMixed && d.PreSettled())
+	x := &sending{l: l, id: id, tag: tag, payload: payload, settled: settled}
+	if settled {
+		x.d = d
+	} else {
+		s.unsettledOut[id] = l
+		if !d.PreSettled() {
+			s.outDeliveries[id] = d
+		}
+		l.unsettled++
+	}
+	s.cur = x
+	s.continueSend()
+}

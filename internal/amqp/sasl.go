@@ -1,0 +1,431 @@
+package amqp
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/throngmq/throng/internal/amqp/encoding"
+	"github.com/throngmq/throng/internal/amqp/frames"
+	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+// SASL mechanisms (RFC 4422; AMQP part 5.3). SCRAM-SHA-256 is not offered:
+// it needs a salted verifier per user, and users store bcrypt hashes.
+const (
+	mechAnonymous encoding.Symbol = "ANONYMOUS"
+	mechPlain     encoding.Symbol = "PLAIN"
+	mechExternal  encoding.Symbol = "EXTERNAL"
+)
+
+var errAuth = errors.New("amqp: authentication failed")
+
+// handshake runs the protocol header exchange (part 2.2), TLS (part 5.2),
+// SASL (part 5.3) and open, reading straight from the socket. Bytes the
+// client pipelined after its open are kept in rest for the reader.
+type handshake struct {
+	c    *conn
+	buf  []byte // read but not consumed
+	rest []byte
+	out  []byte // our open, for the writer
+	dec  frames.Decoder
+	sasl bool
+}
+
+func (h *handshake) fill(n int) error {
+	for len(h.buf) < n {
+		var tmp [4096]byte
+		k, err := h.c.nc.Read(tmp[:])
+		h.buf = append(h.buf, tmp[:k]...)
+		if err != nil && len(h.buf) < n {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *handshake) write(b []byte) error {
+	_, err := h.c.nc.Write(b)
+	return err
+}
+
+// readFrame reads one whole frame, skipping heartbeats.
+func (h *handshake) readFrame() (frames.Frame, error) {
+	for {
+		if err := h.fill(frames.HeaderSize); err != nil {
+			return frames.Frame{}, err
+		}
+		f, n, err := frames.ReadFrame(h.buf, h.c.s.cfg.MaxFrameSize)
+		if errors.Is(err, frames.ErrNeedMore) {
+			if err := h.fill(n); err != nil {
+				return frames.Frame{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return frames.Frame{}, err
+		}
+		body := append([]byte(nil), f.Body...)
+		f.Body = body
+		h.buf = h.buf[n:]
+		if len(body) == 0 {
+			continue
+		}
+		return f, nil
+	}
+}
+
+func (h *handshake) run() error {
+	c := h.c
+	_, isTLS := c.nc.(*tls.Conn)
+	for {
+		if err := h.fill(8); err != nil {
+			return err
+		}
+		hdr, err := frames.ParseProtoHeader(h.buf)
+		if err != nil {
+			// Answer with the header we would accept, then close (part 2.2).
+			_ = h.write(h.preferred().Append(nil))
+			return err
+		}
+		h.buf = h.buf[8:]
+		switch hdr.ID {
+		case frames.ProtoTLS:
+			if c.s.cfg.TLSConfig == nil || isTLS || h.sasl {
+				_ = h.write(h.preferred().Append(nil))
+				return errors.New("amqp: TLS not available")
+			}
+			if err := h.write(frames.HeaderTLS.Append(nil)); err != nil {
+				return err
+			}
+			tc := tls.Server(&prefixConn{Conn: c.nc, pre: h.buf}, c.s.cfg.TLSConfig)
+			h.buf = nil
+			if err := tc.Handshake(); err != nil {
+				return err
+			}
+			c.nc, isTLS = tc, true
+			c.tlsVerified = len(tc.ConnectionState().VerifiedChains) > 0
+		case frames.ProtoSASL:
+			if h.sasl {
+				return errors.New("amqp: second SASL header")
+			}
+			if err := h.write(frames.HeaderSASL.Append(nil)); err != nil {
+				return err
+			}
+			if err := h.runSASL(); err != nil {
+				return err
+			}
+			h.sasl = true
+		case frames.ProtoAMQP:
+			if !h.sasl {
+				if !c.anonymousAllowed() {
+					// SASL is required: say so with our header and close (part 5.3.1).
+					_ = h.write(frames.HeaderSASL.Append(nil))
+					return errors.New("amqp: client skipped the required SASL layer")
+				}
+				c.principal = auth.Anonymous(tenant.Default)
+			}
+			if err := h.write(frames.HeaderAMQP.Append(nil)); err != nil {
+				return err
+			}
+			return h.open()
+		}
+	}
+}
+
+func (h *handshake) preferred() frames.ProtoHeader {
+	if !h.sasl && !h.c.anonymousAllowed() {
+		return frames.HeaderSASL
+	}
+	return frames.HeaderAMQP
+}
+
+func (c *conn) anonymousAllowed() bool { return c.s.cfg.AllowAnonymous && c.loopback() }
+
+func (h *handshake) writeSASL(p frames.Performative) error {
+	b, err := frames.AppendFrame(nil, frames.TypeSASL, 0, p, nil)
+	if err != nil {
+		return err
+	}
+	return h.write(b)
+}
+
+func (h *handshake) runSASL() error {
+	c := h.c
+	var mechs []encoding.Symbol
+	if c.tlsVerified {
+		mechs = append(mechs, mechExternal)
+	}
+	if c.s.cfg.Auth != nil {
+		mechs = append(mechs, mechPlain)
+	}
+	if c.anonymousAllowed() {
+		mechs = append(mechs, mechAnonymous)
+	}
+	if err := h.writeSASL(&frames.SASLMechanisms{Mechanisms: mechs}); err != nil {
+		return err
+	}
+	f, err := h.readFrame()
+	if err != nil {
+		return err
+	}
+	p, _, err := h.dec.DecodeFrame(f)
+	if err != nil {
+		return err
+	}
+	init, ok := p.(*frames.SASLInit)
+	if !ok || f.Type != frames.TypeSASL {
+		return fmt.Errorf("amqp: expected sasl-init, got %T", p)
+	}
+	offered := false
+	for _, m := range mechs {
+		offered = offered || m == init.Mechanism
+	}
+	resp := init.InitialResponse
+	if offered && init.Mechanism == mechPlain && len(resp) == 0 {
+		// The client waits for an (empty) challenge before responding.
+		if err := h.writeSASL(&frames.SASLChallenge{Challenge: []byte{}}); err != nil {
+			return err
+		}
+		f, err := h.readFrame()
+		if err != nil {
+			return err
+		}
+		p, _, err := h.dec.DecodeFrame(f)
+		if err != nil {
+			return err
+		}
+		r, ok := p.(*frames.SASLResponse)
+		if !ok {
+			return fmt.Errorf("amqp: expected sasl-response, got %T", p)
+		}
+		resp = r.Response
+	}
+	var authErr error
+	switch {
+	case !offered:
+		authErr = fmt.Errorf("%w: mechanism %q not offered", errAuth, init.Mechanism)
+	case init.Mechanism == mechAnonymous:
+		c.principal = auth.Anonymous(tenant.Default)
+	case init.Mechanism == mechPlain:
+		authErr = h.plain(resp, init.Hostname)
+	case init.Mechanism == mechExternal:
+		authErr = h.external(resp, init.Hostname)
+	}
+	code := frames.SASLOk
+	if authErr != nil {
+		code = frames.SASLAuth
+		c.s.m.authFail.Inc()
+		c.log.Info("sasl authentication failed", "mechanism", string(init.Mechanism), "err", authErr)
+	}
+	if err := h.writeSASL(&frames.SASLOutcome{Code: code}); err != nil {
+		return err
+	}
+	return authErr
+}
+
+// plain checks PLAIN credentials: authzid NUL authcid NUL password. The
+// tenant is, in order: the "@tenant" suffix of the user name, a non-empty
+// authzid, the SASL hostname if it names a tenant, else the open hostname
+// if it names a tenant, else the default tenant (see selectTenant).
+func (h *handshake) plain(resp []byte, hostname string) error {
+	parts := bytes.Split(resp, []byte{0})
+	if len(parts) != 3 {
+		return fmt.Errorf("%w: malformed PLAIN response", errAuth)
+	}
+	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
+	c := h.c
+	if c.s.cfg.Auth == nil {
+		return fmt.Errorf("%w: no authenticator", errAuth)
+	}
+	name, ten := auth.SplitUser(user, "")
+	switch {
+	case ten != "":
+	case authz != "":
+		ten = authz
+	default:
+		if t, ok := c.tenantFromHost(hostname); ok {
+			ten = t
+		}
+	}
+	if ten == "" {
+		// The open hostname will tell (selectTenant): SASL succeeds
+		// provisionally and a failure closes the connection after open
+		// with amqp:unauthorized-access.
+		c.plainUser, c.plainPass = name, pass
+		return nil
+	}
+	p, err := c.s.cfg.Auth.Authenticate(ten, name, pass)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errAuth, err)
+	}
+	c.principal = p
+	return nil
+}
+
+// external authenticates with the verified client certificate: its common
+// name is the user; the tenant is the certificate's first organization if
+// that names a tenant, else the authzid (the initial response), else the
+// SASL hostname, else the default tenant. The user must exist in that
+// tenant; the principal gets its roles and permissions.
+func (h *handshake) external(authz []byte, hostname string) error {
+	c := h.c
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok || !c.tlsVerified {
+		return fmt.Errorf("%w: no verified client certificate", errAuth)
+	}
+	cert := tc.ConnectionState().PeerCertificates[0]
+	user := cert.Subject.CommonName
+	ten := ""
+	for _, o := range cert.Subject.Organization {
+		if _, ok := c.s.cfg.Tenants.Tenant(o); ok {
+			ten = o
+			break
+		}
+	}
+	if ten == "" && len(authz) > 0 {
+		ten = string(authz)
+	}
+	if ten == "" {
+		if t, ok := c.tenantFromHost(hostname); ok {
+			ten = t
+		} else {
+			ten = tenant.Default
+		}
+	}
+	if _, ok := c.s.cfg.Tenants.Tenant(ten); !ok {
+		return fmt.Errorf("%w: unknown tenant %q", errAuth, ten)
+	}
+	us, ok := c.s.cfg.Tenants.(Users)
+	if !ok {
+		return fmt.Errorf("%w: no user store for EXTERNAL", errAuth)
+	}
+	u, ok := us.User(ten, user)
+	if !ok {
+		return fmt.Errorf("%w: unknown user %q in tenant %q", errAuth, user, ten)
+	}
+	c.principal = &auth.Principal{Tenant: ten, User: u.Name, Roles: u.Roles, Perms: u.Permissions}
+	return nil
+}
+
+// tenantFromHost maps a host name onto a tenant: the name itself, or its
+// first DNS label ("acme.iot.example.com" → "acme"), if such a tenant
+// exists. IP addresses never name a tenant.
+func (c *conn) tenantFromHost(host string) (string, bool) {
+	if host == "" {
+		return "", false
+	}
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(host)
+	if net.ParseIP(host) != nil {
+		return "", false
+	}
+	if _, ok := c.s.cfg.Tenants.Tenant(host); ok {
+		return host, true
+	}
+	if label, _, ok := strings.Cut(host, "."); ok {
+		if _, ok := c.s.cfg.Tenants.Tenant(label); ok {
+			return label, true
+		}
+	}
+	return "", false
+}
+
+// open reads the client's open and answers it (part 2.7.1). An error
+// after our open is sent as a close.
+func (h *handshake) open() error {
+	c := h.c
+	cfg := &c.s.cfg
+	f, err := h.readFrame()
+	if err != nil {
+		return err
+	}
+	var p frames.Performative
+	if f.Type == frames.TypeAMQP {
+		p, _, err = h.dec.DecodeFrame(f)
+	}
+	o, ok := p.(*frames.Open)
+	var refuse *ConnError
+	switch {
+	case err != nil:
+		refuse = asConnError(err)
+	case !ok:
+		refuse = connErr(frames.CondIllegalState, "expected open")
+	case o.MaxFrameSize < frames.MinMaxFrameSize:
+		refuse = connErr(frames.CondInvalidField, "max-frame-size %d is below 512", o.MaxFrameSize)
+	}
+	ours := &frames.Open{
+		ContainerID:         cfg.ContainerID,
+		MaxFrameSize:        cfg.MaxFrameSize,
+		ChannelMax:          cfg.ChannelMax,
+		IdleTimeOut:         uint32(cfg.IdleTimeout / time.Millisecond),
+		OfferedCapabilities: []encoding.Symbol{"ANONYMOUS-RELAY"},
+		Properties:          encoding.Map{{Key: encoding.Symbol("product"), Value: "throng"}},
+	}
+	if refuse == nil {
+		c.containerID = o.ContainerID
+		c.maxFrameIn = cfg.MaxFrameSize
+		c.maxFrameOut = min(o.MaxFrameSize, 1<<20) // our frames stay reasonable
+		c.channelMax = cfg.ChannelMax
+		c.peerChanMax = o.ChannelMax
+		c.idleIn = cfg.IdleTimeout
+		if o.IdleTimeOut > 0 {
+			// Send something at half the peer's timeout (part 2.4.5),
+			// no more often than every 100 ms.
+			c.peerIdleHalf = max(time.Duration(o.IdleTimeOut)*time.Millisecond/2, 100*time.Millisecond)
+		}
+		refuse = c.selectTenant(o.Hostname)
+	}
+	h.out, _ = frames.AppendFrame(nil, frames.TypeAMQP, 0, ours, nil)
+	if refuse != nil {
+		c.s.m.errors.WithLabelValues("connection", string(refuse.Condition)).Inc()
+		h.out, _ = frames.AppendFrame(h.out, frames.TypeAMQP, 0, &frames.Close{Error: refuse.amqp()}, nil)
+		_ = h.write(h.out)
+		return refuse
+	}
+	h.rest = h.buf
+	return nil
+}
+
+// selectTenant lets the open hostname choose the tenant when the
+// credentials did not name one (DESIGN.md 3): PLAIN users are
+// authenticated again in that tenant.
+func (c *conn) selectTenant(hostname string) *ConnError {
+	defer func() { c.plainUser, c.plainPass = "", "" }()
+	if c.principal != nil {
+		return nil // named by the credentials, or anonymous (default tenant only)
+	}
+	t, ok := c.tenantFromHost(hostname)
+	if !ok {
+		t = tenant.Default
+	}
+	p, err := c.s.cfg.Auth.Authenticate(t, c.plainUser, c.plainPass)
+	if err != nil {
+		c.s.m.authFail.Inc()
+		return connErr(frames.CondUnauthorizedAccess, "not authorized for tenant %q", t)
+	}
+	c.principal = p
+	return nil
+}
+
+// prefixConn reads pre before the connection.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
