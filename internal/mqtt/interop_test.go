@@ -31,9 +31,19 @@ func TestInteropMosquitto(t *testing.T) {
 	host, port, _ := strings.Cut(e.addr, ":")
 	for _, v := range []string{"mqttv311", "5"} {
 		t.Run(v, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			topic := "interop/" + v
+			pub := func(args ...string) {
+				t.Helper()
+				a := append([]string{"-h", host, "-p", port, "-V", v, "-t", topic}, args...)
+				if b, err := exec.CommandContext(ctx, pubc, a...).CombinedOutput(); err != nil {
+					t.Fatalf("mosquitto_pub: %v %s", err, b)
+				}
+			}
+			// A retained message first: it reaches the subscriber whenever
+			// its subscription is in place, which tells us it is.
+			pub("-q", "1", "-r", "-m", "one")
 			cmd := exec.CommandContext(ctx, sub, "-h", host, "-p", port, "-V", v, "-q", "1", "-t", "interop/#", "-C", "2", "-v", "-i", "sub-"+v)
 			out, err := cmd.StdoutPipe()
 			if err != nil {
@@ -42,8 +52,6 @@ func TestInteropMosquitto(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, "mosquitto_sub connected", func() bool { return e.online("sub-" + v) })
-			// A retained one then a plain QoS 1 one, until the subscription is in place.
 			lines := make(chan string, 4)
 			go func() {
 				s := bufio.NewScanner(out)
@@ -52,13 +60,10 @@ func TestInteropMosquitto(t *testing.T) {
 				}
 				close(lines)
 			}()
-			for _, args := range [][]string{{"-q", "1", "-m", "one"}, {"-q", "2", "-m", "two"}} {
-				a := append([]string{"-h", host, "-p", port, "-V", v, "-t", topic}, args...)
-				if b, err := exec.CommandContext(ctx, pubc, a...).CombinedOutput(); err != nil {
-					t.Fatalf("mosquitto_pub: %v %s", err, b)
-				}
-			}
-			var got []string
+			first := <-lines
+			pub("-q", "2", "-m", "two")
+			pub("-q", "1", "-r", "-n") // clear the retained message
+			got := []string{first}
 			for l := range lines {
 				got = append(got, l)
 			}
@@ -70,25 +75,32 @@ func TestInteropMosquitto(t *testing.T) {
 	}
 }
 
+// pyScript subscribes, waits for the SUBACK, publishes to itself and
+// prints what it receives. Every wait is bounded, so a slow machine gives a
+// clear "NOTHING" or "NO SUBACK" instead of a killed process.
 const pyScript = `
-import sys, paho.mqtt.client as mqtt
+import sys, time, threading, paho.mqtt.client as mqtt
 host, port, v = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 proto = mqtt.MQTTv5 if v == "5" else mqtt.MQTTv311
 got = []
+subscribed = threading.Event()
 def on_message(c, u, m):
     got.append(m.payload.decode())
-    c.disconnect()
+def on_subscribe(c, u, mid, *rest):
+    subscribed.set()
 c = mqtt.Client(client_id="py-" + v, protocol=proto)
 c.on_message = on_message
+c.on_subscribe = on_subscribe
 c.connect(host, port)
-c.subscribe("py/" + v, qos=1)
 c.loop_start()
-import time
-time.sleep(0.3)
-c.publish("py/" + v, "from python", qos=1).wait_for_publish()
-for _ in range(100):
-    if got: break
-    time.sleep(0.1)
+c.subscribe("py/" + v, qos=1)
+if not subscribed.wait(30):
+    print("NO SUBACK"); sys.exit(1)
+c.publish("py/" + v, "from python", qos=1).wait_for_publish(30)
+deadline = time.time() + 30
+while not got and time.time() < deadline:
+    time.sleep(0.05)
+c.disconnect()
 c.loop_stop()
 print(got[0] if got else "NOTHING")
 `
@@ -105,7 +117,7 @@ func TestInteropPythonPaho(t *testing.T) {
 	host, port, _ := strings.Cut(e.addr, ":")
 	for _, v := range []string{"311", "5"} {
 		t.Run(v, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			b, err := exec.CommandContext(ctx, py, "-c", pyScript, host, port, v).CombinedOutput()
 			if err != nil || strings.TrimSpace(string(b)) != "from python" {
