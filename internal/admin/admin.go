@@ -74,8 +74,9 @@ type Config struct {
 	Ready   func() bool
 	Version string
 	Logger  *slog.Logger
-	// HashPassword hashes new user passwords; nil uses auth.HashPassword.
-	HashPassword func(string) (string, error)
+	// SetPassword stores a new user's password (bcrypt hash and SCRAM
+	// verifier); nil uses auth.SetPassword.
+	SetPassword func(u *tenant.User, password string) error
 }
 
 // MaxBodyBytes bounds request bodies; larger ones get 413.
@@ -130,8 +131,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.HashPassword == nil {
-		cfg.HashPassword = auth.HashPassword
+	if cfg.SetPassword == nil {
+		cfg.SetPassword = auth.SetPassword
 	}
 	s := &Server{
 		cfg:     cfg,

@@ -256,7 +256,8 @@ func TestUsers(t *testing.T) {
 
 	r := c.must(201, "POST", "/api/tenants/acme/users",
 		`{"name":"app1","password":"pw-app1","roles":["app"],"permissions":[{"pattern":"orders/#","actions":["send","receive"]}]}`)
-	if bytes.Contains(r.body, []byte("pw-app1")) || bytes.Contains(r.body, []byte("$2a$")) || bytes.Contains(r.body, []byte("password")) {
+	if bytes.Contains(r.body, []byte("pw-app1")) || bytes.Contains(r.body, []byte("$2a$")) || bytes.Contains(r.body, []byte("password")) ||
+		bytes.Contains(r.body, []byte("scram")) || bytes.Contains(r.body, []byte("storedKey")) {
 		t.Fatalf("response leaks the password or hash: %s", r.body)
 	}
 	var u struct {
@@ -275,15 +276,16 @@ func TestUsers(t *testing.T) {
 	c.fails(409, admin.CodeExists, "POST", "/api/tenants/acme/users", `{"name":"app1","password":"x","roles":["app"]}`)
 
 	lr := c.must(200, "GET", "/api/tenants/acme/users", nil)
-	if bytes.Contains(lr.body, []byte("$2a$")) || !bytes.Contains(lr.body, []byte(`"app1"`)) {
+	if bytes.Contains(lr.body, []byte("$2a$")) || bytes.Contains(lr.body, []byte("scram")) || !bytes.Contains(lr.body, []byte(`"app1"`)) {
 		t.Fatalf("list: %s", lr.body)
 	}
 	gr := c.must(200, "GET", "/api/tenants/acme/users/app1", nil)
-	if bytes.Contains(gr.body, []byte("$2a$")) {
-		t.Fatalf("get leaks hash: %s", gr.body)
+	if bytes.Contains(gr.body, []byte("$2a$")) || bytes.Contains(gr.body, []byte("scram")) {
+		t.Fatalf("get leaks hash or verifier: %s", gr.body)
 	}
-	// The stored user has a hash, not the password.
-	if su, ok := p.Store.User("acme", "app1"); !ok || su.PasswordHash == "" || su.PasswordHash == "pw-app1" {
+	// The stored user has a hash and a SCRAM verifier, not the password.
+	if su, ok := p.Store.User("acme", "app1"); !ok || su.PasswordHash == "" || su.PasswordHash == "pw-app1" ||
+		su.Scram == nil || len(su.Scram.StoredKey) != 32 || len(su.Scram.Salt) != 16 {
 		t.Fatalf("stored user %+v", su)
 	}
 

@@ -240,7 +240,8 @@ type UserRequest struct {
 	Permissions []tenant.Permission `json:"permissions"`
 }
 
-// UserView is a user as the API returns it: never the password or its hash.
+// UserView is a user as the API returns it: never the password, its hash
+// or its SCRAM verifier.
 type UserView struct {
 	Name        string              `json:"name"`
 	Tenant      string              `json:"tenant"`
@@ -301,12 +302,10 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeExists, fmt.Sprintf("user %q already exists in tenant %q", u.Name, t.Name))
 		return
 	}
-	hash, err := s.cfg.HashPassword(req.Password)
-	if err != nil {
+	if err := s.cfg.SetPassword(u, req.Password); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	u.PasswordHash = hash
 	if err := s.cfg.Store.PutUser(r.Context(), u, true); err != nil {
 		s.fail(w, r, err)
 		return

@@ -114,15 +114,15 @@ func (e *testEnv) addrDef(t testing.TB, ten string, a *address.Address) {
 
 func (e *testEnv) user(t testing.TB, ten, name, pw string, perms ...tenant.Permission) {
 	t.Helper()
-	h, err := auth.HashPassword(pw)
-	if err != nil {
-		t.Fatal(err)
-	}
 	roles := []tenant.Role{tenant.RoleApp}
 	if len(perms) == 0 {
 		roles = []tenant.Role{tenant.RoleTenantAdmin}
 	}
-	if err := e.store.PutUser(ctxT(t), &tenant.User{Name: name, Tenant: ten, PasswordHash: h, Roles: roles, Permissions: perms}, true); err != nil {
+	u := &tenant.User{Name: name, Tenant: ten, Roles: roles, Permissions: perms}
+	if err := auth.SetPassword(u, pw); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutUser(ctxT(t), u, true); err != nil {
 		t.Fatal(err)
 	}
 }

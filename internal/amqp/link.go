@@ -62,6 +62,7 @@ type link struct {
 	tagSeq       uint64
 	unsettled    int
 	dynamic      string // temporary address to delete on detach
+	durable      string // durable subscription name; deleted when the peer closes the link
 }
 
 var releasedOutcome = router.Outcome{Kind: router.Released}
@@ -245,6 +246,7 @@ func (l *link) attachSender(a *frames.Attach) {
 			// A durable terminus is a durable subscription, resumed by
 			// attaching again with the same container-id and link name.
 			opts.Durable = c.containerID + "/" + a.Name
+			l.durable = opts.Durable
 		}
 		if sel, ok := src.Filter.Selector(); ok {
 			f, err := compileSelector(sel)
@@ -303,6 +305,11 @@ func (s *session) onDetach(d *frames.Detach) error {
 	}
 	if !l.detachSent {
 		l.teardown()
+		if d.Closed {
+			// Closing (not just detaching) a durable link ends its
+			// terminus, i.e. the durable subscription (part 2.6.6).
+			l.deleteDurable()
+		}
 		s.write(&frames.Detach{Handle: l.handle, Closed: d.Closed}, nil)
 	}
 	delete(s.links, l.rhandle)
@@ -323,7 +330,7 @@ func (l *link) detachWith(e *encoding.Error) {
 
 // teardown leaves the router: pending deliveries and unsettled ones go
 // back (released), a temporary address is deleted. A durable subscription
-// stays (see docs/amqp.md).
+// stays; onDetach deletes it when the peer closes the link.
 func (l *link) teardown() {
 	if l.gone {
 		return
@@ -368,6 +375,19 @@ func (l *link) deleteTemp() {
 		l.s.c.log.Warn("deleting a temporary address failed", "address", l.dynamic, "err", err)
 	}
 	l.dynamic = ""
+}
+
+func (l *link) deleteDurable() {
+	if l.durable == "" {
+		return
+	}
+	c := l.s.c
+	ctx, cancel := ctxTimeout()
+	defer cancel()
+	if err := c.s.cfg.Router.DeleteDurable(ctx, c.principal.Tenant, l.addr, l.durable); err != nil {
+		c.log.Warn("deleting a durable subscription failed", "address", l.addr, "durable", l.durable, "err", err)
+	}
+	l.durable = ""
 }
 
 func indexOf(ls []*link, l *link) int {

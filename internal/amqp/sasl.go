@@ -15,12 +15,12 @@ import (
 	"github.com/throngmq/throng/internal/tenant"
 )
 
-// SASL mechanisms (RFC 4422; AMQP part 5.3). SCRAM-SHA-256 is not offered:
-// it needs a salted verifier per user, and users store bcrypt hashes.
+// SASL mechanisms (RFC 4422; AMQP part 5.3).
 const (
 	mechAnonymous encoding.Symbol = "ANONYMOUS"
 	mechPlain     encoding.Symbol = "PLAIN"
 	mechExternal  encoding.Symbol = "EXTERNAL"
+	mechScram     encoding.Symbol = "SCRAM-SHA-256" // RFC 7677
 )
 
 var errAuth = errors.New("amqp: authentication failed")
@@ -162,7 +162,9 @@ func (h *handshake) runSASL() error {
 		mechs = append(mechs, mechExternal)
 	}
 	if c.s.cfg.Auth != nil {
-		mechs = append(mechs, mechPlain)
+		// SCRAM first: clients that choose by the server's order take the
+		// mechanism that never sends the password.
+		mechs = append(mechs, mechScram, mechPlain)
 	}
 	if c.anonymousAllowed() {
 		mechs = append(mechs, mechAnonymous)
@@ -187,26 +189,14 @@ func (h *handshake) runSASL() error {
 		offered = offered || m == init.Mechanism
 	}
 	resp := init.InitialResponse
-	if offered && init.Mechanism == mechPlain && len(resp) == 0 {
+	if offered && (init.Mechanism == mechPlain || init.Mechanism == mechScram) && len(resp) == 0 {
 		// The client waits for an (empty) challenge before responding.
-		if err := h.writeSASL(&frames.SASLChallenge{Challenge: []byte{}}); err != nil {
+		if resp, err = h.challenge([]byte{}); err != nil {
 			return err
 		}
-		f, err := h.readFrame()
-		if err != nil {
-			return err
-		}
-		p, _, err := h.dec.DecodeFrame(f)
-		if err != nil {
-			return err
-		}
-		r, ok := p.(*frames.SASLResponse)
-		if !ok {
-			return fmt.Errorf("amqp: expected sasl-response, got %T", p)
-		}
-		resp = r.Response
 	}
 	var authErr error
+	var additional []byte // sasl-outcome additional-data (part 5.3.3.5)
 	switch {
 	case !offered:
 		authErr = fmt.Errorf("%w: mechanism %q not offered", errAuth, init.Mechanism)
@@ -216,17 +206,75 @@ func (h *handshake) runSASL() error {
 		authErr = h.plain(resp, init.Hostname)
 	case init.Mechanism == mechExternal:
 		authErr = h.external(resp, init.Hostname)
+	case init.Mechanism == mechScram:
+		if additional, authErr, err = h.scram(resp, init.Hostname); err != nil {
+			return err
+		}
 	}
 	code := frames.SASLOk
 	if authErr != nil {
 		code = frames.SASLAuth
 		c.s.m.authFail.Inc()
-		c.log.Info("sasl authentication failed", "mechanism", string(init.Mechanism), "err", authErr)
+		if errors.Is(authErr, auth.ErrNoScramCredential) {
+			c.log.Warn("scram-sha-256 refused: the user has no verifier until its password is set again; PLAIN still works", "err", authErr)
+		} else {
+			c.log.Info("sasl authentication failed", "mechanism", string(init.Mechanism), "err", authErr)
+		}
 	}
-	if err := h.writeSASL(&frames.SASLOutcome{Code: code}); err != nil {
+	if err := h.writeSASL(&frames.SASLOutcome{Code: code, AdditionalData: additional}); err != nil {
 		return err
 	}
 	return authErr
+}
+
+// challenge sends a sasl-challenge and returns the client's sasl-response.
+func (h *handshake) challenge(b []byte) ([]byte, error) {
+	if err := h.writeSASL(&frames.SASLChallenge{Challenge: b}); err != nil {
+		return nil, err
+	}
+	f, err := h.readFrame()
+	if err != nil {
+		return nil, err
+	}
+	p, _, err := h.dec.DecodeFrame(f)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := p.(*frames.SASLResponse)
+	if !ok || f.Type != frames.TypeSASL {
+		return nil, fmt.Errorf("amqp: expected sasl-response, got %T", p)
+	}
+	return r.Response, nil
+}
+
+// scram runs SCRAM-SHA-256 (RFC 5802, RFC 7677): first is the
+// client-first message (the initial response); server-first goes out as a
+// sasl-challenge, client-final comes back as a sasl-response, and
+// server-final is returned for the outcome's additional-data. The tenant is
+// the "@tenant" suffix of the user name, else the authzid, else the SASL
+// hostname if it names a tenant, else the default tenant: the verifier is
+// needed before the open, so the open hostname cannot choose it. err is
+// an I/O or framing error; authErr a failed authentication.
+func (h *handshake) scram(first []byte, hostname string) (final []byte, authErr, err error) {
+	c := h.c
+	ten := tenant.Default
+	if t, ok := c.tenantFromHost(hostname); ok {
+		ten = t
+	}
+	s := auth.NewScramServer(c.s.cfg.Auth.ScramLookup(ten))
+	out, _, serr := s.Step(first)
+	if serr != nil {
+		return nil, fmt.Errorf("%w: %w", errAuth, serr), nil
+	}
+	resp, err := h.challenge(out)
+	if err != nil {
+		return nil, nil, err
+	}
+	if out, _, serr = s.Step(resp); serr != nil {
+		return nil, fmt.Errorf("%w: %w", errAuth, serr), nil
+	}
+	c.principal = s.Principal()
+	return out, nil, nil
 }
 
 // plain checks PLAIN credentials: authzid NUL authcid NUL password. The

@@ -263,8 +263,9 @@ func (a *App) set(f func()) bool {
 
 // bootstrapAdmin makes sure the platform administrator exists. On first
 // start it is created with the configured password, or a generated one
-// that is printed once and stored only as a bcrypt hash. When a password is
-// configured, the stored hash follows it.
+// that is printed once and stored only as a bcrypt hash and a SCRAM
+// verifier (auth.SetPassword). When a password is configured, both follow
+// it; an admin stored before SCRAM support gets its verifier then.
 func (a *App) bootstrapAdmin(ctx context.Context) error {
 	log := a.log.With("component", "app")
 	pw := a.cfg.AdminPassword
@@ -278,12 +279,11 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 			}
 			pw = base64.RawURLEncoding.EncodeToString(b)
 		}
-		hash, err := auth.HashPassword(pw)
-		if err != nil {
+		nu := &tenant.User{Name: AdminUser, Tenant: tenant.Default, Roles: []tenant.Role{tenant.RoleAdmin}}
+		if err := auth.SetPassword(nu, pw); err != nil {
 			return err
 		}
-		nu := &tenant.User{Name: AdminUser, Tenant: tenant.Default, PasswordHash: hash, Roles: []tenant.Role{tenant.RoleAdmin}}
-		err = a.store.PutUser(ctx, nu, true)
+		err := a.store.PutUser(ctx, nu, true)
 		switch {
 		case err == nil:
 			if generated {
@@ -306,17 +306,17 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 		return nil
 	}
 	hashOK := bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(pw)) == nil
+	// An admin stored before SCRAM support has no verifier: it gets one.
+	scramOK := auth.ScramMatches(u.Scram, pw)
 	roleOK := u.HasRole(tenant.RoleAdmin)
-	if hashOK && roleOK {
+	if hashOK && scramOK && roleOK {
 		return nil
 	}
 	nu := *u
-	if !hashOK {
-		hash, err := auth.HashPassword(pw)
-		if err != nil {
+	if !hashOK || !scramOK {
+		if err := auth.SetPassword(&nu, pw); err != nil {
 			return err
 		}
-		nu.PasswordHash = hash
 	}
 	if !roleOK {
 		nu.Roles = append(append([]tenant.Role{}, u.Roles...), tenant.RoleAdmin)
@@ -324,7 +324,7 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 	if err := a.store.PutUser(ctx, &nu, false); err != nil {
 		return fmt.Errorf("app: update admin user: %w", err)
 	}
-	log.Info("admin user synced with the configured password", "user", AdminUser, "password_changed", !hashOK, "role_restored", !roleOK)
+	log.Info("admin user synced with the configured password", "user", AdminUser, "password_changed", !hashOK, "scram_verifier_set", !scramOK, "role_restored", !roleOK)
 	return nil
 }
 

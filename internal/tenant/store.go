@@ -317,7 +317,7 @@ func (s *Store) Users(tenant string) []*User {
 }
 
 // PutUser creates (create=true, ErrExists if present) or replaces a user.
-// PasswordHash must already be set by the caller (see auth.HashPassword).
+// The password must already be set by the caller (see auth.SetPassword).
 func (s *Store) PutUser(ctx context.Context, u *User, create bool) error {
 	if err := u.Validate(); err != nil {
 		return err

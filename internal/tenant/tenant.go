@@ -131,14 +131,30 @@ type Permission struct {
 	Actions []Action `json:"actions"`
 }
 
-// User is an application or operator account within a tenant.
+// User is an application or operator account within a tenant. The
+// password is stored twice, never in clear: as a bcrypt hash (PLAIN and
+// HTTP basic authentication) and as a SCRAM-SHA-256 verifier (SASL
+// SCRAM-SHA-256). auth.SetPassword sets both.
 type User struct {
-	Name         string       `json:"name"`
-	Tenant       string       `json:"tenant"`
-	PasswordHash string       `json:"passwordHash,omitempty"`
-	Roles        []Role       `json:"roles"`
-	Permissions  []Permission `json:"permissions"`
-	Created      time.Time    `json:"created"`
+	Name         string `json:"name"`
+	Tenant       string `json:"tenant"`
+	PasswordHash string `json:"passwordHash,omitempty"`
+	// Scram is nil for users whose password was set before SCRAM support;
+	// they can use PLAIN until their password is set again.
+	Scram       *ScramCredential `json:"scram,omitempty"`
+	Roles       []Role           `json:"roles"`
+	Permissions []Permission     `json:"permissions"`
+	Created     time.Time        `json:"created"`
+}
+
+// ScramCredential is a SCRAM verifier (RFC 5802 section 3): enough to
+// check a client's proof and to prove the server's identity, not enough to
+// log in as the user. The byte fields are base64 in JSON.
+type ScramCredential struct {
+	Salt       []byte `json:"salt"`
+	Iterations int    `json:"iterations"`
+	StoredKey  []byte `json:"storedKey"` // H(HMAC(SaltedPassword, "Client Key"))
+	ServerKey  []byte `json:"serverKey"` // HMAC(SaltedPassword, "Server Key")
 }
 
 // HasRole reports whether the user has the role.
