@@ -2,10 +2,6 @@ package mqtt
 
 import (
 	"fmt"
-	"net"
-	"os"
-	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
@@ -98,45 +94,4 @@ func (r *raw) readNoFail() *packets.Packet {
 		_ = pk.PubackDecode(body)
 	}
 	return pk
-}
-
-// TestIdleConnectionMemory measures the broker heap and stack per idle
-// connection (client sockets are in the same process, without goroutines,
-// and are counted too, so the figure is an upper bound).
-// THRONG_MQTT_IDLE=n sets the number of connections (default 1000).
-func TestIdleConnectionMemory(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short")
-	}
-	n := 1000
-	if v, err := strconv.Atoi(os.Getenv("THRONG_MQTT_IDLE")); err == nil {
-		n = v
-	}
-	e := startEnv(t, t.TempDir(), nil)
-	measure := func() uint64 {
-		runtime.GC()
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return ms.HeapInuse + ms.StackInuse
-	}
-	// Warm up pools and the tenant's state buckets.
-	w := dialRaw(t, e, 5)
-	w.connect(func(p *packets.Packet) { p.Connect.ClientIdentifier = "warm" })
-	before := measure()
-	conns := make([]net.Conn, 0, n)
-	for i := range n {
-		r := dialRaw(t, e, 4)
-		r.connect(func(p *packets.Packet) { p.Connect.ClientIdentifier = "idle-" + strconv.Itoa(i) })
-		conns = append(conns, r.nc)
-	}
-	after := measure()
-	per := float64(after-before) / float64(n)
-	t.Logf("idle connections: %d, broker+client memory per connection: %.0f bytes (%.2f KiB)", n, per, per/1024)
-	if per > 64*1024 { // gross regressions only: -race inflates the figure
-		t.Fatalf("%.0f bytes per idle connection", per)
-	}
-	for _, c := range conns {
-		c.Close()
-	}
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -18,11 +20,10 @@ import (
 
 // conn is one client connection and, while it lives, its session.
 type conn struct {
-	s      *Server
-	nc     netConn
-	ip     net.IP
-	pr     packetReader
-	closed chan struct{} // closed when serve has finished its cleanup
+	s  *Server
+	nc netConn
+	ip net.IP
+	pr *packetReader // nil once the poller reads the connection
 
 	// Set during CONNECT by the reader, read-only afterwards.
 	version     byte // 4 (3.1.1) or 5
@@ -37,9 +38,25 @@ type conn struct {
 	aliasMaxOut uint16 // client's topic alias maximum
 	problemInfo bool
 
-	// Owned by the reader goroutine.
+	// Owned by the reader (goroutine, or the read-pool worker holding
+	// the connection).
 	inAliases map[uint16]string
 	producers producerCache
+
+	// Event-driven reading (rc nil: a reader goroutine); see evread.go.
+	rc       syscall.RawConn // until watch takes the socket over
+	fdc      *fdConn         // the socket once taken over; set by watch
+	poller   *poller
+	token    uint64        // set by watch, read-only afterwards
+	kaMillis int64         // 1.5 × keep-alive; set by watch, read-only afterwards
+	lastIn   atomic.Int64  // Server.clock() of the last bytes read
+	armed    bool          // owned by the reader
+	handoff  atomic.Uint32 // see arm
+	in       inbuf         // owned by the reader
+	wPrev    *conn         // keep-alive wheel links; guarded by poller.mu
+	wNext    *conn
+	wDue     int64
+	wIn      bool
 
 	mu         sync.Mutex // guards the fields below; see lock order in server.go
 	subs       map[string]*subscription
@@ -52,9 +69,11 @@ type conn struct {
 	sessExpiry uint32
 	persistent bool
 	will       *will
-	discRC     int  // reason of the client's DISCONNECT; -1 none
-	kicked     byte // reason the server disconnects with; 0 none
-	gone       bool // cleanup started; deliveries are refused
+	discRC     int           // reason of the client's DISCONNECT; -1 none
+	kicked     byte          // reason the server disconnects with; 0 none
+	gone       bool          // cleanup started; deliveries are refused
+	ended      bool          // cleanup finished
+	endCh      chan struct{} // closed when ended; made on demand (closedCh)
 
 	wmu      sync.Mutex // guards the write queue
 	wq       []wItem
@@ -63,6 +82,8 @@ type conn struct {
 	wclosed  bool
 	closeAft bool          // close the socket once the queue is written
 	wdone    chan struct{} // closed when the writer exits, if set
+	polled   bool          // the poller watches the socket: shut it down, do not close it
+	nextNC   netConn       // replaces nc when the writer is idle (see watch)
 }
 
 type wItem struct {
@@ -71,30 +92,80 @@ type wItem struct {
 }
 
 func newConn(s *Server, nc netConn, ip net.IP) *conn {
-	return &conn{s: s, nc: nc, ip: ip, pr: packetReader{conn: nc}, closed: make(chan struct{}), discRC: -1}
+	return &conn{s: s, nc: nc, ip: ip, pr: &packetReader{conn: nc}, discRC: -1}
 }
 
-// serve runs the reader: CONNECT, then packets until the connection ends,
-// then the cleanup.
-func (c *conn) serve() {
-	defer close(c.closed)
-	defer c.flushAndClose()
+// closedCh returns a channel that is closed once the connection has
+// finished its cleanup. It is made on demand: most connections never
+// need one.
+func (c *conn) closedCh() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.endCh == nil {
+		c.endCh = make(chan struct{})
+		if c.ended {
+			close(c.endCh)
+		}
+	}
+	return c.endCh
+}
+
+// markEnded records the end of the cleanup.
+func (c *conn) markEnded() {
+	c.mu.Lock()
+	c.ended = true
+	if c.endCh != nil {
+		close(c.endCh)
+	}
+	c.mu.Unlock()
+}
+
+var zeroTime time.Time
+
+// serve runs the connection in the calling goroutine: CONNECT, then
+// either it hands the connection to its poller and reports true (the
+// teardown runs later in a read-pool worker), or it reads packets until
+// the connection ends, cleans up and reports false.
+func (c *conn) serve() (handedOff bool) {
+	if !c.handshake() {
+		c.flushAndClose()
+		c.markEnded()
+		return false
+	}
+	if c.rc != nil && c.watch() {
+		// Bytes that followed CONNECT are already buffered.
+		c.in.buf, c.in.r, c.in.w = c.pr.buf, c.pr.r, c.pr.w
+		c.pr = nil
+		c.readable()
+		return true
+	}
+	c.readLoop()
+	c.cleanup()
+	c.flushAndClose()
+	c.markEnded()
+	return false
+}
+
+// handshake reads and handles CONNECT within the connect timeout.
+func (c *conn) handshake() bool {
 	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
 	fh, body, err := c.pr.readPacket(c.s.cfg.MaxPacketSize)
 	if err != nil || fh.Type != packets.Connect {
 		// [MQTT-3.1.0-1] the first packet must be CONNECT.
 		c.s.m.connects.WithLabelValues("protocol_error").Inc()
-		return
+		return false
 	}
 	var pk packets.Packet
 	if err := decodePacket(fh, body, 0, &pk); err != nil {
 		c.s.m.connects.WithLabelValues("malformed").Inc()
-		return
+		return false
 	}
-	if !c.connect(&pk) {
-		return
-	}
-	defer c.cleanup()
+	return c.connect(&pk)
+}
+
+// readLoop reads packets until the connection ends (reader goroutine
+// mode: TLS, WebSocket, and platforms without epoll).
+func (c *conn) readLoop() {
 	for {
 		if c.keepAlive > 0 {
 			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2)) // [MQTT-3.1.2-24]
@@ -200,11 +271,26 @@ func (c *conn) flushAndClose() {
 	c.closeNet()
 }
 
+// closeNet ends the transport. A socket the poller watches is shut down,
+// not closed, so that its reader sees the end and runs the teardown.
 func (c *conn) closeNet() {
 	c.wmu.Lock()
 	c.wclosed = true
+	polled := c.polled
 	c.wmu.Unlock()
-	_ = c.nc.Close()
+	c.endNet(polled)
+}
+
+// endNet closes the transport or, if polled, shuts it down.
+func (c *conn) endNet(polled bool) {
+	if polled {
+		c.shutdownNet()
+		return
+	}
+	c.wmu.Lock()
+	nc := c.nc
+	c.wmu.Unlock()
+	_ = nc.Close()
 }
 
 // ---- writing
@@ -227,8 +313,9 @@ func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 	if c.wqBytes+len(b) > 4*c.s.cfg.WriteQueueBytes {
 		// The client does not read even its acknowledgements.
 		c.wclosed = true
+		polled := c.polled
 		c.wmu.Unlock()
-		_ = c.nc.Close()
+		c.endNet(polled)
 		if post != nil {
 			go post()
 		}
@@ -259,18 +346,26 @@ func (c *conn) writeLoop() {
 		if len(c.wq) == 0 || c.wclosed {
 			c.writing = false
 			closeAft := c.closeAft || c.wclosed
+			polled := c.polled
 			rest := c.wq
 			c.wq, c.wqBytes = nil, 0
 			wd := c.wdone
 			c.wdone = nil
+			var old netConn
+			if c.nextNC != nil && !c.wclosed {
+				old, c.nc, c.nextNC = c.nc, c.nextNC, nil
+			}
 			c.wmu.Unlock()
+			if old != nil {
+				_ = old.Close() // the socket stays open through c.fdc
+			}
 			for _, it := range rest {
 				if it.post != nil {
 					it.post()
 				}
 			}
 			if closeAft {
-				_ = c.nc.Close()
+				c.endNet(polled)
 			}
 			if wd != nil {
 				close(wd)
@@ -292,9 +387,10 @@ func (c *conn) writeLoop() {
 		if len(c.wq) == 0 {
 			c.wq = nil
 		}
+		nc := c.nc
 		c.wmu.Unlock()
-		_ = c.nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		_, err := c.nc.Write(buf)
+		_ = nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+		_, err := nc.Write(buf)
 		if cap(buf) <= maxCoalesce {
 			*bp = buf[:0]
 		}
@@ -420,8 +516,10 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		c.clientID = newClientID()
 		assigned = true
 	}
-	p.ClientID = c.clientID
 	c.key = c.tenant + "\x00" + c.clientID
+	// Share the key's bytes rather than keep the CONNECT packet alive.
+	c.clientID = c.key[len(c.tenant)+1:]
+	p.ClientID = c.clientID
 
 	ti := s.tenantInfo(c.tenant)
 	if t, ok := s.cfg.Store.Tenant(c.tenant); !ok {
@@ -465,7 +563,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	if old != nil {
 		old.kick(rcSessionTakenOver, "session taken over")
 		select {
-		case <-old.closed:
+		case <-old.closedCh():
 		case <-time.After(10 * time.Second):
 		}
 	}

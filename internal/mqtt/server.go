@@ -4,11 +4,16 @@
 // router has an outcome. Sessions, retained messages and delayed wills
 // live in the engine (see docs/mqtt.md).
 //
-// Goroutines: one reader per connection (which owns protocol decoding and
-// the request/response side of the session), a writer that exists only
-// while a connection has bytes queued, the accept loop of each listener,
-// and two background loops per server (sweeper for delayed wills and
-// expired sessions; $SYS statistics).
+// Goroutines: a reader per connection only while it connects (CONNECT
+// and session load); afterwards plain TCP connections on Linux are
+// watched by a few epoll loops (one per four cores) and read, a turn at a
+// time, by a bounded read pool whose goroutines exist only while there is
+// work (evread.go); TLS and WebSocket connections keep their reader
+// goroutine. The reader owns protocol decoding and the request/response
+// side of the session. A writer exists only while a connection has bytes
+// queued. Plus the accept loop of each listener and two background loops
+// per server (sweeper for delayed wills and expired sessions; $SYS
+// statistics).
 //
 // Lock order: router consumer lock → conn.mu → conn.wmu; Server.mu is
 // never held while taking a conn lock.
@@ -85,6 +90,10 @@ type Config struct {
 	// EnhancedAuth, if set, handles CONNECTs with an authentication
 	// method; without it they are refused with 0x8C.
 	EnhancedAuth EnhancedAuth
+	// ReadWorkers bounds the goroutines that read event-driven (plain
+	// TCP) connections at once (default 256). A worker is held while a
+	// packet is handled, including subscribe's engine round trips.
+	ReadWorkers int
 }
 
 func (c *Config) setDefaults() error {
@@ -121,6 +130,9 @@ func (c *Config) setDefaults() error {
 	if c.SysInterval == 0 {
 		c.SysInterval = 10 * time.Second
 	}
+	if c.ReadWorkers <= 0 {
+		c.ReadWorkers = 256
+	}
 	return nil
 }
 
@@ -142,6 +154,10 @@ type Server struct {
 	bg        sync.WaitGroup            // background loops
 	stop      chan struct{}
 	stopOnce  sync.Once
+
+	pollers    []*poller // nil: reader goroutines only
+	nextPoller int       // guarded by mu
+	pool       *readPool
 }
 
 // tenantInfo is the server's per-tenant state: statistics and the
@@ -170,6 +186,12 @@ func New(cfg Config) (*Server, error) {
 		tenants:   map[string]*tenantInfo{},
 		stop:      make(chan struct{}),
 	}
+	s.pool = newReadPool(cfg.ReadWorkers, s.stop, &s.bg)
+	ps, err := newPollers(s)
+	if err != nil {
+		s.log.Warn("epoll unavailable; one reader goroutine per connection", "err", err)
+	}
+	s.pollers = ps
 	s.bg.Add(1)
 	go s.sweepLoop()
 	if cfg.SysInterval > 0 {
@@ -245,8 +267,9 @@ func remoteHost(a net.Addr) net.IP {
 	return net.ParseIP(host)
 }
 
-func (s *Server) startConn(nc netConn, ip net.IP) bool {
+func (s *Server) startConn(nc net.Conn, ip net.IP) bool {
 	c := newConn(s, nc, ip)
+	c.rc, c.poller = s.pollable(nc)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -257,13 +280,19 @@ func (s *Server) startConn(nc netConn, ip net.IP) bool {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	go func() {
-		defer s.wg.Done()
-		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
+		if !c.serve() {
+			s.connDone(c)
+		}
 	}()
 	return true
+}
+
+// connDone forgets a connection that has finished its teardown.
+func (s *Server) connDone(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // ServeWebSocket returns the handler for MQTT over WebSocket (mount it at
@@ -296,11 +325,8 @@ func (s *Server) ServeWebSocket() http.Handler {
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		defer s.wg.Done()
-		c.serve()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
+		c.serve() // never handed off: no raw connection
+		s.connDone(c)
 	})
 }
 
@@ -309,7 +335,8 @@ func (s *Server) ServeWebSocket() http.Handler {
 // their cleanup (consumers closed so unacknowledged messages are released
 // for redelivery; sessions and delayed wills stored) or for ctx.
 //
-// Order: 1. listeners, 2. connections, 3. background loops.
+// Order: 1. listeners, 2. connections, 3. background loops (sweeper,
+// $SYS, epoll loops, idle read-pool workers).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
@@ -328,6 +355,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		s.wg.Wait()
 		s.stopOnce.Do(func() { close(s.stop) })
+		for _, p := range s.pollers {
+			p.wake()
+		}
 		s.bg.Wait()
 		close(done)
 	}()

@@ -1,0 +1,6 @@
+//go:build race
+
+package mqtt
+
+// raceEnabled: the race detector multiplies memory figures.
+const raceEnabled = true
