@@ -58,3 +58,11 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Runs throng bench against throng, mosquitto, nats-server and RabbitMQ on
+# loopback and writes the table into docs/benchmarks.md (about 25 minutes
+# with the defaults; REPS, DURATION, CONNS, BROKERS, SHAPES, NOTE: see the
+# script's header).
+.PHONY: bench-compare
+bench-compare:
+	scripts/bench-compare

@@ -47,6 +47,7 @@ Usage:
   throng address create|list|get|delete ... [--tenant T]     manage addresses
   throng user    create|list|delete ... [--tenant T]         manage users
   throng status                                              show a node's status
+  throng bench   mqtt|amqp|conns|table [flags]               load and comparison tool
   throng version                                             print the version
 
 Run 'throng COMMAND -h' for a command's flags. The admin commands talk to
@@ -100,6 +101,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.user(ctx, rest)
 	case "status":
 		err = c.status(ctx, rest)
+	case "bench":
+		err = c.bench(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "throng %s (%s, %s/%s)\n", app.BuildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":

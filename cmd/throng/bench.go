@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/throngmq/throng/internal/bench"
+)
+
+const benchUsage = `Usage:
+  throng bench mqtt  [flags]   MQTT publishers → subscribers on one topic
+  throng bench amqp  [flags]   AMQP 1.0 senders → receivers on one address
+  throng bench conns [flags]   N idle MQTT connections: connect rate, memory per connection
+  throng bench table [--out FILE] RESULTS.jsonl...
+                               markdown table of medians and ratios (bench-compare)
+
+Progress goes to stderr once per second; the report to stdout, as text
+or, with -o json, as one JSON object (a stable result structure).
+Run 'throng bench MODE -h' for a mode's flags.
+`
+
+// bench runs the load and comparison tool (internal/bench).
+func (c *cli) bench(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usagef("bench needs a mode\n%s", strings.TrimRight(benchUsage, "\n"))
+	}
+	switch args[0] {
+	case "mqtt":
+		return c.benchMQTT(ctx, args[1:])
+	case "amqp":
+		return c.benchAMQP(ctx, args[1:])
+	case "conns":
+		return c.benchConns(ctx, args[1:])
+	case "table":
+		return c.benchTable(args[1:])
+	case "-h", "--help", "help":
+		fmt.Fprint(c.stdout, benchUsage)
+		return nil
+	}
+	return usagef("unknown bench mode %q (want mqtt, amqp, conns or table)", args[0])
+}
+
+// benchCommon are the flags every load mode has.
+type benchCommon struct {
+	output   *string
+	label    *string
+	quiet    *bool
+	user     *string
+	password *string
+}
+
+func (c *cli) benchCommonFlags(fs *flag.FlagSet) *benchCommon {
+	return &benchCommon{
+		output:   fs.String("o", "text", "output format: text or json"),
+		label:    fs.String("label", "", "free-form label copied into the result (e.g. broker=mosquitto,shape=fanin)"),
+		quiet:    fs.Bool("quiet", false, "no progress lines on stderr"),
+		user:     fs.String("user", c.env.get("THRONG_BENCH_USER"), "user name (env THRONG_BENCH_USER)"),
+		password: fs.String("password", c.env.get("THRONG_BENCH_PASSWORD"), "password (env THRONG_BENCH_PASSWORD)"),
+	}
+}
+
+func (b *benchCommon) progress(stderr io.Writer) io.Writer {
+	if *b.quiet {
+		return nil
+	}
+	return stderr
+}
+
+func (b *benchCommon) check() error {
+	if *b.output != "text" && *b.output != "json" {
+		return usagef("-o must be text or json")
+	}
+	return nil
+}
+
+func (c *cli) printResult(b *benchCommon, r *bench.Result) error {
+	if *b.output == "json" {
+		enc := json.NewEncoder(c.stdout)
+		return enc.Encode(r)
+	}
+	r.WriteText(c.stdout)
+	return nil
+}
+
+func (c *cli) parseBench(fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	return noArgs(pos)
+}
+
+func (c *cli) benchMQTT(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench mqtt", "bench mqtt [--server HOST:PORT] [--shape fan-in|fan-out] [--qos N] [--rate N] [flags]")
+	var cfg bench.MQTTConfig
+	common := c.benchCommonFlags(fs)
+	fs.StringVar(&cfg.Server, "server", "127.0.0.1:1883", "MQTT broker host:port")
+	fs.StringVar(&cfg.Shape, "shape", "", "fan-in (4 publishers → 1 subscriber) or fan-out (1 → 100); --publishers/--subscribers override")
+	fs.IntVar(&cfg.Publishers, "publishers", 0, "publishing connections (default 1, or from --shape)")
+	fs.IntVar(&cfg.Subscribers, "subscribers", 0, "subscribing connections (default 1, or from --shape)")
+	fs.IntVar(&cfg.QoS, "qos", 0, "QoS of publishes and subscriptions: 0, 1 or 2")
+	fs.IntVar(&cfg.Version, "version", 5, "MQTT version: 3 (3.1.1) or 5")
+	fs.IntVar(&cfg.Size, "size", 64, "payload bytes (at least 22)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "total publish rate in msg/s, spread over the publishers (0: as fast as possible)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to publish (when --count is 0)")
+	fs.Int64Var(&cfg.Count, "count", 0, "total messages to publish (0: publish for --duration)")
+	fs.StringVar(&cfg.Topic, "topic", "", "topic (default bench/<random>)")
+	fs.StringVar(&cfg.Shared, "shared", "", "subscribe as shared subscription group $share/GROUP/topic")
+	fs.IntVar(&cfg.Inflight, "inflight", 64, "unacknowledged QoS 1/2 publishes per publisher (capped by the server's receive maximum)")
+	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after publishing")
+	if err := c.parseBench(fs, args); err != nil {
+		return err
+	}
+	if err := common.check(); err != nil {
+		return err
+	}
+	cfg.User, cfg.Password, cfg.Label, cfg.Progress = *common.user, *common.password, *common.label, common.progress(c.stderr)
+	r, err := bench.RunMQTT(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.printResult(common, r)
+}
+
+func (c *cli) benchAMQP(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench amqp", "bench amqp [--server HOST:PORT] [--address A] [--type queue|anycast|multicast|topic] [flags]")
+	var cfg bench.AMQPConfig
+	common := c.benchCommonFlags(fs)
+	fs.StringVar(&cfg.Server, "server", "127.0.0.1:5672", "AMQP 1.0 host:port")
+	fs.StringVar(&cfg.Address, "address", "", "target and source address (default bench/<random>)")
+	fs.StringVar(&cfg.Type, "type", "", "with --admin-url: create the address with this type first (queue, anycast, multicast, topic)")
+	fs.StringVar(&cfg.AdminURL, "admin-url", "", "throng admin API base URL, to create the address (credentials: --admin-user/--admin-password)")
+	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator")
+	fs.StringVar(&cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator password (env THRONG_PASSWORD)")
+	fs.StringVar(&cfg.Tenant, "tenant", "default", "throng tenant of the address")
+	fs.IntVar(&cfg.Senders, "senders", 1, "sending links (one connection each)")
+	fs.IntVar(&cfg.Receivers, "receivers", 1, "receiving links (one connection each)")
+	fs.StringVar(&cfg.Settle, "settle", "unsettled", "sender settlement: unsettled (wait for the outcome) or presettled")
+	fs.IntVar(&cfg.Credit, "credit", 500, "receiver link credit")
+	fs.IntVar(&cfg.Inflight, "inflight", 64, "unsettled transfers per sender")
+	fs.IntVar(&cfg.Size, "size", 64, "body bytes (at least 22)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "total send rate in msg/s (0: as fast as possible)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (when --count is 0)")
+	fs.Int64Var(&cfg.Count, "count", 0, "total messages to send (0: send for --duration)")
+	fs.BoolVar(&cfg.Shared, "competing", true, "receivers compete for each message (queue, anycast); false: each receiver gets every message (multicast, topic)")
+	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after sending")
+	if err := c.parseBench(fs, args); err != nil {
+		return err
+	}
+	if err := common.check(); err != nil {
+		return err
+	}
+	cfg.User, cfg.Password, cfg.Label, cfg.Progress = *common.user, *common.password, *common.label, common.progress(c.stderr)
+	r, err := bench.RunAMQP(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.printResult(common, r)
+}
+
+func (c *cli) benchConns(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench conns", "bench conns [--server HOST:PORT] [--n N] [--pid PID] [flags]")
+	var cfg bench.ConnsConfig
+	common := c.benchCommonFlags(fs)
+	fs.StringVar(&cfg.Server, "server", "127.0.0.1:1883", "MQTT broker host:port")
+	fs.IntVar(&cfg.N, "n", 1000, "connections to open")
+	fs.IntVar(&cfg.SourceIPs, "source-ips", 0, "spread connections over 127.0.0.1..127.0.0.K (default: one per 5000 connections)")
+	fs.IntVar(&cfg.Parallel, "parallel", 32, "connections being opened at once")
+	fs.IntVar(&cfg.Version, "version", 3, "MQTT version: 3 (3.1.1) or 5")
+	fs.IntVar(&cfg.PID, "pid", 0, "broker process id: report its VmRSS per connection (Linux)")
+	fs.DurationVar(&cfg.Hold, "hold", 2*time.Second, "how long to hold the connections open (idle, keep-alive) before measuring")
+	fs.DurationVar(&cfg.KeepAlive, "keepalive", 60*time.Second, "MQTT keep-alive; PINGREQ is sent at half of it")
+	if err := c.parseBench(fs, args); err != nil {
+		return err
+	}
+	if err := common.check(); err != nil {
+		return err
+	}
+	cfg.User, cfg.Password, cfg.Label, cfg.Progress = *common.user, *common.password, *common.label, common.progress(c.stderr)
+	r, err := bench.RunConns(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return c.printResult(common, r)
+}
+
+func (c *cli) benchTable(args []string) error {
+	fs := c.newFlagSet("bench table", "bench table [--baseline throng] RESULTS.jsonl...")
+	baseline := fs.String("baseline", "throng", "broker the ratios are computed for (label broker=...)")
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return usagef("bench table needs result files (JSON lines from -o json)")
+	}
+	var results []bench.Result
+	for _, p := range pos {
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		rs, err := bench.ReadResults(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		results = append(results, rs...)
+	}
+	return bench.WriteTable(c.stdout, results, *baseline)
+}
