@@ -158,12 +158,33 @@ func (e *Engine) Connect(account string, opts ...nats.Option) (*nats.Conn, error
 	all := append([]nats.Option{
 		nats.InProcessServer(e.srv),
 		nats.UserInfo(account, e.secret),
-		// In-process connections do not drop; if the server goes away we
-		// are shutting down.
-		nats.NoReconnect(),
+		// The server may close an in-process connection too (a slow
+		// consumer under a flood of at-most-once messages): reconnect at
+		// once and for ever; owners close their connections on shutdown.
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(10 * time.Millisecond),
+		nats.ReconnectJitter(0, 0),
+		nats.ReconnectBufSize(64 << 20),
 		nats.MaxPingsOutstanding(10),
 	}, opts...)
 	return nats.Connect("", all...)
+}
+
+// DisconnectClients closes every client connection bound to the account,
+// as the server does to a slow consumer; it returns how many it closed.
+// Operators use it to cut a tenant off; tests use it to check recovery.
+func (e *Engine) DisconnectClients(account string) (int, error) {
+	cz, err := e.srv.Connz(&server.ConnzOptions{Account: account, Limit: 1 << 20})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cz.Conns {
+		if e.srv.DisconnectClientByID(c.Cid) == nil {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Running reports whether the server is up.

@@ -700,6 +700,23 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 	c.giveUnlock(d)
 }
 
+// repull forgets the pull requests of a lost engine connection and asks
+// again for the credit they covered.
+func (c *Consumer) repull() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inbox == "" || c.closed {
+		return
+	}
+	c.reqs = nil
+	c.outstanding = 0
+	if c.drainFn != nil {
+		c.pumpLocked(true)
+		return
+	}
+	c.pumpLocked(false)
+}
+
 // refill re-issues credit that a skipped message did not use.
 func (c *Consumer) refill() {
 	c.mu.Lock()

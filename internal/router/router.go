@@ -197,7 +197,18 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 	if err := r.eng.EnsureAccount(acc); err != nil {
 		return nil, err
 	}
-	nc, err := r.eng.Connect(acc, nats.Name("router/"+name))
+	// ts is filled in below; the handlers only run after a disconnect.
+	var ts *tenantState
+	nc, err := r.eng.Connect(acc, nats.Name("router/"+name),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			r.log.Warn("engine connection lost; reconnecting", "tenant", name, "err", err)
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			r.log.Info("engine connection re-established", "tenant", name)
+			if ts != nil {
+				ts.reconnected()
+			}
+		}))
 	if err != nil {
 		return nil, err
 	}
@@ -211,14 +222,31 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		nc.Close()
 		return nil, err
 	}
-	t := &tenantState{
+	ts = &tenantState{
 		name: name, nc: nc, js: js, mux: mux,
 		streams:   map[string]bool{},
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},
 	}
-	r.tenants[name] = t
-	return t, nil
+	r.tenants[name] = ts
+	return ts, nil
+}
+
+// reconnected restores what a lost engine connection took with it. The
+// client library re-subscribes core subscriptions by itself; the pull
+// requests of stored consumers died with the old connection, so each
+// consumer forgets them and asks again. Publishes awaiting an engine
+// acknowledgement time out and report an error to their producer.
+func (t *tenantState) reconnected() {
+	t.mu.Lock()
+	cs := make([]*Consumer, 0, len(t.consumers))
+	for c := range t.consumers {
+		cs = append(cs, c)
+	}
+	t.mu.Unlock()
+	for _, c := range cs {
+		c.repull()
+	}
 }
 
 func (t *tenantState) counter(name string) *addrCounters {

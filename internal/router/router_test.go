@@ -632,3 +632,43 @@ func Eventually(t testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestEngineConnectionLoss: the engine closes the router's connection (as
+// it does to a slow consumer); the router reconnects and its consumers,
+// stored and live, go on receiving.
+func TestEngineConnectionLoss(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	_, qc := consume(t, e.r, "default", "q", ConsumeOptions{}, 100)
+	_, live := consume(t, e.r, "default", "live/#", ConsumeOptions{}, 100)
+	publish(t, e.r, "default", "q", "before")
+	if d := qc.next(t); string(d.Message.Body) != "before" {
+		t.Fatalf("got %q", d.Message.Body)
+	} else {
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	n, err := e.eng.DisconnectClients(engine.AccountFor("default"))
+	if err != nil || n == 0 {
+		t.Fatalf("disconnected %d: %v", n, err)
+	}
+	// Publishing may fail while the connection is down; retry until the
+	// router is back.
+	Eventually(t, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := e.r.Publish(ctx, "default", "q", msg("after"))
+		return err == nil
+	})
+	if d := qc.next(t); string(d.Message.Body) != "after" {
+		t.Fatalf("queue after reconnect got %q", d.Message.Body)
+	}
+	Eventually(t, func() bool {
+		publish(t, e.r, "default", "live/x", "live")
+		select {
+		case d := <-live.ch:
+			return string(d.Message.Body) == "live"
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	})
+}
