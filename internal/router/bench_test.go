@@ -52,13 +52,15 @@ func pipe(b *testing.B, e *env, name string, size int, got *atomic.Int64) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 }
 
-func BenchmarkQueue(b *testing.B) {
+// benchSettled runs pipe against a defined address with one consumer
+// that accepts every delivery and gives its credit back.
+func benchSettled(b *testing.B, a *address.Address, opts ConsumeOptions) {
 	benchSizes(b, func(b *testing.B, size int) {
 		e := newEnv(b)
-		mustAddr(b, e.r, "default", &address.Address{Name: "bench", Type: address.Queue})
+		mustAddr(b, e.r, "default", a)
 		var got atomic.Int64
 		var c *Consumer
-		c, err := e.r.Consume(context.Background(), "default", "bench", ConsumeOptions{}, func(d *Delivery) {
+		c, err := e.r.Consume(context.Background(), "default", a.Name, opts, func(d *Delivery) {
 			d.Settle(Outcome{Kind: Accepted})
 			got.Add(1)
 			c.AddCredit(1)
@@ -68,48 +70,20 @@ func BenchmarkQueue(b *testing.B) {
 		}
 		defer c.Close()
 		c.AddCredit(benchWindow)
-		pipe(b, e, "bench", size, &got)
+		pipe(b, e, a.Name, size, &got)
 	})
+}
+
+func BenchmarkQueue(b *testing.B) {
+	benchSettled(b, &address.Address{Name: "bench", Type: address.Queue}, ConsumeOptions{})
 }
 
 func BenchmarkTopic(b *testing.B) {
-	benchSizes(b, func(b *testing.B, size int) {
-		e := newEnv(b)
-		mustAddr(b, e.r, "default", &address.Address{Name: "bench", Type: address.Topic})
-		var got atomic.Int64
-		var c *Consumer
-		c, err := e.r.Consume(context.Background(), "default", "bench", ConsumeOptions{Durable: "b"}, func(d *Delivery) {
-			d.Settle(Outcome{Kind: Accepted})
-			got.Add(1)
-			c.AddCredit(1)
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		c.AddCredit(benchWindow)
-		pipe(b, e, "bench", size, &got)
-	})
+	benchSettled(b, &address.Address{Name: "bench", Type: address.Topic}, ConsumeOptions{Durable: "b"})
 }
 
 func BenchmarkAnycast(b *testing.B) {
-	benchSizes(b, func(b *testing.B, size int) {
-		e := newEnv(b)
-		mustAddr(b, e.r, "default", &address.Address{Name: "bench", Type: address.Anycast})
-		var got atomic.Int64
-		var c *Consumer
-		c, err := e.r.Consume(context.Background(), "default", "bench", ConsumeOptions{}, func(d *Delivery) {
-			d.Settle(Outcome{Kind: Accepted})
-			got.Add(1)
-			c.AddCredit(1)
-		})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		c.AddCredit(benchWindow)
-		pipe(b, e, "bench", size, &got)
-	})
+	benchSettled(b, &address.Address{Name: "bench", Type: address.Anycast}, ConsumeOptions{})
 }
 
 // BenchmarkMulticast publishes at-most-once; the consumer has ample
