@@ -730,9 +730,14 @@ func (l *link) send(d *router.Delivery) {
 	l.credit--
 	l.sendCount++
 	l.tagSeq++
-	tag := binary.BigEndian.AppendUint64(nil, l.tagSeq)
 	settled := l.sndMode == frames.SenderSettleSettled || (l.sndMode == frames.SenderSettleMixed && d.PreSettled())
-	x := &sending{l: l, id: id, tag: tag, payload: payload, settled: settled}
+	// The session sends one delivery at a time and encodes the tag into
+	// the first transfer at once, so the sending state and the tag live in
+	// the session rather than in an allocation per message.
+	x := &s.curBuf
+	*x = sending{l: l, id: id, payload: payload, settled: settled}
+	binary.BigEndian.PutUint64(x.tagBuf[:], l.tagSeq)
+	x.tag = x.tagBuf[:]
 	if settled {
 		x.d = d
 	} else {

@@ -37,6 +37,7 @@ type session struct {
 	outDeliveries  map[uint32]*router.Delivery // delivery id → router delivery
 	unsettledIn    map[uint32]struct{}         // received deliveries waiting for the peer to settle (rcv-settle-mode second)
 	cur            *sending                    // a message whose frames did not all fit the window
+	curBuf         sending                     // what cur points to: one delivery is sent at a time
 
 	dispos     []dispo // outcomes to send
 	flowLinks  []*link // links that need a flow
@@ -58,6 +59,7 @@ type sending struct {
 	l       *link
 	id      uint32
 	tag     []byte
+	tagBuf  [8]byte // tag's storage
 	payload []byte
 	off     int
 	settled bool
@@ -426,6 +428,7 @@ func (s *session) continueSend() {
 			if x.settled && x.d != nil {
 				x.d.Settle(router.Outcome{Kind: router.Accepted}) // at-most-once: settled on send
 			}
+			*x = sending{} // x is s.curBuf: keep no delivery or link alive
 			return
 		}
 	}

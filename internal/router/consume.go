@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
@@ -79,7 +80,9 @@ type Consumer struct {
 	opts    ConsumeOptions
 	deliver func(*Delivery)
 	ctr     *addrCounters
-	typ     string // metrics label
+	typ     string                           // metrics label
+	out     prometheus.Counter               // metrics.out for this tenant and type, resolved once
+	settled [Modified + 1]prometheus.Counter // metrics.settled by outcome kind
 
 	mu        sync.Mutex
 	credit    int                    // granted, not yet used; guarded by mu
@@ -130,6 +133,10 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 		unsettled: map[*Delivery]struct{}{}}
 	if tg.space {
 		c.typ = "topicspace"
+	}
+	c.out = r.metrics.out.WithLabelValues(ts.name, c.typ)
+	for k := range c.settled {
+		c.settled[k] = r.metrics.settled.WithLabelValues(ts.name, OutcomeKind(k).String())
 	}
 	switch {
 	case tg.typ == address.Anycast:
@@ -265,7 +272,7 @@ func (c *Consumer) giveUnlock(d *Delivery) {
 	}
 	c.mu.Unlock()
 	c.ctr.out.Add(1)
-	c.r.metrics.out.WithLabelValues(c.ts.name, c.typ).Inc()
+	c.out.Inc()
 	c.deliver(d)
 }
 
@@ -276,6 +283,10 @@ func (c *Consumer) forget(d *Delivery) {
 }
 
 func (c *Consumer) countSettle(o Outcome) {
+	if int(o.Kind) < len(c.settled) {
+		c.settled[o.Kind].Inc()
+		return
+	}
 	c.r.metrics.settled.WithLabelValues(c.ts.name, o.Kind.String()).Inc()
 }
 

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
@@ -60,8 +62,9 @@ type Producer struct {
 	tg  target
 	ctr *addrCounters
 
-	subject string // engine subject for this address
-	stored  bool   // JetStream publish (PubAck) rather than core
+	subject string             // engine subject for this address
+	stored  bool               // JetStream publish (PubAck) rather than core
+	in      prometheus.Counter // metrics.in for this tenant and type, resolved once
 }
 
 // Producer resolves an address for publishing: a defined address, a
@@ -94,6 +97,7 @@ func (r *Router) Producer(ctx context.Context, tenantName, name string) (*Produc
 	case tg.typ == address.Anycast:
 		p.subject = address.Subject("a", name)
 	}
+	p.in = r.metrics.in.WithLabelValues(ts.name, string(tg.typ))
 	return p, nil
 }
 
@@ -123,7 +127,7 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 		m.Expiry = time.Now().Add(m.TTL)
 	}
 	p.ctr.in.Add(1)
-	p.r.metrics.in.WithLabelValues(p.ts.name, string(p.tg.typ)).Inc()
+	p.in.Inc()
 	switch {
 	case p.tg.typ == address.Anycast:
 		p.publishAnycast(m, 0, done)
@@ -195,6 +199,15 @@ type pubAck struct {
 
 const publishTimeout = 10 * time.Second
 
+// pubAckOK recognises a successful publish ack ({"stream":…,"seq":…}
+// without an "error" member) without decoding it: the JSON decoder was a
+// visible per-message cost on the queue path. Anything else takes the full
+// decode.
+func pubAckOK(b []byte) bool {
+	return len(b) > 2 && b[0] == '{' && b[len(b)-1] == '}' &&
+		bytes.Contains(b, []byte(`"seq":`)) && !bytes.Contains(b, []byte(`"error"`))
+}
+
 func (p *Producer) publishStored(subject string, m *message.Message, done func(Outcome, error)) {
 	reply, ok := p.ts.mux.register(publishTimeout, func(msg *nats.Msg) {
 		if msg == nil {
@@ -203,6 +216,10 @@ func (p *Producer) publishStored(subject string, m *message.Message, done func(O
 		}
 		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
 			done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, p.tg.name))
+			return
+		}
+		if pubAckOK(msg.Data) {
+			done(Outcome{Kind: Accepted}, nil)
 			return
 		}
 		var ack pubAck
