@@ -107,6 +107,24 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 	if err := r.ensureRetained(ctx, ts); err != nil {
 		return err
 	}
+	if !address.IsWildcard(filter) {
+		// One name: read its last message directly.
+		s, err := ts.js.Stream(ctx, retainedStream)
+		if err != nil {
+			return fmt.Errorf("router: read retained: %w", err)
+		}
+		raw, err := s.GetLastMsgForSubject(ctx, address.Subject("r", filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("router: read retained: %w", err)
+		}
+		if m, err := message.Unmarshal(raw.Data); err == nil && !m.Expired(time.Now()) {
+			fn(filter, m)
+		}
+		return nil
+	}
 	cons, err := ts.js.OrderedConsumer(ctx, retainedStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: address.FilterSubjects("r", filter),
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
