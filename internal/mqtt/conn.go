@@ -26,7 +26,6 @@ type conn struct {
 	pr *packetReader // nil once the poller reads the connection
 
 	// Set during CONNECT by the reader, read-only afterwards.
-	version     byte // 4 (3.1.1) or 5
 	tenant      string
 	ti          *tenantInfo
 	clientID    string
@@ -37,6 +36,7 @@ type conn struct {
 	maxOut      int    // client's maximum packet size (0: no limit)
 	aliasMaxOut uint16 // client's topic alias maximum
 	problemInfo bool
+	version     byte // 4 (3.1.1) or 5
 
 	// Owned by the reader (goroutine, or the read-pool worker holding
 	// the connection).
@@ -69,6 +69,7 @@ type conn struct {
 	sessExpiry uint32
 	persistent bool
 	will       *will
+	x          *connExtra    // made on demand (extraLocked); never reset
 	discRC     int           // reason of the client's DISCONNECT; -1 none
 	kicked     byte          // reason the server disconnects with; 0 none
 	gone       bool          // cleanup started; deliveries are refused
@@ -84,6 +85,34 @@ type conn struct {
 	wdone    chan struct{} // closed when the writer exits, if set
 	polled   bool          // the poller watches the socket: shut it down, do not close it
 	nextNC   netConn       // replaces nc when the writer is idle (see watch)
+}
+
+// connExtra is state only some connections need (those that publish
+// with QoS 1/2, persistent sessions), kept out of conn so that an idle
+// connection stays small (DESIGN §9: ≤ 2 KiB each).
+type connExtra struct {
+	amu  sync.Mutex // guards ackq; after conn.mu, before conn.wmu
+	ackq []*ackSlot // acknowledgements of client publishes, in arrival order
+
+	svMu      sync.Mutex // guards the session-write state below; held only briefly
+	svWant    uint64     // writes asked for
+	svDone    uint64     // writes done
+	svRunning bool       // a saveLoop goroutine runs
+	svWaiters []saveWaiter
+
+	// Guarded by conn.mu.
+	discAt    time.Time           // set by cleanup: the stored session is disconnected
+	dropped   bool                // the stored session is being deleted: no more writes
+	resume    map[outKey]uint16   // ids of messages the previous connection left unacknowledged (persist.go)
+	resumeIDs map[uint16]struct{} // the ids in resume, not to be reused meanwhile
+}
+
+// extraLocked returns the connection's connExtra, making it. c.mu held.
+func (c *conn) extraLocked() *connExtra {
+	if c.x == nil {
+		c.x = &connExtra{}
+	}
+	return c.x
 }
 
 type wItem struct {
@@ -554,7 +583,17 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	}
 	c.keepAlive = time.Duration(ka) * time.Second
 
-	// Session takeover [MQTT-3.1.4-2].
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// The tenant's state, node lease and takeover listener exist before
+	// the client id is registered here.
+	if _, _, err := s.buckets(ctx, c.tenant, true); err != nil {
+		s.log.Warn("session store unavailable", "tenant", c.tenant, "err", err)
+		return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
+	}
+
+	// Session takeover [MQTT-3.1.4-2]: on this node, then on the others
+	// (which disconnect theirs; loadSession waits for their session write).
 	old, err := s.register(c)
 	if err != nil {
 		return c.refuse(v, rcServerUnavailable, err.Error(), "shutting_down")
@@ -567,14 +606,26 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		case <-time.After(10 * time.Second):
 		}
 	}
+	c.announce(ctx)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
 	rec, err := c.loadSession(ctx, pk.Connect.Clean)
 	if err != nil {
 		s.unregister(c)
 		s.log.Warn("session load failed", "tenant", c.tenant, "client_id", c.clientID, "err", err)
 		return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
+	}
+	if rec != nil {
+		c.persistent = true // a resumed session ends with this connection if expiry is 0
+		c.restoreState(rec)
+	}
+	if c.persistent {
+		c.mu.Lock()
+		c.extraLocked() // before anything calls persist
+		c.mu.Unlock()
+		c.persistSync(true) // owner node, subscriptions, in-flight state
+	}
+	if c.will != nil {
+		c.armWill(ctx)
 	}
 	present := rec != nil
 
@@ -604,7 +655,8 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	}
 	c.send(ack)
 	if rec != nil {
-		c.restore(ctx, rec)
+		c.resendRel(rec)
+		c.attach(ctx, rec.Subs)
 	}
 	return true
 }

@@ -231,8 +231,8 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 		return fatal
 	}
 	c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Suback}, PacketID: pk.PacketID, ReasonCodes: codes})
-	if changed && c.persistent {
-		c.saveSession(ctx, false)
+	if changed {
+		c.persist(true, nil)
 	}
 	for _, sub := range retained {
 		c.sendRetained(ctx, sub)
@@ -262,9 +262,7 @@ func (c *conn) onUnsubscribe(pk *packets.Packet) error {
 		}
 	}
 	c.send(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsuback}, PacketID: pk.PacketID, ReasonCodes: codes})
-	if c.persistent {
-		c.saveSession(ctx, false)
-	}
+	c.persist(true, nil)
 	return nil
 }
 
@@ -290,16 +288,14 @@ func (c *conn) sendRetained(ctx context.Context, sub *subscription) {
 			}
 			return
 		}
-		var b []byte
+		var op outPkt
 		if len(c.inflight) < c.recvMax {
-			b = c.startInflight(om)
+			op = c.startInflight(om)
 		} else {
 			c.pending = append(c.pending, om)
 		}
 		c.mu.Unlock()
-		if b != nil {
-			c.enqueue(b, false, nil)
-		}
+		c.sendPublish(op)
 	})
 	if err != nil {
 		c.s.log.Warn("retained messages unavailable", "tenant", c.tenant, "filter", sub.topic, "err", err)
@@ -341,16 +337,33 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		c.enqueue(b, true, post)
 		return
 	}
-	var b []byte
+	var op outPkt
 	if len(c.inflight) < c.recvMax {
-		b = c.startInflight(om)
+		op = c.startInflight(om)
 	} else {
 		c.pending = append(c.pending, om)
 	}
 	c.mu.Unlock()
-	if b != nil {
-		c.enqueue(b, false, nil)
+	c.sendPublish(op)
+}
+
+// outPkt is an encoded QoS 1/2 PUBLISH; save: its packet id must be in
+// the engine before it is sent.
+type outPkt struct {
+	b    []byte
+	save bool
+}
+
+// sendPublish queues a QoS 1/2 PUBLISH. A QoS 2 message of a persistent
+// session has its packet id stored first, so that after a crash the
+// engine's redelivery goes out with the same id and DUP, which the client
+// recognises (exactly once); other publishes wait behind
+// such a write to keep their order.
+func (c *conn) sendPublish(op outPkt) {
+	if op.b == nil {
+		return
 	}
+	c.persist(op.save, func() { c.enqueue(op.b, false, nil) })
 }
 
 // usedLocked settles a delivery that needs no acknowledgement from the
@@ -377,21 +390,39 @@ func (ref *consumerRef) creditLocked() int {
 	return 0
 }
 
-// startInflight assigns a packet id and encodes the publish. c.mu held.
-func (c *conn) startInflight(om *outMsg) []byte {
+// startInflight assigns a packet id and encodes the publish. A message
+// the previous connection of a resumed session left unacknowledged gets
+// its packet id back (DUP set) [MQTT-4.4.0-1]. c.mu held.
+func (c *conn) startInflight(om *outMsg) outPkt {
 	if c.inflight == nil {
 		c.inflight = map[uint16]*outMsg{}
 	}
-	for {
+	var id uint16
+	var held map[uint16]struct{}
+	if c.x != nil {
+		held = c.x.resumeIDs
+	}
+	if om.d != nil && om.d.Sequence > 0 && om.sub != nil && held != nil {
+		k := outKey{om.sub.Filter, om.d.Sequence}
+		if rid, ok := c.x.resume[k]; ok {
+			delete(c.x.resume, k)
+			delete(held, rid)
+			if _, used := c.inflight[rid]; !used {
+				id, om.dup = rid, true
+			}
+		}
+	}
+	for id == 0 {
 		c.nextID++
 		if c.nextID == 0 {
 			c.nextID = 1
 		}
-		if _, used := c.inflight[c.nextID]; !used {
-			break
+		_, used := c.inflight[c.nextID]
+		_, reserved := held[c.nextID]
+		if !used && !reserved {
+			id = c.nextID
 		}
 	}
-	id := c.nextID
 	b := c.encodePublish(om, id)
 	if b == nil {
 		// Too large for the client: as if sent and acknowledged [MQTT-3.1.2-25].
@@ -405,10 +436,10 @@ func (c *conn) startInflight(om *outMsg) []byte {
 				}
 			}()
 		}
-		return nil
+		return outPkt{}
 	}
 	c.inflight[id] = om
-	return b
+	return outPkt{b: b, save: om.qos == 2 && om.d != nil && om.d.Sequence > 0 && c.sessExpiry > 0}
 }
 
 // encodePublish builds the PUBLISH for a message, applying the topic
@@ -455,7 +486,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 
 // finish completes an in-flight message and sends pending ones; the
 // returned function settles and grants credit outside the lock.
-func (c *conn) finishLocked(id uint16, settle bool) (func(), [][]byte) {
+func (c *conn) finishLocked(id uint16, settle bool) (func(), []outPkt) {
 	om := c.inflight[id]
 	if om == nil {
 		return nil, nil
@@ -472,13 +503,13 @@ func (c *conn) finishLocked(id uint16, settle bool) (func(), [][]byte) {
 			}
 		}
 	}
-	var out [][]byte
+	var out []outPkt
 	for len(c.pending) > 0 && len(c.inflight) < c.recvMax {
 		next := c.pending[0]
 		c.pending[0] = nil
 		c.pending = c.pending[1:]
-		if b := c.startInflight(next); b != nil {
-			out = append(out, b)
+		if op := c.startInflight(next); op.b != nil {
+			out = append(out, op)
 		}
 	}
 	return post, out
@@ -491,8 +522,8 @@ func (c *conn) onPuback(id uint16) {
 	if post != nil {
 		post()
 	}
-	for _, b := range out {
-		c.enqueue(b, false, nil)
+	for _, op := range out {
+		c.sendPublish(op)
 	}
 }
 
@@ -511,8 +542,8 @@ func (c *conn) onPubrec(id uint16, rc byte) {
 		if post != nil {
 			post()
 		}
-		for _, b := range out {
-			c.enqueue(b, false, nil)
+		for _, op := range out {
+			c.sendPublish(op)
 		}
 		return
 	}
@@ -533,20 +564,30 @@ func (c *conn) onPubrec(id uint16, rc byte) {
 		}
 	}
 	c.mu.Unlock()
-	if post != nil {
-		post()
-	}
-	c.ack(packets.Pubrel, id, rcSuccess, "")
+	// The PUBREL state is stored before the engine forgets the message,
+	// so that a resumed session resends PUBREL, not the PUBLISH
+	// [MQTT-4.4.0-1]. (A crash between the two writes would have the
+	// engine redeliver the message under a new packet id.)
+	c.persist(post != nil, func() {
+		if post != nil {
+			post()
+		}
+		c.ack(packets.Pubrel, id, rcSuccess, "")
+	})
 }
 
 func (c *conn) onPubcomp(id uint16) {
 	c.mu.Lock()
+	om := c.inflight[id]
 	post, out := c.finishLocked(id, true)
 	c.mu.Unlock()
+	if om != nil && om.rel {
+		c.persist(true, nil) // forget the PUBREL state (lazily: a stale one only costs a PUBREL answered 0x92)
+	}
 	if post != nil {
 		post()
 	}
-	for _, b := range out {
-		c.enqueue(b, false, nil)
+	for _, op := range out {
+		c.sendPublish(op)
 	}
 }

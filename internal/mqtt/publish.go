@@ -177,13 +177,15 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 	c.ti.received.Add(1)
 	c.s.m.received.WithLabelValues(c.tenant).Inc()
 	id := pk.PacketID
+	var slot *ackSlot
 	if qos > 0 {
 		c.mu.Lock()
 		if qos == 2 {
 			if _, dup := c.inQoS2[id]; dup {
 				// Already routed: acknowledge again, route nothing [MQTT-4.3.3-9].
+				slot := c.newAckSlotLocked()
 				c.mu.Unlock()
-				c.ack(packets.Pubrec, id, rcSuccess, "")
+				c.completeAck(slot, packets.Pubrec, id, rcSuccess, "")
 				return nil
 			}
 		}
@@ -192,6 +194,9 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			return reason(rcReceiveMaxExceeded, "receive maximum exceeded", nil) // [MQTT-3.3.4-9]
 		}
 		c.inFlightIn++
+		// Acknowledgements go out in the order the PUBLISHes came in
+		// [MQTT-4.6.0-2], [MQTT-4.6.0-3].
+		slot = c.newAckSlotLocked()
 		c.mu.Unlock()
 	}
 	// fail answers a refused publish: v5 gets the reason code; 3.1.1
@@ -212,7 +217,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		if qos == 2 {
 			typ = packets.Pubrec
 		}
-		c.ack(typ, id, rc, text)
+		c.completeAck(slot, typ, id, rc, text)
 		return nil
 	}
 	if err := address.ValidateName(topic); err != nil {
@@ -250,7 +255,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 				c.kick(rc, text)
 				return
 			}
-			c.ack(packets.Puback, id, rc, text)
+			c.completeAck(slot, packets.Puback, id, rc, text)
 		})
 	case 2:
 		p.Publish(m, func(o router.Outcome, err error) {
@@ -269,7 +274,10 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 				c.kick(rc, text)
 				return
 			}
-			c.ack(packets.Pubrec, id, rc, text)
+			// A persistent session stores the id before PUBREC goes out,
+			// so that a PUBLISH resent (DUP) after a restart or a crash of
+			// this node is recognised and not routed twice [MQTT-4.3.3-9].
+			c.persist(rc < 0x80, func() { c.completeAck(slot, packets.Pubrec, id, rc, text) })
 		})
 	}
 	return nil
@@ -287,7 +295,10 @@ func (c *conn) onPubrel(id uint16) {
 	if !ok {
 		rc = rcPacketIDNotFound
 	}
-	c.ack(packets.Pubcomp, id, rc, "")
+	// Forgetting the id is stored before PUBCOMP: after PUBCOMP the
+	// client may reuse it for a new message, which a stale stored id
+	// would have dropped as a duplicate.
+	c.persist(ok, func() { c.ack(packets.Pubcomp, id, rc, "") })
 }
 
 // ---- producer cache

@@ -11,12 +11,15 @@
 // work (evread.go); TLS and WebSocket connections keep their reader
 // goroutine. The reader owns protocol decoding and the request/response
 // side of the session. A writer exists only while a connection has bytes
-// queued. Plus the accept loop of each listener and two background loops
-// per server (sweeper for delayed wills and expired sessions; $SYS
-// statistics).
+// queued, and a session writer (persist.go) only while a persistent
+// session has writes pending. Plus the accept loop of each listener and
+// two background loops per server (sweeper for delayed wills, expired
+// sessions, dead nodes' sessions and wills, and this node's lease
+// heartbeat; $SYS statistics).
 //
-// Lock order: router consumer lock → conn.mu → conn.wmu; Server.mu is
-// never held while taking a conn lock.
+// Lock order: router consumer lock → conn.mu → connExtra.amu → conn.wmu;
+// connExtra.svMu is held only to update its own fields, never while
+// calling out. Server.mu is never held while taking a conn lock.
 package mqtt
 
 import (
@@ -90,6 +93,11 @@ type Config struct {
 	// EnhancedAuth, if set, handles CONNECTs with an authentication
 	// method; without it they are refused with 0x8C.
 	EnhancedAuth EnhancedAuth
+	// NodeLease is how long this node's lease in the engine lasts without
+	// a heartbeat (refreshed every third of it; default 15s). Sessions and
+	// wills of a node whose lease ran out are taken over by the sweepers
+	// of the others.
+	NodeLease time.Duration
 	// ReadWorkers bounds the goroutines that read event-driven (plain
 	// TCP) connections at once (default 256). A worker is held while a
 	// packet is handled, including subscribe's engine round trips.
@@ -130,6 +138,9 @@ func (c *Config) setDefaults() error {
 	if c.SysInterval == 0 {
 		c.SysInterval = 10 * time.Second
 	}
+	if c.NodeLease <= 0 {
+		c.NodeLease = 15 * time.Second
+	}
 	if c.ReadWorkers <= 0 {
 		c.ReadWorkers = 256
 	}
@@ -143,6 +154,8 @@ type Server struct {
 	log     *slog.Logger
 	m       *metrics
 	started time.Time
+	node    string      // random id of this server in node leases and records
+	halted  atomic.Bool // test hook: behave as a dead process (see halt)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -163,10 +176,12 @@ type Server struct {
 // tenantInfo is the server's per-tenant state: statistics and the
 // engine state buckets (opened lazily).
 type tenantInfo struct {
-	connected       atomic.Int64
-	received, sent  atomic.Uint64
-	mu              sync.Mutex
-	sessions, wills *router.State // guarded by mu
+	connected              atomic.Int64
+	received, sent         atomic.Uint64
+	mu                     sync.Mutex
+	sessions, wills, nodes *router.State // guarded by mu
+	serving                bool          // lease written, takeover listener on; guarded by mu
+	stopListen             func()        // guarded by mu
 }
 
 // New returns a server; it starts the background loops (sweeper, $SYS).
@@ -180,6 +195,7 @@ func New(cfg Config) (*Server, error) {
 		log:       cfg.Logger.With("component", "mqtt"),
 		m:         newMetrics(cfg.Metrics),
 		started:   time.Now(),
+		node:      newClientID()[len("throng-"):],
 		listeners: map[net.Listener]struct{}{},
 		conns:     map[*conn]struct{}{},
 		clients:   map[string]*conn{},
@@ -351,6 +367,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, c := range conns {
 		c.kick(rcServerShuttingDown, "server shutting down")
 	}
+	defer func() {
+		s.mu.Lock()
+		tis := make([]*tenantInfo, 0, len(s.tenants))
+		for _, ti := range s.tenants {
+			tis = append(tis, ti)
+		}
+		s.mu.Unlock()
+		for _, ti := range tis {
+			ti.mu.Lock()
+			if ti.stopListen != nil {
+				ti.stopListen()
+				ti.stopListen = nil
+			}
+			ti.mu.Unlock()
+		}
+	}()
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()

@@ -25,15 +25,23 @@ const (
 	willsBucket    = "mqtt_wills"
 )
 
-// sessionRecord is a persistent session as stored.
+// sessionRecord is a persistent session as stored. It is written on
+// connect, (un)subscribe and disconnect, and whenever QoS 2 state changes
+// (see persist.go): a crash between PUBREC and PUBREL/PUBCOMP finds the
+// packet ids in the engine.
 type sessionRecord struct {
 	Expiry       uint32          `json:"expiry"` // seconds after disconnect
 	Subs         []*subscription `json:"subs"`
-	QoS2         []uint16        `json:"qos2,omitempty"` // client→server QoS 2 ids awaiting PUBREL
+	QoS2         []uint16        `json:"qos2,omitempty"` // client→server QoS 2 ids PUBRECed, PUBREL not yet
+	Rel          []uint16        `json:"rel,omitempty"`  // server→client QoS 2 ids PUBRECed, PUBCOMP not yet
+	Out          []outRef        `json:"out,omitempty"`  // server→client PUBLISHes not yet acknowledged
+	Node         string          `json:"node,omitempty"` // node holding the connection; empty once disconnected
 	Disconnected time.Time       `json:"disconnected,omitzero"`
 }
 
-// will is a will message; stored while its delay runs.
+// will is a will message; stored while its connection lives ("armed":
+// Node set, Due zero, so that a surviving node publishes it if that node
+// dies) and while its delay runs.
 type will struct {
 	Topic  string    `json:"topic"`
 	QoS    byte      `json:"qos"`
@@ -41,121 +49,150 @@ type will struct {
 	Delay  uint32    `json:"delay"`
 	Msg    []byte    `json:"msg"` // message.Marshal
 	Due    time.Time `json:"due,omitzero"`
+	Node   string    `json:"node,omitempty"`   // armed: the node holding the connection
+	Claim  string    `json:"claim,omitempty"`  // node publishing it (sweeper)
+	Claimd time.Time `json:"claimed,omitzero"` // when claimed
+
+	rev uint64 // the connection's: revision of its armed will; guarded by conn.mu
 }
 
-// buckets opens (creating if asked) a tenant's state buckets.
+// buckets opens (creating if asked) a tenant's state buckets. With
+// create, this node starts serving the tenant: its node lease is written
+// and it listens for takeovers from other nodes.
 func (s *Server) buckets(ctx context.Context, ten string, create bool) (sessions, wills *router.State, err error) {
 	ti := s.tenantInfo(ten)
 	ti.mu.Lock()
 	defer ti.mu.Unlock()
-	if ti.sessions == nil {
-		st, err := s.r.StateBucket(ctx, ten, sessionsBucket, create)
+	for _, b := range []struct {
+		st   **router.State
+		name string
+	}{{&ti.sessions, sessionsBucket}, {&ti.wills, willsBucket}, {&ti.nodes, nodesBucket}} {
+		if *b.st != nil {
+			continue
+		}
+		st, err := s.r.StateBucket(ctx, ten, b.name, create)
 		if err != nil {
 			return nil, nil, err
 		}
-		ti.sessions = st
+		*b.st = st
 	}
-	if ti.wills == nil {
-		st, err := s.r.StateBucket(ctx, ten, willsBucket, create)
+	if create && !ti.serving {
+		lb, _ := json.Marshal(nodeLease{Seen: time.Now()})
+		if _, err := ti.nodes.Put(ctx, s.node, lb); err != nil {
+			return nil, nil, err
+		}
+		stop, err := s.r.Listen(ctx, ten, takeoverTopic, func(b []byte) { s.onTakeover(ten, b) })
 		if err != nil {
 			return nil, nil, err
 		}
-		ti.wills = st
+		ti.stopListen = stop
+		ti.serving = true
 	}
 	return ti.sessions, ti.wills, nil
 }
 
+// takeoverWait bounds how long a connection waits for another node to
+// finish with the same session.
+const takeoverWait = 5 * time.Second
+
 // loadSession cancels a pending delayed will of the client, then returns
 // its stored session (nil if there is none or clean is set, in which case
-// any stored one is discarded).
+// any stored one is discarded). A session still held by another live
+// node (which was told to disconnect it) is waited for until that node
+// has saved it.
 func (c *conn) loadSession(ctx context.Context, clean bool) (*sessionRecord, error) {
-	sessions, wills, err := c.s.buckets(ctx, c.tenant, true)
-	if err != nil {
-		return nil, err
-	}
-	// A new connection before the will delay ends cancels the will [MQTT-3.1.3-9].
-	if _, rev, err := wills.Get(ctx, c.clientID); err == nil {
-		_ = wills.Delete(ctx, c.clientID, rev)
-	}
-	b, _, err := sessions.Get(ctx, c.clientID)
-	if errors.Is(err, router.ErrNoState) {
-		if c.persistent {
-			c.saveSession(ctx, false)
-		}
-		return nil, nil
-	}
+	s := c.s
+	sessions, wills, err := s.buckets(ctx, c.tenant, true)
 	if err != nil {
 		return nil, err
 	}
 	var rec sessionRecord
-	if err := json.Unmarshal(b, &rec); err != nil {
-		c.s.log.Warn("discarding unreadable session", "tenant", c.tenant, "client_id", c.clientID, "err", err)
-		clean = true
-	}
-	if clean || (!rec.Disconnected.IsZero() && time.Since(rec.Disconnected) > time.Duration(rec.Expiry)*time.Second) {
-		c.s.dropSession(ctx, c.tenant, c.clientID, &rec, sessions)
-		if c.persistent {
-			c.saveSession(ctx, false)
+	var b []byte
+	for deadline := time.Now().Add(takeoverWait); ; {
+		b, _, err = sessions.Get(ctx, c.clientID)
+		if errors.Is(err, router.ErrNoState) {
+			break
 		}
+		if err != nil {
+			return nil, err
+		}
+		rec = sessionRecord{}
+		if err := json.Unmarshal(b, &rec); err != nil {
+			s.log.Warn("discarding unreadable session", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+			clean = true
+			break
+		}
+		if rec.Node == "" || rec.Node == s.node || !rec.Disconnected.IsZero() || time.Now().After(deadline) {
+			break
+		}
+		_, _, nodes := s.stateOf(c.tenant)
+		if !s.alive(s.liveNodes(ctx, nodes), rec.Node, time.Now()) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// A new connection before the will delay ends cancels the will [MQTT-3.1.3-9].
+	if _, wrev, err := wills.Get(ctx, c.clientID); err == nil {
+		_ = wills.Delete(ctx, c.clientID, wrev)
+	}
+	if b == nil {
 		return nil, nil
 	}
-	if c.persistent {
-		c.saveSession(ctx, false)
+	disc := rec.Disconnected
+	if disc.IsZero() && rec.Node != "" && rec.Node != s.node {
+		disc = time.Now() // its node died; the session ends now at the latest
+	}
+	if clean || (!disc.IsZero() && time.Since(disc) > time.Duration(rec.Expiry)*time.Second) {
+		s.dropSession(ctx, c.tenant, c.clientID, &rec, sessions, 0)
+		return nil, nil
 	}
 	return &rec, nil
 }
 
-// restore re-attaches a resumed session's subscriptions.
-func (c *conn) restore(ctx context.Context, rec *sessionRecord) {
-	c.mu.Lock()
-	for _, id := range rec.QoS2 {
-		if c.inQoS2 == nil {
-			c.inQoS2 = map[uint16]struct{}{}
-		}
-		c.inQoS2[id] = struct{}{}
-		c.inFlightIn++
-	}
-	c.mu.Unlock()
-	for _, sub := range rec.Subs {
-		if _, err := c.subscribe(ctx, sub); err != nil {
-			c.s.log.Warn("cannot restore subscription", "tenant", c.tenant, "client_id", c.clientID, "filter", sub.Filter, "err", err)
-			continue
-		}
-		c.mu.Lock()
-		if c.subs == nil {
-			c.subs = map[string]*subscription{}
-		}
-		c.subs[sub.Filter] = sub
-		c.mu.Unlock()
-	}
+// stateOf returns a tenant's opened buckets (nil if not opened).
+func (s *Server) stateOf(ten string) (sessions, wills, nodes *router.State) {
+	ti := s.tenantInfo(ten)
+	ti.mu.Lock()
+	defer ti.mu.Unlock()
+	return ti.sessions, ti.wills, ti.nodes
 }
 
-// saveSession writes the session record.
-func (c *conn) saveSession(ctx context.Context, disconnected bool) {
+// armWill stores the will while the connection lives, so that another
+// node publishes it if this one dies.
+func (c *conn) armWill(ctx context.Context) {
 	c.mu.Lock()
-	rec := sessionRecord{Expiry: c.sessExpiry}
-	for _, s := range c.subs {
-		rec.Subs = append(rec.Subs, s)
-	}
-	for id := range c.inQoS2 {
-		rec.QoS2 = append(rec.QoS2, id)
-	}
+	w := *c.will
 	c.mu.Unlock()
-	if disconnected {
-		rec.Disconnected = time.Now()
+	if c.version != 5 {
+		w.Delay = 0
 	}
-	b, _ := json.Marshal(&rec)
-	sessions, _, err := c.s.buckets(ctx, c.tenant, true)
+	w.Delay = min(w.Delay, c.sessExpiry)
+	w.Node = c.s.node
+	b, _ := json.Marshal(&w)
+	_, wills, err := c.s.buckets(ctx, c.tenant, true)
+	var rev uint64
 	if err == nil {
-		_, err = sessions.Put(ctx, c.clientID, b)
+		rev, err = wills.Put(ctx, c.clientID, b)
 	}
 	if err != nil {
-		c.s.log.Warn("session not saved", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+		c.s.log.Warn("will not stored", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+		return
 	}
+	c.mu.Lock()
+	c.will.rev = rev
+	c.mu.Unlock()
 }
 
-// dropSession deletes a stored session and its durable subscriptions.
-func (s *Server) dropSession(ctx context.Context, ten, clientID string, rec *sessionRecord, sessions *router.State) {
+// dropSession deletes a stored session (if still at rev, when rev > 0)
+// and its durable subscriptions.
+func (s *Server) dropSession(ctx context.Context, ten, clientID string, rec *sessionRecord, sessions *router.State, rev uint64) {
+	if err := sessions.Delete(ctx, clientID, rev); err != nil {
+		return // changed meanwhile (reconnected elsewhere)
+	}
 	for _, sub := range rec.Subs {
 		_, topic, shared, err := parseShare(sub.Filter)
 		if shared || err != nil {
@@ -165,7 +202,6 @@ func (s *Server) dropSession(ctx context.Context, ten, clientID string, rec *ses
 			s.log.Warn("delete durable subscription", "tenant", ten, "client_id", clientID, "err", err)
 		}
 	}
-	_ = sessions.Delete(ctx, clientID, 0)
 }
 
 // cleanup ends the session's connection: consumers are closed (what the
@@ -179,6 +215,10 @@ func (c *conn) cleanup() {
 	kicked := c.kicked
 	disc := c.discRC
 	w := c.will
+	var willRev uint64
+	if w != nil {
+		willRev = w.rev
+	}
 	expiry := c.sessExpiry
 	c.mu.Unlock()
 	for _, sub := range subs {
@@ -187,23 +227,49 @@ func (c *conn) cleanup() {
 	s.unregister(c)
 	c.ti.connected.Add(-1)
 	s.m.connections.WithLabelValues(c.tenant).Dec()
+	if s.halted.Load() {
+		return // test hook: the process died, nothing is written
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if expiry > 0 {
-		c.saveSession(ctx, true)
+		c.mu.Lock()
+		c.extraLocked().discAt = time.Now()
+		c.mu.Unlock()
+		c.persistSync(true)
 	} else if c.persistent {
 		// Resumed or created persistent, ended with expiry 0.
+		c.mu.Lock()
+		c.extraLocked().dropped = true
+		c.mu.Unlock()
+		c.persistSync(false) // writes in flight end first
 		if sessions, _, err := s.buckets(ctx, c.tenant, true); err == nil {
 			rec := &sessionRecord{}
 			for _, sub := range subs {
 				rec.Subs = append(rec.Subs, sub)
 			}
-			s.dropSession(ctx, c.tenant, c.clientID, rec, sessions)
+			s.dropSession(ctx, c.tenant, c.clientID, rec, sessions, 0)
 		}
 	}
 	// Will [MQTT-3.1.2-8..10], [MQTT-3.14.4-3].
-	if w == nil || disc == 0x00 {
+	if w == nil {
+		return
+	}
+	_, wills, err := s.buckets(ctx, c.tenant, true)
+	if err != nil {
+		if disc != 0x00 {
+			s.publishWill(ctx, c.tenant, w)
+		}
+		return
+	}
+	disarm := func() {
+		if willRev > 0 {
+			_ = wills.Delete(ctx, c.clientID, willRev)
+		}
+	}
+	if disc == 0x00 {
+		disarm()
 		return
 	}
 	delay := w.Delay
@@ -212,16 +278,23 @@ func (c *conn) cleanup() {
 	}
 	delay = min(delay, expiry)
 	if kicked == rcSessionTakenOver && delay > 0 {
-		return // the new connection cancels a delayed will
+		return // the new connection cancels a delayed will (and deletes it)
 	}
 	if delay == 0 {
 		s.publishWill(ctx, c.tenant, w)
+		disarm()
 		return
 	}
-	w.Due = time.Now().Add(time.Duration(delay) * time.Second)
-	b, _ := json.Marshal(w)
-	_, wills, err := s.buckets(ctx, c.tenant, true)
-	if err == nil {
+	dw := *w
+	dw.Due = time.Now().Add(time.Duration(delay) * time.Second)
+	dw.Node = ""
+	b, _ := json.Marshal(&dw)
+	if willRev > 0 {
+		_, err = wills.Update(ctx, c.clientID, b, willRev)
+		if errors.Is(err, router.ErrStateChanged) {
+			return // a new connection cancelled it
+		}
+	} else {
 		_, err = wills.Put(ctx, c.clientID, b)
 	}
 	if err != nil {
@@ -249,19 +322,28 @@ func (s *Server) publishWill(ctx context.Context, ten string, w *will) {
 }
 
 // sweepLoop publishes delayed wills when due and removes expired
-// sessions, for every tenant. It reads the engine, so any node can do it;
-// deletes are conditional on the revision it read so that a will fires
-// once even when nodes sweep concurrently (a node dying between publish
-// and delete can cause a duplicate, never a loss).
+// sessions, for every tenant, and refreshes this node's leases. It reads
+// the engine, so any node can do it; a will is claimed (conditional
+// update on the revision read) before it is published, so it fires once
+// even when nodes sweep concurrently (a node dying between claim and
+// publish leaves a claim that others take over once it is a lease old:
+// a duplicate is possible then, a loss is not). Sessions and armed wills
+// of a node whose lease ran out count as disconnected at its last
+// heartbeat.
 func (s *Server) sweepLoop() {
 	defer s.bg.Done()
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
+	var lastBeat time.Time
 	for n := 0; ; n++ {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
+		}
+		if time.Since(lastBeat) >= s.cfg.NodeLease/3 {
+			s.heartbeat()
+			lastBeat = time.Now()
 		}
 		for _, tn := range s.cfg.Store.Tenants() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -272,11 +354,17 @@ func (s *Server) sweepLoop() {
 }
 
 func (s *Server) sweepTenant(ctx context.Context, ten string, sessionsToo bool) {
+	if s.halted.Load() {
+		return
+	}
 	sessions, wills, err := s.buckets(ctx, ten, false)
 	if err != nil {
 		return // no MQTT state in this tenant yet
 	}
+	_, _, nodes := s.stateOf(ten)
 	now := time.Now()
+	seen := s.liveNodes(ctx, nodes)
+	lastSeen := func(node string) time.Time { return seen[node] } // zero: unknown, long dead
 	keys, _ := wills.Keys(ctx)
 	for _, k := range keys {
 		b, rev, err := wills.Get(ctx, k)
@@ -284,11 +372,28 @@ func (s *Server) sweepTenant(ctx context.Context, ten string, sessionsToo bool) 
 			continue
 		}
 		var w will
-		if json.Unmarshal(b, &w) != nil || now.Before(w.Due) {
+		if json.Unmarshal(b, &w) != nil {
 			continue
 		}
+		due := w.Due
+		if due.IsZero() {
+			// Armed: its connection lives unless its node died.
+			if w.Node == "" || s.alive(seen, w.Node, now) {
+				continue
+			}
+			due = lastSeen(w.Node).Add(time.Duration(w.Delay) * time.Second)
+		}
+		if now.Before(due) || (w.Claim != "" && now.Sub(w.Claimd) <= s.cfg.NodeLease) {
+			continue
+		}
+		w.Claim, w.Claimd = s.node, now
+		cb, _ := json.Marshal(&w)
+		crev, err := wills.Update(ctx, k, cb, rev)
+		if err != nil {
+			continue // another node has it, or the client reconnected
+		}
 		s.publishWill(ctx, ten, &w)
-		_ = wills.Delete(ctx, k, rev)
+		_ = wills.Delete(ctx, k, crev)
 	}
 	if !sessionsToo {
 		return
@@ -301,16 +406,31 @@ func (s *Server) sweepTenant(ctx context.Context, ten string, sessionsToo bool) 
 		if online {
 			continue
 		}
-		b, _, err := sessions.Get(ctx, k)
+		b, rev, err := sessions.Get(ctx, k)
 		if err != nil {
 			continue
 		}
 		var rec sessionRecord
-		if json.Unmarshal(b, &rec) != nil || rec.Disconnected.IsZero() {
+		if json.Unmarshal(b, &rec) != nil {
 			continue
 		}
-		if now.Sub(rec.Disconnected) > time.Duration(rec.Expiry)*time.Second {
-			s.dropSession(ctx, ten, k, &rec, sessions)
+		disc := rec.Disconnected
+		if disc.IsZero() {
+			if rec.Node == "" || s.alive(seen, rec.Node, now) {
+				continue
+			}
+			disc = lastSeen(rec.Node) // its node died without saving it
+		}
+		if now.Sub(disc) > time.Duration(rec.Expiry)*time.Second {
+			s.dropSession(ctx, ten, k, &rec, sessions, rev)
+		}
+	}
+	if nodes != nil {
+		// Leases of nodes gone for longer than any session can last.
+		for node, t := range seen {
+			if now.Sub(t) > time.Duration(s.cfg.MaxSessionExpiry)*time.Second+s.cfg.NodeLease {
+				_ = nodes.Delete(ctx, node, 0)
+			}
 		}
 	}
 }

@@ -1,0 +1,397 @@
+package mqtt
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/throngmq/throng/internal/router"
+)
+
+// ---- ordered acknowledgements
+
+// ackSlot is the acknowledgement of one client PUBLISH. Slots are sent in
+// the order the PUBLISH packets arrived [MQTT-4.6.0-2], [MQTT-4.6.0-3],
+// although router outcomes (anycast consumers, stores, the session write
+// of QoS 2 ids) complete in any order.
+type ackSlot struct {
+	x     *connExtra
+	b     []byte
+	ready bool
+}
+
+// newAckSlotLocked reserves the next place in the acknowledgement
+// order. c.mu held.
+func (c *conn) newAckSlotLocked() *ackSlot {
+	x := c.extraLocked()
+	s := &ackSlot{x: x}
+	x.amu.Lock()
+	x.ackq = append(x.ackq, s)
+	x.amu.Unlock()
+	return s
+}
+
+// completeAck fills a slot and queues every acknowledgement that is now
+// in order. The queueing happens under amu so that two completions cannot
+// overtake each other on the way to the write queue.
+func (c *conn) completeAck(s *ackSlot, typ byte, id uint16, rc byte, text string) {
+	if !c.problemInfo {
+		text = ""
+	}
+	b := encodeAck(typ, c.version, id, rc, text)
+	x := s.x
+	x.amu.Lock()
+	s.b, s.ready = b, true
+	n := 0
+	for n < len(x.ackq) && x.ackq[n].ready {
+		c.enqueue(x.ackq[n].b, false, nil)
+		x.ackq[n] = nil
+		n++
+	}
+	x.ackq = x.ackq[n:]
+	if len(x.ackq) == 0 {
+		x.ackq = nil
+	}
+	x.amu.Unlock()
+}
+
+// ---- session writes
+
+// saveWaiter is work that must wait for the session writes asked for
+// before it (a PUBREC after its packet id is stored, ...).
+type saveWaiter struct {
+	gen uint64
+	fn  func()
+}
+
+// persist asks for the session record to be written (if save) and calls
+// fn once every write asked for so far has completed; fns run in call
+// order. Writes are coalesced: one goroutine per connection writes while
+// requests are pending, each write a snapshot of the state at that time.
+// Without a persistent session fn runs at once. It never blocks, so it
+// may be called from router callbacks.
+func (c *conn) persist(save bool, fn func()) {
+	if !c.persistent {
+		if fn != nil {
+			fn()
+		}
+		return
+	}
+	x := c.x // made in connect, before anything calls persist
+	x.svMu.Lock()
+	if save {
+		x.svWant++
+	}
+	if !x.svRunning && x.svDone == x.svWant {
+		x.svMu.Unlock()
+		if fn != nil {
+			fn()
+		}
+		return
+	}
+	if fn != nil {
+		x.svWaiters = append(x.svWaiters, saveWaiter{x.svWant, fn})
+	}
+	if !x.svRunning {
+		x.svRunning = true
+		go c.saveLoop()
+	}
+	x.svMu.Unlock()
+}
+
+// persistSync writes the session record (if save) and waits for it and
+// every earlier write.
+func (c *conn) persistSync(save bool) {
+	done := make(chan struct{})
+	c.persist(save, func() { close(done) })
+	<-done
+}
+
+func (c *conn) saveLoop() {
+	x := c.x
+	for {
+		x.svMu.Lock()
+		n := 0
+		for n < len(x.svWaiters) && x.svWaiters[n].gen <= x.svDone {
+			n++
+		}
+		run := x.svWaiters[:n:n]
+		x.svWaiters = x.svWaiters[n:]
+		if len(x.svWaiters) == 0 {
+			x.svWaiters = nil
+		}
+		want := x.svWant
+		if n == 0 && want == x.svDone {
+			x.svRunning = false
+			x.svMu.Unlock()
+			return
+		}
+		x.svMu.Unlock()
+		if n > 0 {
+			for _, w := range run {
+				w.fn()
+			}
+			continue
+		}
+		c.writeSession()
+		x.svMu.Lock()
+		x.svDone = want
+		x.svMu.Unlock()
+	}
+}
+
+// writeSession writes a snapshot of the session. Only the save loop
+// calls it, so snapshots reach the engine in the order they were taken.
+func (c *conn) writeSession() {
+	if c.s.halted.Load() {
+		return // test hook: the process is gone
+	}
+	c.mu.Lock()
+	if c.x.dropped || c.sessExpiry == 0 {
+		c.mu.Unlock()
+		return
+	}
+	rec := c.recordLocked()
+	c.mu.Unlock()
+	b, _ := json.Marshal(rec)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	sessions, _, err := c.s.buckets(ctx, c.tenant, true)
+	if err == nil {
+		_, err = sessions.Put(ctx, c.clientID, b)
+	}
+	if err != nil {
+		c.s.log.Warn("session not saved", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+	}
+}
+
+// recordLocked is the session as stored. c.mu held.
+func (c *conn) recordLocked() *sessionRecord {
+	x := c.extraLocked()
+	rec := &sessionRecord{Expiry: c.sessExpiry, Disconnected: x.discAt}
+	if x.discAt.IsZero() {
+		rec.Node = c.s.node
+	}
+	for _, s := range c.subs {
+		rec.Subs = append(rec.Subs, s)
+	}
+	for id := range c.inQoS2 {
+		rec.QoS2 = append(rec.QoS2, id)
+	}
+	for id, om := range c.inflight {
+		switch {
+		case om.rel:
+			rec.Rel = append(rec.Rel, id)
+		case om.d != nil && om.d.Sequence > 0 && om.sub != nil:
+			rec.Out = append(rec.Out, outRef{ID: id, Filter: om.sub.Filter, Seq: om.d.Sequence})
+		}
+	}
+	for k, id := range x.resume {
+		rec.Out = append(rec.Out, outRef{ID: id, Filter: k.filter, Seq: k.seq})
+	}
+	slices.Sort(rec.QoS2)
+	slices.Sort(rec.Rel)
+	return rec
+}
+
+// outKey identifies a stored message of a subscription.
+type outKey struct {
+	filter string
+	seq    uint64
+}
+
+// outRef is a server→client PUBLISH not yet acknowledged, as stored: when
+// the engine redelivers that message to the resumed session, it goes out
+// with the same packet id (and DUP) [MQTT-4.4.0-1].
+type outRef struct {
+	ID     uint16 `json:"i"`
+	Filter string `json:"f"`
+	Seq    uint64 `json:"s"`
+}
+
+// resumeHold bounds how long packet ids of the previous connection stay
+// reserved for redeliveries (a message acknowledged after the last session
+// write is never redelivered).
+const resumeHold = 30 * time.Second
+
+// restoreState takes over a stored session's state before CONNACK:
+// subscriptions (attached later by attach), QoS 2 ids in both directions
+// and the packet ids of unacknowledged messages.
+func (c *conn) restoreState(rec *sessionRecord) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range rec.QoS2 {
+		if c.inQoS2 == nil {
+			c.inQoS2 = map[uint16]struct{}{}
+		}
+		c.inQoS2[id] = struct{}{}
+		c.inFlightIn++
+	}
+	for _, id := range rec.Rel {
+		if c.inflight == nil {
+			c.inflight = map[uint16]*outMsg{}
+		}
+		c.inflight[id] = &outMsg{qos: 2, rel: true}
+	}
+	for _, o := range rec.Out {
+		if _, used := c.inflight[o.ID]; used || o.ID == 0 {
+			continue
+		}
+		x := c.extraLocked()
+		if x.resume == nil {
+			x.resume = map[outKey]uint16{}
+			x.resumeIDs = map[uint16]struct{}{}
+			time.AfterFunc(resumeHold, c.endResume)
+		}
+		x.resume[outKey{o.Filter, o.Seq}] = o.ID
+		x.resumeIDs[o.ID] = struct{}{}
+	}
+	for _, sub := range rec.Subs {
+		if c.subs == nil {
+			c.subs = map[string]*subscription{}
+		}
+		c.subs[sub.Filter] = sub
+	}
+}
+
+func (c *conn) endResume() {
+	c.mu.Lock()
+	c.x.resume, c.x.resumeIDs = nil, nil
+	c.mu.Unlock()
+}
+
+// resendRel resends PUBREL for messages the client had PUBRECed: it has
+// them already, the exchange just has to finish [MQTT-4.4.0-1].
+func (c *conn) resendRel(rec *sessionRecord) {
+	for _, id := range rec.Rel {
+		c.ack(packets.Pubrel, id, rcSuccess, "")
+	}
+}
+
+// attach re-attaches a resumed session's subscriptions.
+func (c *conn) attach(ctx context.Context, subs []*subscription) {
+	for _, sub := range subs {
+		if _, err := c.subscribe(ctx, sub); err != nil {
+			c.s.log.Warn("cannot restore subscription", "tenant", c.tenant, "client_id", c.clientID, "filter", sub.Filter, "err", err)
+			c.mu.Lock()
+			if c.subs[sub.Filter] == sub {
+				delete(c.subs, sub.Filter)
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// ---- nodes: leases and takeover across nodes
+
+// Every server is a node with a random id. Per tenant it serves, it keeps
+// a lease in KV bucket mqtt_nodes (node id → last heartbeat), refreshed
+// every NodeLease/3. Session records and armed wills name the node that
+// holds the connection; a sweeper on any node treats them as
+// disconnected when that node's lease has run out (the node died
+// without cleaning up).
+const (
+	nodesBucket   = "mqtt_nodes"
+	takeoverTopic = "mqtt.takeover"
+)
+
+type nodeLease struct {
+	Seen time.Time `json:"seen"`
+}
+
+type takeoverNote struct {
+	ClientID string `json:"c"`
+	Node     string `json:"n"`
+}
+
+// heartbeat refreshes this node's lease in every tenant it serves.
+func (s *Server) heartbeat() {
+	if s.halted.Load() {
+		return
+	}
+	s.mu.Lock()
+	tis := make([]*tenantInfo, 0, len(s.tenants))
+	for _, ti := range s.tenants {
+		tis = append(tis, ti)
+	}
+	s.mu.Unlock()
+	b, _ := json.Marshal(nodeLease{Seen: time.Now()})
+	for _, ti := range tis {
+		ti.mu.Lock()
+		nodes := ti.nodes
+		serving := ti.serving
+		ti.mu.Unlock()
+		if !serving || nodes == nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := nodes.Put(ctx, s.node, b); err != nil {
+			s.log.Warn("node lease not refreshed", "err", err)
+		}
+		cancel()
+	}
+}
+
+// liveNodes reads the leases of a tenant: node id → last heartbeat.
+func (s *Server) liveNodes(ctx context.Context, nodes *router.State) map[string]time.Time {
+	out := map[string]time.Time{}
+	if nodes == nil {
+		return out
+	}
+	keys, _ := nodes.Keys(ctx)
+	for _, k := range keys {
+		b, _, err := nodes.Get(ctx, k)
+		if err != nil {
+			continue
+		}
+		var l nodeLease
+		if json.Unmarshal(b, &l) == nil {
+			out[k] = l.Seen
+		}
+	}
+	return out
+}
+
+// alive reports whether a node's lease holds.
+func (s *Server) alive(seen map[string]time.Time, node string, now time.Time) bool {
+	if node == s.node {
+		return true // this node's connections handle their own wills
+	}
+	t, ok := seen[node]
+	return ok && now.Sub(t) <= s.cfg.NodeLease
+}
+
+// onTakeover disconnects this node's connection of a client id that has
+// connected to another node [MQTT-3.1.4-2].
+func (s *Server) onTakeover(ten string, data []byte) {
+	var n takeoverNote
+	if json.Unmarshal(data, &n) != nil || n.Node == s.node {
+		return
+	}
+	s.mu.Lock()
+	old := s.clients[ten+"\x00"+n.ClientID]
+	s.mu.Unlock()
+	if old != nil {
+		old.kick(rcSessionTakenOver, "session taken over")
+	}
+}
+
+// announce tells the other nodes that this client id connected here.
+func (c *conn) announce(ctx context.Context) {
+	b, _ := json.Marshal(takeoverNote{ClientID: c.clientID, Node: c.s.node})
+	if err := c.s.r.Signal(ctx, c.tenant, takeoverTopic, b); err != nil {
+		c.s.log.Warn("takeover not signalled", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+	}
+}
+
+// halt stops the server as if its process died: no session, will or
+// lease is written from now on (test hook for node failure).
+func (s *Server) halt() {
+	s.halted.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = s.Shutdown(ctx)
+}
