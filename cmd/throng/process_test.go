@@ -140,9 +140,16 @@ func TestProcessKillAndRestart(t *testing.T) {
 	dataDir := t.TempDir()
 
 	p := startServe(t, bin, dataDir)
-	m := generatedPW.FindStringSubmatch(p.stdout.String())
-	if m == nil {
-		t.Fatalf("no generated password on stdout: %q", p.stdout.String())
+	// stdout is copied from a pipe by its own goroutine, which may lag
+	// behind the stderr line startServe waited for: poll for it.
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil; {
+		if m = generatedPW.FindStringSubmatch(p.stdout.String()); m == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("no generated password on stdout: %q", p.stdout.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	pw := m[1]
 	env := p.env(pw)
