@@ -306,15 +306,7 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 		}
 		return n
 	}
-	stopProgress := make(chan struct{})
-	var lastS, lastR uint64
-	go progress(cfg.Progress, time.Second, stopProgress, func(el time.Duration) string {
-		s, r := sentNow(), recvNow()
-		line := fmt.Sprintf("%5s  sent %d (%d/s)  delivered %d (%d/s)", el, s, s-lastS, r, r-lastR)
-		lastS, lastR = s, r
-		return line
-	})
-	defer close(stopProgress)
+	defer sendProgress(cfg.Progress, sentNow, recvNow)()
 	swg.Wait()
 	sendEnd := time.Now()
 

@@ -347,6 +347,20 @@ func (e *errorList) list() []string {
 }
 
 // progress prints one line per interval to w until stop is closed.
+// sendProgress prints sent and delivered counts with their rates once a
+// second until the returned stop function is called.
+func sendProgress(w io.Writer, sentNow, recvNow func() uint64) (stop func()) {
+	done := make(chan struct{})
+	var lastS, lastR uint64
+	go progress(w, time.Second, done, func(el time.Duration) string {
+		s, r := sentNow(), recvNow()
+		line := fmt.Sprintf("%5s  sent %d (%d/s)  delivered %d (%d/s)", el, s, s-lastS, r, r-lastR)
+		lastS, lastR = s, r
+		return line
+	})
+	return func() { close(done) }
+}
+
 func progress(w io.Writer, interval time.Duration, stop <-chan struct{}, line func(elapsed time.Duration) string) {
 	if w == nil {
 		return
