@@ -27,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -92,6 +93,7 @@ type App struct {
 	authn    *auth.Authenticator
 	adminLn  net.Listener
 	adminSrv *http.Server
+	pprofSrv *http.Server            // debug.pprof, nil when disabled
 	serveErr chan error              // the admin server's Serve result
 	closing  bool                    // Shutdown has begun; start stops where it is
 	fronts   []*runningFront         // protocol front-ends, in start order
@@ -241,6 +243,9 @@ func (a *App) start(ctx context.Context) error {
 	if err := a.startAdmin(); err != nil {
 		return err
 	}
+	if err := a.startPprof(); err != nil {
+		return err
+	}
 	if err := a.startFrontEnds(); err != nil {
 		return err
 	}
@@ -325,6 +330,34 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 		return fmt.Errorf("app: update admin user: %w", err)
 	}
 	log.Info("admin user synced with the configured password", "user", AdminUser, "password_changed", !hashOK, "scram_verifier_set", !scramOK, "role_restored", !roleOK)
+	return nil
+}
+
+// startPprof serves net/http/pprof on debug.pprof: profiles of a running
+// node are how hot-path work is chosen (docs/benchmarks.md). The handlers
+// are registered on a private mux, not http.DefaultServeMux.
+func (a *App) startPprof() error {
+	addr := a.cfg.Debug.Pprof
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("app: pprof listener: %w", err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if !a.set(func() { a.pprofSrv = srv }) {
+		ln.Close()
+		return errors.New("app: shut down during start")
+	}
+	go func() { _ = srv.Serve(ln) }()
+	a.log.Warn("pprof listening (unauthenticated)", "component", "app", "addr", ln.Addr().String())
 	return nil
 }
 
@@ -432,6 +465,9 @@ func (a *App) Shutdown(ctx context.Context) {
 		a.mu.Lock()
 		a.closing = true
 		srv, rt, store, nc, eng := a.adminSrv, a.router, a.store, a.sysConn, a.eng
+		if a.pprofSrv != nil {
+			_ = a.pprofSrv.Close()
+		}
 		fronts := a.fronts
 		a.mu.Unlock()
 		log := a.log.With("component", "app")

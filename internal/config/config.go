@@ -36,6 +36,7 @@ type Config struct {
 	AdminPassword string `yaml:"adminPassword"`
 	Log           Log    `yaml:"log"`
 	Engine        Engine `yaml:"engine"`
+	Debug         Debug  `yaml:"debug"`
 	// Anonymous allows connections without credentials from loopback
 	// addresses, into the default tenant only.
 	Anonymous bool `yaml:"anonymous"`
@@ -83,6 +84,13 @@ type Engine struct {
 	// lets the engine choose.
 	MaxStore  ByteSize `yaml:"maxStore"`
 	MaxMemory ByteSize `yaml:"maxMemory"`
+}
+
+// Debug holds settings for diagnosing a running node.
+type Debug struct {
+	// Pprof is the listen address of Go's net/http/pprof handlers
+	// (/debug/pprof/). Unauthenticated: bind it to loopback. Empty disables.
+	Pprof string `yaml:"pprof"`
 }
 
 // Default returns the configuration used when nothing is set.

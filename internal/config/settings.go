@@ -91,6 +91,8 @@ var Settings = []Setting{
 		func(c *Config) *ByteSize { return &c.Engine.MaxStore }),
 	size("engine.maxMemory", "max-memory", "THRONG_MAX_MEMORY", "maximum memory used by in-memory streams, e.g. 1GiB (0: engine default)",
 		func(c *Config) *ByteSize { return &c.Engine.MaxMemory }),
+	str("debug.pprof", "pprof", "THRONG_PPROF", "listen address of the unauthenticated /debug/pprof/ profiling endpoints, e.g. 127.0.0.1:6060 (empty disables)",
+		func(c *Config) *string { return &c.Debug.Pprof }),
 	boolean("anonymous", "anonymous", "THRONG_ANONYMOUS", "allow anonymous connections from loopback to the default tenant",
 		func(c *Config) *bool { return &c.Anonymous }),
 }

@@ -58,23 +58,24 @@ type conn struct {
 	wDue     int64
 	wIn      bool
 
-	mu         sync.Mutex // guards the fields below; see lock order in server.go
-	subs       map[string]*subscription
-	inflight   map[uint16]*outMsg // server→client QoS 1/2 awaiting PUBACK/PUBREC/PUBCOMP
-	pending    []*outMsg          // deliveries waiting for the client's receive maximum
-	nextID     uint16
-	outAliases map[string]uint16
-	inQoS2     map[uint16]struct{} // client→server QoS 2 ids received, PUBREL not yet
-	inFlightIn int                 // client→server QoS 1/2 awaiting our ack
-	sessExpiry uint32
-	persistent bool
-	will       *will
-	x          *connExtra    // made on demand (extraLocked); never reset
-	discRC     int           // reason of the client's DISCONNECT; -1 none
-	kicked     byte          // reason the server disconnects with; 0 none
-	gone       bool          // cleanup started; deliveries are refused
-	ended      bool          // cleanup finished
-	endCh      chan struct{} // closed when ended; made on demand (closedCh)
+	mu          sync.Mutex // guards the fields below; see lock order in server.go
+	subs        map[string]*subscription
+	inflight    map[uint16]*outMsg // server→client QoS 1/2 awaiting PUBACK/PUBREC/PUBCOMP
+	pending     []*outMsg          // deliveries waiting for the client's receive maximum
+	pendingLive int                // bytes of live (pre-settled) messages in pending
+	nextID      uint16
+	outAliases  map[string]uint16
+	inQoS2      map[uint16]struct{} // client→server QoS 2 ids received, PUBREL not yet
+	inFlightIn  int                 // client→server QoS 1/2 awaiting our ack
+	sessExpiry  uint32
+	persistent  bool
+	will        *will
+	x           *connExtra    // made on demand (extraLocked); never reset
+	discRC      int           // reason of the client's DISCONNECT; -1 none
+	kicked      byte          // reason the server disconnects with; 0 none
+	gone        bool          // cleanup started; deliveries are refused
+	ended       bool          // cleanup finished
+	endCh       chan struct{} // closed when ended; made on demand (closedCh)
 
 	wmu      sync.Mutex // guards the write queue
 	wq       []wItem
@@ -332,7 +333,7 @@ func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 	if c.wclosed || (droppable && c.wqBytes+len(b) > c.s.cfg.WriteQueueBytes) {
 		c.wmu.Unlock()
 		if droppable && c.ti != nil {
-			c.s.m.dropped.WithLabelValues(c.tenant, "slow_client").Inc()
+			c.ti.mDropSlow.Inc()
 		}
 		if post != nil {
 			go post()

@@ -31,21 +31,30 @@ type subscription struct {
 }
 
 // consumerRef is one router consumer feeding a subscription. A QoS ≥ 1
-// subscription in the topic space has two: a live one for QoS 0 publishes
-// and a stored one (durable for persistent sessions) for QoS 1/2 ones.
+// subscription of a persistent session in the topic space has two: a
+// live one and a durable one for the messages the engine stored.
 type consumerRef struct {
 	c      *conn
 	sub    *subscription
 	rc     *router.Consumer
 	window int // credit granted at once
+	batch  int // credit is returned once this much is due (0: window/2)
 	due    int // credit used and not yet returned; guarded by c.mu
 }
 
 // Credit windows. Live (at-most-once) consumers get a generous window and
 // drop on a slow socket; stored ones are bounded by the client's receive
 // maximum so unacknowledged messages stay in the engine.
+//
+// Live QoS 1/2 deliveries hold their credit until PUBACK/PUBREC: their
+// window is larger, and credit goes back in small batches, because the
+// router holds QoS 1/2 producers' acknowledgements while a live consumer
+// has less than a quarter of its window left (router/interest.go) — the
+// window is the cushion that absorbs what producers had in flight.
 const (
 	liveWindow      = 1024
+	liveQoSWindow   = 4096
+	liveQoSBatch    = 32
 	maxStoredWindow = 64
 )
 
@@ -60,6 +69,8 @@ type outMsg struct {
 	retain bool
 	dup    bool
 	rel    bool // PUBREC received, PUBREL sent (QoS 2)
+
+	liveSize int // bytes counted in conn.pendingLive while pending
 }
 
 // parseShare splits "$share/group/filter".
@@ -113,16 +124,23 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 		// Competing consumers on one durable subscription per group.
 		specs = []spec{{router.ConsumeOptions{Durable: "share/" + group}, stored}}
 	case space && sub.QoS == 0:
-		specs = []spec{{router.ConsumeOptions{}, liveWindow}}
-	case space:
-		so := router.ConsumeOptions{StartTime: time.Now()}
-		if c.persistent {
-			so = router.ConsumeOptions{Durable: c.durableName()}
-		}
+		specs = []spec{{router.ConsumeOptions{}, liveQoSWindow}}
+	case space && c.persistent:
+		// Stored messages come through the session's durable consumer
+		// (kept while the client is away); the live one brings the rest:
+		// QoS 0 publishes and QoS 1/2 ones no stored consumer wanted
+		// when they were published (router/interest.go).
 		specs = []spec{
-			{router.ConsumeOptions{Filter: func(m *message.Message) bool { return !m.Durable }}, liveWindow},
-			{so, stored},
+			{router.ConsumeOptions{StoredCompanion: true}, liveQoSWindow},
+			{router.ConsumeOptions{Durable: c.durableName()}, stored},
 		}
+	case space:
+		// A clean session's QoS 1/2 subscription is live: nothing is kept
+		// for it once it is gone, so the engine need not store for it.
+		// Its credit returns on PUBACK/PUBREC, so at most liveQoSWindow
+		// messages wait for the client; behind that the router holds
+		// QoS 1/2 producers' acknowledgements (back-pressure).
+		specs = []spec{{router.ConsumeOptions{}, liveQoSWindow}}
 	default:
 		// A defined address: queue, topic, multicast, anycast or a
 		// subscription ("topic::name").
@@ -134,6 +152,9 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 	}
 	for _, sp := range specs {
 		ref := &consumerRef{c: c, sub: sub, window: sp.window}
+		if sp.window == liveQoSWindow {
+			ref.batch = liveQoSBatch
+		}
 		rc, err := c.s.r.Consume(ctx, c.tenant, topic, sp.opts, ref.deliver)
 		if err != nil {
 			c.closeRefs(sub)
@@ -341,11 +362,31 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	if len(c.inflight) < c.recvMax {
 		op = c.startInflight(om)
 	} else {
+		if d.PreSettled() {
+			// A live QoS 1/2 message waiting for the client's receive
+			// maximum: bounded in bytes as well as by the credit window.
+			size := len(m.Body) + len(d.Address)
+			if c.pendingLive+size > maxPendingLiveBytes {
+				post := ref.usedLocked(d)
+				c.mu.Unlock()
+				c.ti.mDropFull.Inc()
+				go post()
+				return
+			}
+			c.pendingLive += size
+			om.liveSize = size
+		}
 		c.pending = append(c.pending, om)
 	}
 	c.mu.Unlock()
 	c.sendPublish(op)
 }
+
+// maxPendingLiveBytes bounds, per connection, the live QoS 1/2 messages
+// waiting for the client's receive maximum (their credit window bounds
+// their number; this bounds large ones). Beyond it they are dropped and
+// counted (reason "queue_full"), as mosquitto's max_queued_bytes does.
+const maxPendingLiveBytes = 16 << 20
 
 // outPkt is an encoded QoS 1/2 PUBLISH; save: its packet id must be in
 // the engine before it is sent.
@@ -382,7 +423,11 @@ func (ref *consumerRef) usedLocked(d *router.Delivery) func() {
 // now (in batches of half the window). c.mu held.
 func (ref *consumerRef) creditLocked() int {
 	ref.due++
-	if ref.due >= max(ref.window/2, 1) {
+	batch := ref.batch
+	if batch == 0 {
+		batch = max(ref.window/2, 1)
+	}
+	if ref.due >= batch {
 		n := ref.due
 		ref.due = 0
 		return n
@@ -475,12 +520,12 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 	b, err := encodePacket(pk)
 	if err != nil || (c.maxOut > 0 && len(b) > c.maxOut) {
 		if om.sub != nil {
-			c.s.m.dropped.WithLabelValues(c.tenant, "too_large").Inc()
+			c.ti.mDropLarge.Inc()
 		}
 		return nil
 	}
 	c.ti.sent.Add(1)
-	c.s.m.sent.WithLabelValues(c.tenant).Inc()
+	c.ti.mSent.Inc()
 	return b
 }
 
@@ -508,6 +553,7 @@ func (c *conn) finishLocked(id uint16, settle bool) (func(), []outPkt) {
 		next := c.pending[0]
 		c.pending[0] = nil
 		c.pending = c.pending[1:]
+		c.pendingLive -= next.liveSize
 		if op := c.startInflight(next); op.b != nil {
 			out = append(out, op)
 		}

@@ -27,7 +27,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "throng_mqtt_messages_sent_total", Help: "PUBLISH packets sent to clients.",
 		}, []string{"tenant"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "throng_mqtt_messages_dropped_total", Help: "QoS 0 messages dropped (slow client, oversize for the client).",
+			Name: "throng_mqtt_messages_dropped_total", Help: "Messages dropped for a client: QoS 0 for a slow client (slow_client), oversize for the client (too_large), live QoS 1/2 beyond the per-connection queue (queue_full).",
 		}, []string{"tenant", "reason"}),
 	}
 	if reg != nil {

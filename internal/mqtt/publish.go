@@ -175,7 +175,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		}
 	}
 	c.ti.received.Add(1)
-	c.s.m.received.WithLabelValues(c.tenant).Inc()
+	c.ti.mReceived.Inc()
 	id := pk.PacketID
 	var slot *ackSlot
 	if qos > 0 {

@@ -176,12 +176,15 @@ type Server struct {
 // tenantInfo is the server's per-tenant state: statistics and the
 // engine state buckets (opened lazily).
 type tenantInfo struct {
-	connected              atomic.Int64
-	received, sent         atomic.Uint64
-	mu                     sync.Mutex
-	sessions, wills, nodes *router.State // guarded by mu
-	serving                bool          // lease written, takeover listener on; guarded by mu
-	stopListen             func()        // guarded by mu
+	connected      atomic.Int64
+	received, sent atomic.Uint64
+	// Prometheus children resolved once per tenant: WithLabelValues per
+	// message was ~4 % of the QoS 0 publish path's CPU.
+	mReceived, mSent, mDropSlow, mDropLarge, mDropFull prometheus.Counter
+	mu                                                 sync.Mutex
+	sessions, wills, nodes                             *router.State // guarded by mu
+	serving                                            bool          // lease written, takeover listener on; guarded by mu
+	stopListen                                         func()        // guarded by mu
 }
 
 // New returns a server; it starts the background loops (sweeper, $SYS).
@@ -222,7 +225,13 @@ func (s *Server) tenantInfo(name string) *tenantInfo {
 	defer s.mu.Unlock()
 	ti, ok := s.tenants[name]
 	if !ok {
-		ti = &tenantInfo{}
+		ti = &tenantInfo{
+			mReceived:  s.m.received.WithLabelValues(name),
+			mSent:      s.m.sent.WithLabelValues(name),
+			mDropSlow:  s.m.dropped.WithLabelValues(name, "slow_client"),
+			mDropLarge: s.m.dropped.WithLabelValues(name, "too_large"),
+			mDropFull:  s.m.dropped.WithLabelValues(name, "queue_full"),
+		}
 		s.tenants[name] = ti
 	}
 	return ti

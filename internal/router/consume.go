@@ -35,6 +35,12 @@ type ConsumeOptions struct {
 	// only what it matches, as JMS selectors on topics do) and dropped on
 	// direct types. On queues a refused message is released for others.
 	Filter func(*message.Message) bool
+	// StoredCompanion (live topic-space subscriptions) says the caller also
+	// consumes this filter's stored messages through a durable consumer:
+	// the live consumer then does not listen on the stored (s.) subjects,
+	// so that a stored message is delivered once. It still gets durable
+	// messages that went out live because no stored consumer wanted them.
+	StoredCompanion bool
 }
 
 // Delivery is one message given to a consumer.
@@ -74,21 +80,28 @@ func (d *Delivery) Settle(o Outcome) {
 // Consumer receives messages from one address under credit: it is given at
 // most as many deliveries as credit it has been granted.
 type Consumer struct {
-	r       *Router
-	ts      *tenantState
-	tg      target
-	opts    ConsumeOptions
-	deliver func(*Delivery)
-	ctr     *addrCounters
-	typ     string                           // metrics label
-	out     prometheus.Counter               // metrics.out for this tenant and type, resolved once
-	settled [Modified + 1]prometheus.Counter // metrics.settled by outcome kind
+	r            *Router
+	ts           *tenantState
+	tg           target
+	opts         ConsumeOptions
+	deliver      func(*Delivery)
+	ctr          *addrCounters
+	typ          string                           // metrics label
+	out          prometheus.Counter               // metrics.out for this tenant and type, resolved once
+	settled      [Modified + 1]prometheus.Counter // metrics.settled by outcome kind
+	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
-	mu        sync.Mutex
-	credit    int                    // granted, not yet used; guarded by mu
-	closed    bool                   // guarded by mu
-	drainFn   func()                 // pending drain completion; guarded by mu
-	unsettled map[*Delivery]struct{} // guarded by mu
+	mu         sync.Mutex
+	credit     int                    // granted, not yet used; guarded by mu
+	maxCredit  int                    // largest credit held; guarded by mu
+	congested  bool                   // live topic-space consumer low on credit (interest.go); guarded by mu
+	stuck      bool                   // was congested for maxCongested: no longer counted until credit recovers; guarded by mu
+	congGen    uint64                 // bumped on each congestion start; guarded by mu
+	queued     int                    // messages waiting in the engine client at the last live delivery; guarded by mu
+	lastCredit time.Time              // last AddCredit while congested; guarded by mu
+	closed     bool                   // guarded by mu
+	drainFn    func()                 // pending drain completion; guarded by mu
+	unsettled  map[*Delivery]struct{} // guarded by mu
 
 	// pull consumers (stored types)
 	stream, cons string
@@ -135,6 +148,7 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 		c.typ = "topicspace"
 	}
 	c.out = r.metrics.out.WithLabelValues(ts.name, c.typ)
+	c.dropNoCredit = r.metrics.dropped.WithLabelValues(ts.name, "no_credit")
 	for k := range c.settled {
 		c.settled[k] = r.metrics.settled.WithLabelValues(ts.name, OutcomeKind(k).String())
 	}
@@ -161,7 +175,11 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 		// Live topic-space subscription: non-durable and durable
 		// publishes, and defined topics under the same names.
 		var subjects []string
-		for _, p := range []string{"t", "s", "d"} {
+		prefixes := []string{"t", "s", "d"}
+		if opts.StoredCompanion {
+			prefixes = []string{"t", "d"}
+		}
+		for _, p := range prefixes {
 			subjects = append(subjects, address.FilterSubjects(p, name)...)
 		}
 		err = c.startLive(subjects)
@@ -194,8 +212,23 @@ func (c *Consumer) AddCredit(n int) {
 		return
 	}
 	c.credit += n
+	c.maxCredit = max(c.maxCredit, c.credit)
+	if c.congested {
+		c.lastCredit = time.Now()
+	}
+	var release func()
+	if c.caughtUpLocked() {
+		c.stuck = false
+		if c.congested {
+			c.congested = false
+			release = c.ts.cong.set(false)
+		}
+	}
 	c.pumpLocked(false)
 	c.mu.Unlock()
+	if release != nil {
+		release()
+	}
 }
 
 // Credit returns the unused credit.
@@ -232,11 +265,19 @@ func (c *Consumer) Close() {
 		return
 	}
 	c.closed = true
+	var release func()
+	if c.congested {
+		c.congested = false
+		release = c.ts.cong.set(false)
+	}
 	unsettled := c.unsettled
 	c.unsettled = nil
 	drain := c.drainFn
 	c.drainFn = nil
 	c.mu.Unlock()
+	if release != nil {
+		release()
+	}
 	for d := range unsettled {
 		d.Settle(Outcome{Kind: Released})
 	}
@@ -333,11 +374,73 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 	}
 	if c.credit <= 0 {
 		c.mu.Unlock()
-		c.r.metrics.dropped.WithLabelValues(c.ts.name, "no_credit").Inc()
+		c.dropNoCredit.Inc()
 		return
 	}
 	c.credit--
+	var release func()
+	if c.tg.space {
+		// Behind: little credit left, or many messages queued in the
+		// engine client for this subscription (already acknowledged to
+		// their producers, so they count as much as used credit).
+		if msg.Sub != nil {
+			c.queued, _, _ = msg.Sub.Pending()
+		}
+		behind := c.credit < c.maxCredit/4 || c.queued > liveQueuedHigh
+		switch {
+		case behind && !c.congested && !c.stuck:
+			c.congested = true
+			c.ts.cong.set(true)
+			c.congGen++
+			c.lastCredit = time.Now()
+			gen := c.congGen
+			time.AfterFunc(maxCongested, func() { c.unstick(gen) })
+		case c.congested && c.caughtUpLocked():
+			c.congested = false
+			release = c.ts.cong.set(false)
+		}
+	}
+	if release != nil {
+		c.mu.Unlock()
+		release()
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return
+		}
+	}
 	c.giveUnlock(&Delivery{Message: m, Address: name, Count: 1})
+}
+
+// liveQueuedHigh is how many messages may wait in the engine client for
+// a live topic-space consumer before it counts as behind (interest.go).
+const liveQueuedHigh = 512
+
+// caughtUpLocked: a congested consumer has recovered. c.mu held.
+func (c *Consumer) caughtUpLocked() bool {
+	return c.credit >= c.maxCredit/2 && c.queued <= liveQueuedHigh/2
+}
+
+// unstick stops counting a congested consumer that has granted no credit
+// for maxCongested: it is not behind but stalled, and producers are not
+// held for it any longer; what it cannot take is dropped as before. One
+// that makes progress, however slowly, keeps holding them.
+func (c *Consumer) unstick(gen uint64) {
+	c.mu.Lock()
+	var release func()
+	if c.congested && c.congGen == gen {
+		if idle := time.Since(c.lastCredit); idle < maxCongested {
+			time.AfterFunc(maxCongested-idle, func() { c.unstick(gen) })
+			c.mu.Unlock()
+			return
+		}
+		c.congested, c.stuck = false, true
+		release = c.ts.cong.set(false)
+	}
+	c.mu.Unlock()
+	if release != nil {
+		release()
+	}
 }
 
 // ---- anycast
@@ -419,7 +522,13 @@ func (r *Router) ensureSubscription(ctx context.Context, ts *tenantState, tg tar
 		filters = address.FilterSubjects("s", topic)
 	}
 	stream, cname := subscriptionConsumer(tg)
-	return r.ensureDurable(ctx, ts, stream, cname, tg.subName, filters, ConsumeOptions{})
+	if err := r.ensureDurable(ctx, ts, stream, cname, tg.subName, filters, ConsumeOptions{}); err != nil {
+		return err
+	}
+	if tg.topicDef == nil {
+		ts.addInterest(filters)
+	}
+	return nil
 }
 
 func (r *Router) ensureDurable(ctx context.Context, ts *tenantState, stream, cname, subName string, filters []string, opts ConsumeOptions) error {
@@ -492,6 +601,9 @@ func (c *Consumer) startTopic(ctx context.Context) error {
 		if err := c.r.ensureDurable(ctx, c.ts, stream, cname, subName, filters, c.opts); err != nil {
 			return err
 		}
+		if c.tg.space {
+			c.ts.addInterest(filters)
+		}
 		return c.startPull(stream, cname)
 	}
 	cc := jetstream.ConsumerConfig{
@@ -514,6 +626,9 @@ func (c *Consumer) startTopic(ctx context.Context) error {
 		return fmt.Errorf("router: subscribe %q: %w", c.tg.name, err)
 	}
 	c.ephemeral = true
+	if c.tg.space {
+		c.ts.addInterest(filters)
+	}
 	return c.startPull(stream, cons.CachedInfo().Name)
 }
 

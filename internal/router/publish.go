@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -65,6 +66,8 @@ type Producer struct {
 	subject string             // engine subject for this address
 	stored  bool               // JetStream publish (PubAck) rather than core
 	in      prometheus.Counter // metrics.in for this tenant and type, resolved once
+
+	interestCache atomic.Uint64 // generation<<1 | stored interest (see storedInterest)
 }
 
 // Producer resolves an address for publishing: a defined address, a
@@ -134,13 +137,23 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	case p.stored:
 		p.publishStored(p.subject, m, done)
 	case p.tg.space && m.Durable:
-		// Durable topic-space messages are stored for durable
-		// subscribers; live subscribers see them on the s. subject too.
+		// Durable topic-space messages are stored when a stored consumer
+		// (durable subscription, share group, replay) wants them; live
+		// subscribers see them on the s. subject too. Without such
+		// interest they go out live, still marked durable (interest.go).
 		if err := p.r.ensureTopicSpace(context.Background(), p.ts); err != nil {
 			done(Outcome{}, err)
 			return
 		}
-		p.publishStored(address.Subject("s", p.tg.name), m, done)
+		if p.storedInterest() {
+			p.publishStored(address.Subject("s", p.tg.name), m, done)
+			return
+		}
+		if err := p.ts.nc.Publish(p.subject, m.Marshal()); err != nil {
+			done(Outcome{}, fmt.Errorf("router: publish: %w", err))
+			return
+		}
+		p.ts.cong.hold(done)
 	default:
 		if err := p.ts.nc.Publish(p.subject, m.Marshal()); err != nil {
 			done(Outcome{}, fmt.Errorf("router: publish: %w", err))
@@ -148,6 +161,22 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 		}
 		done(Outcome{Kind: Accepted}, nil)
 	}
+}
+
+// storedInterest reports whether a stored consumer's filter matches this
+// topic-space name; the answer is cached per generation of the set.
+func (p *Producer) storedInterest() bool {
+	gen := p.ts.interest.gen.Load()
+	if c := p.interestCache.Load(); c != 0 && c>>1 == gen {
+		return c&1 == 1
+	}
+	match := p.ts.interest.match(address.Subject("s", p.tg.name))
+	c := gen << 1
+	if match {
+		c |= 1
+	}
+	p.interestCache.Store(c)
+	return match
 }
 
 // PublishSync publishes and waits for the outcome.

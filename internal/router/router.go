@@ -105,6 +105,9 @@ type tenantState struct {
 	streams   map[string]bool          // stream names known to exist; guarded by mu
 	counters  map[string]*addrCounters // by address name; guarded by mu
 	consumers map[*Consumer]struct{}   // open consumers; guarded by mu
+
+	interest storedInterest // stored consumers' filters in the topic space (interest.go)
+	cong     congestion     // live consumers behind on credit (interest.go)
 }
 
 type addrCounters struct {
@@ -175,6 +178,7 @@ func (t *tenantState) close() {
 	for _, c := range cs {
 		c.Close()
 	}
+	t.stopInterest()
 	t.mux.close()
 	t.nc.Close()
 }
@@ -418,7 +422,7 @@ func (r *Router) ensureTopicSpace(ctx context.Context, ts *tenantState) error {
 	ok := ts.streams[topicSpaceStream]
 	ts.mu.Unlock()
 	if ok {
-		return nil
+		return ts.loadInterest(ctx)
 	}
 	sc := jetstream.StreamConfig{
 		Name:        topicSpaceStream,
@@ -439,7 +443,7 @@ func (r *Router) ensureTopicSpace(ctx context.Context, ts *tenantState) error {
 	ts.mu.Lock()
 	ts.streams[topicSpaceStream] = true
 	ts.mu.Unlock()
-	return nil
+	return ts.loadInterest(ctx)
 }
 
 // ---- administration

@@ -1,0 +1,326 @@
+package router
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Stored interest in the topic space.
+//
+// A durable (QoS ≥ 1, AMQP durable) topic-space message only needs the
+// engine's store when a stored consumer — a durable subscription, a
+// `$share` group, a replaying subscriber — has a filter matching its
+// name: live subscribers get it from core NATS either way. Storing every
+// such message cost one JetStream write (and a wait for its
+// acknowledgement) per publish, which capped MQTT QoS 1 at the engine's
+// store rate. So each node keeps the filter subjects of the TOPICSPACE
+// consumers of a tenant, and a durable publish with no matching filter
+// goes out live on `t.<name>` (still marked durable, so receivers see its
+// QoS), acknowledged at once.
+//
+// The set is the engine's consumer list of TOPICSPACE, read when the topic
+// space is first used, re-read every interestRefresh and whenever a node
+// signals a change on interestSubject. A consumer created on this node is
+// added at once, before Consume returns, so a subscriber never misses a
+// message published on its own node after it subscribed. On another node
+// it counts from that node's next refresh (normally the signal's round
+// trip, well under a millisecond in a cluster; at most interestRefresh):
+// a message published there in between reaches the subscriber live if it
+// is connected, and is not stored for it otherwise. Stale entries (deleted
+// consumers) only cost storing messages nobody reads until the refresh.
+const (
+	interestSubject = "_throng.router.interest"
+	interestRefresh = 10 * time.Second
+)
+
+type storedInterest struct {
+	gen atomic.Uint64 // bumped on every change; Producers cache their answer per generation
+
+	mu      sync.Mutex
+	filters [][]string           // tokenized filter subjects; guarded by mu
+	all     bool                 // a consumer without a filter; guarded by mu
+	local   map[string]time.Time // filters added on this node, and when; guarded by mu
+	loaded  bool                 // guarded by mu
+	stop    func()               // ends the refresher; guarded by mu
+	kick    chan struct{}
+}
+
+// match reports whether a stored consumer's filter matches subject.
+func (si *storedInterest) match(subject string) bool {
+	toks := splitSubject(subject)
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	if si.all {
+		return true
+	}
+	for _, f := range si.filters {
+		if subjectMatch(f, toks) {
+			return true
+		}
+	}
+	return false
+}
+
+// hasLocked reports whether filter f is in the set as it is. si.mu held.
+func (si *storedInterest) hasLocked(f string) bool {
+	for _, g := range si.filters {
+		if strings.Join(g, ".") == f {
+			return true
+		}
+	}
+	return false
+}
+
+// subjectMatch is NATS subject matching: "*" matches one token, ">" the
+// rest (one token or more).
+func subjectMatch(filter, toks []string) bool {
+	for i, f := range filter {
+		if f == ">" {
+			return len(toks) > i
+		}
+		if i >= len(toks) || (f != "*" && f != toks[i]) {
+			return false
+		}
+	}
+	return len(filter) == len(toks)
+}
+
+// addInterest registers the filters of a consumer just created (or
+// resumed) on this node and, if they are new, tells the other nodes to
+// re-read the set.
+func (t *tenantState) addInterest(filters []string) {
+	si := &t.interest
+	now := time.Now()
+	si.mu.Lock()
+	if si.local == nil {
+		si.local = map[string]time.Time{}
+	}
+	changed := false
+	if len(filters) == 0 && !si.all {
+		si.all, changed = true, true
+	}
+	for _, f := range filters {
+		if _, ok := si.local[f]; !ok && !si.hasLocked(f) {
+			si.filters = append(si.filters, splitSubject(f))
+			changed = true
+		}
+		si.local[f] = now
+	}
+	si.mu.Unlock()
+	if !changed {
+		return
+	}
+	si.gen.Add(1)
+	_ = t.nc.Publish(interestSubject, nil)
+}
+
+// loadInterest reads the set for the first time and starts the refresher
+// (called once the TOPICSPACE stream exists).
+func (t *tenantState) loadInterest(ctx context.Context) error {
+	si := &t.interest
+	si.mu.Lock()
+	loaded := si.loaded
+	si.mu.Unlock()
+	if loaded {
+		return nil
+	}
+	if err := t.refreshInterest(ctx); err != nil {
+		return err
+	}
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	if si.loaded {
+		return nil
+	}
+	si.loaded = true
+	si.kick = make(chan struct{}, 1)
+	sub, err := t.nc.Subscribe(interestSubject, func(*nats.Msg) {
+		select {
+		case si.kick <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	si.stop = func() { cancel(); _ = sub.Unsubscribe() }
+	go func() {
+		tk := time.NewTicker(interestRefresh)
+		defer tk.Stop()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-tk.C:
+			case <-si.kick:
+			}
+			c, cancel := context.WithTimeout(rctx, 10*time.Second)
+			_ = t.refreshInterest(c) // on error the old set stays
+			cancel()
+		}
+	}()
+	return nil
+}
+
+// refreshInterest replaces the set with the engine's consumer list, keeping
+// filters added on this node since the listing began (the listing may
+// predate their consumer).
+func (t *tenantState) refreshInterest(ctx context.Context) error {
+	began := time.Now()
+	var filters [][]string
+	all := false
+	st, err := t.js.Stream(ctx, topicSpaceStream)
+	if err != nil {
+		return err
+	}
+	lister := st.ListConsumers(ctx)
+	for ci := range lister.Info() {
+		fs := ci.Config.FilterSubjects
+		if ci.Config.FilterSubject != "" {
+			fs = append(fs, ci.Config.FilterSubject)
+		}
+		if len(fs) == 0 {
+			all = true
+		}
+		for _, f := range fs {
+			filters = append(filters, splitSubject(f))
+		}
+	}
+	if err := lister.Err(); err != nil {
+		return err
+	}
+	si := &t.interest
+	si.mu.Lock()
+	for f, at := range si.local {
+		if at.Before(began.Add(-time.Minute)) {
+			delete(si.local, f) // long since visible in the listing
+			continue
+		}
+		if !at.Before(began) {
+			filters = append(filters, splitSubject(f))
+		}
+	}
+	si.filters, si.all = filters, all
+	si.mu.Unlock()
+	si.gen.Add(1)
+	return nil
+}
+
+func (t *tenantState) stopInterest() {
+	si := &t.interest
+	si.mu.Lock()
+	stop := si.stop
+	si.stop = nil
+	si.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+}
+
+// ---- back-pressure for live durable messages
+
+// Durable messages that go out live are acknowledged at once, so nothing
+// would slow their producers when a live subscriber falls behind: its
+// credit runs out and the router drops (counted) what it cannot take. To
+// avoid that, a live consumer whose credit falls below a quarter of its
+// largest grant marks the tenant congested (on this node), and the
+// outcome of a live durable publish is then held until no consumer of the
+// tenant on this node is congested, or for at most maxHold. Producers with
+// a bounded window (MQTT receive maximum, AMQP credit) slow down to what
+// the subscribers take; QoS 0 / pre-settled publishes are never held. The
+// same back-pressure RabbitMQ's credit flow and the NATS server's
+// producer stall apply. No acknowledgement is held longer than maxHold, so
+// a subscriber slower than its producers' windows per maxHold still loses
+// (counted) what exceeds its credit.
+//
+// A congested consumer that grants no credit for maxCongested is taken as
+// stalled rather than behind (an AMQP receiver that stopped granting
+// credit, a client that stopped reading) and no longer counts until its
+// credit recovers, so one stalled consumer delays others'
+// acknowledgements for at most that long.
+const (
+	maxHold      = 500 * time.Millisecond
+	maxCongested = time.Second
+)
+
+type heldOutcome struct {
+	done func(Outcome, error)
+	at   time.Time
+}
+
+type congestion struct {
+	n     atomic.Int64 // congested live consumers
+	mu    sync.Mutex
+	held  []heldOutcome // guarded by mu
+	timer *time.Timer   // guarded by mu
+}
+
+// hold calls done with Accepted now, or once the tenant is no longer
+// congested (at most maxHold later).
+func (cg *congestion) hold(done func(Outcome, error)) {
+	if cg.n.Load() == 0 {
+		done(Outcome{Kind: Accepted}, nil)
+		return
+	}
+	cg.mu.Lock()
+	cg.held = append(cg.held, heldOutcome{done: done, at: time.Now()})
+	if cg.timer == nil {
+		cg.timer = time.AfterFunc(maxHold, cg.expire)
+	}
+	cg.mu.Unlock()
+}
+
+// release completes every held outcome (the tenant is no longer congested).
+func (cg *congestion) release() {
+	cg.mu.Lock()
+	held := cg.held
+	cg.held = nil
+	cg.mu.Unlock()
+	for _, h := range held {
+		h.done(Outcome{Kind: Accepted}, nil)
+	}
+}
+
+// expire completes outcomes held for maxHold and re-arms the timer for
+// the rest.
+func (cg *congestion) expire() {
+	now := time.Now()
+	cg.mu.Lock()
+	i := 0
+	for i < len(cg.held) && now.Sub(cg.held[i].at) >= maxHold {
+		i++
+	}
+	due := cg.held[:i:i]
+	cg.held = cg.held[i:]
+	if len(cg.held) > 0 {
+		cg.timer = time.AfterFunc(maxHold-now.Sub(cg.held[0].at), cg.expire)
+	} else {
+		cg.held = nil
+		cg.timer = nil
+	}
+	cg.mu.Unlock()
+	for _, h := range due {
+		h.done(Outcome{Kind: Accepted}, nil)
+	}
+}
+
+// setCongested records a consumer's transition (c.mu held by the caller;
+// the release of held outcomes happens outside it via the returned func).
+func (cg *congestion) set(on bool) func() {
+	if on {
+		cg.n.Add(1)
+		return nil
+	}
+	if cg.n.Add(-1) == 0 {
+		return cg.release
+	}
+	return nil
+}
+
+func splitSubject(s string) []string { return strings.Split(s, ".") }

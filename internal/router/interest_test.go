@@ -1,0 +1,173 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/throngmq/throng/internal/engine"
+	"github.com/throngmq/throng/internal/message"
+)
+
+// topicSpaceCount is the number of messages the engine stored in the
+// tenant's topic space.
+func topicSpaceCount(t *testing.T, e *env, ten string) uint64 {
+	t.Helper()
+	nc, err := e.eng.Connect(engine.AccountFor(ten))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctxT(t), topicSpaceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+func TestTopicSpaceStoresOnlyForStoredInterest(t *testing.T) {
+	e := newEnv(t)
+	_, live := consume(t, e.r, "default", "plant/#", ConsumeOptions{}, 100)
+
+	// No stored consumer: the durable message goes out live, unstored.
+	publish(t, e.r, "default", "plant/a", "a")
+	if d := live.next(t); string(d.Message.Body) != "a" || !d.Message.Durable || !d.PreSettled() {
+		t.Fatalf("live got %q durable=%v", d.Message.Body, d.Message.Durable)
+	}
+	if n := topicSpaceCount(t, e, "default"); n != 0 {
+		t.Fatalf("stored %d messages without a stored consumer", n)
+	}
+
+	// A durable subscription makes matching durable messages stored; the
+	// live consumer still gets one copy.
+	_, dur := consume(t, e.r, "default", "plant/+", ConsumeOptions{Durable: "d1"}, 100)
+	_, comp := consume(t, e.r, "default", "plant/#", ConsumeOptions{StoredCompanion: true}, 100)
+	publish(t, e.r, "default", "plant/b", "b")
+	if d := dur.next(t); string(d.Message.Body) != "b" {
+		t.Fatalf("durable got %q", d.Message.Body)
+	}
+	if d := live.next(t); string(d.Message.Body) != "b" {
+		t.Fatalf("live got %q", d.Message.Body)
+	}
+	live.none(t, 50*time.Millisecond)
+	if n := topicSpaceCount(t, e, "default"); n != 1 {
+		t.Fatalf("stored %d messages, want 1", n)
+	}
+	// The stored companion does not see stored messages (its durable
+	// does), but sees what went out live: a QoS 0 message, and a durable
+	// one no stored filter matches (plant/x/y is outside plant/+).
+	comp.none(t, 50*time.Millisecond)
+	if _, err := e.r.Publish(ctxT(t), "default", "plant/c", &message.Message{Body: []byte("c")}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, e.r, "default", "plant/x/y", "deep")
+	for _, want := range []string{"c", "deep"} {
+		if d := comp.next(t); string(d.Message.Body) != want {
+			t.Fatalf("companion got %q want %q", d.Message.Body, want)
+		}
+	}
+	if n := topicSpaceCount(t, e, "default"); n != 1 {
+		t.Fatalf("stored %d messages, want 1", n)
+	}
+}
+
+// TestStoredInterestAcrossNodes: a durable subscription created through
+// one router (node) makes another node store matching messages once the
+// change signal has reached it.
+func TestStoredInterestAcrossNodes(t *testing.T) {
+	e := newEnv(t)
+	other, err := New(context.Background(), Config{Engine: e.eng, Store: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+
+	publish(t, e.r, "default", "line/1", "before") // loads node A's (empty) set
+	_, dur := consume(t, other, "default", "line/#", ConsumeOptions{Durable: "b"}, 1000)
+	deadline := time.Now().Add(interestRefresh / 2) // the signal, not the periodic refresh
+	i := 0
+	for topicSpaceCount(t, e, "default") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("node A never stored for node B's durable subscription")
+		}
+		i++
+		publish(t, e.r, "default", "line/1", fmt.Sprint(i))
+		time.Sleep(time.Millisecond)
+	}
+	if d := dur.next(t); d.Message.Body == nil || d.Sequence == 0 {
+		t.Fatalf("durable got %q seq %d", d.Message.Body, d.Sequence)
+	}
+}
+
+func TestSubjectMatch(t *testing.T) {
+	for _, c := range []struct {
+		filter, subject string
+		want            bool
+	}{
+		{"s.a.b", "s.a.b", true},
+		{"s.a.*", "s.a.b", true},
+		{"s.a.*", "s.a", false},
+		{"s.a.*", "s.a.b.c", false},
+		{"s.a.>", "s.a.b.c", true},
+		{"s.a.>", "s.a", false},
+		{"s.>", "s.x", true},
+		{"s.a", "s.a.b", false},
+		{"s.*.c", "s.b.c", true},
+	} {
+		if got := subjectMatch(splitSubject(c.filter), splitSubject(c.subject)); got != c.want {
+			t.Errorf("subjectMatch(%q, %q) = %v", c.filter, c.subject, got)
+		}
+	}
+}
+
+// TestCongestionHold: outcomes of live durable publishes wait while a
+// consumer is congested and complete when it recovers, or after maxHold.
+func TestCongestionHold(t *testing.T) {
+	var cg congestion
+	got := make(chan struct{}, 10)
+	done := func(o Outcome, err error) {
+		if err != nil || o.Kind != Accepted {
+			t.Errorf("outcome %v %v", o, err)
+		}
+		got <- struct{}{}
+	}
+	cg.hold(done) // not congested: at once
+	select {
+	case <-got:
+	default:
+		t.Fatal("held without congestion")
+	}
+	cg.set(true)
+	cg.hold(done)
+	select {
+	case <-got:
+		t.Fatal("not held while congested")
+	default:
+	}
+	if release := cg.set(false); release != nil {
+		release()
+	}
+	select {
+	case <-got:
+	default:
+		t.Fatal("not released on recovery")
+	}
+	cg.set(true)
+	cg.hold(done)
+	select {
+	case <-got: // by the maxHold timer
+	case <-time.After(10 * time.Second):
+		t.Fatal("held beyond maxHold")
+	}
+}
