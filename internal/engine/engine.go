@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -61,6 +62,7 @@ type Engine struct {
 
 	mu       sync.Mutex
 	accounts map[string]*server.Account // guarded by mu
+	peers    map[string]*atomic.Int64   // live peers by account (JoinPeers); guarded by mu
 }
 
 // ErrNotRunning is returned by Connect after Shutdown.
@@ -75,7 +77,7 @@ func Start(cfg Config) (*Engine, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	e := &Engine{secret: hex.EncodeToString(secret), accounts: map[string]*server.Account{}}
+	e := &Engine{secret: hex.EncodeToString(secret), accounts: map[string]*server.Account{}, peers: map[string]*atomic.Int64{}}
 	opts := &server.Options{
 		ServerName: "throng",
 		// No network listener: every client is in-process.
@@ -110,6 +112,28 @@ func Start(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// JoinPeers registers one more node exchanging live (core, unstored)
+// messages in the account through this engine, and returns a function
+// counting them and one to leave. A router publishes its live messages to
+// the engine only when it has peers: its own consumers get them directly,
+// and the engine's interest count cannot tell its subscriptions from
+// another node's (Account.Interest stops at the first match). Today an
+// engine is standalone, so the peers are the routers sharing it (tests
+// run several); an engine joined to a cluster must count the other nodes
+// as peers too.
+func (e *Engine) JoinPeers(account string) (count func() int, leave func()) {
+	e.mu.Lock()
+	n, ok := e.peers[account]
+	if !ok {
+		n = new(atomic.Int64)
+		e.peers[account] = n
+	}
+	e.mu.Unlock()
+	n.Add(1)
+	var once sync.Once
+	return func() int { return int(n.Load()) }, func() { once.Do(func() { n.Add(-1) }) }
 }
 
 // EnsureAccount registers the named account (if needed) and enables

@@ -116,7 +116,8 @@ type Consumer struct {
 	nextReq     uint64    // guarded by mu
 	maxDeliver  int
 
-	subs []*nats.Subscription
+	subs    []*nats.Subscription
+	indexed bool // in the tenant's live index (local.go); set before Consume returns
 }
 
 // Consume attaches a consumer to an address. deliver is called for each
@@ -281,6 +282,9 @@ func (c *Consumer) Close() {
 	for d := range unsettled {
 		d.Settle(Outcome{Kind: Released})
 	}
+	if c.indexed {
+		c.ts.index.remove(c)
+	}
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
 	}
@@ -334,14 +338,33 @@ func (c *Consumer) countSettle(o Outcome) {
 // ---- live (core) subscriptions: multicast and topic space
 
 func (c *Consumer) startLive(subjects []string) error {
+	var local []string
 	for _, s := range subjects {
-		sub, err := c.ts.nc.Subscribe(s, c.onLive)
+		nc := c.ts.nc
+		if strings.HasPrefix(s, "t.") {
+			// Live publishes: this node's own come through the index
+			// (local.go), other nodes' through the NoEcho connection.
+			nc = c.ts.live
+			local = append(local, s)
+		}
+		sub, err := nc.Subscribe(s, c.onLive)
 		if err != nil {
 			return err
 		}
 		// A slow consumer drops (at-most-once) instead of growing memory.
 		_ = sub.SetPendingLimits(65536, 64<<20)
 		c.subs = append(c.subs, sub)
+	}
+	if len(local) > 0 {
+		// Registered with the engine when Consume returns, so that a
+		// message another router publishes afterwards reaches it.
+		if err := c.ts.live.Flush(); err != nil {
+			return err
+		}
+		for _, s := range local {
+			c.ts.index.add(c, s)
+		}
+		c.indexed = true
 	}
 	return nil
 }
@@ -351,18 +374,30 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 	if err != nil {
 		return
 	}
+	name := c.tg.name
+	if i := strings.IndexByte(msg.Subject, '.'); i > 0 {
+		if n, err := address.NameFromSubject(msg.Subject[:i], msg.Subject); err == nil {
+			name = n
+		}
+	}
+	queued := 0
+	if msg.Sub != nil {
+		queued, _, _ = msg.Sub.Pending()
+	}
+	c.take(m, name, queued)
+}
+
+// take delivers a live message published to name, if the consumer has
+// credit. queued is how many messages wait in the engine client for this
+// consumer (-1: not known, a local delivery). m is shared with other
+// consumers and must not be modified.
+func (c *Consumer) take(m *message.Message, name string, queued int) {
 	if m.Expired(time.Now()) {
 		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
 		return
 	}
 	if c.opts.Filter != nil && !c.opts.Filter(m) {
 		return
-	}
-	name := c.tg.name
-	if i := strings.IndexByte(msg.Subject, '.'); i > 0 {
-		if n, err := address.NameFromSubject(msg.Subject[:i], msg.Subject); err == nil {
-			name = n
-		}
 	}
 	if c.tg.space && strings.HasPrefix(name, "$") && !strings.HasPrefix(c.tg.name, "$") {
 		return // MQTT: wildcards at the first level do not match $-names
@@ -383,8 +418,8 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 		// Behind: little credit left, or many messages queued in the
 		// engine client for this subscription (already acknowledged to
 		// their producers, so they count as much as used credit).
-		if msg.Sub != nil {
-			c.queued, _, _ = msg.Sub.Pending()
+		if queued >= 0 {
+			c.queued = queued
 		}
 		behind := c.credit < c.maxCredit/4 || c.queued > liveQueuedHigh
 		switch {

@@ -171,3 +171,47 @@ func TestCongestionHold(t *testing.T) {
 		t.Fatal("held beyond maxHold")
 	}
 }
+
+// TestLiveAcrossNodes: live messages reach this node's consumers through
+// the local index and other nodes' through the engine, each exactly once.
+func TestLiveAcrossNodes(t *testing.T) {
+	e := newEnv(t)
+	other, err := New(context.Background(), Config{Engine: e.eng, Store: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_, ca := consume(t, e.r, "default", "room/#", ConsumeOptions{}, 100)
+	_, cb := consume(t, other, "default", "room/+", ConsumeOptions{}, 100)
+	_, ma := consume(t, e.r, "default", "room/1", ConsumeOptions{}, 100) // exact name
+	for _, p := range []struct {
+		r    *Router
+		name string
+	}{{e.r, "room/1"}, {other, "room/1"}, {e.r, "room/2"}} {
+		if _, err := p.r.Publish(ctxT(t), "default", p.name, &message.Message{Body: []byte(p.name)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range []struct {
+		col  *collector
+		want []string
+	}{{ca, []string{"room/1", "room/1", "room/2"}}, {cb, []string{"room/1", "room/1", "room/2"}}, {ma, []string{"room/1", "room/1"}}} {
+		got := map[string]int{}
+		for range c.want {
+			select {
+			case d := <-c.col.ch:
+				got[d.Address]++
+			case <-time.After(10 * time.Second):
+				t.Fatalf("consumer %d got only %v", i, got)
+			}
+		}
+		want := map[string]int{}
+		for _, w := range c.want {
+			want[w]++
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("got %v want %v", got, want)
+		}
+		c.col.none(t, 50*time.Millisecond)
+	}
+}

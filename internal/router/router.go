@@ -106,6 +106,11 @@ type tenantState struct {
 	counters  map[string]*addrCounters // by address name; guarded by mu
 	consumers map[*Consumer]struct{}   // open consumers; guarded by mu
 
+	live  *nats.Conn // NoEcho connection for live (t.) publishes and subscriptions (local.go)
+	index liveIndex  // this node's live consumers by t.-subject filter (local.go)
+	peers func() int // nodes exchanging live messages in the account, this one included
+	leave func()
+
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 	cong     congestion     // live consumers behind on credit (interest.go)
 }
@@ -180,7 +185,9 @@ func (t *tenantState) close() {
 	}
 	t.stopInterest()
 	t.mux.close()
+	t.leave()
 	t.nc.Close()
+	t.live.Close()
 }
 
 // tenant returns the state of a stored tenant, connecting to its account
@@ -216,22 +223,30 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 	if err != nil {
 		return nil, err
 	}
+	live, err := r.eng.Connect(acc, nats.Name("router-live/"+name), nats.NoEcho())
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
+		live.Close()
 		return nil, err
 	}
 	mux, err := newReplyMux(nc)
 	if err != nil {
 		nc.Close()
+		live.Close()
 		return nil, err
 	}
 	ts = &tenantState{
-		name: name, nc: nc, js: js, mux: mux,
+		name: name, nc: nc, live: live, js: js, mux: mux,
 		streams:   map[string]bool{},
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},
 	}
+	ts.peers, ts.leave = r.eng.JoinPeers(acc)
 	r.tenants[name] = ts
 	return ts, nil
 }
