@@ -47,6 +47,16 @@ func (s *Schedule) Due(i int64) time.Time {
 // time. It returns ctx's error when ctx ends first.
 func (s *Schedule) Next(ctx context.Context) (intended time.Time, err error) {
 	if s.interval == 0 {
+		// Unpaced senders still start together at start: the run's
+		// duration is measured from it (a fast broker can finish a short
+		// run within the few milliseconds before it).
+		if s.next == 0 {
+			if d := s.start.Sub(s.now()); d > 0 {
+				if err := s.sleep(ctx, d); err != nil {
+					return time.Time{}, err
+				}
+			}
+		}
 		s.next++
 		return s.now(), ctx.Err()
 	}

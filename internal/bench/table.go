@@ -82,6 +82,48 @@ var metrics = map[string][]metric{
 	},
 }
 
+// A target is a DESIGN.md §9 performance target for one (shape, metric)
+// of the baseline broker: a ratio against a peer, or an absolute bound.
+type target struct {
+	text     string
+	peer     string  // ratio target against this broker; "" for an absolute one
+	min, max float64 // met when the ratio or value is ≥ min (min > 0) or ≤ max (max > 0)
+}
+
+// targets are keyed "shape/metric name" with the shape names
+// scripts/bench-compare uses.
+var targets = map[string]target{
+	"qos0/delivered":         {text: "≥ 5× mosquitto", peer: "mosquitto", min: 5},
+	"qos1/delivered":         {text: "≥ 3× mosquitto", peer: "mosquitto", min: 3},
+	"fanout/delivered":       {text: "≥ 3× mosquitto", peer: "mosquitto", min: 3},
+	"latency/p99":            {text: "≤ 2 ms", max: 2},
+	"amqp-queue/delivered":   {text: "≥ 100,000 msg/s", min: 100000},
+	"amqp-anycast/delivered": {text: "≥ 150,000 msg/s", min: 150000},
+	"conns/memory":           {text: "≤ 2 KiB/conn", max: 2},
+	"conns/connect rate":     {text: "≥ 5,000 conn/s", min: 5000},
+}
+
+// targetCell says whether the baseline's median meets the row's target.
+func targetCell(t target, med map[string]float64, baseline string) string {
+	v, ok := med[baseline]
+	if !ok {
+		return t.text + ": not measured"
+	}
+	shown := formatValue(v)
+	if t.peer != "" {
+		pv, ok := med[t.peer]
+		if !ok || pv == 0 {
+			return t.text + ": not measured"
+		}
+		v = v / pv
+		shown = fmt.Sprintf("%.2f×", v)
+	}
+	if (t.min > 0 && v >= t.min) || (t.max > 0 && v <= t.max) {
+		return t.text + ": " + shown + ", met"
+	}
+	return t.text + ": " + shown + ", **not met**"
+}
+
 // WriteTable writes a markdown table of medians per (shape, broker) and
 // the ratio baseline/peer, from results labelled broker=...,shape=...
 // [,metric=...]. A result with mode "skip" marks a cell not applicable
@@ -123,11 +165,13 @@ func WriteTable(w io.Writer, results []Result, baseline string) error {
 	for _, p := range peers {
 		fmt.Fprintf(w, " %s / %s |", baseline, p)
 	}
+	fmt.Fprintf(w, " DESIGN.md §9 target (%s) |", baseline)
 	fmt.Fprintln(w)
 	fmt.Fprint(w, "|---|---|")
 	for range len(brokers) + len(peers) {
 		fmt.Fprint(w, "---:|")
 	}
+	fmt.Fprint(w, "---|")
 	fmt.Fprintln(w)
 
 	for _, shape := range shapes {
@@ -196,6 +240,11 @@ func WriteTable(w io.Writer, results []Result, baseline string) error {
 					continue
 				}
 				fmt.Fprintf(w, " %.2f× |", bv/pv)
+			}
+			if t, ok := targets[shape+"/"+m.name]; ok {
+				fmt.Fprintf(w, " %s |", targetCell(t, med, baseline))
+			} else {
+				fmt.Fprint(w, " — |")
 			}
 			fmt.Fprintln(w)
 		}
