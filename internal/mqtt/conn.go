@@ -58,24 +58,23 @@ type conn struct {
 	wDue     int64
 	wIn      bool
 
-	mu          sync.Mutex // guards the fields below; see lock order in server.go
-	subs        map[string]*subscription
-	inflight    map[uint16]*outMsg // server→client QoS 1/2 awaiting PUBACK/PUBREC/PUBCOMP
-	pending     []*outMsg          // deliveries waiting for the client's receive maximum
-	pendingLive int                // bytes of live (pre-settled) messages in pending
-	nextID      uint16
-	outAliases  map[string]uint16
-	inQoS2      map[uint16]struct{} // client→server QoS 2 ids received, PUBREL not yet
-	inFlightIn  int                 // client→server QoS 1/2 awaiting our ack
-	sessExpiry  uint32
-	persistent  bool
-	will        *will
-	x           *connExtra    // made on demand (extraLocked); never reset
-	discRC      int           // reason of the client's DISCONNECT; -1 none
-	kicked      byte          // reason the server disconnects with; 0 none
-	gone        bool          // cleanup started; deliveries are refused
-	ended       bool          // cleanup finished
-	endCh       chan struct{} // closed when ended; made on demand (closedCh)
+	mu         sync.Mutex // guards the fields below; see lock order in server.go
+	subs       map[string]*subscription
+	inflight   map[uint16]*outMsg // server→client QoS 1/2 awaiting PUBACK/PUBREC/PUBCOMP
+	pending    []*outMsg          // deliveries waiting for the client's receive maximum
+	nextID     uint16
+	outAliases map[string]uint16
+	inQoS2     map[uint16]struct{} // client→server QoS 2 ids received, PUBREL not yet
+	inFlightIn int                 // client→server QoS 1/2 awaiting our ack
+	sessExpiry uint32
+	persistent bool
+	will       *will
+	x          *connExtra    // made on demand (extraLocked); never reset
+	discRC     int           // reason of the client's DISCONNECT; -1 none
+	kicked     byte          // reason the server disconnects with; 0 none
+	gone       bool          // cleanup started; deliveries are refused
+	ended      bool          // cleanup finished
+	endCh      chan struct{} // closed when ended; made on demand (closedCh)
 
 	wmu      sync.Mutex // guards the write queue
 	wq       []wItem
@@ -106,6 +105,8 @@ type connExtra struct {
 	dropped   bool                // the stored session is being deleted: no more writes
 	resume    map[outKey]uint16   // ids of messages the previous connection left unacknowledged (persist.go)
 	resumeIDs map[uint16]struct{} // the ids in resume, not to be reused meanwhile
+
+	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
 }
 
 // extraLocked returns the connection's connExtra, making it. c.mu held.
@@ -530,7 +531,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 			return c.refuse(v, rcBadCredentials, "bad user name or password", "bad_credentials")
 		}
 	case s.cfg.AllowAnonymous && c.ip != nil && c.ip.IsLoopback():
-		p = auth.Anonymous(tenant.Default)
+		p = s.anonymous // shared: anonymous permissions do not name ${client_id}
 	default:
 		return c.refuse(v, rcNotAuthorized, "anonymous access not allowed", "not_authorized")
 	}
@@ -549,7 +550,9 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	c.key = c.tenant + "\x00" + c.clientID
 	// Share the key's bytes rather than keep the CONNECT packet alive.
 	c.clientID = c.key[len(c.tenant)+1:]
-	p.ClientID = c.clientID
+	if p != s.anonymous {
+		p.ClientID = c.clientID // for ${client_id} in permissions
+	}
 
 	ti := s.tenantInfo(c.tenant)
 	if t, ok := s.cfg.Store.Tenant(c.tenant); !ok {

@@ -366,14 +366,15 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 			// A live QoS 1/2 message waiting for the client's receive
 			// maximum: bounded in bytes as well as by the credit window.
 			size := len(m.Body) + len(d.Address)
-			if c.pendingLive+size > maxPendingLiveBytes {
+			x := c.extraLocked()
+			if x.pendingLive+size > maxPendingLiveBytes {
 				post := ref.usedLocked(d)
 				c.mu.Unlock()
 				c.ti.mDropFull.Inc()
 				go post()
 				return
 			}
-			c.pendingLive += size
+			x.pendingLive += size
 			om.liveSize = size
 		}
 		c.pending = append(c.pending, om)
@@ -553,7 +554,9 @@ func (c *conn) finishLocked(id uint16, settle bool) (func(), []outPkt) {
 		next := c.pending[0]
 		c.pending[0] = nil
 		c.pending = c.pending[1:]
-		c.pendingLive -= next.liveSize
+		if next.liveSize > 0 {
+			c.x.pendingLive -= next.liveSize
+		}
 		if op := c.startInflight(next); op.b != nil {
 			out = append(out, op)
 		}

@@ -149,13 +149,14 @@ func (c *Config) setDefaults() error {
 
 // Server is an MQTT server. It serves any number of listeners.
 type Server struct {
-	cfg     Config
-	r       *router.Router
-	log     *slog.Logger
-	m       *metrics
-	started time.Time
-	node    string      // random id of this server in node leases and records
-	halted  atomic.Bool // test hook: behave as a dead process (see halt)
+	anonymous *auth.Principal // the principal of every anonymous connection (read-only)
+	cfg       Config
+	r         *router.Router
+	log       *slog.Logger
+	m         *metrics
+	started   time.Time
+	node      string      // random id of this server in node leases and records
+	halted    atomic.Bool // test hook: behave as a dead process (see halt)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
@@ -193,6 +194,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
+		anonymous: auth.Anonymous(tenant.Default),
 		cfg:       cfg,
 		r:         cfg.Router,
 		log:       cfg.Logger.With("component", "mqtt"),
