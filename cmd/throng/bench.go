@@ -149,6 +149,7 @@ func (c *cli) benchAMQP(ctx context.Context, args []string) error {
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (when --count is 0)")
 	fs.Int64Var(&cfg.Count, "count", 0, "total messages to send (0: send for --duration)")
 	fs.BoolVar(&cfg.Shared, "competing", true, "receivers compete for each message (queue, anycast); false: each receiver gets every message (multicast, topic)")
+	fs.StringVar(&cfg.Client, "client", "raw", "AMQP client: raw (pipelining, throng's codec) or go-amqp (github.com/Azure/go-amqp)")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after sending")
 	if err := c.parseBench(fs, args); err != nil {
 		return err

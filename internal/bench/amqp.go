@@ -14,6 +14,9 @@ import (
 	"time"
 
 	amqp "github.com/Azure/go-amqp"
+
+	"github.com/throngmq/throng/internal/amqp/encoding"
+	"github.com/throngmq/throng/internal/amqp/frames"
 )
 
 // AMQPConfig configures an AMQP 1.0 run. It works against any AMQP 1.0
@@ -38,9 +41,12 @@ type AMQPConfig struct {
 	Duration      time.Duration
 	Count         int64
 	Shared        bool // receivers compete (queue, anycast) rather than each get a copy
-	Drain         time.Duration
-	Label         string
-	Progress      io.Writer
+	// Client is "raw" (default: throng's pipelining client, amqpconn.go)
+	// or "go-amqp" (github.com/Azure/go-amqp, as applications use it).
+	Client   string
+	Drain    time.Duration
+	Label    string
+	Progress io.Writer
 }
 
 func (c *AMQPConfig) defaults() error {
@@ -83,6 +89,13 @@ func (c *AMQPConfig) defaults() error {
 	}
 	if c.Tenant == "" {
 		c.Tenant = "default"
+	}
+	switch c.Client {
+	case "":
+		c.Client = "raw"
+	case "raw", "go-amqp":
+	default:
+		return fmt.Errorf("bench: --client must be raw or go-amqp, not %q", c.Client)
 	}
 	if c.AdminUser == "" {
 		c.AdminUser = "admin"
@@ -139,13 +152,103 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 	if cfg.Shared {
 		res.Shared = "competing"
 	}
-	presettled := cfg.Settle == "presettled"
 	var errs errorList
 	base := time.Now()
+	rcvCtx, stopReceivers := context.WithCancel(ctx)
+	defer stopReceivers()
+	var rwg sync.WaitGroup
+	defer rwg.Wait()
+	defer stopReceivers()
+	sendCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.Count == 0 {
+		sendCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	start := time.Now().Add(5 * time.Millisecond)
+	var swg sync.WaitGroup
+	var rcv []*Receiver
+	var sentBy []*atomic.Uint64
+	var err error
+	if cfg.Client == "go-amqp" {
+		rcv, sentBy, err = runGoAMQP(ctx, rcvCtx, sendCtx, cfg, base, start, &errs, &rwg, &swg)
+	} else {
+		rcv, sentBy, err = runRawAMQP(ctx, rcvCtx, sendCtx, cfg, base, start, &errs, &rwg, &swg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sentNow := func() (n uint64) {
+		for _, s := range sentBy {
+			n += s.Load()
+		}
+		return n
+	}
+	recvNow := func() (n uint64) {
+		for _, r := range rcv {
+			n += r.Received()
+		}
+		return n
+	}
+	defer sendProgress(cfg.Progress, sentNow, recvNow)()
+	swg.Wait()
+	sendEnd := time.Now()
+
+	sent := map[uint32]uint64{}
+	for i, s := range sentBy {
+		sent[uint32(i)] = s.Load()
+	}
+	expected := sentNow()
+	if !cfg.Shared {
+		expected *= uint64(cfg.Receivers)
+	}
+	deadline := time.Now().Add(cfg.Drain)
+	prev, still := recvNow(), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n := recvNow()
+		if n >= expected {
+			break
+		}
+		if n != prev {
+			prev, still = n, time.Now()
+		} else if time.Since(still) > time.Second {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopReceivers()
+	rwg.Wait()
+	t := Count(sent, rcv, cfg.Shared)
+	var last int64
+	for _, r := range rcv {
+		last = max(last, r.last.Load())
+	}
+	seconds := sendEnd.Sub(start).Seconds()
+	if last > 0 {
+		seconds = max(seconds, (time.Duration(last) - start.Sub(base)).Seconds())
+	}
+	res.fill(t, seconds, sendEnd.Sub(start).Seconds())
+	res.Errors = errs.list()
+	if t.Sent == 0 && len(res.Errors) == 0 {
+		return res, errors.New("bench: nothing was sent")
+	}
+	return res, nil
+}
+
+// runGoAMQP starts receivers and senders using go-amqp. Connections close
+// when the receivers and senders are done.
+func runGoAMQP(ctx, rcvCtx, sendCtx context.Context, cfg AMQPConfig, base, start time.Time, errs *errorList,
+	rwg, swg *sync.WaitGroup) (rcv []*Receiver, sentBy []*atomic.Uint64, err error) {
+	presettled := cfg.Settle == "presettled"
 	var conns []*amqp.Conn
-	defer func() {
+	closeAll := func() {
 		for _, c := range conns {
 			c.Close()
+		}
+	}
+	defer func() {
+		if err != nil {
+			closeAll()
 		}
 	}()
 	open := func(role string, i int) (*amqp.Session, error) {
@@ -161,16 +264,11 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 		return s, nil
 	}
 
-	rcvCtx, stopReceivers := context.WithCancel(ctx)
-	defer stopReceivers()
-	rcv := make([]*Receiver, cfg.Receivers)
-	var rwg sync.WaitGroup
-	defer rwg.Wait()
-	defer stopReceivers()
+	rcv = make([]*Receiver, cfg.Receivers)
 	for i := range rcv {
 		s, err := open("receiver", i)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ro := &amqp.ReceiverOptions{Credit: int32(cfg.Credit)}
 		if presettled {
@@ -178,7 +276,7 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 		}
 		link, err := s.NewReceiver(ctx, cfg.Address, ro)
 		if err != nil {
-			return nil, fmt.Errorf("bench: receiver %d on %q: %w", i, cfg.Address, err)
+			return nil, nil, fmt.Errorf("bench: receiver %d on %q: %w", i, cfg.Address, err)
 		}
 		r := NewReceiver(base)
 		rcv[i] = r
@@ -212,7 +310,7 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 	for i := range snd {
 		s, err := open("sender", i)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		so := &amqp.SenderOptions{}
 		if presettled {
@@ -222,19 +320,11 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 		}
 		link, err := s.NewSender(ctx, cfg.Address, so)
 		if err != nil {
-			return nil, fmt.Errorf("bench: sender %d on %q: %w", i, cfg.Address, err)
+			return nil, nil, fmt.Errorf("bench: sender %d on %q: %w", i, cfg.Address, err)
 		}
 		snd[i] = &sender{link: link}
 	}
 
-	sendCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if cfg.Count == 0 {
-		sendCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
-	start := time.Now().Add(5 * time.Millisecond)
-	var swg sync.WaitGroup
 	for i, sd := range snd {
 		n := int64(-1)
 		if cfg.Count > 0 {
@@ -294,59 +384,109 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 			}()
 		}
 	}
-	sentNow := func() (n uint64) {
-		for _, s := range snd {
-			n += s.sent.Load()
-		}
-		return n
+	for _, sd := range snd {
+		sentBy = append(sentBy, &sd.sent)
 	}
-	recvNow := func() (n uint64) {
-		for _, r := range rcv {
-			n += r.Received()
-		}
-		return n
-	}
-	defer sendProgress(cfg.Progress, sentNow, recvNow)()
-	swg.Wait()
-	sendEnd := time.Now()
+	go func() {
+		swg.Wait()
+		<-rcvCtx.Done()
+		rwg.Wait()
+		closeAll()
+	}()
+	return rcv, sentBy, nil
+}
 
-	sent := map[uint32]uint64{}
-	for i, s := range snd {
-		sent[uint32(i)] = s.sent.Load()
-	}
-	expected := sentNow()
-	if !cfg.Shared {
-		expected *= uint64(cfg.Receivers)
-	}
-	deadline := time.Now().Add(cfg.Drain)
-	prev, still := recvNow(), time.Now()
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		n := recvNow()
-		if n >= expected {
-			break
+// runRawAMQP starts receivers and senders using the pipelining client
+// (amqpconn.go).
+func runRawAMQP(ctx, rcvCtx, sendCtx context.Context, cfg AMQPConfig, base, start time.Time, errs *errorList,
+	rwg, swg *sync.WaitGroup) (rcv []*Receiver, sentBy []*atomic.Uint64, err error) {
+	presettled := cfg.Settle == "presettled"
+	var links []*amqpLink
+	defer func() {
+		if err != nil {
+			for _, l := range links {
+				l.close()
+			}
 		}
-		if n != prev {
-			prev, still = n, time.Now()
-		} else if time.Since(still) > time.Second {
-			break
+	}()
+	dial := func(role string, i int) (*amqpLink, error) {
+		l, err := dialAMQP(ctx, amqpDial{addr: cfg.Server, user: cfg.User, password: cfg.Password})
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s %d: %w", role, i, err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		links = append(links, l)
+		return l, nil
 	}
-	stopReceivers()
-	rwg.Wait()
-	t := Count(sent, rcv, cfg.Shared)
-	var last int64
-	for _, r := range rcv {
-		last = max(last, r.last.Load())
+	for i := 0; i < cfg.Receivers; i++ {
+		l, err := dial("receiver", i)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := l.attach(frames.RoleReceiver, cfg.Address, presettled); err != nil {
+			return nil, nil, fmt.Errorf("bench: receiver %d on %q: %w", i, cfg.Address, err)
+		}
+		r := NewReceiver(base)
+		rcv = append(rcv, r)
+		rwg.Add(1)
+		go func() {
+			defer rwg.Done()
+			defer l.close()
+			if err := l.receive(rcvCtx, uint32(cfg.Credit), r.Record); err != nil && rcvCtx.Err() == nil {
+				errs.add(fmt.Errorf("receiver: %w", err))
+			}
+		}()
 	}
-	seconds := sendEnd.Sub(start).Seconds()
-	if last > 0 {
-		seconds = max(seconds, (time.Duration(last) - start.Sub(base)).Seconds())
+	senders := make([]*amqpSender, cfg.Senders)
+	for i := range senders {
+		l, err := dial("sender", i)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := l.attach(frames.RoleSender, cfg.Address, presettled); err != nil {
+			return nil, nil, fmt.Errorf("bench: sender %d on %q: %w", i, cfg.Address, err)
+		}
+		senders[i] = newAMQPSender(l, presettled, func(n int, accepted bool, st encoding.DeliveryState) {
+			if !accepted {
+				errs.add(fmt.Errorf("send: delivery settled with %T %v", st, st))
+			}
+		})
 	}
-	res.fill(t, seconds, sendEnd.Sub(start).Seconds())
-	res.Errors = errs.list()
-	if t.Sent == 0 && len(res.Errors) == 0 {
-		return res, errors.New("bench: nothing was sent")
+	for i, sd := range senders {
+		sent := new(atomic.Uint64)
+		sentBy = append(sentBy, sent)
+		n := int64(-1)
+		if cfg.Count > 0 {
+			n = cfg.Count / int64(cfg.Senders)
+			if int64(i) < cfg.Count%int64(cfg.Senders) {
+				n++
+			}
+		}
+		sched := NewSchedule(start, cfg.Rate/float64(cfg.Senders))
+		sched.OnIdle = func() { _ = sd.l.flush() }
+		swg.Add(1)
+		go func() {
+			defer swg.Done()
+			defer sd.l.close()
+			body := make([]byte, cfg.Size)
+			for seq := int64(0); n < 0 || seq < n; seq++ {
+				intended, err := sched.Next(sendCtx)
+				if err != nil {
+					break
+				}
+				putHeader(body, uint32(i), uint64(seq), int64(intended.Sub(base)))
+				if err := sd.send(sendCtx, body, cfg.Inflight, true); err != nil {
+					if sendCtx.Err() == nil {
+						errs.add(fmt.Errorf("send: %w", err))
+					}
+					break
+				}
+				sent.Add(1)
+			}
+			// Settle what is in flight before the connection closes.
+			wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			sd.waitUnsettled(wctx)
+			cancel()
+		}()
 	}
-	return res, nil
+	return rcv, sentBy, nil
 }

@@ -123,13 +123,14 @@ func TestAMQPQueue(t *testing.T) {
 		t.Fatal("testkit serves no AMQP listener")
 	}
 	for _, tc := range []struct {
-		typ, settle string
-	}{{"queue", "unsettled"}, {"anycast", "unsettled"}, {"queue", "presettled"}} {
-		t.Run(tc.typ+"-"+tc.settle, func(t *testing.T) {
+		typ, settle, client string
+	}{{"queue", "unsettled", "raw"}, {"anycast", "unsettled", "raw"}, {"queue", "presettled", "raw"},
+		{"queue", "unsettled", "go-amqp"}, {"anycast", "presettled", "go-amqp"}} {
+		t.Run(tc.typ+"-"+tc.settle+"-"+tc.client, func(t *testing.T) {
 			r, err := RunAMQP(context.Background(), AMQPConfig{
-				Server: p.AMQPAddr, User: p.AdminUser, Password: p.AdminPassword,
+				Server: p.AMQPAddr, User: p.AdminUser, Password: p.AdminPassword, Client: tc.client,
 				AdminURL: p.AdminURL, AdminPassword: p.AdminPassword, Type: tc.typ,
-				Address: "bench/" + tc.typ + "-" + tc.settle, Settle: tc.settle, Count: 300, Shared: true, Credit: 50, Inflight: 8,
+				Address: "bench/" + tc.typ + "-" + tc.settle + "-" + tc.client, Settle: tc.settle, Count: 300, Shared: true, Credit: 50, Inflight: 8,
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -116,8 +116,9 @@ type Consumer struct {
 	nextReq     uint64    // guarded by mu
 	maxDeliver  int
 
-	subs    []*nats.Subscription
-	indexed bool // in the tenant's live index (local.go); set before Consume returns
+	subs     []*nats.Subscription
+	indexed  bool // in the tenant's live index (local.go); set before Consume returns
+	anyLocal bool // in the tenant's anycast group (local.go); set before Consume returns
 }
 
 // Consume attaches a consumer to an address. deliver is called for each
@@ -284,6 +285,11 @@ func (c *Consumer) Close() {
 	}
 	if c.indexed {
 		c.ts.index.remove(c)
+	}
+	if c.anyLocal {
+		if g := c.ts.anycastGroup(c.tg.name, false); g != nil {
+			g.remove(c)
+		}
 	}
 	for _, s := range c.subs {
 		_ = s.Unsubscribe()
@@ -498,6 +504,8 @@ func (c *Consumer) startAnycast() error {
 	if err := c.ts.nc.Flush(); err != nil {
 		return err
 	}
+	c.ts.anycastGroup(c.tg.name, true).add(c)
+	c.anyLocal = true
 	return c.ts.nc.Publish(address.Subject("aa", c.tg.name), []byte{1})
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/engine"
 	"github.com/throngmq/throng/internal/message"
 )
@@ -213,5 +214,53 @@ func TestLiveAcrossNodes(t *testing.T) {
 			t.Fatalf("got %v want %v", got, want)
 		}
 		c.col.none(t, 50*time.Millisecond)
+	}
+}
+
+// TestAnycastLocalFirst: an anycast publish goes to a consumer on the
+// producer's node while it has credit, then to another node's through
+// the engine; each producer gets its consumer's outcome.
+func TestAnycastLocalFirst(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "work", Type: address.Anycast})
+	other, err := New(context.Background(), Config{Engine: e.eng, Store: e.store, AnycastTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_, local := consume(t, e.r, "default", "work", ConsumeOptions{}, 1)
+	_, remote := consume(t, other, "default", "work", ConsumeOptions{}, 10)
+	p, err := e.r.Producer(ctxT(t), "default", "work")
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes := make(chan Outcome, 3)
+	for i := range 3 {
+		p.Publish(&message.Message{Body: []byte(fmt.Sprint(i))}, func(o Outcome, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			outcomes <- o
+		})
+	}
+	d := local.next(t)
+	if string(d.Message.Body) != "0" {
+		t.Fatalf("local consumer got %q", d.Message.Body)
+	}
+	d.Settle(Outcome{Kind: Rejected, Condition: "x:y"})
+	for range 2 {
+		remote.next(t).Settle(Outcome{Kind: Accepted})
+	}
+	got := map[OutcomeKind]int{}
+	for range 3 {
+		select {
+		case o := <-outcomes:
+			got[o.Kind]++
+		case <-time.After(10 * time.Second):
+			t.Fatalf("outcomes so far %v", got)
+		}
+	}
+	if got[Rejected] != 1 || got[Accepted] != 2 {
+		t.Fatalf("outcomes %v", got)
 	}
 }

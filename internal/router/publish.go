@@ -67,7 +67,8 @@ type Producer struct {
 	stored  bool               // JetStream publish (PubAck) rather than core
 	in      prometheus.Counter // metrics.in for this tenant and type, resolved once
 
-	interestCache atomic.Uint64 // generation<<1 | stored interest (see storedInterest)
+	interestCache atomic.Uint64                // generation<<1 | stored interest (see storedInterest)
+	group         atomic.Pointer[anycastGroup] // anycast: this node's consumers, once known
 }
 
 // Producer resolves an address for publishing: a defined address, a
@@ -346,6 +347,9 @@ func decodeOutcome(b []byte) (Outcome, bool) {
 }
 
 func (p *Producer) publishAnycast(m *message.Message, attempt int, done func(Outcome, error)) {
+	if g := p.anyGroup(); g != nil && g.offer(m, done) {
+		return // a consumer on this node took it (local.go)
+	}
 	data := m.Marshal()
 	reply, ok := p.ts.mux.register(p.r.cfg.AnycastTimeout, func(msg *nats.Msg) {
 		switch {
@@ -377,6 +381,19 @@ func (p *Producer) publishAnycast(m *message.Message, attempt int, done func(Out
 		p.ts.mux.cancel(reply)
 		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
 	}
+}
+
+// anyGroup is this node's consumer group of the anycast address, looked
+// up once it exists.
+func (p *Producer) anyGroup() *anycastGroup {
+	if g := p.group.Load(); g != nil {
+		return g
+	}
+	g := p.ts.anycastGroup(p.tg.name, false)
+	if g != nil {
+		p.group.Store(g)
+	}
+	return g
 }
 
 // HasConsumers reports whether an anycast address has a consumer anywhere

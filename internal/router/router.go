@@ -104,6 +104,7 @@ type tenantState struct {
 	mu        sync.Mutex
 	streams   map[string]bool          // stream names known to exist; guarded by mu
 	counters  map[string]*addrCounters // by address name; guarded by mu
+	anycast   map[string]*anycastGroup // this node's anycast consumers by address (local.go); guarded by mu
 	consumers map[*Consumer]struct{}   // open consumers; guarded by mu
 
 	live  *nats.Conn // NoEcho connection for live (t.) publishes and subscriptions (local.go)
