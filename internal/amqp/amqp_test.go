@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -207,7 +208,17 @@ func TestMulticastFanOut(t *testing.T) {
 	r1 := receiver(t, s, "news", nil)
 	r2 := receiver(t, e.session(t, nil), "news", nil)
 	snd := sender(t, s, "news", nil)
-	send(t, snd, dataMsg("n1"))
+	// Multicast is at most once: a receiver gets copies once the server
+	// has its credit (its flow may still be on the way after attach), so
+	// the sender repeats until both have one.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			_ = snd.Send(ctx, dataMsg("n1"), nil)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
 	for _, r := range []*goamqp.Receiver{r1, r2} {
 		m := recv(t, r)
 		if string(m.GetData()) != "n1" {

@@ -34,6 +34,7 @@ const (
 	tagProperty
 	tagBody
 	tagNative
+	tagOrigin
 )
 
 // value kinds inside MessageID, CorrelationID and properties
@@ -76,7 +77,7 @@ func (m *Message) Append(b []byte) []byte {
 	if !m.Expiry.IsZero() {
 		b = binary.AppendVarint(append(b, tagExpiry), m.Expiry.UnixMilli())
 	}
-	if m.TTL != 0 {
+	if m.TTL >= time.Millisecond {
 		b = binary.AppendVarint(append(b, tagTTL), int64(m.TTL/time.Millisecond))
 	}
 	if m.Priority != 0 {
@@ -85,6 +86,7 @@ func (m *Message) Append(b []byte) []byte {
 	if m.Durable {
 		b = append(b, tagDurable)
 	}
+	b = appendStringField(b, tagOrigin, m.Origin)
 	for k, v := range m.Properties {
 		b = appendString(append(b, tagProperty), k)
 		b = appendValue(b, v)
@@ -310,7 +312,12 @@ func (m *Message) Unmarshal(b []byte) error {
 		case tagExpiry:
 			m.Expiry = time.UnixMilli(d.varint())
 		case tagTTL:
-			m.TTL = time.Duration(d.varint()) * time.Millisecond
+			ms := d.varint()
+			if ms <= 0 || ms > math.MaxInt64/int64(time.Millisecond) {
+				d.fail("ttl out of range") // found by FuzzUnmarshal: the product overflowed
+				break
+			}
+			m.TTL = time.Duration(ms) * time.Millisecond
 		case tagPriority:
 			m.Priority = d.byte()
 		case tagDurable:
@@ -334,6 +341,8 @@ func (m *Message) Unmarshal(b []byte) error {
 		case tagBody:
 			m.BodyKind = BodyKind(d.byte())
 			m.Body = d.bytes()
+		case tagOrigin:
+			m.Origin = d.string()
 		default:
 			d.fail(fmt.Sprintf("unknown tag %d", tag))
 		}

@@ -22,6 +22,7 @@ func sample() *Message {
 		TTL:           time.Minute,
 		Priority:      7,
 		Durable:       true,
+		Origin:        "client-7",
 		Properties:    map[string]any{"s": "v", "u": uint64(1), "i": int64(-2), "b": true, "f": 1.5, "n": nil, "x": []byte{9}},
 		BodyKind:      BodyData,
 		Body:          []byte(`{"n":1}`),

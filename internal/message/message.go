@@ -57,6 +57,10 @@ type Message struct {
 	Priority uint8
 	Durable  bool
 
+	// Origin identifies the publishing client within its protocol (the
+	// MQTT client id), for MQTT's no-local; it is not shown to receivers.
+	Origin string
+
 	// Application properties. Values are string, bool, int64, uint64,
 	// float64, []byte or nil.
 	Properties map[string]any

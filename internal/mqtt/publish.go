@@ -19,7 +19,7 @@ import (
 // Application properties the server adds to MQTT messages; they are not
 // shown to MQTT subscribers as user properties.
 const (
-	propOrigin  = "x-mqtt-origin" // publishing client id (no-local)
+	propOrigin  = "x-mqtt-origin" // publishing client id (no-local), in messages stored before message.Origin
 	propQoS2    = "x-mqtt-qos"    // "2" for QoS 2 publishes
 	propRetain  = "x-mqtt-retain" // the publish had RETAIN set (retain-as-published)
 	propFormat  = "x-mqtt-format" // payload format indicator 1 (UTF-8)
@@ -30,18 +30,26 @@ const (
 // toMessage converts an MQTT publish (or will) into the router's model
 // (DESIGN.md 4.4).
 func toMessage(topic string, qos byte, retain bool, payload []byte, p *packets.Properties, origin string) *message.Message {
-	m := &message.Message{Body: payload, Durable: qos > 0, CreationTime: time.Now()}
-	props := make(map[string]any, len(p.User)+2)
-	props[propOrigin] = origin
+	m := &message.Message{Body: payload, Durable: qos > 0, CreationTime: time.Now(), Origin: origin}
+	// The properties map is made only when there is something to put in
+	// it: for a plain publish it was most of the bytes allocated per
+	// message (docs/benchmarks.md).
+	var props map[string]any
+	set := func(k string, v any) {
+		if props == nil {
+			props = make(map[string]any, len(p.User)+1)
+		}
+		props[k] = v
+	}
 	if qos == 2 {
-		props[propQoS2] = "2"
+		set(propQoS2, "2")
 	}
 	if retain {
-		props[propRetain] = true
+		set(propRetain, true)
 	}
 	if p != nil {
 		if p.PayloadFormatFlag && p.PayloadFormat == 1 {
-			props[propFormat] = true
+			set(propFormat, true)
 		}
 		if p.MessageExpiryInterval > 0 {
 			m.TTL = time.Duration(p.MessageExpiryInterval) * time.Second
@@ -52,7 +60,7 @@ func toMessage(topic string, qos byte, retain bool, payload []byte, p *packets.P
 			m.CorrelationID = append([]byte(nil), p.CorrelationData...)
 		}
 		for _, u := range p.User {
-			props[u.Key] = u.Val // repeated keys: the last one wins
+			set(u.Key, u.Val) // repeated keys: the last one wins
 		}
 	}
 	m.Properties = props
@@ -71,7 +79,10 @@ func msgQoS(m *message.Message) byte {
 }
 
 func origin(m *message.Message) string {
-	s, _ := m.Properties[propOrigin].(string)
+	if m.Origin != "" {
+		return m.Origin
+	}
+	s, _ := m.Properties[propOrigin].(string) // stored by an earlier version
 	return s
 }
 

@@ -398,7 +398,7 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 // consumer (-1: not known, a local delivery). m is shared with other
 // consumers and must not be modified.
 func (c *Consumer) take(m *message.Message, name string, queued int) {
-	if m.Expired(time.Now()) {
+	if !m.Expiry.IsZero() && m.Expired(time.Now()) {
 		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
 		return
 	}
