@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/throngmq/throng/internal/message"
 )
 
 // ReasonError is an MQTT reason code carried as a Go error: the layer that
@@ -374,4 +376,72 @@ func appendVarint(b []byte, n int) []byte {
 			return b
 		}
 	}
+}
+
+// noV5Properties reports whether an MQTT 5 PUBLISH of m carries no
+// properties (see fillPublish): then it is encoded like 3.1.1 plus an
+// empty property length.
+func noV5Properties(m *message.Message) bool {
+	if m.ContentType != "" || m.ReplyTo != "" || m.CorrelationID != nil || !m.Expiry.IsZero() ||
+		(m.BodyKind != message.BodyData && m.BodyKind != message.BodyAMQPString) {
+		return false
+	}
+	for k := range m.Properties {
+		if len(k) < len(propsPrefix) || k[:len(propsPrefix)] != propsPrefix || k == propFormat {
+			return false // a user property, or the payload format indicator
+		}
+	}
+	return true
+}
+
+// appendPublish appends a PUBLISH without properties [MQTT-3.3]: fixed
+// header, remaining length, topic name, packet id (QoS > 0), for version 5
+// a zero property length, and the payload. ok is false when the packet
+// cannot be encoded (topic over 65535 bytes, packet over the protocol's
+// 256 MiB): the caller falls back to the codec, which reports it.
+func appendPublish(dst []byte, version, qos byte, retain, dup bool, topic string, id uint16, payload []byte) ([]byte, bool) {
+	if len(topic) > 0xffff {
+		return dst, false
+	}
+	n := 2 + len(topic) + len(payload)
+	if qos > 0 {
+		n += 2
+	}
+	if version == 5 {
+		n++
+	}
+	if n > 268435455 {
+		return dst, false
+	}
+	h := byte(packets.Publish<<4) | qos<<1
+	if retain {
+		h |= 1
+	}
+	if dup {
+		h |= 1 << 3
+	}
+	if dst == nil {
+		dst = make([]byte, 0, n+5)
+	}
+	dst = append(dst, h)
+	for {
+		b := byte(n & 0x7f)
+		n >>= 7
+		if n > 0 {
+			b |= 0x80
+		}
+		dst = append(dst, b)
+		if n == 0 {
+			break
+		}
+	}
+	dst = append(dst, byte(len(topic)>>8), byte(len(topic)))
+	dst = append(dst, topic...)
+	if qos > 0 {
+		dst = append(dst, byte(id>>8), byte(id))
+	}
+	if version == 5 {
+		dst = append(dst, 0)
+	}
+	return append(dst, payload...), true
 }
