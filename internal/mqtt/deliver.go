@@ -333,7 +333,9 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		c.mu.Lock()
 		post := ref.usedLocked(d)
 		c.mu.Unlock()
-		go post()
+		if post != nil {
+			go post()
+		}
 		return
 	}
 	qos := min(sub.QoS, msgQoS(m))
@@ -341,22 +343,31 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	if sub.RAP {
 		retain, _ = m.Properties[propRetain].(bool)
 	}
+	if qos == 0 {
+		// om does not escape: no allocation per QoS 0 delivery.
+		om := outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, retain: retain}
+		c.mu.Lock()
+		if c.gone {
+			c.mu.Unlock()
+			return // Close releases the delivery
+		}
+		b := c.encodePublish(&om, 0)
+		post := ref.usedLocked(d)
+		c.mu.Unlock()
+		if b == nil {
+			if post != nil {
+				go post()
+			}
+			return
+		}
+		c.enqueue(b, true, post)
+		return
+	}
 	om := &outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, qos: qos, retain: retain, dup: d.Count > 1}
 	c.mu.Lock()
 	if c.gone {
 		c.mu.Unlock()
 		return // Close releases the delivery
-	}
-	if qos == 0 {
-		b := c.encodePublish(om, 0)
-		post := ref.usedLocked(d)
-		c.mu.Unlock()
-		if b == nil {
-			go post()
-			return
-		}
-		c.enqueue(b, true, post)
-		return
 	}
 	var op outPkt
 	if len(c.inflight) < c.recvMax {
@@ -371,7 +382,9 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 				post := ref.usedLocked(d)
 				c.mu.Unlock()
 				c.ti.mDropFull.Inc()
-				go post()
+				if post != nil {
+					go post()
+				}
 				return
 			}
 			x.pendingLive += size
@@ -409,9 +422,14 @@ func (c *conn) sendPublish(op outPkt) {
 }
 
 // usedLocked settles a delivery that needs no acknowledgement from the
-// client and returns the work to do outside the locks. c.mu held.
+// client and returns the work to do outside the locks, nil if there is
+// none (a pre-settled delivery between credit batches: most QoS 0 ones,
+// which then allocate no closure). c.mu held.
 func (ref *consumerRef) usedLocked(d *router.Delivery) func() {
 	n := ref.creditLocked()
+	if n == 0 && d.PreSettled() {
+		return nil
+	}
 	return func() {
 		d.Settle(router.Outcome{Kind: router.Accepted})
 		if n > 0 {

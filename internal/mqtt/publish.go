@@ -231,8 +231,10 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		c.completeAck(slot, typ, id, rc, text)
 		return nil
 	}
-	if err := address.ValidateName(topic); err != nil {
-		return fail(rcTopicNameInvalid, err.Error())
+	if !c.producers.has(topic) { // a cached producer's name was validated
+		if err := address.ValidateName(topic); err != nil {
+			return fail(rcTopicNameInvalid, err.Error())
+		}
 	}
 	if !c.mayPublish(topic) {
 		return fail(rcNotAuthorized, "not authorized")
@@ -327,6 +329,12 @@ type producerEntry struct {
 }
 
 const producerCacheSize = 32
+
+// has reports whether name has a cached producer.
+func (pc *producerCache) has(name string) bool {
+	_, ok := pc.m[name]
+	return ok
+}
 
 func (c *conn) producer(name string) (*router.Producer, error) {
 	pc := &c.producers
