@@ -202,20 +202,7 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 	if !cfg.Shared {
 		expected *= uint64(cfg.Receivers)
 	}
-	deadline := time.Now().Add(cfg.Drain)
-	prev, still := recvNow(), time.Now()
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		n := recvNow()
-		if n >= expected {
-			break
-		}
-		if n != prev {
-			prev, still = n, time.Now()
-		} else if time.Since(still) > time.Second {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitDeliveries(ctx, time.Now().Add(cfg.Drain), expected, recvNow)
 	stopReceivers()
 	rwg.Wait()
 	t := Count(sent, rcv, cfg.Shared)

@@ -263,19 +263,7 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 	if cfg.Shared == "" {
 		expected *= uint64(cfg.Subscribers)
 	}
-	prev, still := recvNow(), time.Now()
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		n := recvNow()
-		if n >= expected {
-			break
-		}
-		if n != prev {
-			prev, still = n, time.Now()
-		} else if time.Since(still) > time.Second {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	awaitDeliveries(ctx, deadline, expected, recvNow)
 	t := Count(sent, rcv, cfg.Shared != "")
 	var last int64
 	for _, r := range rcv {

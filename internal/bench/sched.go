@@ -101,3 +101,21 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// awaitDeliveries waits after sending until received() reaches expected,
+// nothing has arrived for a second, deadline passes or ctx ends.
+func awaitDeliveries(ctx context.Context, deadline time.Time, expected uint64, received func() uint64) {
+	prev, still := received(), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		n := received()
+		if n >= expected {
+			return
+		}
+		if n != prev {
+			prev, still = n, time.Now()
+		} else if time.Since(still) > time.Second {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
