@@ -184,12 +184,7 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 		}
 		return n
 	}
-	recvNow := func() (n uint64) {
-		for _, r := range rcv {
-			n += r.Received()
-		}
-		return n
-	}
+	recvNow := receivedBy(rcv)
 	defer sendProgress(cfg.Progress, sentNow, recvNow)()
 	swg.Wait()
 	sendEnd := time.Now()

@@ -232,12 +232,7 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 		}
 		return n
 	}
-	recvNow := func() (n uint64) {
-		for _, r := range rcv {
-			n += r.Received()
-		}
-		return n
-	}
+	recvNow := receivedBy(rcv)
 	defer sendProgress(cfg.Progress, sentNow, recvNow)()
 
 	pubWG.Wait()

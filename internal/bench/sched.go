@@ -119,3 +119,13 @@ func awaitDeliveries(ctx context.Context, deadline time.Time, expected uint64, r
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// receivedBy returns a function summing the deliveries of the receivers.
+func receivedBy(rcv []*Receiver) func() uint64 {
+	return func() (n uint64) {
+		for _, r := range rcv {
+			n += r.Received()
+		}
+		return n
+	}
+}

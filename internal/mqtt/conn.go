@@ -151,8 +151,6 @@ func (c *conn) markEnded() {
 	c.mu.Unlock()
 }
 
-var zeroTime time.Time
-
 // serve runs the connection in the calling goroutine: CONNECT, then
 // either it hands the connection to its poller and reports true (the
 // teardown runs later in a read-pool worker), or it reads packets until

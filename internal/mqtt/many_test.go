@@ -23,17 +23,3 @@ func TestManyQoS1(t *testing.T) {
 		}
 	}
 }
-
-func (e *env) dumpCredit(t *testing.T, id string) {
-	e.srv.mu.Lock()
-	c := e.srv.clients["default\x00"+id]
-	e.srv.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t.Logf("inflight %d pending %d recvMax %d", len(c.inflight), len(c.pending), c.recvMax)
-	for _, s := range c.subs {
-		for _, r := range s.refs {
-			t.Logf("ref window %d due %d credit %d", r.window, r.due, r.rc.Credit())
-		}
-	}
-}

@@ -45,7 +45,7 @@ type storedInterest struct {
 	filters [][]string           // tokenized filter subjects; guarded by mu
 	all     bool                 // a consumer without a filter; guarded by mu
 	local   map[string]time.Time // filters added on this node, and when; guarded by mu
-	loaded  bool                 // guarded by mu
+	loaded  atomic.Bool          // set (under mu) once the refresher runs; read without it on every durable publish
 	stop    func()               // ends the refresher; guarded by mu
 	kick    chan struct{}
 }
@@ -123,10 +123,7 @@ func (t *tenantState) addInterest(filters []string) {
 // (called once the TOPICSPACE stream exists).
 func (t *tenantState) loadInterest(ctx context.Context) error {
 	si := &t.interest
-	si.mu.Lock()
-	loaded := si.loaded
-	si.mu.Unlock()
-	if loaded {
+	if si.loaded.Load() {
 		return nil
 	}
 	if err := t.refreshInterest(ctx); err != nil {
@@ -134,10 +131,10 @@ func (t *tenantState) loadInterest(ctx context.Context) error {
 	}
 	si.mu.Lock()
 	defer si.mu.Unlock()
-	if si.loaded {
+	if si.loaded.Load() {
 		return nil
 	}
-	si.loaded = true
+	si.loaded.Store(true)
 	si.kick = make(chan struct{}, 1)
 	sub, err := t.nc.Subscribe(interestSubject, func(*nats.Msg) {
 		select {
@@ -310,7 +307,7 @@ func (cg *congestion) expire() {
 	}
 }
 
-// setCongested records a consumer's transition (c.mu held by the caller;
+// set records a consumer's transition (c.mu held by the caller;
 // the release of held outcomes happens outside it via the returned func).
 func (cg *congestion) set(on bool) func() {
 	if on {

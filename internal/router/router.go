@@ -174,14 +174,19 @@ func (r *Router) Close() {
 	}
 }
 
-func (t *tenantState) close() {
+// openConsumers is a snapshot of the tenant's open consumers.
+func (t *tenantState) openConsumers() []*Consumer {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	cs := make([]*Consumer, 0, len(t.consumers))
 	for c := range t.consumers {
 		cs = append(cs, c)
 	}
-	t.mu.Unlock()
-	for _, c := range cs {
+	return cs
+}
+
+func (t *tenantState) close() {
+	for _, c := range t.openConsumers() {
 		c.Close()
 	}
 	t.stopInterest()
@@ -258,13 +263,7 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 // consumer forgets them and asks again. Publishes awaiting an engine
 // acknowledgement time out and report an error to their producer.
 func (t *tenantState) reconnected() {
-	t.mu.Lock()
-	cs := make([]*Consumer, 0, len(t.consumers))
-	for c := range t.consumers {
-		cs = append(cs, c)
-	}
-	t.mu.Unlock()
-	for _, c := range cs {
+	for _, c := range t.openConsumers() {
 		c.repull()
 	}
 }
