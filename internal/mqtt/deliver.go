@@ -467,7 +467,7 @@ func (c *conn) startInflight(om *outMsg) outPkt {
 		held = c.x.resumeIDs
 	}
 	if om.d != nil && om.d.Sequence > 0 && om.sub != nil && held != nil {
-		k := outKey{om.sub.Filter, om.d.Sequence}
+		k := outKey{om.sub.Filter, om.d.Sequence, om.d.Part}
 		if rid, ok := c.x.resume[k]; ok {
 			delete(c.x.resume, k)
 			delete(held, rid)

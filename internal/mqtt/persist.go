@@ -186,11 +186,11 @@ func (c *conn) recordLocked() *sessionRecord {
 		case om.rel:
 			rec.Rel = append(rec.Rel, id)
 		case om.d != nil && om.d.Sequence > 0 && om.sub != nil:
-			rec.Out = append(rec.Out, outRef{ID: id, Filter: om.sub.Filter, Seq: om.d.Sequence})
+			rec.Out = append(rec.Out, outRef{ID: id, Filter: om.sub.Filter, Seq: om.d.Sequence, Part: om.d.Part})
 		}
 	}
 	for k, id := range x.resume {
-		rec.Out = append(rec.Out, outRef{ID: id, Filter: k.filter, Seq: k.seq})
+		rec.Out = append(rec.Out, outRef{ID: id, Filter: k.filter, Seq: k.seq, Part: k.part})
 	}
 	slices.Sort(rec.QoS2)
 	slices.Sort(rec.Rel)
@@ -201,6 +201,7 @@ func (c *conn) recordLocked() *sessionRecord {
 type outKey struct {
 	filter string
 	seq    uint64
+	part   int // position in a batch entry (router.Delivery.Part)
 }
 
 // outRef is a server→client PUBLISH not yet acknowledged, as stored: when
@@ -210,6 +211,7 @@ type outRef struct {
 	ID     uint16 `json:"i"`
 	Filter string `json:"f"`
 	Seq    uint64 `json:"s"`
+	Part   int    `json:"p,omitempty"`
 }
 
 // resumeHold bounds how long packet ids of the previous connection stay
@@ -246,7 +248,7 @@ func (c *conn) restoreState(rec *sessionRecord) {
 			x.resumeIDs = map[uint16]struct{}{}
 			time.AfterFunc(resumeHold, c.endResume)
 		}
-		x.resume[outKey{o.Filter, o.Seq}] = o.ID
+		x.resume[outKey{o.Filter, o.Seq, o.Part}] = o.ID
 		x.resumeIDs[o.ID] = struct{}{}
 	}
 	for _, sub := range rec.Subs {

@@ -55,6 +55,9 @@ type Delivery struct {
 	Sequence uint64
 	// Time is when the message was stored (zero for direct messages).
 	Time time.Time
+	// Part is the message's position in its engine entry (batch.go): with
+	// Sequence it identifies a stored message.
+	Part int
 
 	settle func(Outcome) // nil: pre-settled (at-most-once)
 	once   atomic.Bool
@@ -112,9 +115,14 @@ type Consumer struct {
 	// carries its stream subject, not the request's reply subject, so a
 	// message is attributed to the oldest request.
 	reqs        []pullReq // guarded by mu
-	outstanding int       // messages still due on live (not abandoned) requests; guarded by mu
-	nextReq     uint64    // guarded by mu
-	maxDeliver  int
+	outstanding int       // entries still due on live (not abandoned) requests; guarded by mu
+	perEntry    float64   // moving average of messages per entry (batch.go), at least 1; guarded by mu
+	// backlog holds deliveries received beyond the credit (an entry may
+	// hold several messages), delivered in order as credit comes.
+	backlog    []*Delivery // guarded by mu
+	flushing   bool        // a goroutine is delivering from backlog; guarded by mu
+	nextReq    uint64      // guarded by mu
+	maxDeliver int
 
 	subs     []*nats.Subscription
 	indexed  bool // in the tenant's live index (local.go); set before Consume returns
@@ -145,7 +153,7 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 		return nil, err
 	}
 	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ),
-		unsettled: map[*Delivery]struct{}{}}
+		unsettled: map[*Delivery]struct{}{}, perEntry: 1}
 	if tg.space {
 		c.typ = "topicspace"
 	}
@@ -226,10 +234,18 @@ func (c *Consumer) AddCredit(n int) {
 			release = c.ts.cong.set(false)
 		}
 	}
-	c.pumpLocked(false)
+	flush := len(c.backlog) > 0 && !c.flushing
+	if !flush {
+		c.pumpLocked(false)
+	}
 	c.mu.Unlock()
 	if release != nil {
 		release()
+	}
+	if flush {
+		// Not on the caller's goroutine: deliver may need a lock the
+		// caller of AddCredit holds.
+		go c.flush()
 	}
 }
 
@@ -254,6 +270,13 @@ func (c *Consumer) Drain(done func()) {
 	// arrives for them is released.
 	c.abandonLocked()
 	c.drainFn = done
+	if len(c.backlog) > 0 {
+		if !c.flushing {
+			go c.flush() // it pulls for the rest of the credit, or ends the drain
+		}
+		c.mu.Unlock()
+		return
+	}
 	c.pumpLocked(true)
 	c.mu.Unlock()
 }
@@ -274,6 +297,8 @@ func (c *Consumer) Close() {
 	}
 	unsettled := c.unsettled
 	c.unsettled = nil
+	backlog := c.backlog
+	c.backlog = nil
 	drain := c.drainFn
 	c.drainFn = nil
 	c.mu.Unlock()
@@ -281,6 +306,9 @@ func (c *Consumer) Close() {
 		release()
 	}
 	for d := range unsettled {
+		d.Settle(Outcome{Kind: Released})
+	}
+	for _, d := range backlog {
 		d.Settle(Outcome{Kind: Released})
 	}
 	if c.indexed {
@@ -699,23 +727,32 @@ type pullRequest struct {
 
 const pullExpiry = 30 * time.Second
 
-// pumpLocked asks the engine for as many messages as there is credit not
-// yet covered by waiting requests. Called with c.mu held.
+// pumpLocked asks the engine for as many entries as the credit not yet
+// covered by waiting requests needs (an entry holds perEntry messages on
+// average). Called with c.mu held.
 func (c *Consumer) pumpLocked(noWait bool) {
 	if c.closed || c.inbox == "" {
 		return
 	}
-	want := c.credit - c.outstanding
+	if len(c.backlog) > 0 || c.flushing {
+		// The backlog is delivered first; its flush pumps when done.
+		return
+	}
+	need := 0
+	if c.credit > 0 {
+		need = max(int(float64(c.credit)/max(c.perEntry, 1)+0.5), 1)
+	}
+	want := need - c.outstanding
 	if want <= 0 {
-		if noWait && c.drainFn != nil {
+		if noWait && c.drainFn != nil && c.outstanding == 0 {
 			c.finishDrainLocked()
 		}
 		return
 	}
 	// While requests are outstanding, top up only in batches of at least
-	// half the credit: a consumer returning credit one message at a time
+	// half the need: a consumer returning credit one message at a time
 	// would otherwise cost a pull request per message.
-	if !noWait && c.outstanding > 0 && want < c.credit/2 {
+	if !noWait && c.outstanding > 0 && want < need/2 {
 		return
 	}
 	c.nextReq++
@@ -733,6 +770,45 @@ func (c *Consumer) pumpLocked(noWait bool) {
 	}
 	c.reqs = append(c.reqs, pullReq{id: id, due: want})
 	c.outstanding += want
+}
+
+// flush delivers the backlog within the credit, then asks for more or
+// ends a drain. Only one goroutine flushes at a time, so deliveries keep
+// their order.
+func (c *Consumer) flush() {
+	c.mu.Lock()
+	c.flushLocked()
+}
+
+// flushLocked is flush with c.mu held; it returns with c.mu released.
+func (c *Consumer) flushLocked() {
+	if c.flushing {
+		c.mu.Unlock()
+		return
+	}
+	c.flushing = true
+	for !c.closed && c.credit > 0 && len(c.backlog) > 0 {
+		d := c.backlog[0]
+		c.backlog[0] = nil
+		c.backlog = c.backlog[1:]
+		if len(c.backlog) == 0 {
+			c.backlog = nil
+		}
+		c.credit--
+		c.giveUnlock(d)
+		c.mu.Lock()
+	}
+	c.flushing = false
+	if c.drainFn != nil {
+		if c.credit <= 0 {
+			c.finishDrainLocked()
+		} else if c.outstanding == 0 {
+			c.pumpLocked(true)
+		}
+	} else {
+		c.pumpLocked(false)
+	}
+	c.mu.Unlock()
 }
 
 // pullReq is a pull request in flight.
@@ -775,7 +851,7 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 				c.outstanding -= rq.due
 			}
 			switch {
-			case c.drainFn != nil && c.outstanding == 0:
+			case c.drainFn != nil && c.outstanding == 0 && len(c.backlog) == 0 && !c.flushing:
 				c.finishDrainLocked()
 			case c.drainFn == nil && msg.Header.Get("Status") != "409":
 				c.pumpLocked(false)
@@ -806,6 +882,11 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 		_ = msg.Respond([]byte("-NAK"))
 		return
 	}
+	if message.IsBatch(msg.Data) {
+		c.onEntryLocked(msg, count, seq, ts)
+		return
+	}
+	c.perEntry += (1 - c.perEntry) / 8
 	m, err := message.Unmarshal(msg.Data)
 	switch {
 	case err != nil:
@@ -835,23 +916,7 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 		c.refill()
 		return
 	}
-	if c.credit <= 0 {
-		// Can only happen if credit was withdrawn; give it back.
-		c.mu.Unlock()
-		_ = msg.Respond([]byte("-NAK"))
-		return
-	}
-	c.credit--
-	if c.drainFn != nil && c.outstanding == 0 {
-		// The drain's request is fully answered.
-		c.finishDrainLocked()
-	}
-	name := c.tg.name
-	if c.tg.space {
-		if n, err := address.NameFromSubject("s", msg.Subject); err == nil {
-			name = n
-		}
-	}
+	name := c.entryName(msg.Subject)
 	ackSubj := msg.Reply
 	d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts}
 	d.settle = func(o Outcome) {
@@ -866,7 +931,84 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 			_ = c.ts.nc.Publish(ackSubj, []byte("-NAK"))
 		}
 	}
+	if c.credit <= 0 || len(c.backlog) > 0 || c.flushing {
+		// Entries brought more than the credit: wait in line.
+		c.backlog = append(c.backlog, d)
+		c.flushLocked()
+		return
+	}
+	c.credit--
+	if c.drainFn != nil && c.outstanding == 0 {
+		// The drain's request is fully answered.
+		c.finishDrainLocked()
+	}
 	c.giveUnlock(d)
+}
+
+// entryName is the address a stored message was published to.
+func (c *Consumer) entryName(subject string) string {
+	if c.tg.space {
+		if n, err := address.NameFromSubject("s", subject); err == nil {
+			return n
+		}
+	}
+	return c.tg.name
+}
+
+// onEntryLocked unpacks a batch entry (batch.go) into deliveries. Called
+// with c.mu held; returns with it released.
+func (c *Consumer) onEntryLocked(msg *nats.Msg, count, seq uint64, ts time.Time) {
+	prior, msgs, err := message.UnmarshalBatch(msg.Data)
+	if err != nil {
+		c.mu.Unlock()
+		c.r.log.Warn("undecodable stored batch, terminated", "tenant", c.ts.name, "address", c.tg.name, "seq", seq, "err", err)
+		_ = msg.Respond([]byte("+TERM"))
+		c.refill()
+		return
+	}
+	c.perEntry += (float64(len(msgs)) - c.perEntry) / 8
+	count += prior
+	e := &entry{c: c, reply: msg.Reply, subject: msg.Subject, count: count, left: len(msgs)}
+	if c.maxDeliver > 0 && count > uint64(c.maxDeliver) {
+		c.mu.Unlock()
+		for _, m := range msgs {
+			e.settled(m, Outcome{Kind: Rejected, Description: "delivery count exceeded"})
+		}
+		c.refill()
+		return
+	}
+	name := c.entryName(msg.Subject)
+	now := time.Now()
+	var skipped []*message.Message // settled without delivery
+	var refused []*message.Message // refused by the filter
+	for i, m := range msgs {
+		switch {
+		case m.Expired(now):
+			skipped = append(skipped, m)
+		case c.opts.Filter != nil && !c.opts.Filter(m):
+			refused = append(refused, m)
+		default:
+			d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts, Part: i}
+			d.settle = func(o Outcome) {
+				c.forget(d)
+				c.countSettle(o)
+				e.settled(d.Message, o)
+			}
+			c.backlog = append(c.backlog, d)
+		}
+	}
+	c.flushLocked()
+	for _, m := range skipped {
+		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
+		e.settled(m, Outcome{Kind: Accepted})
+	}
+	for _, m := range refused {
+		if c.tg.typ == address.Queue {
+			e.settled(m, Outcome{Kind: Released}) // for other consumers
+		} else {
+			e.settled(m, Outcome{Kind: Accepted})
+		}
+	}
 }
 
 // repull forgets the pull requests of a lost engine connection and asks
@@ -905,6 +1047,20 @@ func (c *Consumer) deadLetter(orig *nats.Msg, m *message.Message, reason string)
 		_ = c.ts.nc.Publish(orig.Reply, []byte("+TERM"))
 		return
 	}
+	reply := orig.Reply
+	c.toDeadLetter(m, reason, func(err error) {
+		if err != nil {
+			_ = c.ts.nc.Publish(reply, []byte("-NAK"))
+			return
+		}
+		_ = c.ts.nc.Publish(reply, []byte("+TERM"))
+	})
+}
+
+// toDeadLetter publishes a copy of a queue message to the queue's
+// dead-letter address, with the reason and the original address as
+// properties, and calls done with the outcome (an error: not moved).
+func (c *Consumer) toDeadLetter(m *message.Message, reason string, done func(error)) {
 	dla := c.tg.def.DeadLetterAddress()
 	dm := *m
 	props := make(map[string]any, len(m.Properties)+2)
@@ -922,17 +1078,10 @@ func (c *Consumer) deadLetter(orig *nats.Msg, m *message.Message, reason string)
 	}
 	if err != nil {
 		c.r.log.Warn("dead-letter address unusable; message released", "tenant", c.ts.name, "address", c.tg.name, "dla", dla, "err", err)
-		_ = c.ts.nc.Publish(orig.Reply, []byte("-NAK"))
+		done(err)
 		return
 	}
-	reply := orig.Reply
-	p.Publish(&dm, func(_ Outcome, err error) {
-		if err != nil {
-			_ = c.ts.nc.Publish(reply, []byte("-NAK"))
-			return
-		}
-		_ = c.ts.nc.Publish(reply, []byte("+TERM"))
-	})
+	p.Publish(&dm, func(_ Outcome, err error) { done(err) })
 }
 
 // parseAck reads the delivery count, stream sequence and timestamp from a

@@ -135,6 +135,8 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	switch {
 	case p.tg.typ == address.Anycast:
 		p.publishAnycast(m, 0, done)
+	case p.tg.typ == address.Queue:
+		p.ts.batcher(p.subject).publish(p, m, done)
 	case p.stored:
 		p.publishStored(p.subject, m, done)
 	case p.tg.space && m.Durable:
@@ -256,13 +258,32 @@ func pubAckOK(b []byte) bool {
 }
 
 func (p *Producer) publishStored(subject string, m *message.Message, done func(Outcome, error)) {
-	reply, ok := p.ts.mux.register(publishTimeout, func(msg *nats.Msg) {
+	p.ts.storeEntry(subject, p.tg.name, m.Marshal(), ttlHeader(m), done)
+}
+
+// ttlHeader is the engine's per-message TTL for a message with an expiry.
+func ttlHeader(m *message.Message) nats.Header {
+	if m.Expiry.IsZero() {
+		return nil
+	}
+	ttl := time.Until(m.Expiry)
+	if ttl < time.Second {
+		ttl = time.Second // the engine's smallest per-message TTL
+	}
+	return nats.Header{"Nats-TTL": []string{fmt.Sprintf("%ds", int64((ttl+time.Second-1)/time.Second))}}
+}
+
+// storeEntry stores one engine entry (a message or a batch) on a stream
+// subject and calls done with Accepted once the engine acknowledged it.
+// name is the address, for errors.
+func (ts *tenantState) storeEntry(subject, name string, data []byte, hdr nats.Header, done func(Outcome, error)) {
+	reply, ok := ts.mux.register(publishTimeout, func(msg *nats.Msg) {
 		if msg == nil {
 			done(Outcome{}, ErrTimeout)
 			return
 		}
 		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
-			done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, p.tg.name))
+			done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, name))
 			return
 		}
 		if pubAckOK(msg.Data) {
@@ -284,16 +305,8 @@ func (p *Producer) publishStored(subject string, m *message.Message, done func(O
 		done(Outcome{}, ErrClosed)
 		return
 	}
-	nm := &nats.Msg{Subject: subject, Reply: reply, Data: m.Marshal()}
-	if !m.Expiry.IsZero() {
-		ttl := time.Until(m.Expiry)
-		if ttl < time.Second {
-			ttl = time.Second // the engine's smallest per-message TTL
-		}
-		nm.Header = nats.Header{"Nats-TTL": []string{fmt.Sprintf("%ds", int64((ttl+time.Second-1)/time.Second))}}
-	}
-	if err := p.ts.nc.PublishMsg(nm); err != nil {
-		p.ts.mux.cancel(reply)
+	if err := ts.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: hdr}); err != nil {
+		ts.mux.cancel(reply)
 		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
 	}
 }

@@ -11,6 +11,7 @@
 //	q.<name>   a queue's subject, stored in stream Q_<hash(name)> (work-queue retention)
 //	a.<name>   anycast requests (queue group "anycast"); the reply carries the outcome
 //	ap.<name>  anycast presence probes;  aa.<name> presence announcements
+//	to.<name>  owner probes of temporary addresses (tempsweep.go)
 //
 // <name> is the address name mapped by address.Subject (levels become
 // tokens, special characters percent-escaped). See docs/router.md.
@@ -78,6 +79,13 @@ type Config struct {
 	// AnycastTimeout bounds how long an anycast producer waits for the
 	// consumer's outcome before the delivery counts as released.
 	AnycastTimeout time.Duration
+	// TempSweepInterval is how often this node sweeps temporary addresses
+	// whose owner is gone (default DefaultTempSweepInterval; negative: only
+	// when SweepTemps is called); TempGrace is how long one must have been
+	// found without owner and consumers before it is deleted (default
+	// DefaultTempGrace). See tempsweep.go.
+	TempSweepInterval time.Duration
+	TempGrace         time.Duration
 }
 
 // Router routes messages for all tenants.
@@ -87,6 +95,7 @@ type Router struct {
 	store   *tenant.Store
 	log     *slog.Logger
 	metrics *metrics
+	temps   *tempSweeper // set by New
 
 	mu      sync.Mutex
 	tenants map[string]*tenantState // guarded by mu
@@ -114,6 +123,8 @@ type tenantState struct {
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 	cong     congestion     // live consumers behind on credit (interest.go)
+
+	batchers sync.Map // queue subject → *queueBatcher (batch.go)
 }
 
 type addrCounters struct {
@@ -155,10 +166,12 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			return nil, err
 		}
 	}
+	r.startTemps()
 	return r, nil
 }
 
-// Close closes all consumers and the router's engine connections.
+// Close stops the temporary-address sweeper and closes all consumers and
+// the router's engine connections.
 func (r *Router) Close() {
 	r.mu.Lock()
 	if r.closed {
@@ -166,6 +179,9 @@ func (r *Router) Close() {
 		return
 	}
 	r.closed = true
+	r.mu.Unlock()
+	r.stopTemps()
+	r.mu.Lock()
 	ts := r.tenants
 	r.tenants = map[string]*tenantState{}
 	r.mu.Unlock()

@@ -1,0 +1,215 @@
+package router
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/throngmq/throng/internal/address"
+)
+
+// publishBatched publishes n messages ("0", "1", …) without waiting for
+// each outcome, as a pipelining producer does, and fails the test unless
+// the queue stored fewer entries than messages (batches formed).
+func publishBatched(t *testing.T, r *Router, name string, n int) {
+	t.Helper()
+	p, err := r.Producer(ctxT(t), "default", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, n)
+	for i := range n {
+		p.Publish(msg(strconv.Itoa(i)), func(o Outcome, err error) {
+			if err == nil && o.Kind != Accepted {
+				err = fmt.Errorf("outcome %v", o.Kind)
+			}
+			errs <- err
+		})
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := r.AddressStats(ctxT(t), "default", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Backlog >= int64(n) {
+		t.Fatalf("%d messages stored as %d entries: no batch formed", n, st.Backlog)
+	}
+	t.Logf("%d messages in %d entries", n, st.Backlog)
+}
+
+func backlogIs(t *testing.T, r *Router, name string, n int64) {
+	t.Helper()
+	Eventually(t, func() bool {
+		st, err := r.AddressStats(ctxT(t), "default", name)
+		return err == nil && st.Backlog == n
+	})
+}
+
+func TestQueueBatchOrderAndCredit(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	const n = 300
+	publishBatched(t, e.r, "q", n)
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 7)
+	next := 0
+	for next < n {
+		// Exactly the credit is delivered, whatever the entries hold.
+		want := min(7, n-next)
+		for range want {
+			d := col.next(t)
+			if string(d.Message.Body) != strconv.Itoa(next) || d.Count != 1 {
+				t.Fatalf("got %q (count %d), want %d", d.Message.Body, d.Count, next)
+			}
+			next++
+			d.Settle(Outcome{Kind: Accepted})
+		}
+		if next%70 == 0 {
+			col.none(t, 50*time.Millisecond)
+		}
+		c.AddCredit(want)
+	}
+	col.none(t, 100*time.Millisecond)
+	backlogIs(t, e.r, "q", 0)
+}
+
+func TestQueueBatchPartialRelease(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	const n = 60
+	publishBatched(t, e.r, "q", n)
+	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 1000)
+	for i := range n {
+		d := col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+		if i%2 == 0 {
+			d.Settle(Outcome{Kind: Accepted})
+		} else {
+			d.Settle(Outcome{Kind: Released})
+		}
+	}
+	// The released (odd) messages come again, once each, with their
+	// delivery count; the accepted ones never do.
+	seen := map[int]bool{}
+	for range n / 2 {
+		d := col.next(t)
+		i, _ := strconv.Atoi(string(d.Message.Body))
+		if i%2 == 0 || seen[i] || d.Count != 2 {
+			t.Fatalf("redelivered %q with count %d (seen %v)", d.Message.Body, d.Count, seen[i])
+		}
+		seen[i] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	col.none(t, 200*time.Millisecond)
+	backlogIs(t, e.r, "q", 0)
+}
+
+func TestQueueBatchReleaseOnClose(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	const n = 40
+	publishBatched(t, e.r, "q", n)
+	c1, col1 := consume(t, e.r, "default", "q", ConsumeOptions{}, 5)
+	for range 5 {
+		col1.next(t) // unsettled; the rest of their entries waits in the backlog
+	}
+	c1.Close()
+	_, col2 := consume(t, e.r, "default", "q", ConsumeOptions{}, 1000)
+	seen := map[string]bool{}
+	for range n {
+		d := col2.next(t)
+		if seen[string(d.Message.Body)] || d.Count != 2 {
+			t.Fatalf("redelivered %q with count %d", d.Message.Body, d.Count)
+		}
+		seen[string(d.Message.Body)] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	col2.none(t, 200*time.Millisecond)
+	backlogIs(t, e.r, "q", 0)
+}
+
+func TestQueueBatchDeadLetter(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "jobs", Type: address.Queue, Limits: address.Limits{MaxDeliveries: 2}, DeadLetter: "jobs/dead"})
+	mustAddr(t, e.r, "default", &address.Address{Name: "jobs/dead", Type: address.Queue})
+	const n = 20
+	publishBatched(t, e.r, "jobs", n)
+	_, col := consume(t, e.r, "default", "jobs", ConsumeOptions{}, 1000)
+	// First round: reject "3", release the others; second round: release
+	// all again; the third attempt exceeds MaxDeliveries.
+	for round := 1; round <= 2; round++ {
+		for range n - 1 + min(2-round, 1) {
+			d := col.next(t)
+			if d.Count != uint64(round) {
+				t.Fatalf("round %d: %q has count %d", round, d.Message.Body, d.Count)
+			}
+			if string(d.Message.Body) == "3" {
+				d.Settle(Outcome{Kind: Rejected, Description: "bad job"})
+				continue
+			}
+			d.Settle(Outcome{Kind: Released})
+		}
+	}
+	col.none(t, 300*time.Millisecond)
+	_, dead := consume(t, e.r, "default", "jobs/dead", ConsumeOptions{}, 1000)
+	reasons := map[string]string{}
+	for range n {
+		d := dead.next(t)
+		reasons[string(d.Message.Body)] = fmt.Sprint(d.Message.Properties["x-throng-dead-letter-reason"])
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	for i := range n {
+		want := "delivery count exceeded"
+		if i == 3 {
+			want = "bad job"
+		}
+		if got := reasons[strconv.Itoa(i)]; got != want {
+			t.Fatalf("message %d: reason %q, want %q", i, got, want)
+		}
+	}
+	backlogIs(t, e.r, "jobs", 0)
+}
+
+func TestQueueBatchDrain(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	const n = 30
+	publishBatched(t, e.r, "q", n)
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	for i := range 10 {
+		if d := col.next(t); string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+	}
+	drained := make(chan struct{})
+	c.Drain(func() { close(drained) })
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain did not complete")
+	}
+	if c.Credit() != 0 {
+		t.Fatalf("credit after drain %d", c.Credit())
+	}
+	col.none(t, 100*time.Millisecond)
+	// A drain with credit and messages waiting in the backlog delivers them.
+	c.Drain(func() {})
+	c.AddCredit(5)
+	for i := 10; i < 15; i++ {
+		if d := col.next(t); string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+	}
+	c.AddCredit(100)
+	for i := 15; i < n; i++ {
+		if d := col.next(t); string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+	}
+}
