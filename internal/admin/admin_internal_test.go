@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -117,6 +118,20 @@ func TestErrorTable(t *testing.T) {
 	writeError(w, Code("bogus"), "")
 	if w.Code != 500 || !strings.Contains(w.Body.String(), `"internal"`) {
 		t.Fatalf("unknown code rendered %d %s", w.Code, w.Body)
+	}
+}
+
+func TestClassifyRefusedPassword(t *testing.T) {
+	// A password SASLprep refuses (here a control character) is the
+	// client's mistake, reported without the offending character.
+	err := auth.SetPassword(&tenant.User{Name: "u", Tenant: "t"}, "pass\u0007word")
+	if !errors.Is(err, auth.ErrSASLprep) {
+		t.Fatalf("SetPassword: %v", err)
+	}
+	code, msg := classify(err)
+	if code != CodeInvalid || !strings.HasPrefix(msg, "password refused by SASLprep (RFC 4013): ") ||
+		strings.Contains(msg, "\u0007") || strings.Contains(msg, "0007") {
+		t.Fatalf("classify: %s %q", code, msg)
 	}
 }
 

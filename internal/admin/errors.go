@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
@@ -82,7 +83,8 @@ func writeError(w http.ResponseWriter, code Code, message string) {
 	_ = json.NewEncoder(w).Encode(b)
 }
 
-// classify maps an error from the router or the store onto an API code.
+// classify maps an error from the router, the store or auth.SetPassword
+// onto an API code.
 // Errors wrapping a sentinel carry a message written for users; anything
 // else is internal and its text is not shown.
 func classify(err error) (Code, string) {
@@ -94,6 +96,10 @@ func classify(err error) (Code, string) {
 	case errors.Is(err, tenant.ErrLimit):
 		return CodeLimitExceeded, err.Error()
 	case errors.Is(err, tenant.ErrInvalid), errors.Is(err, address.ErrInvalidName):
+		return CodeInvalid, err.Error()
+	case errors.Is(err, auth.ErrSASLprep):
+		// A new password SASLprep refuses (auth.SetPassword); the message
+		// names the rule, not the character.
 		return CodeInvalid, err.Error()
 	}
 	return CodeInternal, ""

@@ -280,7 +280,10 @@ func (h *handshake) scram(first []byte, hostname string) (final []byte, authErr,
 // plain checks PLAIN credentials: authzid NUL authcid NUL password. The
 // tenant is, in order: the "@tenant" suffix of the user name, a non-empty
 // authzid, the SASL hostname if it names a tenant, else the open hostname
-// if it names a tenant, else the default tenant (see selectTenant).
+// if it names a tenant, else the default tenant (see selectTenant). Name
+// and password are used as sent, without the SASLprep that RFC 4616
+// recommends: the stored bcrypt hashes are of passwords as set, and
+// SCRAM alone prepares (docs/amqp.md, SCRAM-SHA-256).
 func (h *handshake) plain(resp []byte, hostname string) error {
 	parts := bytes.Split(resp, []byte{0})
 	if len(parts) != 3 {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	goamqp "github.com/Azure/go-amqp"
+	"github.com/xdg-go/stringprep"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/amqp/encoding"
@@ -27,7 +28,10 @@ import (
 // (proton.SASL.extended() is false), so the client side is scripted here
 // over raw SASL frames.
 
-// scramClient is the client side of SCRAM-SHA-256 (RFC 5802).
+// scramClient is the client side of SCRAM-SHA-256 (RFC 5802). It prepares
+// the password with SASLprep (RFC 4013), as the RFC requires, and sends
+// the user name as given: preparing it is only a SHOULD for clients, and
+// the server's preparation is what is under test.
 type scramClient struct {
 	user, pw, authzid, cnonce string
 
@@ -64,8 +68,13 @@ func (c *scramClient) final(t testing.TB, serverFirst []byte) []byte {
 	if !strings.HasPrefix(nonce, c.cnonce) || len(nonce) == len(c.cnonce) || len(salt) == 0 || iter < 4096 {
 		t.Fatalf("bad server-first %q", serverFirst)
 	}
-	var err error
-	if c.salted, err = pbkdf2.Key(sha256.New, c.pw, salt, iter, sha256.Size); err != nil {
+	// SaltedPassword := Hi(Normalize(password), salt, i), Normalize being
+	// SASLprep (RFC 5802 section 3).
+	pw, err := stringprep.SASLprep.Prepare(c.pw)
+	if err != nil {
+		t.Fatalf("client SASLprep: %v", err)
+	}
+	if c.salted, err = pbkdf2.Key(sha256.New, pw, salt, iter, sha256.Size); err != nil {
 		t.Fatal(err)
 	}
 	without := "c=" + base64.StdEncoding.EncodeToString([]byte(c.gs2)) + ",r=" + nonce
@@ -259,4 +268,67 @@ func TestSASLScram(t *testing.T) {
 	// The legacy user still gets in with PLAIN.
 	s := e.session(t, &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain("legacy@acme", "old")})
 	send(t, sender(t, s, "q", nil), dataMsg("plain"))
+}
+
+func TestSASLScramSASLprep(t *testing.T) {
+	e := startEnv(t, func(c *Config) { c.AllowAnonymous = false })
+	e.tenant(t, &tenant.Tenant{Name: "acme"})
+	e.addrDef(t, "acme", &address.Address{Name: "q", Type: address.Queue})
+	// Set with a no-break space and a soft hyphen; SASLprep makes it
+	// "pass word", and the verifier is of that.
+	const pw = "pass\u00A0wo\u00ADrd"
+	e.user(t, "acme", "carol", pw)
+
+	ok := []struct {
+		name string
+		c    scramClient
+	}{
+		{"as set", scramClient{user: "carol@acme", pw: pw}},
+		{"ASCII space, no soft hyphen", scramClient{user: "carol@acme", pw: "pass word"}},
+		{"en space", scramClient{user: "carol@acme", pw: "pass\u2002word"}},
+		{"fullwidth user name", scramClient{user: "\uFF43\uFF41\uFF52\uFF4F\uFF4C\uFF20acme", pw: "pass word"}},
+	}
+	for i, tc := range ok {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.c.cnonce = "prep" + strconv.Itoa(i)
+			p, o := scramLogin(t, e, &tc.c, "", false)
+			if o.Code != frames.SASLOk {
+				t.Fatalf("outcome %d", o.Code)
+			}
+			p.openAndSend("q", "m"+strconv.Itoa(i))
+		})
+	}
+	eventually(t, func() bool {
+		st, _ := e.r.AddressStats(ctxT(t), "acme", "q")
+		return st.Backlog == int64(len(ok))
+	})
+
+	// Not equivalent, or a user name SASLprep refuses: the usual auth
+	// outcome, without data, and the socket closed.
+	for _, tc := range []struct {
+		name string
+		c    scramClient
+	}{
+		{"space removed", scramClient{user: "carol@acme", pw: "password"}},
+		{"user name with a control character", scramClient{user: "car\u0007ol@acme", pw: "pass word"}},
+		{"user name mixing directions", scramClient{user: "\u0627carol@acme", pw: "pass word"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.c.cnonce = "abc"
+			p, o := scramLogin(t, e, &tc.c, "", false)
+			if o.Code != frames.SASLAuth || len(o.AdditionalData) != 0 {
+				t.Fatalf("outcome %+v", o)
+			}
+			p.expectEOF()
+		})
+	}
+
+	// PLAIN compares the bcrypt hash of the password as given: the exact
+	// password works, an equivalent spelling does not (docs/amqp.md).
+	s := e.session(t, &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain("carol@acme", pw)})
+	send(t, sender(t, s, "q", nil), dataMsg("plain"))
+	if c, err := goamqp.Dial(ctxT(t), e.url(), &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain("carol@acme", "pass word")}); err == nil {
+		c.Close()
+		t.Fatal("PLAIN accepted an equivalent, not identical, password")
+	}
 }

@@ -9,8 +9,11 @@ package auth
 // a salt derived from its name under a per-process key, and fails only at
 // the client-final message, like a wrong password.
 //
-// Passwords are used as their UTF-8 bytes; SASLprep (RFC 4013) is not
-// applied. Clients that apply it send the same bytes for ASCII passwords.
+// Passwords and user names are prepared with SASLprep (RFC 4013) as RFC
+// 5802 section 5.1 requires (saslprep.go): the verifier is computed from
+// the prepared password, the user is looked up by the prepared name.
+// SASLprep is the identity on printable ASCII, so verifiers of ASCII
+// passwords are the same as before it was applied.
 
 import (
 	"crypto/hmac"
@@ -43,14 +46,19 @@ var ErrNoScramCredential = errors.New("user has no SCRAM-SHA-256 verifier (passw
 // RFC 5802, or one sent out of turn.
 var ErrScramMalformed = errors.New("malformed SCRAM message")
 
-// SetPassword sets the user's password: the bcrypt hash and the SCRAM
-// verifier. Every place that sets a password uses it, so the two agree.
+// SetPassword sets the user's password: the bcrypt hash (of the password
+// as given, see saslprep.go) and the SCRAM verifier (of the password
+// prepared with SASLprep). Every place that sets a password uses it, so
+// the two agree. A password SASLprep refuses is an error wrapping
+// ErrSASLprep, and u is left unchanged.
 func SetPassword(u *tenant.User, pw string) error {
-	h, err := HashPassword(pw)
+	// The verifier first: it is the one that can refuse the password, and
+	// bcrypt is the slower of the two.
+	c, err := NewScramCredential(pw)
 	if err != nil {
 		return err
 	}
-	c, err := NewScramCredential(pw)
+	h, err := HashPassword(pw)
 	if err != nil {
 		return err
 	}
@@ -69,9 +77,15 @@ func NewScramCredential(pw string) (*tenant.ScramCredential, error) {
 }
 
 // ScramCredentialFor returns the verifier for pw with the given salt and
-// iteration count (RFC 5802 section 3).
+// iteration count (RFC 5802 section 3): SaltedPassword is
+// Hi(SASLprep(pw), salt, iter). A password SASLprep refuses is an error
+// wrapping ErrSASLprep.
 func ScramCredentialFor(pw string, salt []byte, iter int) (*tenant.ScramCredential, error) {
-	salted, err := pbkdf2.Key(sha256.New, pw, salt, iter, sha256.Size)
+	prepared, err := SASLprep(pw)
+	if err != nil {
+		return nil, fmt.Errorf("password %w", err)
+	}
+	salted, err := pbkdf2.Key(sha256.New, prepared, salt, iter, sha256.Size)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +98,8 @@ func ScramCredentialFor(pw string, salt []byte, iter int) (*tenant.ScramCredenti
 	}, nil
 }
 
-// ScramMatches reports whether c is a verifier of pw (false for nil).
+// ScramMatches reports whether c is a verifier of pw, prepared with
+// SASLprep (false for nil, and for a password SASLprep refuses).
 func ScramMatches(c *tenant.ScramCredential, pw string) bool {
 	if c == nil || len(c.Salt) == 0 || c.Iterations <= 0 {
 		return false
@@ -100,9 +115,10 @@ func hmacSHA256(key []byte, msg string) []byte {
 }
 
 // ScramLookup resolves the identity a SCRAM client names — authcid is its
-// user name with escapes decoded, authzid its authorization identity (""
-// when absent) — to a tenant and user name, and returns the stored user,
-// nil when there is none (unknown tenant or user).
+// user name with escapes decoded and prepared with SASLprep, authzid its
+// authorization identity ("" when absent) — to a tenant and user name,
+// and returns the stored user, nil when there is none (unknown tenant or
+// user).
 type ScramLookup func(authcid, authzid string) (tenantName, name string, u *tenant.User)
 
 // ScramLookup returns the lookup of SCRAM exchanges against the
@@ -266,8 +282,21 @@ func (s *ScramServer) clientFirst(msg string) ([]byte, error) {
 		return nil, err
 	}
 
-	ten, name, u := s.lookup(authcid, authzid)
+	// RFC 5802 section 5.1: the server prepares the user name with
+	// SASLprep before comparing it with stored ones (which are ASCII,
+	// tenant.User.Validate, hence their own preparation). A name it
+	// refuses names no user: it fails like an unknown one, at
+	// client-final, with no answer that tells the two apart.
+	var ten, name string
+	var u *tenant.User
+	if prepared, err := SASLprep(authcid); err != nil {
+		ten, name = authzid, authcid
+		s.deferred = fmt.Errorf("%w: user name %w", ErrBadCredentials, err)
+	} else {
+		ten, name, u = s.lookup(prepared, authzid)
+	}
 	switch {
+	case s.deferred != nil:
 	case u == nil:
 		s.deferred = ErrBadCredentials
 	case u.Scram == nil || len(u.Scram.Salt) == 0 || u.Scram.Iterations <= 0:

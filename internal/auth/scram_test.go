@@ -13,11 +13,15 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/xdg-go/stringprep"
+
 	"github.com/throngmq/throng/internal/tenant"
 )
 
 // scramClient is the client side of SCRAM-SHA-256, just enough to drive
-// the server in tests.
+// the server in tests. It prepares the password with SASLprep, as RFC 5802
+// requires, and sends the user name as given (preparing it is only a
+// SHOULD for the client, and the server's preparation is under test).
 type scramClient struct {
 	user, pw, authzid, cnonce string
 
@@ -59,7 +63,14 @@ func (c *scramClient) final(t testing.TB, serverFirst string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.salted, err = pbkdf2.Key(sha256.New, c.pw, s, iter, sha256.Size)
+	// SaltedPassword := Hi(Normalize(password), salt, i), Normalize being
+	// SASLprep (RFC 5802 section 3): the library itself, not the server's
+	// SASLprep, so that a fault there cannot cancel out.
+	pw, err := stringprep.SASLprep.Prepare(c.pw)
+	if err != nil {
+		t.Fatalf("client SASLprep: %v", err)
+	}
+	c.salted, err = pbkdf2.Key(sha256.New, pw, s, iter, sha256.Size)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,6 +269,121 @@ func TestScramRoundTripTenantsAndEscapes(t *testing.T) {
 	}
 }
 
+// scramRun runs a whole exchange with c against s and returns the error of
+// the step that failed; a success's server signature is checked.
+func scramRun(t *testing.T, s *ScramServer, c *scramClient) error {
+	t.Helper()
+	sf, done, err := s.Step([]byte(c.first()))
+	if err != nil {
+		return err
+	}
+	if done {
+		t.Fatal("exchange over after client-first")
+	}
+	sfin, done, err := s.Step([]byte(c.final(t, string(sf))))
+	if !done {
+		t.Fatal("exchange not over after client-final")
+	}
+	if err == nil && !c.verify(string(sfin)) {
+		t.Fatalf("server signature %q does not verify", sfin)
+	}
+	return err
+}
+
+func TestScramSASLprepRoundTrip(t *testing.T) {
+	// Users whose passwords SASLprep changes; clients that write them
+	// differently but equivalently get in, with their own preparation
+	// (scramClient) against the server's verifier of the prepared form.
+	f := &fakeUsers{tenants: map[string]*tenant.Tenant{"acme": {Name: "acme"}}, users: map[string]*tenant.User{}}
+	for name, pw := range map[string]string{"carol": "pass\u00A0wo\u00ADrd", "nine": "\u2168"} {
+		c, err := NewScramCredential(pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.users["acme/"+name] = &tenant.User{Name: name, Tenant: "acme", Scram: c, Roles: []tenant.Role{tenant.RoleApp}}
+	}
+	a := New(f)
+	for _, tc := range []struct {
+		name, user, pw, wantUser string // wantUser "" for a refusal
+	}{
+		{"as set", "carol@acme", "pass\u00A0wo\u00ADrd", "carol"},
+		{"ASCII space, no soft hyphen", "carol@acme", "pass word", "carol"},
+		{"en space", "carol@acme", "pass\u2002word", "carol"},
+		{"zero-width space mapped to nothing", "carol@acme", "pass\u200B\u00A0word", "carol"},
+		{"fullwidth user name", "\uFF43\uFF41\uFF52\uFF4F\uFF4C\uFF20acme", "pass word", "carol"},
+		{"soft hyphen in the user name", "car\u00ADol@acme", "pass word", "carol"},
+		{"roman numeral nine as letters", "nine@acme", "IX", "nine"},
+		{"letters with a soft hyphen", "nine@acme", "I\u00ADX", "nine"},
+		{"space removed", "carol@acme", "password", ""},
+		{"two spaces", "carol@acme", "pass  word", ""},
+		{"case differs", "nine@acme", "ix", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewScramServer(a.ScramLookup(tenant.Default))
+			err := scramRun(t, s, &scramClient{user: tc.user, pw: tc.pw, cnonce: "c-nonce"})
+			if tc.wantUser == "" {
+				if !errors.Is(err, ErrBadCredentials) || s.Principal() != nil {
+					t.Fatalf("err %v, principal %+v; want a refusal", err, s.Principal())
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p := s.Principal(); p.Tenant != "acme" || p.User != tc.wantUser {
+				t.Fatalf("principal %+v", p)
+			}
+		})
+	}
+}
+
+func TestScramUserNameRefusedBySASLprep(t *testing.T) {
+	// A user name SASLprep refuses names no user: the exchange goes on
+	// like an unknown user's (same server-first shape) and fails at the
+	// proof with ErrBadCredentials, not at once as malformed.
+	for _, name := range []string{"us\u0007er", "\u0627\u0031", "\u00AD", "us\uE000er@acme"} {
+		s := rfcServer(t)
+		c := &scramClient{user: name, pw: "pencil", cnonce: "abc"}
+		sf, done, err := s.Step([]byte(c.first()))
+		if err != nil || done {
+			t.Fatalf("%+q: client-first refused: %v", name, err)
+		}
+		if attrs := strings.Split(string(sf), ","); len(attrs) != 3 || len(attrs[1]) != len("s=W22ZaJ0SNY7soEsUEjb6gQ==") || attrs[2] != "i=4096" {
+			t.Fatalf("%+q: server-first %q", name, sf)
+		}
+		out, done, err := s.Step([]byte(c.final(t, string(sf))))
+		if !errors.Is(err, ErrBadCredentials) || !errors.Is(err, ErrSASLprep) || errors.Is(err, ErrScramMalformed) ||
+			!done || out != nil || s.Principal() != nil {
+			t.Fatalf("%+q: out %q done=%v err=%v", name, out, done, err)
+		}
+	}
+}
+
+func TestScramVerifierStoredBeforeSASLprep(t *testing.T) {
+	// A verifier computed from the raw bytes of a password that SASLprep
+	// changes (as before SASLprep was applied) refuses a compliant client
+	// even with the very same password, and ScramMatches says it does not
+	// match: the password must be set again (docs/amqp.md). There is no
+	// retry with the raw password: the server never sees one.
+	const pw = "pass\u00A0word"
+	salt := []byte("0123456789abcdef")
+	salted, err := pbkdf2.Key(sha256.New, pw, salt, 4096, sha256.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := sha256.Sum256(hmacSHA256(salted, "Client Key"))
+	old := &tenant.ScramCredential{Salt: salt, Iterations: 4096, StoredKey: stored[:], ServerKey: hmacSHA256(salted, "Server Key")}
+	if ScramMatches(old, pw) {
+		t.Fatal("ScramMatches accepts a verifier of the unprepared password")
+	}
+	f := &fakeUsers{tenants: map[string]*tenant.Tenant{"acme": {Name: "acme"}},
+		users: map[string]*tenant.User{"acme/old": {Name: "old", Tenant: "acme", Scram: old, Roles: []tenant.Role{tenant.RoleApp}}}}
+	s := NewScramServer(New(f).ScramLookup(tenant.Default))
+	if err := scramRun(t, s, &scramClient{user: "old@acme", pw: pw, cnonce: "n"}); !errors.Is(err, ErrBadCredentials) {
+		t.Fatalf("err %v", err)
+	}
+}
+
 func TestScramMalformedClientFirst(t *testing.T) {
 	for _, m := range []string{
 		"", "n", "n,", "n,,", "x,,n=user,r=abc", "p=tls-unique,,n=user,r=abc",
@@ -327,6 +453,8 @@ func FuzzScram(f *testing.F) {
 	f.Add([]byte(rfcClientFirst), []byte(rfcClientFinal))
 	f.Add([]byte("n,a=acme,n=us=2Cer,r=abc,x=1"), []byte("c=biwsYT1hY21lLA==,r=abc,p=AAAA"))
 	f.Add([]byte("y,,n=user,r=abc"), []byte("c=eSws,r=abc%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,x=y,p="))
+	f.Add([]byte("n,,n=us\u00ADer,r=rOprNGfwEbeRWgbNEkqO"), []byte(rfcClientFinal)) // SASLprep maps the name to "user"
+	f.Add([]byte("n,,n=us\u0007er,r=abc"), []byte("c=biws,r=abc%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=AAAA"))
 	f.Fuzz(func(t *testing.T, first, final []byte) {
 		s := rfcServer(t)
 		out, done, err := s.Step(first)
