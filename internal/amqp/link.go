@@ -1,9 +1,7 @@
 package amqp
 
 import (
-	"crypto/rand"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"strings"
 
@@ -61,8 +59,8 @@ type link struct {
 	peerMaxMsg   uint64
 	tagSeq       uint64
 	unsettled    int
-	dynamic      string // temporary address to delete on detach
-	durable      string // durable subscription name; deleted when the peer closes the link
+	temp         *router.Temp // temporary address to delete on detach
+	durable      string       // durable subscription name; deleted when the peer closes the link
 }
 
 var releasedOutcome = router.Outcome{Kind: router.Released}
@@ -130,7 +128,7 @@ func routerError(err error) *encoding.Error {
 
 // tempPrefix starts the names of dynamic (temporary) addresses. Any
 // connection of the tenant may send to them: their names are unguessable.
-const tempPrefix = "$temp/"
+const tempPrefix = router.TempPrefix
 
 func (c *conn) authorized(name string, action tenant.Action) bool {
 	if action == tenant.ActionSend && strings.HasPrefix(name, tempPrefix) {
@@ -200,17 +198,15 @@ func (l *link) attachReceiver(a *frames.Attach) {
 }
 
 func (l *link) createTemp() (string, error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	name := tempPrefix + hex.EncodeToString(b[:])
 	c := l.s.c
 	ctx, cancel := ctxTimeout()
 	defer cancel()
-	if err := c.s.cfg.Router.CreateAddress(ctx, c.principal.Tenant, &address.Address{Name: name, Type: address.Anycast}); err != nil {
+	tmp, err := c.s.cfg.Router.CreateTemp(ctx, c.principal.Tenant)
+	if err != nil {
 		return "", err
 	}
-	l.dynamic = name
-	return name, nil
+	l.temp = tmp
+	return tmp.Name(), nil
 }
 
 func (l *link) attachSender(a *frames.Attach) {
@@ -366,15 +362,15 @@ func (l *link) teardown() {
 }
 
 func (l *link) deleteTemp() {
-	if l.dynamic == "" {
+	if l.temp == nil {
 		return
 	}
 	ctx, cancel := ctxTimeout()
 	defer cancel()
-	if err := l.s.c.s.cfg.Router.DeleteAddress(ctx, l.s.c.principal.Tenant, l.dynamic); err != nil {
-		l.s.c.log.Warn("deleting a temporary address failed", "address", l.dynamic, "err", err)
+	if err := l.temp.Delete(ctx); err != nil {
+		l.s.c.log.Warn("deleting a temporary address failed", "address", l.temp.Name(), "err", err)
 	}
-	l.dynamic = ""
+	l.temp = nil
 }
 
 func (l *link) deleteDurable() {

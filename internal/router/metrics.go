@@ -9,6 +9,8 @@ type metrics struct {
 	out     *prometheus.CounterVec // throng_router_messages_out_total
 	dropped *prometheus.CounterVec // throng_router_messages_dropped_total
 	settled *prometheus.CounterVec // throng_router_deliveries_settled_total
+	// throng_router_temp_addresses_deleted_total (tempsweep.go)
+	tempDeleted *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,9 +27,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		settled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "throng_router_deliveries_settled_total", Help: "Deliveries settled by consumers, by outcome.",
 		}, []string{"tenant", "outcome"}),
+		tempDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_router_temp_addresses_deleted_total", Help: "Temporary addresses deleted by the sweeper because their owner and consumers were gone.",
+		}, []string{"tenant"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.in, m.out, m.dropped, m.settled)
+		reg.MustRegister(m.in, m.out, m.dropped, m.settled, m.tempDeleted)
 	}
 	return m
 }
