@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -53,6 +54,7 @@ type benchCommon struct {
 	quiet    *bool
 	user     *string
 	password *string
+	cpuprof  *string
 }
 
 func (c *cli) benchCommonFlags(fs *flag.FlagSet) *benchCommon {
@@ -62,7 +64,28 @@ func (c *cli) benchCommonFlags(fs *flag.FlagSet) *benchCommon {
 		quiet:    fs.Bool("quiet", false, "no progress lines on stderr"),
 		user:     fs.String("user", c.env.get("THRONG_BENCH_USER"), "user name (env THRONG_BENCH_USER)"),
 		password: fs.String("password", c.env.get("THRONG_BENCH_PASSWORD"), "password (env THRONG_BENCH_PASSWORD)"),
+		cpuprof:  fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the machine with the broker)"),
 	}
+}
+
+// profile starts the load generator's CPU profile if asked; the returned
+// function stops it.
+func (b *benchCommon) profile() (stop func(), err error) {
+	if *b.cpuprof == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(*b.cpuprof)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func (b *benchCommon) progress(stderr io.Writer) io.Writer {
@@ -121,7 +144,12 @@ func (c *cli) benchMQTT(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.User, cfg.Password, cfg.Label, cfg.Progress = *common.user, *common.password, *common.label, common.progress(c.stderr)
+	stop, err := common.profile()
+	if err != nil {
+		return err
+	}
 	r, err := bench.RunMQTT(ctx, cfg)
+	stop()
 	if err != nil {
 		return err
 	}
@@ -158,7 +186,12 @@ func (c *cli) benchAMQP(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg.User, cfg.Password, cfg.Label, cfg.Progress = *common.user, *common.password, *common.label, common.progress(c.stderr)
+	stop, err := common.profile()
+	if err != nil {
+		return err
+	}
 	r, err := bench.RunAMQP(ctx, cfg)
+	stop()
 	if err != nil {
 		return err
 	}

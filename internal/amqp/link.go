@@ -48,13 +48,13 @@ type link struct {
 
 	// sending (server → client)
 	consumer     *router.Consumer
-	pending      []*router.Delivery // received from the router, waiting for credit or window
-	credit       uint32             // link-credit the peer granted, unused
-	sendCount    uint32             // delivery-count
-	routerCredit int                // credit given to the router consumer, not yet used
-	draining     bool               // a drain is in progress in the router
-	drainReq     bool               // the peer asked to drain
-	drainEcho    bool               // the next flow answers a drain
+	pending      deliveryQueue // received from the router, waiting for credit or window
+	credit       uint32        // link-credit the peer granted, unused
+	sendCount    uint32        // delivery-count
+	routerCredit int           // credit given to the router consumer, not yet used
+	draining     bool          // a drain is in progress in the router
+	drainReq     bool          // the peer asked to drain
+	drainEcho    bool          // the next flow answers a drain
 	sndMode      frames.SenderSettleMode
 	peerMaxMsg   uint64
 	tagSeq       uint64
@@ -336,10 +336,9 @@ func (l *link) teardown() {
 	if l.stopWatch != nil {
 		l.stopWatch()
 	}
-	for _, d := range l.pending {
+	for _, d := range l.pending.take() {
 		d.Settle(releasedOutcome)
 	}
-	l.pending = nil
 	if l.consumer != nil {
 		l.consumer.Close()
 	}
@@ -406,7 +405,7 @@ func (l *link) flowFrame() *frames.Flow {
 	} else {
 		f.DeliveryCount, f.HasDeliveryCount = l.sendCount, true
 		f.LinkCredit, f.HasLinkCredit = l.credit, true
-		f.Available, f.HasAvailable = uint32(len(l.pending)), true
+		f.Available, f.HasAvailable = uint32(l.pending.len()), true
 		f.Drain = l.drainReq || l.drainEcho
 		l.drainEcho = false
 	}
@@ -445,7 +444,7 @@ func (l *link) topUp() {
 	if l.consumer == nil || l.draining {
 		return
 	}
-	need := int(l.credit) - l.routerCredit - len(l.pending)
+	need := int(l.credit) - l.routerCredit - l.pending.len()
 	if need > 0 {
 		l.routerCredit += need
 		l.consumer.AddCredit(need)
@@ -482,7 +481,7 @@ func (l *link) onDrained() {
 // finishDrain uses up the remaining credit (part 2.6.7: drain) and tells
 // the peer.
 func (l *link) finishDrain() {
-	if len(l.pending) > 0 && l.credit > 0 && l.s.remoteIncomingWindow > 0 {
+	if l.pending.len() > 0 && l.credit > 0 && l.s.remoteIncomingWindow > 0 {
 		return // still sending; pump continues and the next flow completes it
 	}
 	l.sendCount += l.credit
@@ -696,7 +695,7 @@ func (l *link) onDelivery(d *router.Delivery) {
 		return
 	}
 	l.routerCredit--
-	l.pending = append(l.pending, d)
+	l.pending.push(d)
 	l.s.pump()
 	if l.drainReq && !l.draining {
 		l.finishDrain()
@@ -745,4 +744,35 @@ func (l *link) send(d *router.Delivery) {
 	}
 	s.cur = x
 	s.continueSend()
+}
+
+// deliveryQueue is a FIFO of deliveries that reuses its array: popping by
+// re-slicing made every push after the queue emptied an allocation.
+type deliveryQueue struct {
+	buf  []*router.Delivery
+	head int
+}
+
+func (q *deliveryQueue) len() int { return len(q.buf) - q.head }
+
+func (q *deliveryQueue) push(d *router.Delivery) { q.buf = append(q.buf, d) }
+
+func (q *deliveryQueue) pop() *router.Delivery {
+	d := q.buf[q.head]
+	q.buf[q.head] = nil
+	q.head++
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+		if cap(q.buf) > 4096 {
+			q.buf = nil // a burst is over: let its array go
+		}
+	}
+	return d
+}
+
+// take empties the queue and returns what it held.
+func (q *deliveryQueue) take() []*router.Delivery {
+	ds := q.buf[q.head:]
+	q.buf, q.head = nil, 0
+	return ds
 }

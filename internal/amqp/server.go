@@ -83,7 +83,9 @@ type Config struct {
 	// HandshakeTimeout bounds protocol header, SASL and open (default 10s).
 	HandshakeTimeout time.Duration
 	// LinkCredit is the credit granted to each client sender link (default
-	// 256). Incoming messages whose outcome is pending count against it.
+	// 1000, as ActiveMQ Artemis). Incoming messages whose outcome is
+	// pending count against it: with 256 a pipelining sender to a queue
+	// waited on its own window (65-77k msg/s against 206k with 1000).
 	LinkCredit uint32
 	// SessionWindow is the incoming-window of each session in transfer
 	// frames (default 2048).
@@ -130,7 +132,7 @@ func (c *Config) setDefaults() error {
 		c.HandshakeTimeout = 10 * time.Second
 	}
 	if c.LinkCredit == 0 {
-		c.LinkCredit = 256
+		c.LinkCredit = 1000
 	}
 	if c.SessionWindow == 0 {
 		c.SessionWindow = 2048

@@ -43,9 +43,10 @@ type session struct {
 	flowLinks  []*link // links that need a flow
 	flowNeeded bool    // a session-level flow is due
 	dirty      bool
-	ending     bool   // we sent end with an error and wait for the peer's end
-	scratch    []byte // a transfer performative being measured
-	msgBuf     []byte // the encoded message of cur
+	ending     bool            // we sent end with an error and wait for the peer's end
+	scratch    []byte          // a transfer performative being measured
+	tr         frames.Transfer // the transfer being written (continueSend)
+	msgBuf     []byte          // the encoded message of cur
 }
 
 type dispo struct {
@@ -376,16 +377,10 @@ func (s *session) pump() {
 		progress := false
 		for i := 0; i < len(s.senders); i++ {
 			l := s.senders[(s.rr+i)%len(s.senders)]
-			if len(l.pending) == 0 || l.credit == 0 || l.detachSent {
+			if l.pending.len() == 0 || l.credit == 0 || l.detachSent {
 				continue
 			}
-			d := l.pending[0]
-			l.pending[0] = nil
-			l.pending = l.pending[1:]
-			if len(l.pending) == 0 {
-				l.pending = nil
-			}
-			l.send(d)
+			l.send(l.pending.pop())
 			progress = true
 			if s.cur != nil || s.remoteIncomingWindow == 0 {
 				s.rr = (s.rr + i + 1) % len(s.senders)
@@ -403,7 +398,10 @@ func (s *session) continueSend() {
 	x := s.cur
 	first := x.off == 0
 	for s.remoteIncomingWindow > 0 {
-		t := frames.Transfer{Handle: x.l.handle, More: true}
+		// s.tr, not a local: a pointer to a local passed on as a
+		// Marshaler escapes, one allocation per transfer.
+		t := &s.tr
+		*t = frames.Transfer{Handle: x.l.handle, More: true}
 		if first {
 			t.DeliveryID, t.HasDeliveryID = x.id, true
 			t.DeliveryTag = x.tag
@@ -417,7 +415,7 @@ func (s *session) continueSend() {
 		if n == rest {
 			t.More = false
 		}
-		s.write(&t, x.payload[x.off:x.off+n])
+		s.write(t, x.payload[x.off:x.off+n])
 		x.off += n
 		s.nextOutgoingID++
 		s.remoteIncomingWindow--

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,13 +60,20 @@ type Delivery struct {
 	// Sequence it identifies a stored message.
 	Part int
 
-	settle func(Outcome) // nil: pre-settled (at-most-once)
-	once   atomic.Bool
+	settle func(Outcome) // nil with done nil: pre-settled (at-most-once)
+	// A local anycast delivery (local.go) settles through c and the
+	// producer's done: no closure to allocate per message.
+	c    *Consumer
+	done func(Outcome, error)
+	once atomic.Bool
+
+	prev, next *Delivery // in the consumer's unsettled list; guarded by the consumer's mu
+	listed     bool
 }
 
 // PreSettled reports whether the delivery needs no settlement
 // (multicast, live topic space).
-func (d *Delivery) PreSettled() bool { return d.settle == nil }
+func (d *Delivery) PreSettled() bool { return d.settle == nil && d.done == nil }
 
 // Settle settles the delivery; later calls are ignored.
 //   - Accepted: removed (queue) / acknowledged (topic subscription).
@@ -74,7 +82,13 @@ func (d *Delivery) PreSettled() bool { return d.settle == nil }
 //     because the engine counts every delivery).
 //   - Rejected: moved to the address's dead-letter address.
 func (d *Delivery) Settle(o Outcome) {
-	if d.settle == nil || !d.once.CompareAndSwap(false, true) {
+	if d.PreSettled() || !d.once.CompareAndSwap(false, true) {
+		return
+	}
+	if d.done != nil {
+		d.c.forget(d)
+		d.c.countSettle(o)
+		d.done(o, nil)
 		return
 	}
 	d.settle(o)
@@ -95,16 +109,16 @@ type Consumer struct {
 	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
 	mu         sync.Mutex
-	credit     int                    // granted, not yet used; guarded by mu
-	maxCredit  int                    // largest credit held; guarded by mu
-	congested  bool                   // live topic-space consumer low on credit (interest.go); guarded by mu
-	stuck      bool                   // was congested for maxCongested: no longer counted until credit recovers; guarded by mu
-	congGen    uint64                 // bumped on each congestion start; guarded by mu
-	queued     int                    // messages waiting in the engine client at the last live delivery; guarded by mu
-	lastCredit time.Time              // last AddCredit while congested; guarded by mu
-	closed     bool                   // guarded by mu
-	drainFn    func()                 // pending drain completion; guarded by mu
-	unsettled  map[*Delivery]struct{} // guarded by mu
+	credit     int       // granted, not yet used; guarded by mu
+	maxCredit  int       // largest credit held; guarded by mu
+	congested  bool      // live topic-space consumer low on credit (interest.go); guarded by mu
+	stuck      bool      // was congested for maxCongested: no longer counted until credit recovers; guarded by mu
+	congGen    uint64    // bumped on each congestion start; guarded by mu
+	queued     int       // messages waiting in the engine client at the last live delivery; guarded by mu
+	lastCredit time.Time // last AddCredit while congested; guarded by mu
+	closed     bool      // guarded by mu
+	drainFn    func()    // pending drain completion; guarded by mu
+	unsettled  *Delivery // head of the list of unsettled deliveries (prev/next); guarded by mu
 
 	// pull consumers (stored types)
 	stream, cons string
@@ -153,7 +167,7 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 		return nil, err
 	}
 	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ),
-		unsettled: map[*Delivery]struct{}{}, perEntry: 1}
+		perEntry: 1}
 	if tg.space {
 		c.typ = "topicspace"
 	}
@@ -295,8 +309,15 @@ func (c *Consumer) Close() {
 		c.congested = false
 		release = c.ts.cong.set(false)
 	}
-	unsettled := c.unsettled
+	var unsettled []*Delivery
+	for d := c.unsettled; d != nil; {
+		next := d.next
+		d.prev, d.next, d.listed = nil, nil, false
+		unsettled = append(unsettled, d)
+		d = next
+	}
 	c.unsettled = nil
+	slices.Reverse(unsettled) // oldest first
 	backlog := c.backlog
 	c.backlog = nil
 	drain := c.drainFn
@@ -305,7 +326,16 @@ func (c *Consumer) Close() {
 	if release != nil {
 		release()
 	}
-	for d := range unsettled {
+	// Stop the engine's traffic before releasing: an UNSUB sent ahead of
+	// the releases (same connection, so processed first) makes the
+	// engine drop this consumer's waiting pull requests, which would
+	// otherwise take the released messages again and hold them for the
+	// ack wait. Drain, not Unsubscribe: what is already on its way is
+	// still handled (released, since the consumer is closed).
+	for _, s := range c.subs {
+		_ = s.Drain()
+	}
+	for _, d := range unsettled {
 		d.Settle(Outcome{Kind: Released})
 	}
 	for _, d := range backlog {
@@ -318,9 +348,6 @@ func (c *Consumer) Close() {
 		if g := c.ts.anycastGroup(c.tg.name, false); g != nil {
 			g.remove(c)
 		}
-	}
-	for _, s := range c.subs {
-		_ = s.Unsubscribe()
 	}
 	if c.tg.typ == address.Anycast {
 		_ = c.ts.nc.Publish(address.Subject("aa", c.tg.name), nil)
@@ -346,8 +373,13 @@ func (c *Consumer) Close() {
 // held and credit already taken, and releases c.mu before calling deliver,
 // so that deliver may call AddCredit or Settle.
 func (c *Consumer) giveUnlock(d *Delivery) {
-	if d.settle != nil {
-		c.unsettled[d] = struct{}{}
+	if !d.PreSettled() {
+		// An intrusive list: no map insert and delete per message.
+		d.next, d.listed = c.unsettled, true
+		if d.next != nil {
+			d.next.prev = d
+		}
+		c.unsettled = d
 	}
 	c.mu.Unlock()
 	c.ctr.out.Add(1)
@@ -357,7 +389,18 @@ func (c *Consumer) giveUnlock(d *Delivery) {
 
 func (c *Consumer) forget(d *Delivery) {
 	c.mu.Lock()
-	delete(c.unsettled, d)
+	if d.listed {
+		d.listed = false
+		if d.prev != nil {
+			d.prev.next = d.next
+		} else {
+			c.unsettled = d.next
+		}
+		if d.next != nil {
+			d.next.prev = d.prev
+		}
+		d.prev, d.next = nil, nil
+	}
 	c.mu.Unlock()
 }
 

@@ -231,12 +231,6 @@ func (c *Consumer) takeAnycast(m *message.Message, done func(Outcome, error)) bo
 		return false
 	}
 	c.credit--
-	d := &Delivery{Message: m, Address: c.tg.name, Count: 1}
-	d.settle = func(o Outcome) {
-		c.forget(d)
-		c.countSettle(o)
-		done(o, nil)
-	}
-	c.giveUnlock(d)
+	c.giveUnlock(&Delivery{Message: m, Address: c.tg.name, Count: 1, c: c, done: done})
 	return true
 }

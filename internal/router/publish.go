@@ -277,7 +277,7 @@ func ttlHeader(m *message.Message) nats.Header {
 // subject and calls done with Accepted once the engine acknowledged it.
 // name is the address, for errors.
 func (ts *tenantState) storeEntry(subject, name string, data []byte, hdr nats.Header, done func(Outcome, error)) {
-	reply, ok := ts.mux.register(publishTimeout, func(msg *nats.Msg) {
+	reply, ok := ts.pubMux.register(publishTimeout, func(msg *nats.Msg) {
 		if msg == nil {
 			done(Outcome{}, ErrTimeout)
 			return
@@ -305,8 +305,8 @@ func (ts *tenantState) storeEntry(subject, name string, data []byte, hdr nats.He
 		done(Outcome{}, ErrClosed)
 		return
 	}
-	if err := ts.nc.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: hdr}); err != nil {
-		ts.mux.cancel(reply)
+	if err := ts.pub.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: hdr}); err != nil {
+		ts.pubMux.cancel(reply)
 		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
 	}
 }

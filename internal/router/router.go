@@ -116,10 +116,16 @@ type tenantState struct {
 	anycast   map[string]*anycastGroup // this node's anycast consumers by address (local.go); guarded by mu
 	consumers map[*Consumer]struct{}   // open consumers; guarded by mu
 
-	live  *nats.Conn // NoEcho connection for live (t.) publishes and subscriptions (local.go)
-	index liveIndex  // this node's live consumers by t.-subject filter (local.go)
-	peers func() int // nodes exchanging live messages in the account, this one included
-	leave func()
+	live *nats.Conn // NoEcho connection for live (t.) publishes and subscriptions (local.go)
+	// pub carries stored publishes (storeEntry) and their PubAcks, so that
+	// a burst of publishes does not queue the pull requests and acks of
+	// consumers behind it on nc: with one connection, producers that
+	// outpaced a queue's consumer starved it to a few thousand msg/s.
+	pub    *nats.Conn
+	pubMux *replyMux
+	index  liveIndex  // this node's live consumers by t.-subject filter (local.go)
+	peers  func() int // nodes exchanging live messages in the account, this one included
+	leave  func()
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 	cong     congestion     // live consumers behind on credit (interest.go)
@@ -207,9 +213,11 @@ func (t *tenantState) close() {
 	}
 	t.stopInterest()
 	t.mux.close()
+	t.pubMux.close()
 	t.leave()
 	t.nc.Close()
 	t.live.Close()
+	t.pub.Close()
 }
 
 // tenant returns the state of a stored tenant, connecting to its account
@@ -250,20 +258,38 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		nc.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	pub, err := r.eng.Connect(acc, nats.Name("router-pub/"+name),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			r.log.Warn("engine publish connection lost; reconnecting", "tenant", name, "err", err)
+		}))
 	if err != nil {
 		nc.Close()
 		live.Close()
+		return nil, err
+	}
+	closeAll := func() {
+		nc.Close()
+		live.Close()
+		pub.Close()
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		closeAll()
 		return nil, err
 	}
 	mux, err := newReplyMux(nc)
 	if err != nil {
-		nc.Close()
-		live.Close()
+		closeAll()
+		return nil, err
+	}
+	pubMux, err := newReplyMux(pub)
+	if err != nil {
+		mux.close()
+		closeAll()
 		return nil, err
 	}
 	ts = &tenantState{
-		name: name, nc: nc, live: live, js: js, mux: mux,
+		name: name, nc: nc, live: live, js: js, mux: mux, pub: pub, pubMux: pubMux,
 		streams:   map[string]bool{},
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},
