@@ -39,7 +39,9 @@ func publishBatched(t *testing.T, r *Router, name string, n int) {
 	if st.Backlog >= int64(n) {
 		t.Fatalf("%d messages stored as %d entries: no batch formed", n, st.Backlog)
 	}
-	t.Logf("%d messages in %d entries", n, st.Backlog)
+	if testing.Verbose() && n > 40 {
+		t.Logf("%d messages in %d entries", n, st.Backlog)
+	}
 }
 
 func backlogIs(t *testing.T, r *Router, name string, n int64) {
@@ -212,4 +214,74 @@ func TestQueueBatchDrain(t *testing.T) {
 			t.Fatalf("got %q, want %d", d.Message.Body, i)
 		}
 	}
+}
+
+// TestQueueBatchThenSingles: after big entries the consumer expects many
+// messages per entry and asks for few entries; single-message entries
+// then use up those requests with credit left. It must ask again without
+// waiting for more credit (it stalled: a peer that returns credit when
+// half is used, as AMQP receivers do, sends none while it has plenty).
+func TestQueueBatchThenSingles(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 100)
+	used := 0
+	next := func() *Delivery {
+		d := col.next(t)
+		d.Settle(Outcome{Kind: Accepted})
+		if used++; used == 50 {
+			c.AddCredit(used)
+			used = 0
+		}
+		return d
+	}
+	// Enough entries to use up the first requests (made when the
+	// consumer still expected one message per entry).
+	for range 60 {
+		publishBatched(t, e.r, "q", 40)
+		for range 40 {
+			next()
+		}
+	}
+	c.mu.Lock()
+	t.Logf("credit %d outstanding %d per entry %.1f", c.credit, c.outstanding, c.perEntry)
+	c.mu.Unlock()
+	for i := range 100 {
+		publish(t, e.r, "default", "q", "single-"+strconv.Itoa(i))
+		if d := next(); string(d.Message.Body) != "single-"+strconv.Itoa(i) {
+			t.Fatalf("got %q", d.Message.Body)
+		}
+	}
+}
+
+// TestQueueBatchBacklogKeepalive: messages that wait in a consumer's
+// backlog (their entry brought more than the credit) are not redelivered
+// when the ack wait passes: the consumer reports their entries in
+// progress.
+func TestQueueBatchBacklogKeepalive(t *testing.T) {
+	defer func(w, k time.Duration) { ackWait, backlogKeepalive = w, k }(ackWait, backlogKeepalive)
+	ackWait, backlogKeepalive = 1500*time.Millisecond, 500*time.Millisecond
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	const n = 100
+	publishBatched(t, e.r, "q", n)
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 3)
+	got := map[string]bool{}
+	take := func() {
+		d := col.next(t)
+		if got[string(d.Message.Body)] || d.Count != 1 {
+			t.Fatalf("%q delivered again (count %d)", d.Message.Body, d.Count)
+		}
+		got[string(d.Message.Body)] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	for range 3 {
+		take()
+	}
+	time.Sleep(3 * ackWait) // what the test is about: the ack wait passes
+	c.AddCredit(n)
+	for len(got) < n {
+		take()
+	}
+	col.none(t, 200*time.Millisecond)
 }

@@ -69,6 +69,7 @@ type Delivery struct {
 
 	prev, next *Delivery // in the consumer's unsettled list; guarded by the consumer's mu
 	listed     bool
+	entry      *entry // the batch entry it came in (batch.go), nil for a plain one
 }
 
 // PreSettled reports whether the delivery needs no settlement
@@ -135,6 +136,7 @@ type Consumer struct {
 	// hold several messages), delivered in order as credit comes.
 	backlog    []*Delivery // guarded by mu
 	flushing   bool        // a goroutine is delivering from backlog; guarded by mu
+	keepArmed  bool        // a keepBacklog timer is pending; guarded by mu
 	nextReq    uint64      // guarded by mu
 	maxDeliver int
 
@@ -654,7 +656,7 @@ func (r *Router) ensureDurable(ctx context.Context, ts *tenantState, stream, cna
 	cc := jetstream.ConsumerConfig{
 		Durable:       cname,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
+		AckWait:       ackWait,
 		MaxDeliver:    -1,
 		MaxAckPending: 1 << 16,
 		MaxWaiting:    4096,
@@ -722,7 +724,7 @@ func (c *Consumer) startTopic(ctx context.Context) error {
 	}
 	cc := jetstream.ConsumerConfig{
 		AckPolicy:         jetstream.AckExplicitPolicy,
-		AckWait:           30 * time.Second,
+		AckWait:           ackWait,
 		MaxDeliver:        -1,
 		MaxAckPending:     1 << 16,
 		InactiveThreshold: time.Minute,
@@ -770,6 +772,11 @@ type pullRequest struct {
 
 const pullExpiry = 30 * time.Second
 
+// maxPullEntries bounds the entries a consumer has asked for and not
+// received: with batch entries (up to message.MaxBatch messages each) a
+// pull sized by credit alone could bring far more than the credit.
+const maxPullEntries = 128
+
 // pumpLocked asks the engine for as many entries as the credit not yet
 // covered by waiting requests needs (an entry holds perEntry messages on
 // average). Called with c.mu held.
@@ -783,7 +790,9 @@ func (c *Consumer) pumpLocked(noWait bool) {
 	}
 	need := 0
 	if c.credit > 0 {
-		need = max(int(float64(c.credit)/max(c.perEntry, 1)+0.5), 1)
+		// At most maxPullEntries: an entry may hold many messages, and
+		// what exceeds the credit waits in the backlog.
+		need = min(max(int(float64(c.credit)/max(c.perEntry, 1)+0.5), 1), maxPullEntries)
 	}
 	want := need - c.outstanding
 	if want <= 0 {
@@ -842,6 +851,10 @@ func (c *Consumer) flushLocked() {
 		c.mu.Lock()
 	}
 	c.flushing = false
+	if len(c.backlog) > 0 && !c.keepArmed && !c.closed {
+		c.keepArmed = true
+		time.AfterFunc(backlogKeepalive, c.keepBacklog)
+	}
 	if c.drainFn != nil {
 		if c.credit <= 0 {
 			c.finishDrainLocked()
@@ -981,11 +994,51 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 		return
 	}
 	c.credit--
-	if c.drainFn != nil && c.outstanding == 0 {
-		// The drain's request is fully answered.
-		c.finishDrainLocked()
+	if c.drainFn != nil {
+		if c.outstanding == 0 {
+			// The drain's request is fully answered.
+			c.finishDrainLocked()
+		}
+	} else {
+		// Requests count entries and credit messages: entries smaller
+		// than the estimate leave credit with no request to use it, and
+		// no AddCredit may come (the peer still has credit). Ask now.
+		c.pumpLocked(false)
 	}
 	c.giveUnlock(d)
+}
+
+// backlogKeepalive is how often the entries of backlog messages are
+// reported in progress to the engine: a message waiting in the backlog
+// has not been delivered yet and must not reach the ack wait (30 s) and
+// be redelivered elsewhere while this consumer still holds it.
+var backlogKeepalive = ackWait / 3
+
+// ackWait is the engine's ack wait for stored consumers: a delivery
+// unsettled for that long is redelivered (a variable for tests).
+var ackWait = 30 * time.Second
+
+// keepBacklog sends +WPI (work in progress: the engine restarts the ack
+// wait) for each entry that has messages in the backlog.
+func (c *Consumer) keepBacklog() {
+	c.mu.Lock()
+	c.keepArmed = false
+	var replies []string
+	seen := map[*entry]bool{}
+	for _, d := range c.backlog {
+		if e := d.entry; e != nil && !seen[e] {
+			seen[e] = true
+			replies = append(replies, e.reply)
+		}
+	}
+	if len(c.backlog) > 0 && !c.closed {
+		c.keepArmed = true
+		time.AfterFunc(backlogKeepalive, c.keepBacklog)
+	}
+	c.mu.Unlock()
+	for _, r := range replies {
+		_ = c.ts.nc.Publish(r, []byte("+WPI"))
+	}
 }
 
 // entryName is the address a stored message was published to.
@@ -1031,7 +1084,7 @@ func (c *Consumer) onEntryLocked(msg *nats.Msg, count, seq uint64, ts time.Time)
 		case c.opts.Filter != nil && !c.opts.Filter(m):
 			refused = append(refused, m)
 		default:
-			d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts, Part: i}
+			d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts, Part: i, entry: e}
 			d.settle = func(o Outcome) {
 				c.forget(d)
 				c.countSettle(o)

@@ -459,7 +459,7 @@ func (r *Router) ensureStream(ctx context.Context, ts *tenantState, a *address.A
 		if _, err := ts.js.CreateOrUpdateConsumer(ctx, name, jetstream.ConsumerConfig{
 			Durable:       queueConsumer,
 			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       30 * time.Second,
+			AckWait:       ackWait,
 			MaxDeliver:    -1, // the router enforces max deliveries (dead-lettering)
 			MaxAckPending: 1 << 16,
 			MaxWaiting:    4096,
