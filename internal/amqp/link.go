@@ -45,6 +45,7 @@ type link struct {
 	inPartial  bool
 	partialID  uint32
 	partialSet bool // partial is pre-settled
+	skipping   bool // the rest of an ignored resumed delivery follows
 
 	// sending (server → client)
 	consumer     *router.Consumer
@@ -184,6 +185,7 @@ func (l *link) attachReceiver(a *frames.Attach) {
 		Name: a.Name, Handle: l.handle, Role: frames.RoleReceiver,
 		SndSettleMode: a.SndSettleMode, RcvSettleMode: a.RcvSettleMode,
 		Source: a.Source, Target: &reply,
+		Unsettled:      unsettledReply(a),
 		MaxMessageSize: c.s.cfg.MaxMessageSize,
 	}, nil)
 	if l.producer != nil && l.producer.Type() == address.Anycast {
@@ -218,6 +220,7 @@ func (l *link) attachSender(a *frames.Attach) {
 	}
 	l.sndMode = a.SndSettleMode
 	l.peerMaxMsg = a.MaxMessageSize
+	l.resumeTags(a.Unsettled)
 	reply := *src
 	reply.Filter = nil
 	var opts router.ConsumeOptions
@@ -265,17 +268,26 @@ func (l *link) attachSender(a *frames.Attach) {
 			}
 		}
 	}
-	ctx, cancel := ctxTimeout()
-	cons, err := c.s.cfg.Router.Consume(ctx, c.principal.Tenant, l.addr, opts, func(d *router.Delivery) {
-		c.ev.push(event{kind: evDelivery, l: l, d: d})
-	})
-	cancel()
-	if err != nil {
-		l.deleteTemp()
-		l.refuse(a, routerError(err))
-		return
+	if a.IncompleteUnsettled {
+		// "On receipt of an incomplete unsettled map a sending endpoint
+		// MUST NOT send any new deliveries" (part 2.7.3), and we have no
+		// others: no consumer on this attachment. Our (complete, empty)
+		// map settles what the peer listed; it detaches and attaches
+		// again with the rest, and eventually with a complete map.
+		c.log.Debug("incomplete unsettled map: no deliveries until the link is attached again", "link", l.name)
+	} else {
+		ctx, cancel := ctxTimeout()
+		cons, err := c.s.cfg.Router.Consume(ctx, c.principal.Tenant, l.addr, opts, func(d *router.Delivery) {
+			c.ev.push(event{kind: evDelivery, l: l, d: d})
+		})
+		cancel()
+		if err != nil {
+			l.deleteTemp()
+			l.refuse(a, routerError(err))
+			return
+		}
+		l.consumer = cons
 	}
-	l.consumer = cons
 	if reply.DefaultOutcome == nil {
 		reply.DefaultOutcome = &encoding.Released{}
 	}
@@ -283,10 +295,40 @@ func (l *link) attachSender(a *frames.Attach) {
 		Name: a.Name, Handle: l.handle, Role: frames.RoleSender,
 		SndSettleMode: a.SndSettleMode, RcvSettleMode: a.RcvSettleMode,
 		Source: &reply, Target: a.Target,
+		Unsettled:            unsettledReply(a),
 		InitialDeliveryCount: 0, HasInitialDeliveryCount: true,
 		MaxMessageSize: c.s.cfg.MaxMessageSize,
 	}, nil)
 	l.s.senders = append(l.s.senders, l)
+}
+
+// unsettledReply is our unsettled map in answer to the peer's (part
+// 2.6.13). The server keeps no unsettled deliveries across attachments:
+// outgoing ones were released to the router when the link detached (they
+// come again as new deliveries), incoming ones were forgotten once
+// settled. So a peer that sends a map (resuming the link) gets an empty,
+// complete one: every delivery it lists is settled from our side
+// ("deliveries that only the target considers unsettled ... MUST be
+// considered settled by the receiver"; a sender resends those only it
+// considers unsettled as new deliveries). A plain attach (null map) is
+// answered with null, as before.
+func unsettledReply(a *frames.Attach) encoding.Map {
+	if a.Unsettled == nil {
+		return nil
+	}
+	return encoding.Map{}
+}
+
+// resumeTags makes the delivery tags of a resumed sending link start above
+// every tag of ours the peer listed as unsettled, so that no new delivery
+// carries a tag the peer may still remember (tags are unique among the
+// deliveries either end considers unsettled, part 2.6.12).
+func (l *link) resumeTags(m encoding.Map) {
+	for _, p := range m {
+		if tag, ok := p.Key.([]byte); ok && len(tag) == 8 {
+			l.tagSeq = max(l.tagSeq, binary.BigEndian.Uint64(tag))
+		}
+	}
 }
 
 // ---- detach
@@ -452,10 +494,12 @@ func (l *link) topUp() {
 }
 
 func (l *link) startDrain() {
-	if l.draining || l.consumer == nil {
+	if l.draining {
 		return
 	}
-	if l.credit == 0 || l.routerCredit == 0 {
+	if l.consumer == nil || l.credit == 0 || l.routerCredit == 0 {
+		// Nothing in the router to drain (or no consumer: an incomplete
+		// unsettled map withholds deliveries).
 		l.finishDrain()
 		return
 	}
@@ -542,6 +586,27 @@ func (l *link) onConsumers(has bool) {
 // ---- receiving (client → server)
 
 func (l *link) onTransfer(t *frames.Transfer, payload []byte) error {
+	if l.skipping {
+		// The rest of an ignored resumed delivery (its later frames may
+		// or may not repeat resume=true).
+		l.skipping = t.More && !t.Aborted
+		return nil
+	}
+	if t.Resume && !l.inPartial {
+		// "The receiver MUST ignore resumed deliveries that are not in
+		// its local unsettled map" (part 2.7.5), and ours is always
+		// empty (unsettledReply). The sender learns from our map that we
+		// hold none of its deliveries and resends those it still wants
+		// delivered as new ones (resume=false); acting on the resumed
+		// transfer too would store such a message twice. Nothing is
+		// published or answered, whatever the transfer's state,
+		// settled or aborted flags say, and no link credit is used: a
+		// resumed delivery is not a new one (go-amqp never resumes;
+		// fe2o3-amqp sends resumed transfers without credit).
+		l.skipping = t.More && !t.Aborted
+		l.s.c.log.Debug("resumed delivery ignored: not in our unsettled map", "link", l.name, "tag", t.DeliveryTag)
+		return nil
+	}
 	if !l.inPartial {
 		if int32(l.limit-l.count) <= 0 {
 			return linkErr(l, frames.CondTransferLimitExceeded, "transfer without link credit")
