@@ -99,6 +99,7 @@ var targets = map[string]target{
 	"latency/p99":            {text: "≤ 2 ms", max: 2},
 	"amqp-queue/delivered":   {text: "≥ 100,000 msg/s", min: 100000},
 	"amqp-anycast/delivered": {text: "≥ 150,000 msg/s", min: 150000},
+	"amqp-latency/p99":       {text: "≤ 5 ms at half load", max: 5},
 	"conns/memory":           {text: "≤ 2 KiB/conn", max: 2},
 	"conns/connect rate":     {text: "≥ 5,000 conn/s", min: 5000},
 }
