@@ -70,6 +70,7 @@ type Delivery struct {
 	prev, next *Delivery // in the consumer's unsettled list; guarded by the consumer's mu
 	listed     bool
 	entry      *entry // the batch entry it came in (batch.go), nil for a plain one
+	reply      string // a plain pulled delivery's engine ack subject
 }
 
 // PreSettled reports whether the delivery needs no settlement
@@ -974,7 +975,7 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 	}
 	name := c.entryName(msg.Subject)
 	ackSubj := msg.Reply
-	d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts}
+	d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts, reply: ackSubj}
 	d.settle = func(o Outcome) {
 		c.forget(d)
 		c.countSettle(o)
@@ -1019,16 +1020,20 @@ var backlogKeepalive = ackWait / 3
 var ackWait = 30 * time.Second
 
 // keepBacklog sends +WPI (work in progress: the engine restarts the ack
-// wait) for each entry that has messages in the backlog.
+// wait) for each entry that has messages in the backlog, batch or plain.
 func (c *Consumer) keepBacklog() {
 	c.mu.Lock()
 	c.keepArmed = false
 	var replies []string
-	seen := map[*entry]bool{}
+	seen := map[string]bool{}
 	for _, d := range c.backlog {
-		if e := d.entry; e != nil && !seen[e] {
-			seen[e] = true
-			replies = append(replies, e.reply)
+		r := d.reply
+		if d.entry != nil {
+			r = d.entry.reply
+		}
+		if r != "" && !seen[r] {
+			seen[r] = true
+			replies = append(replies, r)
 		}
 	}
 	if len(c.backlog) > 0 && !c.closed {
