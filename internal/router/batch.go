@@ -82,23 +82,24 @@ func (b *queueBatcher) publish(p *Producer, m *message.Message, done func(Outcom
 	if b.name == "" {
 		b.name = p.tg.name
 	}
+	var items []batchItem
 	if b.inflight < batchInflight && len(b.waiting) == 0 {
-		b.inflight++
-		b.mu.Unlock()
-		b.send([]batchItem{it})
-		return
+		items = []batchItem{it}
+	} else {
+		b.waiting = append(b.waiting, it)
+		b.bytes += len(it.enc)
+		b.full = b.full || it.alone || len(b.waiting) >= batchMaxMsgs || b.bytes >= it.limit
+		if !b.full || b.inflight >= batchMaxInflight {
+			b.mu.Unlock()
+			return
+		}
+		items = b.takeLocked()
 	}
-	b.waiting = append(b.waiting, it)
-	b.bytes += len(it.enc)
-	b.full = b.full || it.alone || len(b.waiting) >= batchMaxMsgs || b.bytes >= it.limit
-	var next []batchItem
-	if b.full && b.inflight < batchMaxInflight {
-		b.inflight++
-		next = b.takeLocked()
-	}
+	b.inflight++
+	err := b.sendLocked(items)
 	b.mu.Unlock()
-	if next != nil {
-		b.send(next)
+	if err != nil {
+		b.finished(items, Outcome{}, err)
 	}
 }
 
@@ -125,11 +126,16 @@ func (b *queueBatcher) takeLocked() []batchItem {
 		b.waiting = nil // let the backing array go
 	}
 	b.bytes -= size
-	b.full = len(b.waiting) >= batchMaxMsgs
+	b.full = len(b.waiting) >= batchMaxMsgs || (len(b.waiting) > 0 && b.waiting[0].alone)
 	return items
 }
 
-func (b *queueBatcher) send(items []batchItem) {
+// sendLocked sends an entry to the engine. It is called with b.mu held so
+// that entries reach the engine in the order they were formed: a send
+// after unlocking could be overtaken by the next one, and a producer's
+// messages would be stored out of order. An error means the entry was not
+// sent (finished must then be called, without b.mu).
+func (b *queueBatcher) sendLocked(items []batchItem) error {
 	var data []byte
 	var hdr nats.Header
 	if len(items) == 1 {
@@ -143,22 +149,33 @@ func (b *queueBatcher) send(items []batchItem) {
 		}
 		data = message.AppendBatch(make([]byte, 0, size), 0, enc)
 	}
-	b.ts.storeEntry(b.subject, b.name, data, hdr, func(o Outcome, err error) {
+	return b.ts.sendEntry(b.subject, b.name, data, hdr, func(o Outcome, err error) {
+		b.finished(items, o, err)
+	})
+}
+
+// finished reports an entry's outcome to its messages' producers and sends
+// the next entry if messages are waiting.
+func (b *queueBatcher) finished(items []batchItem, o Outcome, err error) {
+	for {
 		b.mu.Lock()
 		b.inflight--
 		var next []batchItem
+		var nerr error
 		if len(b.waiting) > 0 {
 			b.inflight++
 			next = b.takeLocked()
+			nerr = b.sendLocked(next)
 		}
 		b.mu.Unlock()
-		if next != nil {
-			b.send(next)
-		}
 		for _, it := range items {
 			it.done(o, err)
 		}
-	})
+		if nerr == nil {
+			return
+		}
+		items, o, err = next, Outcome{}, nerr
+	}
 }
 
 // ---- consuming entries

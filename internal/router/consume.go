@@ -135,11 +135,13 @@ type Consumer struct {
 	perEntry    float64   // moving average of messages per entry (batch.go), at least 1; guarded by mu
 	// backlog holds deliveries received beyond the credit (an entry may
 	// hold several messages), delivered in order as credit comes.
-	backlog    []*Delivery // guarded by mu
-	flushing   bool        // a goroutine is delivering from backlog; guarded by mu
-	keepArmed  bool        // a keepBacklog timer is pending; guarded by mu
-	nextReq    uint64      // guarded by mu
-	maxDeliver int
+	backlog     []*Delivery // guarded by mu
+	flushing    bool        // a goroutine is delivering from backlog; guarded by mu
+	keepArmed   bool        // a keepAlive timer is pending; guarded by mu
+	given       uint64      // deliveries handed to the front-end; guarded by mu
+	givenAtKeep uint64      // given at the last keepAlive; guarded by mu
+	nextReq     uint64      // guarded by mu
+	maxDeliver  int
 
 	subs     []*nats.Subscription
 	indexed  bool // in the tenant's live index (local.go); set before Consume returns
@@ -376,6 +378,10 @@ func (c *Consumer) Close() {
 // held and credit already taken, and releases c.mu before calling deliver,
 // so that deliver may call AddCredit or Settle.
 func (c *Consumer) giveUnlock(d *Delivery) {
+	c.given++
+	if d.reply != "" || d.entry != nil {
+		c.armKeepaliveLocked()
+	}
 	if !d.PreSettled() {
 		// An intrusive list: no map insert and delete per message.
 		d.next, d.listed = c.unsettled, true
@@ -776,7 +782,7 @@ const pullExpiry = 30 * time.Second
 // maxPullEntries bounds the entries a consumer has asked for and not
 // received: with batch entries (up to message.MaxBatch messages each) a
 // pull sized by credit alone could bring far more than the credit.
-const maxPullEntries = 128
+const maxPullEntries = 32
 
 // pumpLocked asks the engine for as many entries as the credit not yet
 // covered by waiting requests needs (an entry holds perEntry messages on
@@ -852,9 +858,8 @@ func (c *Consumer) flushLocked() {
 		c.mu.Lock()
 	}
 	c.flushing = false
-	if len(c.backlog) > 0 && !c.keepArmed && !c.closed {
-		c.keepArmed = true
-		time.AfterFunc(backlogKeepalive, c.keepBacklog)
+	if len(c.backlog) > 0 {
+		c.armKeepaliveLocked()
 	}
 	if c.drainFn != nil {
 		if c.credit <= 0 {
@@ -997,8 +1002,9 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 	c.credit--
 	if c.drainFn != nil {
 		if c.outstanding == 0 {
-			// The drain's request is fully answered.
-			c.finishDrainLocked()
+			// The drain's request is answered: ask again for what
+			// credit is left (requests are capped), or end the drain.
+			c.pumpLocked(true)
 		}
 	} else {
 		// Requests count entries and credit messages: entries smaller
@@ -1009,24 +1015,49 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 	c.giveUnlock(d)
 }
 
-// backlogKeepalive is how often the entries of backlog messages are
-// reported in progress to the engine: a message waiting in the backlog
-// has not been delivered yet and must not reach the ack wait (30 s) and
-// be redelivered elsewhere while this consumer still holds it.
-var backlogKeepalive = ackWait / 3
+// keepalive is how often a consumer reports its stored deliveries in
+// progress to the engine (+WPI restarts the ack wait): a delivery stays
+// with its consumer until it is settled or the consumer goes away, as
+// AMQP and MQTT expect, rather than being redelivered elsewhere when the
+// engine's ack wait passes. Only a dead node's deliveries reach the ack
+// wait. This matters for batch entries: one unsettled message would
+// otherwise bring the whole entry back, settled messages included; and
+// messages waiting in the backlog have not even been delivered yet.
+var keepalive = ackWait / 3
 
-// ackWait is the engine's ack wait for stored consumers: a delivery
-// unsettled for that long is redelivered (a variable for tests).
+// ackWait is the engine's ack wait for stored consumers (a variable for
+// tests).
 var ackWait = 30 * time.Second
 
-// keepBacklog sends +WPI (work in progress: the engine restarts the ack
-// wait) for each entry that has messages in the backlog, batch or plain.
-func (c *Consumer) keepBacklog() {
+// armKeepaliveLocked starts the keepalive timer if it is not running.
+// c.mu held.
+func (c *Consumer) armKeepaliveLocked() {
+	if !c.keepArmed && !c.closed {
+		c.keepArmed = true
+		time.AfterFunc(keepalive, c.keepAlive)
+	}
+}
+
+// keepAlive sends +WPI for every entry with messages in the backlog or
+// delivered and unsettled. A backlog that made no progress for a whole
+// period while the consumer had no credit (a receiver that stopped
+// granting, or drained) is released instead, so that other consumers get
+// those messages.
+func (c *Consumer) keepAlive() {
 	c.mu.Lock()
 	c.keepArmed = false
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	var release []*Delivery
+	if len(c.backlog) > 0 && c.credit <= 0 && !c.flushing && c.given == c.givenAtKeep {
+		release, c.backlog = c.backlog, nil
+	}
+	c.givenAtKeep = c.given
 	var replies []string
 	seen := map[string]bool{}
-	for _, d := range c.backlog {
+	add := func(d *Delivery) {
 		r := d.reply
 		if d.entry != nil {
 			r = d.entry.reply
@@ -1036,13 +1067,24 @@ func (c *Consumer) keepBacklog() {
 			replies = append(replies, r)
 		}
 	}
-	if len(c.backlog) > 0 && !c.closed {
-		c.keepArmed = true
-		time.AfterFunc(backlogKeepalive, c.keepBacklog)
+	for _, d := range c.backlog {
+		add(d)
+	}
+	for d := c.unsettled; d != nil; d = d.next {
+		add(d)
+	}
+	if len(replies) > 0 {
+		c.armKeepaliveLocked()
 	}
 	c.mu.Unlock()
 	for _, r := range replies {
 		_ = c.ts.nc.Publish(r, []byte("+WPI"))
+	}
+	for _, d := range release {
+		d.Settle(Outcome{Kind: Released})
+	}
+	if release != nil {
+		c.refill()
 	}
 }
 
@@ -1132,8 +1174,14 @@ func (c *Consumer) repull() {
 // refill re-issues credit that a skipped message did not use.
 func (c *Consumer) refill() {
 	c.mu.Lock()
-	if c.drainFn == nil {
+	switch {
+	case c.drainFn == nil:
 		c.pumpLocked(false)
+	case c.outstanding == 0 && len(c.backlog) == 0 && !c.flushing:
+		// A drain whose request was used up by skipped messages gets
+		// no status from the engine: end it (asking again could fetch
+		// the same refused message for ever).
+		c.finishDrainLocked()
 	}
 	c.mu.Unlock()
 }

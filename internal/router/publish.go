@@ -277,6 +277,15 @@ func ttlHeader(m *message.Message) nats.Header {
 // subject and calls done with Accepted once the engine acknowledged it.
 // name is the address, for errors.
 func (ts *tenantState) storeEntry(subject, name string, data []byte, hdr nats.Header, done func(Outcome, error)) {
+	if err := ts.sendEntry(subject, name, data, hdr, done); err != nil {
+		done(Outcome{}, err)
+	}
+}
+
+// sendEntry is storeEntry for callers that hold a lock done needs: an
+// entry that cannot be sent is reported by the error, and done is then
+// never called; otherwise done is called later, on another goroutine.
+func (ts *tenantState) sendEntry(subject, name string, data []byte, hdr nats.Header, done func(Outcome, error)) error {
 	reply, ok := ts.pubMux.register(publishTimeout, func(msg *nats.Msg) {
 		if msg == nil {
 			done(Outcome{}, ErrTimeout)
@@ -302,13 +311,13 @@ func (ts *tenantState) storeEntry(subject, name string, data []byte, hdr nats.He
 		done(Outcome{Kind: Accepted}, nil)
 	})
 	if !ok {
-		done(Outcome{}, ErrClosed)
-		return
+		return ErrClosed
 	}
 	if err := ts.pub.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: hdr}); err != nil {
 		ts.pubMux.cancel(reply)
-		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
+		return fmt.Errorf("router: publish: %w", err)
 	}
+	return nil
 }
 
 // mapStoreError turns a JetStream publish error into a router error.
