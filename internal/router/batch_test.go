@@ -54,10 +54,8 @@ func backlogIs(t *testing.T, r *Router, name string, n int64) {
 }
 
 func TestQueueBatchOrderAndCredit(t *testing.T) {
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 300
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 7)
 	next := 0
 	for next < n {
@@ -81,10 +79,8 @@ func TestQueueBatchOrderAndCredit(t *testing.T) {
 }
 
 func TestQueueBatchPartialRelease(t *testing.T) {
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 60
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 1000)
 	for i := range n {
 		d := col.next(t)
@@ -114,10 +110,8 @@ func TestQueueBatchPartialRelease(t *testing.T) {
 }
 
 func TestQueueBatchReleaseOnClose(t *testing.T) {
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 40
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	c1, col1 := consume(t, e.r, "default", "q", ConsumeOptions{}, 5)
 	for range 5 {
 		col1.next(t) // unsettled; the rest of their entries waits in the backlog
@@ -182,23 +176,15 @@ func TestQueueBatchDeadLetter(t *testing.T) {
 }
 
 func TestQueueBatchDrain(t *testing.T) {
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 30
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
 	for i := range 10 {
 		if d := col.next(t); string(d.Message.Body) != strconv.Itoa(i) {
 			t.Fatalf("got %q, want %d", d.Message.Body, i)
 		}
 	}
-	drained := make(chan struct{})
-	c.Drain(func() { close(drained) })
-	select {
-	case <-drained:
-	case <-time.After(10 * time.Second):
-		t.Fatal("drain did not complete")
-	}
+	drainWait(t, c)
 	if c.Credit() != 0 {
 		t.Fatalf("credit after drain %d", c.Credit())
 	}
@@ -263,10 +249,8 @@ func TestQueueBatchThenSingles(t *testing.T) {
 // progress.
 func TestQueueBatchBacklogKeepalive(t *testing.T) {
 	shortAckWait(t)
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 100
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 3)
 	got := map[string]bool{}
 	take := func() {
@@ -309,10 +293,8 @@ func shortAckWait(t *testing.T) {
 // settled messages of their entries are not delivered again.
 func TestQueueUnsettledKeptAlive(t *testing.T) {
 	shortAckWait(t)
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 100
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	publish(t, e.r, "default", "q", "plain") // a plain entry held too
 	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 1000)
 	var held []*Delivery
@@ -337,10 +319,8 @@ func TestQueueUnsettledKeptAlive(t *testing.T) {
 // another consumer gets those messages.
 func TestQueueBacklogReleasedWithoutCredit(t *testing.T) {
 	shortAckWait(t)
-	e := newEnv(t)
-	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
 	const n = 200
-	publishBatched(t, e.r, "q", n)
+	e := batchedQueue(t, n)
 	_, colA := consume(t, e.r, "default", "q", ConsumeOptions{}, 3)
 	got := map[string]bool{}
 	for range 3 {
@@ -372,13 +352,7 @@ func TestQueueDrainDeliversAllCredit(t *testing.T) {
 	}
 	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 0)
 	c.AddCredit(2 * maxPullEntries)
-	drained := make(chan struct{})
-	c.Drain(func() { close(drained) })
-	select {
-	case <-drained:
-	case <-time.After(10 * time.Second):
-		t.Fatal("drain did not complete")
-	}
+	drainWait(t, c)
 	if len(col.ch) != 2*maxPullEntries || c.Credit() != 0 {
 		t.Fatalf("drain delivered %d of %d (credit left %d)", len(col.ch), 2*maxPullEntries, c.Credit())
 	}
@@ -392,13 +366,7 @@ func TestQueueDrainWithRefusedMessage(t *testing.T) {
 	publish(t, e.r, "default", "q", "refused")
 	c, col := consume(t, e.r, "default", "q", ConsumeOptions{Filter: func(*message.Message) bool { return false }}, 0)
 	c.AddCredit(1)
-	drained := make(chan struct{})
-	c.Drain(func() { close(drained) })
-	select {
-	case <-drained:
-	case <-time.After(10 * time.Second):
-		t.Fatal("drain did not complete")
-	}
+	drainWait(t, c)
 	col.none(t, 100*time.Millisecond)
 }
 
@@ -436,5 +404,27 @@ func TestQueueBatchOrderWithLoneMessages(t *testing.T) {
 			t.Fatalf("message %q (seq %d) where %d was expected", d.Message.Body, d.Sequence, i)
 		}
 		d.Settle(Outcome{Kind: Accepted})
+	}
+}
+
+// batchedQueue starts a router with a queue "q" holding n messages
+// ("0", "1", …) stored in batch entries.
+func batchedQueue(t *testing.T, n int) *env {
+	t.Helper()
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	publishBatched(t, e.r, "q", n)
+	return e
+}
+
+// drainWait drains c and fails the test unless the drain completes.
+func drainWait(t *testing.T, c *Consumer) {
+	t.Helper()
+	drained := make(chan struct{})
+	c.Drain(func() { close(drained) })
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("drain did not complete")
 	}
 }

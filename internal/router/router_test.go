@@ -574,16 +574,10 @@ func TestDrain(t *testing.T) {
 	publish(t, e.r, "default", "q", "2")
 	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 0)
 	c.AddCredit(5)
-	drained := make(chan struct{})
 	// Wait until both are delivered, then drain: credit goes to zero.
 	col.next(t)
 	col.next(t)
-	c.Drain(func() { close(drained) })
-	select {
-	case <-drained:
-	case <-time.After(10 * time.Second):
-		t.Fatal("drain did not complete")
-	}
+	drainWait(t, c)
 	if c.Credit() != 0 {
 		t.Fatalf("credit after drain %d", c.Credit())
 	}
