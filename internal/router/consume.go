@@ -69,8 +69,7 @@ type Delivery struct {
 
 	prev, next *Delivery // in the consumer's unsettled list; guarded by the consumer's mu
 	listed     bool
-	entry      *entry // the batch entry it came in (batch.go), nil for a plain one
-	reply      string // a plain pulled delivery's engine ack subject
+	entry      *entry // the engine entry of a pulled delivery (batch.go)
 }
 
 // PreSettled reports whether the delivery needs no settlement
@@ -379,7 +378,7 @@ func (c *Consumer) Close() {
 // so that deliver may call AddCredit or Settle.
 func (c *Consumer) giveUnlock(d *Delivery) {
 	c.given++
-	if d.reply != "" || d.entry != nil {
+	if d.entry != nil {
 		c.armKeepaliveLocked()
 	}
 	if !d.PreSettled() {
@@ -944,75 +943,28 @@ func (c *Consumer) onPulled(msg *nats.Msg) {
 		_ = msg.Respond([]byte("-NAK"))
 		return
 	}
-	if message.IsBatch(msg.Data) {
-		c.onEntryLocked(msg, count, seq, ts)
-		return
-	}
-	c.perEntry += (1 - c.perEntry) / 8
-	m, err := message.Unmarshal(msg.Data)
-	switch {
-	case err != nil:
+	prior, msgs, err := decodeEntry(msg.Data)
+	if err != nil {
 		c.mu.Unlock()
-		c.r.log.Warn("undecodable stored message, terminated", "tenant", c.ts.name, "address", c.tg.name, "seq", seq, "err", err)
+		c.r.log.Warn("undecodable stored entry, terminated", "tenant", c.ts.name, "address", c.tg.name, "seq", seq, "err", err)
 		_ = msg.Respond([]byte("+TERM"))
 		c.refill()
 		return
-	case m.Expired(time.Now()):
-		c.mu.Unlock()
-		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
-		_ = msg.Respond([]byte("+TERM"))
-		c.refill()
-		return
-	case c.maxDeliver > 0 && count > uint64(c.maxDeliver):
-		c.mu.Unlock()
-		c.deadLetter(msg, m, "delivery count exceeded")
-		c.refill()
-		return
-	case c.opts.Filter != nil && !c.opts.Filter(m):
-		c.mu.Unlock()
-		if c.tg.typ == address.Queue {
-			_ = msg.Respond([]byte("-NAK"))
-		} else {
-			_ = msg.Respond([]byte("+ACK"))
-		}
-		c.refill()
-		return
 	}
-	name := c.entryName(msg.Subject)
-	ackSubj := msg.Reply
-	d := &Delivery{Message: m, Address: name, Count: count, Sequence: seq, Time: ts, reply: ackSubj}
-	d.settle = func(o Outcome) {
-		c.forget(d)
-		c.countSettle(o)
-		switch o.Kind {
-		case Accepted:
-			_ = c.ts.nc.Publish(ackSubj, []byte("+ACK"))
-		case Rejected:
-			c.deadLetter(&nats.Msg{Reply: ackSubj}, m, o.Description)
-		default:
-			_ = c.ts.nc.Publish(ackSubj, []byte("-NAK"))
-		}
+	c.onEntryLocked(msg, msgs, count+prior, seq, ts)
+}
+
+// decodeEntry decodes an engine entry: a batch (batch.go) or a plain
+// message, which is an entry of one with no prior deliveries.
+func decodeEntry(b []byte) (prior uint64, msgs []*message.Message, err error) {
+	if message.IsBatch(b) {
+		return message.UnmarshalBatch(b)
 	}
-	if c.credit <= 0 || len(c.backlog) > 0 || c.flushing {
-		// Entries brought more than the credit: wait in line.
-		c.backlog = append(c.backlog, d)
-		c.flushLocked()
-		return
+	m, err := message.Unmarshal(b)
+	if err != nil {
+		return 0, nil, err
 	}
-	c.credit--
-	if c.drainFn != nil {
-		if c.outstanding == 0 {
-			// The drain's request is answered: ask again for what
-			// credit is left (requests are capped), or end the drain.
-			c.pumpLocked(true)
-		}
-	} else {
-		// Requests count entries and credit messages: entries smaller
-		// than the estimate leave credit with no request to use it, and
-		// no AddCredit may come (the peer still has credit). Ask now.
-		c.pumpLocked(false)
-	}
-	c.giveUnlock(d)
+	return 0, []*message.Message{m}, nil
 }
 
 // keepalive is how often a consumer reports its stored deliveries in
@@ -1058,13 +1010,9 @@ func (c *Consumer) keepAlive() {
 	var replies []string
 	seen := map[string]bool{}
 	add := func(d *Delivery) {
-		r := d.reply
-		if d.entry != nil {
-			r = d.entry.reply
-		}
-		if r != "" && !seen[r] {
-			seen[r] = true
-			replies = append(replies, r)
+		if e := d.entry; e != nil && !seen[e.reply] {
+			seen[e.reply] = true
+			replies = append(replies, e.reply)
 		}
 	}
 	for _, d := range c.backlog {
@@ -1098,19 +1046,12 @@ func (c *Consumer) entryName(subject string) string {
 	return c.tg.name
 }
 
-// onEntryLocked unpacks a batch entry (batch.go) into deliveries. Called
-// with c.mu held; returns with it released.
-func (c *Consumer) onEntryLocked(msg *nats.Msg, count, seq uint64, ts time.Time) {
-	prior, msgs, err := message.UnmarshalBatch(msg.Data)
-	if err != nil {
-		c.mu.Unlock()
-		c.r.log.Warn("undecodable stored batch, terminated", "tenant", c.ts.name, "address", c.tg.name, "seq", seq, "err", err)
-		_ = msg.Respond([]byte("+TERM"))
-		c.refill()
-		return
-	}
+// onEntryLocked turns the messages of an entry into deliveries, queued in
+// the backlog and delivered within the credit; the entry (batch.go) is
+// settled with the engine when all of them are. count is the delivery
+// attempt. Called with c.mu held; returns with it released.
+func (c *Consumer) onEntryLocked(msg *nats.Msg, msgs []*message.Message, count, seq uint64, ts time.Time) {
 	c.perEntry += (float64(len(msgs)) - c.perEntry) / 8
-	count += prior
 	e := &entry{c: c, reply: msg.Reply, subject: msg.Subject, count: count, left: len(msgs)}
 	if c.maxDeliver > 0 && count > uint64(c.maxDeliver) {
 		c.mu.Unlock()
@@ -1186,29 +1127,11 @@ func (c *Consumer) refill() {
 	c.mu.Unlock()
 }
 
-// deadLetter moves a queue message to the dead-letter address and then
-// terminates it in its stream, so it is never lost in between: if the
-// dead-letter publish fails, the message is released instead.
-func (c *Consumer) deadLetter(orig *nats.Msg, m *message.Message, reason string) {
-	if c.tg.typ != address.Queue {
-		// Topic subscriptions have no dead-letter address: a rejected
-		// message is simply done for this subscription.
-		_ = c.ts.nc.Publish(orig.Reply, []byte("+TERM"))
-		return
-	}
-	reply := orig.Reply
-	c.toDeadLetter(m, reason, func(err error) {
-		if err != nil {
-			_ = c.ts.nc.Publish(reply, []byte("-NAK"))
-			return
-		}
-		_ = c.ts.nc.Publish(reply, []byte("+TERM"))
-	})
-}
-
 // toDeadLetter publishes a copy of a queue message to the queue's
 // dead-letter address, with the reason and the original address as
-// properties, and calls done with the outcome (an error: not moved).
+// properties, and calls done with the outcome (an error: not moved). The
+// message's entry is settled only after that publish (entry.settled), so
+// the message is never lost in between.
 func (c *Consumer) toDeadLetter(m *message.Message, reason string, done func(error)) {
 	dla := c.tg.def.DeadLetterAddress()
 	dm := *m
