@@ -7,7 +7,6 @@ import (
 	"github.com/throngmq/throng/internal/message"
 )
 
-
 func (c *Consumer) startAnycast() error {
 	sub, err := c.ts.nc.QueueSubscribe(address.Subject("a", c.tg.name), "anycast", c.onAnycast)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"github.com/throngmq/throng/internal/message"
 )
 
-
 func (c *Consumer) startLive(subjects []string) error {
 	var local []string
 	for _, s := range subjects {

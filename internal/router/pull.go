@@ -16,7 +16,6 @@ import (
 	"github.com/throngmq/throng/internal/message"
 )
 
-
 // subscriptionConsumer names the stream and durable consumer of a
 // subscription address ("topic::name" or a defined subscription).
 func subscriptionConsumer(tg target) (stream, consumer string) {
