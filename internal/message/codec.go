@@ -13,7 +13,18 @@ import (
 // and versioned). It is deliberately simple: a decoder checks every length
 // against the remaining input before slicing, never allocates from a length
 // alone, and never panics.
-const version1 = 1
+//
+// Version 2 adds two tags, and is written only when one of them is used,
+// so that every other message is encoded exactly as version 1 (and read
+// by older nodes):
+//   - tagBodyIn: the body is a range of Native (an AMQP data section
+//     inside the bare message), stored once instead of twice;
+//   - tagLarge: Native and Body are in the chunk store (Message.Large);
+//     neither tagNative nor a body tag may appear with it.
+const (
+	version1 = 1
+	version2 = 2
+)
 
 const (
 	tagEnd byte = iota
@@ -35,6 +46,8 @@ const (
 	tagBody
 	tagNative
 	tagOrigin
+	tagBodyIn // version 2: body kind, uvarint offset and length within Native
+	tagLarge  // version 2: see appendLarge
 )
 
 // value kinds inside MessageID, CorrelationID and properties
@@ -57,7 +70,12 @@ const MaxProperties = 1024
 
 // Append appends the encoding of m to b.
 func (m *Message) Append(b []byte) []byte {
-	b = append(b, version1)
+	bodyIn, in := m.BodyInNative()
+	if m.Large != nil || in {
+		b = append(b, version2)
+	} else {
+		b = append(b, version1)
+	}
 	if m.MessageID != nil {
 		b = appendValue(append(b, tagMessageID), m.MessageID)
 	}
@@ -91,18 +109,48 @@ func (m *Message) Append(b []byte) []byte {
 		b = appendString(append(b, tagProperty), k)
 		b = appendValue(b, v)
 	}
+	if m.Large != nil {
+		return append(appendLarge(b, m), tagEnd)
+	}
 	if m.NativeFormat != NativeNone {
 		b = append(b, tagNative, byte(m.NativeFormat))
 		b = appendBytes(b, m.Native)
 	}
-	b = append(b, tagBody, byte(m.BodyKind))
-	b = appendBytes(b, m.Body)
+	if in {
+		b = append(b, tagBodyIn, byte(m.BodyKind))
+		b = binary.AppendUvarint(b, uint64(bodyIn))
+		b = binary.AppendUvarint(b, uint64(len(m.Body)))
+	} else {
+		b = append(b, tagBody, byte(m.BodyKind))
+		b = appendBytes(b, m.Body)
+	}
 	return append(b, tagEnd)
+}
+
+// appendLarge encodes a chunk reference: tagLarge, native format, body
+// kind, subject, uvarint first sequence, chunks, native length, body
+// length, and varint body offset in Native (-1: none).
+func appendLarge(b []byte, m *Message) []byte {
+	l := m.Large
+	b = append(b, tagLarge, byte(m.NativeFormat), byte(m.BodyKind))
+	b = appendString(b, l.Subject)
+	b = binary.AppendUvarint(b, l.First)
+	b = binary.AppendUvarint(b, uint64(l.Chunks))
+	b = binary.AppendUvarint(b, uint64(l.NativeLen))
+	b = binary.AppendUvarint(b, uint64(l.BodyLen))
+	return binary.AppendVarint(b, int64(l.BodyIn))
 }
 
 // Marshal returns the encoding of m.
 func (m *Message) Marshal() []byte {
-	return m.Append(make([]byte, 0, 32+len(m.Body)+len(m.Native)+len(m.To)+len(m.ReplyTo)))
+	n := 48 + len(m.To) + len(m.ReplyTo)
+	if m.Large == nil {
+		n += len(m.Native)
+		if _, in := m.BodyInNative(); !in {
+			n += len(m.Body)
+		}
+	}
+	return m.Append(make([]byte, 0, n))
 }
 
 func appendStringField(b []byte, tag byte, s string) []byte {
@@ -162,6 +210,29 @@ func appendValue(b []byte, v any) []byte {
 		return binary.BigEndian.AppendUint64(append(b, kindFloat), math.Float64bits(float64(v)))
 	default:
 		return appendString(append(b, kindString), fmt.Sprint(v))
+	}
+}
+
+// decodeLarge reads what appendLarge wrote.
+func (m *Message) decodeLarge(d *decoder) {
+	m.NativeFormat = NativeFormat(d.byte())
+	m.BodyKind = BodyKind(d.byte())
+	l := &Large{Subject: d.string(), First: d.uvarint()}
+	chunks, nl, bl := d.uvarint(), d.uvarint(), d.uvarint()
+	in := d.varint()
+	if d.err != nil {
+		return
+	}
+	switch {
+	case chunks == 0 || chunks > MaxSize || nl > MaxSize || bl > MaxSize:
+		d.fail("chunk reference out of range")
+	case in < -1 || (in >= 0 && (bl == 0 || uint64(in) > nl || bl > nl-uint64(in))):
+		d.fail("chunk reference body range")
+	case m.NativeFormat == NativeNone && nl != 0:
+		d.fail("chunk reference native without format")
+	default:
+		l.Chunks, l.NativeLen, l.BodyLen, l.BodyIn = int(chunks), int(nl), int(bl), int(in)
+		m.Large = l
 	}
 }
 
@@ -279,9 +350,12 @@ func Unmarshal(b []byte) (*Message, error) {
 // Unmarshal decodes into m (see the package function).
 func (m *Message) Unmarshal(b []byte) error {
 	d := decoder{b: b}
-	if d.byte() != version1 {
+	v := d.byte()
+	if v != version1 && v != version2 {
 		return fmt.Errorf("%w: unknown version", ErrDecode)
 	}
+	// bytesSeen: a native or body field was decoded (excluded by tagLarge).
+	bytesSeen := false
 	for d.err == nil {
 		switch tag := d.byte(); tag {
 		case tagEnd:
@@ -333,14 +407,48 @@ func (m *Message) Unmarshal(b []byte) error {
 			k := d.string()
 			m.Properties[k] = d.value()
 		case tagNative:
+			if m.Large != nil {
+				d.fail("native bytes with a chunk reference")
+				break
+			}
+			bytesSeen = true
 			m.NativeFormat = NativeFormat(d.byte())
 			m.Native = d.bytes()
 			if m.NativeFormat == NativeNone {
 				m.Native = nil
 			}
 		case tagBody:
+			if m.Large != nil {
+				d.fail("body with a chunk reference")
+				break
+			}
+			bytesSeen = true
 			m.BodyKind = BodyKind(d.byte())
 			m.Body = d.bytes()
+		case tagBodyIn:
+			if v < version2 || m.Large != nil {
+				d.fail("body range not allowed here")
+				break
+			}
+			bytesSeen = true
+			m.BodyKind = BodyKind(d.byte())
+			off, n := d.uvarint(), d.uvarint()
+			if d.err != nil {
+				break
+			}
+			// Only a non-empty range is encoded so (an empty body is
+			// never "within" Native), so accept only that.
+			if n == 0 || off > uint64(len(m.Native)) || n > uint64(len(m.Native))-off {
+				d.fail("body range beyond native")
+				break
+			}
+			m.Body = m.Native[off : off+n : off+n]
+		case tagLarge:
+			if v < version2 || m.Large != nil || bytesSeen {
+				d.fail("chunk reference not allowed here")
+				break
+			}
+			m.decodeLarge(&d)
 		case tagOrigin:
 			m.Origin = d.string()
 		default:

@@ -80,6 +80,10 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(sample().Marshal())
 	f.Add((&Message{}).Marshal())
 	f.Add([]byte{1, tagProperty, 1, 'k', kindUUID})
+	native := []byte("\x00\x53\x75\xa0\x03abc")
+	f.Add((&Message{NativeFormat: NativeAMQP, Native: native, Body: native[4:]}).Marshal())
+	f.Add((&Message{To: "q", NativeFormat: NativeAMQP, Large: &Large{Subject: "lg.Q.x", First: 1, Chunks: 2, NativeLen: 9, BodyLen: 3, BodyIn: 6}}).Marshal())
+	f.Add((&Message{Large: &Large{Subject: "lg.T.y", First: 7, Chunks: 1, BodyLen: 5, BodyIn: -1}}).Marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Unmarshal(b)
 		if err != nil {
@@ -118,5 +122,81 @@ func BenchmarkUnmarshal(b *testing.B) {
 		if err := m.Unmarshal(enc); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// An AMQP message's data section lies inside its bare message: the
+// encoding stores those bytes once (version 2), and the decoded body
+// aliases the decoded native bytes.
+func TestBodyInNative(t *testing.T) {
+	native := []byte("\x00\x53\x73\xc0\x01\x00\x00\x53\x75\xa0\x05hello")
+	m := &Message{To: "q", NativeFormat: NativeAMQP, Native: native, Body: native[len(native)-5:]}
+	enc := m.Marshal()
+	if enc[0] != version2 {
+		t.Fatalf("version %d, want 2", enc[0])
+	}
+	if len(enc) > len(native)+16 {
+		t.Fatalf("encoding of %d bytes stores the body twice (native %d)", len(enc), len(native))
+	}
+	got, err := Unmarshal(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Body) != "hello" || !bytes.Equal(got.Native, native) {
+		t.Fatalf("got body %q native %x", got.Body, got.Native)
+	}
+	if off, ok := got.BodyInNative(); !ok || off != len(native)-5 {
+		t.Fatalf("decoded body does not alias native (%d, %v)", off, ok)
+	}
+	if got.Size() != len(native)+1 {
+		t.Fatalf("Size %d counts the body twice", got.Size())
+	}
+	// A copy of the body (multi-section data) is stored as before.
+	m.Body = []byte("hello")
+	if enc := m.Marshal(); enc[0] != version1 {
+		t.Fatalf("separate body: version %d, want 1", enc[0])
+	}
+}
+
+// A message whose bytes are in the chunk store is encoded as the
+// reference, loaded or not.
+func TestLargeReference(t *testing.T) {
+	ref := &Large{Subject: "lg.Q_x.abc", First: 42, Chunks: 65, NativeLen: 1 << 26, BodyLen: 1<<26 - 30, BodyIn: 30}
+	m := sample()
+	m.Large = ref
+	enc := m.Marshal()
+	if enc[0] != version2 || len(enc) > 400 {
+		t.Fatalf("version %d, %d bytes", enc[0], len(enc))
+	}
+	got, err := Unmarshal(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got.Large, ref) || got.Body != nil || got.Native != nil {
+		t.Fatalf("large %+v body %d native %d", got.Large, len(got.Body), len(got.Native))
+	}
+	if got.NativeFormat != NativeAMQP || got.BodyKind != BodyData || got.MessageID != "id-1" {
+		t.Fatalf("fields lost: %+v", got)
+	}
+	if got.Size() < 1<<26 {
+		t.Fatalf("Size %d ignores the stored bytes", got.Size())
+	}
+	for i := 0; i < len(enc); i++ {
+		if _, err := Unmarshal(enc[:i]); err == nil {
+			t.Fatalf("truncated at %d accepted", i)
+		}
+	}
+	// Bytes and a reference together, or the new tags in version 1, are
+	// malformed.
+	withNative := append([]byte{version2, tagNative, 1, 1, 'x'}, enc[len(enc)-40:]...)
+	if _, err := Unmarshal(withNative); err == nil {
+		t.Fatal("native bytes before a reference accepted")
+	}
+	v1 := append([]byte{version1}, enc[1:]...)
+	if _, err := Unmarshal(v1); err == nil {
+		t.Fatal("reference in version 1 accepted")
+	}
+	if _, err := Unmarshal([]byte{version2, tagBodyIn, 0, 0, 1, tagEnd}); err == nil {
+		t.Fatal("body range without native accepted")
 	}
 }

@@ -10,7 +10,13 @@ package message
 
 import (
 	"time"
+	"unsafe"
 )
+
+// MaxSize is the largest message size any setting may allow (node and
+// tenant maximum message sizes are validated against it): 256 MiB, the
+// ceiling of DESIGN.md section 10.
+const MaxSize = 256 << 20
 
 // BodyKind tells how Body is to be understood.
 type BodyKind uint8
@@ -72,6 +78,61 @@ type Message struct {
 	// it must be preserved verbatim (see NativeFormat).
 	NativeFormat NativeFormat
 	Native       []byte
+
+	// Large, when set, says that Native and Body are kept outside the
+	// message's encoding, in the engine's chunk store (router/large.go):
+	// the encoding carries this reference instead of the bytes, whether
+	// or not they are loaded in Native and Body. A message being
+	// published anew must not carry a Large of another message.
+	Large *Large
+}
+
+// Large references a message's bytes stored in chunks. The chunks hold
+// Native followed by Body, unless BodyIn ≥ 0: then Body is
+// Native[BodyIn:BodyIn+BodyLen] (an AMQP data section inside the bare
+// message) and is not stored twice.
+type Large struct {
+	// Subject is the engine subject of the chunks; First is the engine
+	// sequence of the first chunk, Chunks how many there are.
+	Subject string
+	First   uint64
+	Chunks  int
+	// NativeLen and BodyLen are the lengths of Native and Body.
+	NativeLen int
+	BodyLen   int
+	BodyIn    int
+}
+
+// Stored is the number of bytes the chunks of a Large hold.
+func (l *Large) Stored() int {
+	if l.BodyIn >= 0 {
+		return l.NativeLen
+	}
+	return l.NativeLen + l.BodyLen
+}
+
+// BodyInNative reports whether Body is a range of Native (the same
+// memory), and where. The encoding then stores the bytes once.
+func (m *Message) BodyInNative() (off int, ok bool) {
+	if m.NativeFormat == NativeNone {
+		return 0, false // Native is not encoded then
+	}
+	return within(m.Native, m.Body)
+}
+
+// within reports whether inner is a sub-slice of outer's memory and at
+// which offset. Comparing addresses is sound: Go's heap objects do not
+// move, and both slices are live here.
+func within(outer, inner []byte) (int, bool) {
+	if len(inner) == 0 || len(outer) == 0 {
+		return 0, false
+	}
+	o := uintptr(unsafe.Pointer(unsafe.SliceData(outer)))
+	i := uintptr(unsafe.Pointer(unsafe.SliceData(inner)))
+	if i < o || i-o > uintptr(len(outer)) || uintptr(len(inner)) > uintptr(len(outer))-(i-o) {
+		return 0, false
+	}
+	return int(i - o), true
 }
 
 // Expired reports whether the message has expired at now.
@@ -81,7 +142,18 @@ func (m *Message) Expired(now time.Time) bool {
 
 // Size is an estimate of the message's size in bytes, used for limits.
 func (m *Message) Size() int {
-	n := len(m.Body) + len(m.Native) + len(m.To) + len(m.ReplyTo) + len(m.Subject) + len(m.ContentType)
+	n := len(m.To) + len(m.ReplyTo) + len(m.Subject) + len(m.ContentType)
+	switch _, in := m.BodyInNative(); {
+	case m.Large != nil && m.Body == nil && m.Native == nil:
+		n += m.Large.NativeLen
+		if m.Large.BodyIn < 0 {
+			n += m.Large.BodyLen
+		}
+	case in:
+		n += len(m.Native) // an AMQP body section is counted once
+	default:
+		n += len(m.Body) + len(m.Native)
+	}
 	for k, v := range m.Properties {
 		n += len(k) + 8
 		if s, ok := v.(string); ok {
