@@ -21,6 +21,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/throngmq/throng/internal/message"
 )
 
 // Config is the whole configuration of a throng node.
@@ -40,7 +42,16 @@ type Config struct {
 	// Anonymous allows connections without credentials from loopback
 	// addresses, into the default tenant only.
 	Anonymous bool `yaml:"anonymous"`
+	// MaxMessageSize is the largest message a client may send on any
+	// protocol (AMQP max-message-size, MQTT maximum packet size less
+	// room for the topic and properties), at most 256 MiB. A tenant's
+	// own maxMessageSize limit, when set, replaces it for that tenant.
+	MaxMessageSize ByteSize `yaml:"maxMessageSize"`
 }
+
+// DefaultMaxMessageSize is the default of Config.MaxMessageSize (DESIGN.md
+// section 10).
+const DefaultMaxMessageSize = 64 << 20
 
 // Listeners are the network addresses ("host:port", ":port") throng
 // listens on; an empty address disables the listener.
@@ -105,8 +116,9 @@ func Default() *Config {
 			HTTP:  ":8080",
 			Admin: ":8161",
 		},
-		Log:       Log{Format: "text", Level: "info"},
-		Anonymous: true,
+		Log:            Log{Format: "text", Level: "info"},
+		Anonymous:      true,
+		MaxMessageSize: DefaultMaxMessageSize,
 	}
 }
 
@@ -212,6 +224,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.MaxMemory < 0 {
 		bad("engine.maxMemory: must not be negative")
+	}
+	if c.MaxMessageSize < 1<<10 || c.MaxMessageSize > message.MaxSize {
+		bad("maxMessageSize: %s must be from 1KiB to 256MiB", c.MaxMessageSize)
 	}
 	if len(errs) == 0 {
 		return nil

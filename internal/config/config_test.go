@@ -105,7 +105,7 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 		switch {
 		case s.Bool:
 			val = boolString(!mustBool(s.Get(Default())))
-		case strings.HasPrefix(s.Key, "engine.max"):
+		case strings.HasPrefix(s.Key, "engine.max"), s.Key == "maxMessageSize":
 			val = "3MiB"
 		case s.Key == "log.format":
 			val = "json"
@@ -177,6 +177,8 @@ func TestValidation(t *testing.T) {
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, "log.format"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"negative store", func(c *Config) { c.Engine.MaxStore = -1 }, "engine.maxStore"},
+		{"message size over 256MiB", func(c *Config) { c.MaxMessageSize = 256<<20 + 1 }, "maxMessageSize"},
+		{"message size zero", func(c *Config) { c.MaxMessageSize = 0 }, "maxMessageSize"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -309,6 +311,23 @@ func TestTLSValidation(t *testing.T) {
 }
 
 // TestDocumented keeps the reference in docs/operations.md complete.
+func TestMaxMessageSize(t *testing.T) {
+	if Default().MaxMessageSize != 64<<20 {
+		t.Fatalf("default %s, want 64MiB", Default().MaxMessageSize)
+	}
+	c, err := Load("", []string{"THRONG_MAX_MESSAGE_SIZE=128MiB"}, nil)
+	if err != nil || c.MaxMessageSize != 128<<20 {
+		t.Fatalf("env: %v, %v", c, err)
+	}
+	c, err = Load("", nil, []string{"--max-message-size", "256MiB"})
+	if err != nil || c.MaxMessageSize != 256<<20 {
+		t.Fatalf("flag 256MiB: %v", err)
+	}
+	if _, err := Load("", nil, []string{"--max-message-size", "257MiB"}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("257MiB accepted: %v", err)
+	}
+}
+
 func TestDocumented(t *testing.T) {
 	doc, err := os.ReadFile("../../docs/operations.md")
 	if err != nil {

@@ -95,6 +95,8 @@ var Settings = []Setting{
 		func(c *Config) *string { return &c.Debug.Pprof }),
 	boolean("anonymous", "anonymous", "THRONG_ANONYMOUS", "allow anonymous connections from loopback to the default tenant",
 		func(c *Config) *bool { return &c.Anonymous }),
+	size("maxMessageSize", "max-message-size", "THRONG_MAX_MESSAGE_SIZE", "largest message a client may send, e.g. 128MiB (at most 256MiB; a tenant's maxMessageSize limit replaces it)",
+		func(c *Config) *ByteSize { return &c.MaxMessageSize }),
 }
 
 // ByteSize is a number of bytes; it reads "1024", "512KiB", "10MB",
