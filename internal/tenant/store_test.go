@@ -97,3 +97,14 @@ func TestStore(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestMaxMessageSizeCeiling(t *testing.T) {
+	tn := &Tenant{Name: "big", Limits: Limits{MaxMessageSize: 256 << 20}}
+	if err := tn.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	tn.Limits.MaxMessageSize++
+	if err := tn.Validate(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("257 MiB: %v", err)
+	}
+}

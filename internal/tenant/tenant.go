@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
 )
 
 // Default is the tenant that always exists.
@@ -48,9 +49,11 @@ type AutoCreateRule struct {
 
 // Limits is a tenant's plan. Zero means unlimited.
 type Limits struct {
-	MaxConnections int   `json:"maxConnections,omitempty"`
-	MaxAddresses   int   `json:"maxAddresses,omitempty"`
-	MaxUsers       int   `json:"maxUsers,omitempty"`
+	MaxConnections int `json:"maxConnections,omitempty"`
+	MaxAddresses   int `json:"maxAddresses,omitempty"`
+	MaxUsers       int `json:"maxUsers,omitempty"`
+	// MaxMessageSize, when set, replaces the node's maxMessageSize for
+	// the tenant's clients (larger or smaller; at most 256 MiB).
 	MaxMessageSize int   `json:"maxMessageSize,omitempty"`
 	MaxStoredBytes int64 `json:"maxStoredBytes,omitempty"`
 }
@@ -87,6 +90,9 @@ func (t *Tenant) Validate() error {
 	l := t.Limits
 	if l.MaxConnections < 0 || l.MaxAddresses < 0 || l.MaxUsers < 0 || l.MaxMessageSize < 0 || l.MaxStoredBytes < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrInvalid)
+	}
+	if l.MaxMessageSize > message.MaxSize {
+		return fmt.Errorf("%w: maxMessageSize %d exceeds the ceiling of %d (256 MiB)", ErrInvalid, l.MaxMessageSize, message.MaxSize)
 	}
 	return nil
 }
