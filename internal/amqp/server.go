@@ -69,8 +69,10 @@ type Config struct {
 	// MaxFrameSize is the max-frame-size the server announces (default
 	// 65536, at least 4096).
 	MaxFrameSize uint32
-	// MaxMessageSize bounds a message received on a link (default 8 MiB);
-	// larger ones detach the link with amqp:link:message-size-exceeded.
+	// MaxMessageSize bounds a message received on a link (default 64 MiB;
+	// a tenant's maxMessageSize limit replaces it for its connections);
+	// it is announced as max-message-size on attach, and larger messages
+	// detach the link with amqp:link:message-size-exceeded.
 	MaxMessageSize uint64
 	// ChannelMax is the highest channel number (default 255).
 	ChannelMax uint16
@@ -114,7 +116,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("amqp: MaxFrameSize must be at least 4096")
 	}
 	if c.MaxMessageSize == 0 {
-		c.MaxMessageSize = 8 << 20
+		c.MaxMessageSize = 64 << 20
 	}
 	if c.ChannelMax == 0 {
 		c.ChannelMax = 255
