@@ -389,10 +389,18 @@ type Stats struct {
 	Bytes int64 `json:"bytes"`
 	// Consumers is the number of attached consumers on this node.
 	Consumers int `json:"consumers"`
-	// MessagesIn and MessagesOut count messages published to and delivered
-	// from the address on this node since it started.
-	MessagesIn  uint64 `json:"messagesIn"`
-	MessagesOut uint64 `json:"messagesOut"`
+	// MessagesIn counts messages accepted into the address (stored, fanned
+	// out, or accepted by an anycast consumer) and MessagesOut messages
+	// delivered from it, on this node since it started. MessagesRejected
+	// counts publishes it did not accept (limits, errors, no consumer, an
+	// anycast consumer's reject or release); they are not in MessagesIn.
+	MessagesIn       uint64 `json:"messagesIn"`
+	MessagesOut      uint64 `json:"messagesOut"`
+	MessagesRejected uint64 `json:"messagesRejected"`
+	// BytesIn and BytesOut are the body (payload) bytes of the messages
+	// counted by MessagesIn and MessagesOut.
+	BytesIn  uint64 `json:"bytesIn"`
+	BytesOut uint64 `json:"bytesOut"`
 	// Durable subscriptions on a topic (names).
 	Subscriptions []string `json:"subscriptions,omitempty"`
 }
