@@ -55,6 +55,7 @@ func (a *App) startFrontEnds() error {
 			Logger:         a.log,
 			Metrics:        a.registry,
 			AllowAnonymous: a.cfg.Anonymous,
+			MaxPacketSize:  mqtt.PacketSizeFor(int(a.cfg.MaxMessageSize)),
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)
@@ -82,6 +83,7 @@ func (a *App) startFrontEnds() error {
 			Metrics:        a.registry,
 			AllowAnonymous: a.cfg.Anonymous,
 			TLSConfig:      tlsConf,
+			MaxMessageSize: uint64(a.cfg.MaxMessageSize),
 		})
 		if err != nil {
 			return fmt.Errorf("app: amqp: %w", err)

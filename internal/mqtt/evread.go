@@ -156,7 +156,7 @@ func (c *conn) parse() error {
 		}
 		fh.Remaining = rem
 		total := 1 + hl + rem
-		if max := c.s.cfg.MaxPacketSize; max > 0 && total > max {
+		if max := c.maxIn; max > 0 && total > max {
 			return errTooLarge
 		}
 		switch {
