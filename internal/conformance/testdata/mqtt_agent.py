@@ -82,8 +82,9 @@ def on_publish(c, u, mid):
 
 def on_message(c, u, m):
     ids = []
-    if m.properties is not None and hasattr(m.properties, "SubscriptionIdentifier"):
-        ids = list(m.properties.SubscriptionIdentifier)
+    props = getattr(m, "properties", None)  # 3.1.1 messages have none
+    if props is not None and hasattr(props, "SubscriptionIdentifier"):
+        ids = list(props.SubscriptionIdentifier)
     with lock:
         state["msgs"].append({"topic": m.topic, "payload": m.payload.decode("utf-8", "replace"),
                               "qos": m.qos, "retain": bool(m.retain), "dup": bool(m.dup),
