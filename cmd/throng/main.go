@@ -24,6 +24,7 @@ const (
 	exitOK    = 0
 	exitError = 1 // the operation failed (API error, start-up failure)
 	exitUsage = 2 // bad command line or configuration
+	exitInUse = 3 // serve: the data directory is held by another node
 )
 
 func main() {
@@ -48,6 +49,7 @@ Usage:
   throng user    create|list|delete ... [--tenant T]         manage users
   throng status                                              show a node's status
   throng bench   mqtt|amqp|conns|table [flags]               load and comparison tool
+  throng soak    [--duration 1h] [flags]                     crash, fault and soak checker
   throng version                                             print the version
 
 Run 'throng COMMAND -h' for a command's flags. The admin commands talk to
@@ -103,6 +105,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.status(ctx, rest)
 	case "bench":
 		err = c.bench(ctx, rest)
+	case "soak":
+		err = c.soak(ctx, rest)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "throng %s (%s, %s/%s)\n", app.BuildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	case "help", "-h", "--help":
@@ -116,6 +120,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 func (c *cli) exit(err error) int {
 	var ue usageError
 	var ae *apiError
+	var locked *app.DataDirLockedError
 	switch {
 	case err == nil:
 		return exitOK
@@ -127,6 +132,9 @@ func (c *cli) exit(err error) int {
 	case errors.Is(err, config.ErrInvalid):
 		fmt.Fprintf(c.stderr, "throng: %v\n", err)
 		return exitUsage
+	case errors.As(err, &locked):
+		fmt.Fprintf(c.stderr, "throng: %v\n", err)
+		return exitInUse
 	case errors.As(err, &ae):
 		fmt.Fprintf(c.stderr, "throng: %s (%s, HTTP %d)\n", ae.Message, ae.Code, ae.Status)
 		return exitError

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -209,5 +211,72 @@ func TestProcessKillAndRestart(t *testing.T) {
 		}
 	case <-time.After(45 * time.Second):
 		t.Fatal("serve did not stop after SIGTERM")
+	}
+}
+
+// TestProcessDataDirLock: a second `throng serve` on a data directory that
+// a running node holds exits at once with status 3 and a message naming
+// the holder's PID; the first node keeps serving (issue 11.1: the second
+// one used to start and corrupt the store).
+func TestProcessDataDirLock(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	bin, err := buildBinary()
+	if err != nil {
+		t.Fatalf("build: %v", err)
+	}
+	dataDir := t.TempDir()
+	first := startServe(t, bin, dataDir)
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); m == nil; {
+		if m = generatedPW.FindStringSubmatch(first.stdout.String()); m == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("no generated password on stdout: %q", first.stdout.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	env := first.env(m[1])
+	mustCLI(t, env, 0, "address", "create", "before", "--type", "queue")
+
+	// Other ports, same directory.
+	second := exec.Command(bin, "serve",
+		"--data-dir", dataDir,
+		"--admin", "127.0.0.1:0",
+		"--amqp", "127.0.0.1:0", "--amqps", "", "--mqtt", "127.0.0.1:0", "--mqtts", "", "--http", "127.0.0.1:0")
+	var stderr lockedBuffer
+	second.Stderr = &stderr
+	begin := time.Now()
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- second.Wait() }()
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		_ = second.Process.Kill()
+		<-exited
+		t.Fatalf("second serve on the same data directory still running after 20s; stderr:\n%s", stderr.String())
+	}
+	took := time.Since(begin)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitInUse {
+		t.Fatalf("second serve: %v, want exit status %d; stderr:\n%s", err, exitInUse, stderr.String())
+	}
+	want := fmt.Sprintf("data directory %s is in use by throng process PID %d", dataDir, first.cmd.Process.Pid)
+	if !strings.Contains(stderr.String(), want) {
+		t.Fatalf("stderr does not say %q:\n%s", want, stderr.String())
+	}
+	if strings.Contains(stderr.String(), "throng ready") {
+		t.Fatalf("second serve logged ready:\n%s", stderr.String())
+	}
+	t.Logf("second serve refused after %v", took)
+
+	// The first node is unaffected and still writes its store.
+	mustCLI(t, env, 0, "address", "create", "after", "--type", "queue")
+	if out := mustCLI(t, env, 0, "address", "list").stdout; !strings.Contains(out, "before") || !strings.Contains(out, "after") {
+		t.Fatalf("first node's addresses: %s", out)
 	}
 }

@@ -1,7 +1,7 @@
 // Package app is throng's composition root: it builds every part from a
 // config.Config, starts them in order and stops them in reverse.
 //
-// Start order: engine → tenant store (a system-account connection) →
+// Start order: data-directory lock → engine → tenant store (a system-account connection) →
 // router (which ensures the default tenant and every tenant's engine
 // account) → bootstrap of the admin user → admin HTTP listener → protocol
 // listeners. Ready is closed when all of them are up.
@@ -14,7 +14,8 @@
 //     shutdown context;
 //  3. router: consumers stop and the router's engine connections close;
 //  4. store: the KV watches stop and the system-account connection closes;
-//  5. engine: JetStream flushes its stores and the server stops.
+//  5. engine: JetStream flushes its stores and the server stops;
+//  6. the data-directory lock is released.
 package app
 
 import (
@@ -86,6 +87,7 @@ type App struct {
 	// or after Run returned; mu guards them against a concurrent Shutdown.
 	mu       sync.Mutex
 	registry *prometheus.Registry
+	lock     *dirLock // the data directory's lock, held until the engine stopped
 	eng      *engine.Engine
 	sysConn  *nats.Conn
 	store    *tenant.Store
@@ -193,6 +195,17 @@ func (a *App) start(ctx context.Context) error {
 	log := a.log.With("component", "app")
 	cfg := a.cfg
 	log.Info("starting throng", "version", BuildVersion(), "data_dir", cfg.DataDir)
+
+	// The lock comes first: a second node must not even start an engine on
+	// a store that another one is writing.
+	lock, err := lockDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	if !a.set(func() { a.lock = lock }) {
+		lock.unlock()
+		return errors.New("app: shut down during start")
+	}
 
 	reg := metrics.NewRegistry()
 	eng, err := engine.Start(engine.Config{
@@ -464,7 +477,7 @@ func (a *App) Shutdown(ctx context.Context) {
 		defer close(a.stopped)
 		a.mu.Lock()
 		a.closing = true
-		srv, rt, store, nc, eng := a.adminSrv, a.router, a.store, a.sysConn, a.eng
+		srv, rt, store, nc, eng, lock := a.adminSrv, a.router, a.store, a.sysConn, a.eng, a.lock
 		if a.pprofSrv != nil {
 			_ = a.pprofSrv.Close()
 		}
@@ -496,6 +509,8 @@ func (a *App) Shutdown(ctx context.Context) {
 		if eng != nil {
 			eng.Shutdown()
 		}
+		// 6: only now may another node use the data directory.
+		lock.unlock()
 		log.Info("stopped")
 	})
 	<-a.stopped
