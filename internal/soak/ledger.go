@@ -1,0 +1,269 @@
+package soak
+
+import (
+	"bytes"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// Semantics says what a stream promises, and so what the checker may call a
+// failure. Everything else is counted, never failed.
+type Semantics struct {
+	// MustDeliver: every acknowledged message must be delivered (queues,
+	// subscriptions, persistent sessions at QoS >= 1, and anycast, whose
+	// acknowledgement is the consumer's own).
+	MustDeliver bool
+	// Ordered: one producer's messages are first delivered in the order they
+	// were sent (a queue with one consumer, an MQTT session per publisher).
+	Ordered bool
+	// ExactlyOnce: a second delivery is never allowed (MQTT QoS 2).
+	ExactlyOnce bool
+	// NoAck: the producer gets no acknowledgement (MQTT QoS 0); sent
+	// messages not delivered are counted as dropped.
+	NoAck bool
+}
+
+// Per-message state bits.
+const (
+	stSent    = 1 << iota // the producer tried to send it
+	stAcked               // positively acknowledged (PUBACK/PUBCOMP, AMQP accepted)
+	stRefused             // refused with the protocol's error (negative PUBACK, rejected, released)
+)
+
+// disruption is bumped by every fault and every client reconnect; a
+// delivery made in a later disruption epoch than the message's first one is
+// a redelivery the protocols allow (at-least-once after a crash or a
+// reconnect), one in the same epoch is not.
+var disruption atomic.Uint32
+
+func bumpDisruption() { disruption.Add(1) }
+
+// producer is one producer's record: slices indexed by sequence number - 1.
+type producer struct {
+	state      []uint8
+	deliveries []uint16
+	firstEpoch []uint32
+	maxFirst   int // highest sequence number first-delivered so far
+}
+
+// Stream is one checked flow of messages: producers with ids, one logical
+// consumer (possibly several links). Safe for concurrent use.
+type Stream struct {
+	Name string
+	Sem  Semantics
+
+	mu    sync.Mutex
+	prods map[int]*producer
+
+	sent, acked, refused int64
+	delivered, dups      int64
+	dupsBad, reorders    int64
+	phantoms             int64
+	lastDelivery         int64 // count of deliveries, to see progress
+}
+
+// NewStream returns an empty stream record.
+func NewStream(name string, sem Semantics) *Stream {
+	return &Stream{Name: name, Sem: sem, prods: map[int]*producer{}}
+}
+
+// Next assigns the next sequence number of producer pid and marks it sent.
+func (s *Stream) Next(pid int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.prod(pid)
+	p.state = append(p.state, stSent)
+	p.deliveries = append(p.deliveries, 0)
+	p.firstEpoch = append(p.firstEpoch, 0)
+	s.sent++
+	return len(p.state)
+}
+
+func (s *Stream) prod(pid int) *producer {
+	p := s.prods[pid]
+	if p == nil {
+		p = &producer{}
+		s.prods[pid] = p
+	}
+	return p
+}
+
+// Ack records a positive acknowledgement.
+func (s *Stream) Ack(pid, seq int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.prods[pid]
+	if p == nil || seq < 1 || seq > len(p.state) || p.state[seq-1]&(stAcked|stRefused) != 0 {
+		return
+	}
+	p.state[seq-1] |= stAcked
+	s.acked++
+}
+
+// Refuse records a negative acknowledgement (the protocol's error).
+func (s *Stream) Refuse(pid, seq int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.prods[pid]
+	if p == nil || seq < 1 || seq > len(p.state) || p.state[seq-1]&(stAcked|stRefused) != 0 {
+		return
+	}
+	p.state[seq-1] |= stRefused
+	s.refused++
+}
+
+// Deliver records one delivery of producer pid's message seq to this
+// stream's consumer.
+func (s *Stream) Deliver(pid, seq int) {
+	epoch := disruption.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastDelivery++
+	p := s.prods[pid]
+	if p == nil || seq < 1 || seq > len(p.state) {
+		s.phantoms++
+		return
+	}
+	i := seq - 1
+	if p.deliveries[i] < ^uint16(0) {
+		p.deliveries[i]++
+	}
+	if p.deliveries[i] > 1 {
+		s.dups++
+		if s.Sem.ExactlyOnce || p.firstEpoch[i] == epoch {
+			s.dupsBad++
+		}
+		return
+	}
+	s.delivered++
+	p.firstEpoch[i] = epoch
+	if seq < p.maxFirst {
+		s.reorders++
+	} else {
+		p.maxFirst = seq
+	}
+}
+
+// Phantom records a delivery that no producer of this stream sent.
+func (s *Stream) Phantom() {
+	s.mu.Lock()
+	s.phantoms++
+	s.lastDelivery++
+	s.mu.Unlock()
+}
+
+// StreamStats is a snapshot of a stream's counters.
+type StreamStats struct {
+	Name                  string
+	Sem                   Semantics
+	Sent, Acked, Refused  int64
+	Delivered, Dups       int64
+	DupsBad, Reorders     int64
+	Phantoms              int64
+	Missing               int64 // acknowledged (or, NoAck, sent) and never delivered
+	Deliveries            int64
+	UnackedDelivered      int64 // sent without an acknowledgement, delivered anyway (allowed)
+	MissingExamples       []string
+	Lost, Dropped         int64 // Missing split by semantics: MustDeliver → Lost, else Dropped
+	ReordersFatal         int64 // Reorders where Ordered
+	RefusedButDelivered   int64 // refused, delivered anyway
+	unackedNotDelivered   int64
+	producers             int
+	firstMissingProducers []int
+}
+
+// Stats scans the stream. Lost and Dropped are what is missing now: they
+// are final only once consumers have caught up.
+func (s *Stream) Stats() StreamStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := StreamStats{Name: s.Name, Sem: s.Sem, Sent: s.sent, Acked: s.acked, Refused: s.refused,
+		Delivered: s.delivered, Dups: s.dups, DupsBad: s.dupsBad, Reorders: s.reorders,
+		Phantoms: s.phantoms, Deliveries: s.lastDelivery, producers: len(s.prods)}
+	for pid, p := range s.prods {
+		for i, f := range p.state {
+			d := p.deliveries[i] > 0
+			switch {
+			case f&stAcked != 0 && !d, s.Sem.NoAck && f&stRefused == 0 && !d:
+				st.Missing++
+				if len(st.MissingExamples) < 5 {
+					st.MissingExamples = append(st.MissingExamples, fmt.Sprintf("p%d#%d", pid, i+1))
+				}
+			case f&stRefused != 0 && d:
+				st.RefusedButDelivered++
+			case f&(stAcked|stRefused) == 0 && d:
+				st.UnackedDelivered++
+			case f&(stAcked|stRefused) == 0 && !d:
+				st.unackedNotDelivered++
+			}
+		}
+	}
+	if s.Sem.MustDeliver {
+		st.Lost = st.Missing
+	} else {
+		st.Dropped = st.Missing
+	}
+	if s.Sem.Ordered {
+		st.ReordersFatal = st.Reorders
+	}
+	return st
+}
+
+// progress returns the number of deliveries so far.
+func (s *Stream) progress() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastDelivery
+}
+
+// Payload layout: "soak|<stream>|<producer>|<seq>|" then padding. Parsing
+// is strict so that a corrupted or foreign message counts as a phantom.
+func encodePayload(stream string, pid, seq, size int) []byte {
+	b := make([]byte, 0, size+48)
+	b = append(b, "soak|"...)
+	b = append(b, stream...)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(pid), 10)
+	b = append(b, '|')
+	b = strconv.AppendInt(b, int64(seq), 10)
+	b = append(b, '|')
+	for len(b) < size {
+		b = append(b, byte('a'+len(b)%26))
+	}
+	return b
+}
+
+func decodePayload(b []byte) (stream string, pid, seq int, ok bool) {
+	rest, found := bytes.CutPrefix(b, []byte("soak|"))
+	if !found {
+		return "", 0, 0, false
+	}
+	parts := bytes.SplitN(rest, []byte("|"), 4)
+	if len(parts) != 4 {
+		return "", 0, 0, false
+	}
+	p, err1 := strconv.Atoi(string(parts[1]))
+	q, err2 := strconv.Atoi(string(parts[2]))
+	if err1 != nil || err2 != nil {
+		return "", 0, 0, false
+	}
+	for i, c := range parts[3] {
+		if c != byte('a'+(len(b)-len(parts[3])+i)%26) {
+			return "", 0, 0, false
+		}
+	}
+	return string(parts[0]), p, q, true
+}
+
+// record books a received payload on the stream it arrived on; a message
+// of another stream, or an unparsable one, is a phantom.
+func (s *Stream) record(payload []byte) {
+	name, pid, seq, ok := decodePayload(payload)
+	if !ok || name != s.Name {
+		s.Phantom()
+		return
+	}
+	s.Deliver(pid, seq)
+}

@@ -1,0 +1,114 @@
+package soak
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lineLogger turns the harness's output into test log lines.
+type lineLogger struct {
+	t   *testing.T
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lineLogger) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Write(p)
+	for {
+		line, err := l.buf.ReadString('\n')
+		if err != nil {
+			l.buf.WriteString(line)
+			return len(p), nil
+		}
+		l.t.Log(strings.TrimRight(line, "\n"))
+	}
+}
+
+// TestSoakShort is the CI form of the soak: every fault of DefaultFaults
+// once (kill -9 under load, during startup recovery and during a queue
+// delete; SIGSTOP/SIGCONT; slow and stuck consumers; a reconnect storm of
+// 2000 clients; a full disk when root), about three minutes. The node is
+// built without -race (a separate process); the checker's own load is kept
+// small so that the race detector does not slow it down.
+func TestSoakShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("soak: builds and runs the binary for about three minutes")
+	}
+	cfg := Config{
+		Interval:        16 * time.Second,
+		Cycles:          len(DefaultFaults),
+		Rate:            40,
+		Storm:           2000,
+		CatchUp:         15 * time.Second,
+		WorkDir:         t.TempDir(),
+		Out:             &lineLogger{t: t},
+		RequireDiskFull: os.Getenv("CI") == "true",
+	}
+	// THRONG_SOAK_BIN runs a given binary instead of building one, and
+	// THRONG_SOAK_FAULTS a comma-separated list of faults (for work on the
+	// harness itself).
+	cfg.Bin = os.Getenv("THRONG_SOAK_BIN")
+	if f := os.Getenv("THRONG_SOAK_FAULTS"); f != "" {
+		cfg.Faults = strings.Split(f, ",")
+		cfg.Cycles = len(cfg.Faults)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, why := range r.Failed() {
+		t.Error(why)
+	}
+}
+
+func TestPayloadRoundTrip(t *testing.T) {
+	b := encodePayload("amqp-queue", 7, 12345, payload)
+	s, p, q, ok := decodePayload(b)
+	if !ok || s != "amqp-queue" || p != 7 || q != 12345 || len(b) != payload {
+		t.Fatalf("decode(%q) = %q %d %d %v", b, s, p, q, ok)
+	}
+	b[len(b)-1] ^= 1
+	if _, _, _, ok := decodePayload(b); ok {
+		t.Fatal("a corrupted payload decoded")
+	}
+}
+
+// TestLedger checks the checker's own bookkeeping: loss, duplicates in and
+// out of a disruption, reorders, phantoms.
+func TestLedger(t *testing.T) {
+	st := NewStream("s", Semantics{MustDeliver: true, Ordered: true})
+	for i := 1; i <= 5; i++ {
+		if seq := st.Next(1); seq != i {
+			t.Fatalf("seq %d, want %d", seq, i)
+		}
+	}
+	st.Ack(1, 1)
+	st.Ack(1, 2)
+	st.Ack(1, 3)
+	st.Refuse(1, 4)
+	st.Deliver(1, 1)
+	st.Deliver(1, 3)
+	st.Deliver(1, 2) // out of order
+	st.Deliver(1, 3) // duplicate in the same epoch: not allowed
+	bumpDisruption()
+	st.Deliver(1, 1)  // duplicate after a disruption: allowed
+	st.Deliver(1, 99) // never sent
+	st.record([]byte("garbage"))
+	s := st.Stats()
+	if s.Lost != 0 || s.Reorders != 1 || s.ReordersFatal != 1 || s.Dups != 2 || s.DupsBad != 1 || s.Phantoms != 2 || s.Delivered != 3 {
+		t.Fatalf("%+v", s)
+	}
+	st.Ack(1, 5)
+	if s := st.Stats(); s.Lost != 1 || s.MissingExamples[0] != "p1#5" {
+		t.Fatalf("%+v", s)
+	}
+}
