@@ -341,7 +341,9 @@ var addressCmds = map[string]command{
 					rows = append(rows,
 						[]string{"backlog", fmt.Sprint(a.Stats.Backlog)}, []string{"bytes", config.ByteSize(a.Stats.Bytes).String()},
 						[]string{"consumers", fmt.Sprint(a.Stats.Consumers)},
-						[]string{"messagesIn", fmt.Sprint(a.Stats.MessagesIn)}, []string{"messagesOut", fmt.Sprint(a.Stats.MessagesOut)})
+						[]string{"messagesIn", fmt.Sprint(a.Stats.MessagesIn)}, []string{"messagesOut", fmt.Sprint(a.Stats.MessagesOut)},
+						[]string{"messagesRejected", fmt.Sprint(a.Stats.MessagesRejected)},
+						[]string{"bytesIn", config.ByteSize(a.Stats.BytesIn).String()}, []string{"bytesOut", config.ByteSize(a.Stats.BytesOut).String()})
 				}
 				table(c.stdout, "FIELD\tVALUE", rows)
 				return nil

@@ -150,8 +150,9 @@ func TestCLIAddresses(t *testing.T) {
 		t.Fatalf("get: %v", got)
 	}
 	mustCLI(t, env, 0, "address", "get", "..", "--tenant", "acme")
-	if !strings.Contains(mustCLI(t, env, 0, "address", "get", "orders/eu", "--tenant", "acme").stdout, "backlog") {
-		t.Fatal("text get lacks stats")
+	if out := mustCLI(t, env, 0, "address", "get", "orders/eu", "--tenant", "acme").stdout; !strings.Contains(out, "backlog") ||
+		!strings.Contains(out, "messagesRejected") || !strings.Contains(out, "bytesIn") || !strings.Contains(out, "bytesOut") {
+		t.Fatalf("text get lacks stats:\n%s", out)
 	}
 
 	mustCLI(t, env, 2, "address", "create", "no-type", "--tenant", "acme")

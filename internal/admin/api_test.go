@@ -222,8 +222,10 @@ func TestAddresses(t *testing.T) {
 		if a.Name != n || a.Stats == nil {
 			t.Fatalf("get %q = %+v", n, a)
 		}
-		if _, ok := (*a.Stats)["backlog"]; !ok {
-			t.Fatalf("stats lack backlog: %v", *a.Stats)
+		for _, k := range []string{"backlog", "messagesIn", "messagesRejected", "bytesIn", "bytesOut"} {
+			if _, ok := (*a.Stats)[k]; !ok {
+				t.Fatalf("stats lack %s: %v", k, *a.Stats)
+			}
 		}
 		// ... or level by level, keeping the slashes.
 		levels := strings.Split(n, "/")
