@@ -265,6 +265,21 @@ func (r *Router) loadLarge(ts *tenantState, msgs []*message.Message) ([]*message
 	return msgs, nil
 }
 
+// loadMessage is loadLarge for one message: live consumers listening on
+// a stored subject (s., d.) see the entries of stored messages, which for
+// a large message hold only the reference. Each such consumer loads the
+// chunks itself, on its own subscription's goroutine.
+func (r *Router) loadMessage(ts *tenantState, m *message.Message) (*message.Message, error) {
+	if m.Large == nil {
+		return m, nil
+	}
+	ms, err := r.loadLarge(ts, []*message.Message{m})
+	if err != nil {
+		return nil, err
+	}
+	return ms[0], nil
+}
+
 func (r *Router) loadOne(ts *tenantState, m *message.Message) (*message.Message, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
@@ -308,4 +323,22 @@ func (r *Router) loadOne(ts *tenantState, m *message.Message) (*message.Message,
 		c.Body = buf[l.NativeLen:]
 	}
 	return &c, nil
+}
+
+// LargeChunks reports how many chunks and bytes a tenant's chunk store
+// holds (zero when it has none), for operators and tests.
+func (r *Router) LargeChunks(ctx context.Context, tenantName string) (chunks, bytes uint64, err error) {
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		return 0, 0, err
+	}
+	s, err := ts.js.Stream(ctx, largeStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	st := s.CachedInfo().State
+	return st.Msgs, st.Bytes, nil
 }
