@@ -34,7 +34,6 @@ type conn struct {
 	keepAlive   time.Duration
 	recvMax     int    // client's receive maximum (our QoS>0 in flight)
 	maxOut      int    // client's maximum packet size (0: no limit)
-	maxIn       int    // our maximum packet size for this client (limits.go)
 	aliasMaxOut uint16 // client's topic alias maximum
 	problemInfo bool
 	version     byte // 4 (3.1.1) or 5
@@ -108,6 +107,9 @@ type connExtra struct {
 	resumeIDs map[uint16]struct{} // the ids in resume, not to be reused meanwhile
 
 	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
+
+	seen        map[outKey]int // overlapping subscriptions: stored copies still to come (overlap.go); guarded by conn.mu
+	crashResume bool           // the resumed session's last connection ended without saving it (node crash); guarded by conn.mu
 }
 
 // extraLocked returns the connection's connExtra, making it. c.mu held.
@@ -202,7 +204,7 @@ func (c *conn) readLoop() {
 		} else {
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
-		fh, body, err := c.pr.readPacket(c.maxIn)
+		fh, body, err := c.pr.readPacket(c.s.cfg.MaxPacketSize)
 		if err != nil {
 			var re *ReasonError
 			switch {
@@ -330,10 +332,7 @@ func (c *conn) endNet(polled bool) {
 // or the drop. It never blocks.
 func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 	c.wmu.Lock()
-	// A packet larger than the queue's bound (a large message) counts
-	// only with what is queued before it: an empty queue takes it.
-	limit := c.s.cfg.WriteQueueBytes + max(len(b)-c.s.cfg.WriteQueueBytes, 0)
-	if c.wclosed || (droppable && c.wqBytes+len(b) > limit) {
+	if c.wclosed || (droppable && c.wqBytes+len(b) > c.s.cfg.WriteQueueBytes) {
 		c.wmu.Unlock()
 		if droppable && c.ti != nil {
 			c.ti.mDropSlow.Inc()
@@ -343,7 +342,7 @@ func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 		}
 		return false
 	}
-	if c.wqBytes+len(b) > 3*c.s.cfg.WriteQueueBytes+limit {
+	if c.wqBytes+len(b) > 4*c.s.cfg.WriteQueueBytes {
 		// The client does not read even its acknowledgements.
 		c.wclosed = true
 		polled := c.polled
@@ -539,7 +538,6 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	}
 	c.tenant = p.Tenant
 	c.principal = p
-	c.maxIn = s.maxPacketFor(c.tenant)
 
 	// Client identifier [MQTT-3.1.3-6..8].
 	assigned := false
@@ -653,7 +651,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 			ap.SessionExpiryInterval, ap.SessionExpiryIntervalFlag = c.sessExpiry, true
 		}
 		ap.ReceiveMaximum = s.cfg.ReceiveMaximum
-		ap.MaximumPacketSize = uint32(c.maxIn)
+		ap.MaximumPacketSize = uint32(s.cfg.MaxPacketSize)
 		ap.TopicAliasMaximum = s.cfg.TopicAliasMaximum
 		ap.RetainAvailable, ap.RetainAvailableFlag = 1, true
 		ap.WildcardSubAvailable, ap.WildcardSubAvailableFlag = 1, true

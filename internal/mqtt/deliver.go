@@ -27,6 +27,7 @@ type subscription struct {
 
 	topic string // the filter without the share prefix
 	share string // share group, "" if not shared
+	space bool   // a topic-space subscription that is not shared (overlap.go)
 	refs  []*consumerRef
 }
 
@@ -68,7 +69,8 @@ type outMsg struct {
 	qos    byte
 	retain bool
 	dup    bool
-	rel    bool // PUBREC received, PUBREL sent (QoS 2)
+	rel    bool  // PUBREC received, PUBREL sent (QoS 2)
+	ids    []int // subscription identifiers when several subscriptions match (overlap.go); nil: sub's
 
 	liveSize int // bytes counted in conn.pendingLive while pending
 }
@@ -105,14 +107,16 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 		return 0, reason(rcNotAuthorized, "not authorized", nil)
 	}
 	sub.topic, sub.share = topic, group
-	space := shared || address.IsWildcard(topic)
-	if !space {
+	inSpace := address.IsWildcard(topic)
+	if !inSpace {
 		if p, err := c.s.r.Producer(ctx, c.tenant, topic); err == nil {
-			space = p.TopicSpace()
-		} else if errors.Is(err, router.ErrNotFound) {
+			inSpace = p.TopicSpace()
+		} else if errors.Is(err, router.ErrNotFound) && !shared {
 			return 0, reason(rcTopicFilterInvalid, err.Error(), err)
 		}
 	}
+	space := shared || inSpace
+	sub.space = inSpace && !shared
 	type spec struct {
 		opts   router.ConsumeOptions
 		window int
@@ -123,6 +127,12 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 	case shared:
 		// Competing consumers on one durable subscription per group.
 		specs = []spec{{router.ConsumeOptions{Durable: "share/" + group}, stored}}
+		if inSpace {
+			// What is not stored (QoS 0, and QoS 1/2 published on another
+			// node before it knew of the group) reaches one member through
+			// the router's live share group.
+			specs = append(specs, spec{router.ConsumeOptions{StoredCompanion: true, ShareGroup: group}, liveQoSWindow})
+		}
 	case space && sub.QoS == 0:
 		specs = []spec{{router.ConsumeOptions{}, liveQoSWindow}}
 	case space && c.persistent:
@@ -160,6 +170,12 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 			// Nagle (libmosquitto's default) waited each round for our
 			// delayed ACK, ~40 ms: a queue drained at ~2k msg/s.
 			ref.batch = 1
+		}
+		if sp.window == liveQoSWindow {
+			// Live: durable messages beyond the credit wait in the router
+			// (bounded), and what is dropped is counted here too.
+			sp.opts.LiveQueue = c.s.cfg.MaxQueuedMessages
+			sp.opts.Dropped = ref.dropped
 		}
 		rc, err := c.s.r.Consume(ctx, c.tenant, topic, sp.opts, ref.deliver)
 		if err != nil {
@@ -222,10 +238,22 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 		}
 		c.mu.Lock()
 		old := c.subs[sub.Filter]
-		c.mu.Unlock()
-		if old != nil {
-			c.closeRefs(old) // replaced [MQTT-3.8.4-3]
+		if old != nil && old.sameConsumers(sub) {
+			// Replaced [MQTT-3.8.4-3] by one fed by the same router
+			// consumers: only its options change, so its flow goes on
+			// without a gap, a duplicate or a redelivery (a resumed
+			// client subscribing again used to get its queued messages
+			// released, out of order and with DUP).
+			old.QoS, old.NoLoc, old.RAP, old.RH, old.ID = sub.QoS, sub.NoLoc, sub.RAP, sub.RH, sub.ID
+			c.mu.Unlock()
+			codes[i] = sub.QoS
+			changed = true
+			if sub.RH == 0 {
+				retained = append(retained, old)
+			}
+			continue
 		}
+		c.mu.Unlock()
 		q, err := c.subscribe(ctx, sub)
 		if err != nil {
 			var re *ReasonError
@@ -241,6 +269,7 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 				c.mu.Lock()
 				delete(c.subs, sub.Filter)
 				c.mu.Unlock()
+				c.closeRefs(old)
 				changed = true
 			}
 			continue
@@ -252,6 +281,12 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 		}
 		c.subs[sub.Filter] = sub
 		c.mu.Unlock()
+		if old != nil {
+			// Replaced by one with other consumers: the new ones were
+			// attached first, and live copies go out through whichever
+			// is in c.subs (overlap.go), so the flow is not interrupted.
+			c.closeRefs(old)
+		}
 		changed = true
 		if sub.share == "" && (sub.RH == 0 || (sub.RH == 1 && old == nil)) {
 			retained = append(retained, sub)
@@ -338,8 +373,14 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	c := ref.c
 	sub := ref.sub
 	m := d.Message
-	if sub.NoLoc && origin(m) == c.clientID {
-		c.mu.Lock()
+	c.mu.Lock()
+	if c.gone {
+		c.mu.Unlock()
+		return // Close releases the delivery
+	}
+	// Options are read under c.mu: a SUBSCRIBE may change them in place.
+	drop, qos, ids := c.shapeLocked(sub, d)
+	if drop {
 		post := ref.usedLocked(d)
 		c.mu.Unlock()
 		if post != nil {
@@ -347,19 +388,13 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		}
 		return
 	}
-	qos := min(sub.QoS, msgQoS(m))
 	retain := false
 	if sub.RAP {
 		retain, _ = m.Properties[propRetain].(bool)
 	}
 	if qos == 0 {
 		// om does not escape: no allocation per QoS 0 delivery.
-		om := outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, retain: retain}
-		c.mu.Lock()
-		if c.gone {
-			c.mu.Unlock()
-			return // Close releases the delivery
-		}
+		om := outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, retain: retain, ids: ids}
 		b := c.encodePublish(&om, 0)
 		post := ref.usedLocked(d)
 		c.mu.Unlock()
@@ -372,12 +407,13 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		c.enqueue(b, true, post)
 		return
 	}
-	om := &outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, qos: qos, retain: retain, dup: d.Count > 1}
-	c.mu.Lock()
-	if c.gone {
-		c.mu.Unlock()
-		return // Close releases the delivery
-	}
+	// DUP only for a message this session may have sent before: one the
+	// previous connection left unacknowledged (startInflight), or one
+	// the engine delivered before a node crash (nothing was recorded).
+	// A message released unsent (queued for the client when it went
+	// away) goes out without DUP, although the engine counts it again.
+	dup := d.Count > 1 && c.x != nil && c.x.crashResume
+	om := &outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, qos: qos, retain: retain, dup: dup, ids: ids}
 	var op outPkt
 	if len(c.inflight) < c.recvMax {
 		op = c.startInflight(om)
@@ -518,7 +554,7 @@ func (c *conn) startInflight(om *outMsg) outPkt {
 // encodePublish builds the PUBLISH for a message, applying the topic
 // alias and the client's maximum packet size. nil: not sendable. c.mu held.
 func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
-	if c.version != 5 || (c.aliasMaxOut == 0 && (om.sub == nil || om.sub.ID == 0) && noV5Properties(om.m)) {
+	if c.version != 5 || (c.aliasMaxOut == 0 && om.ids == nil && (om.sub == nil || om.sub.ID == 0) && noV5Properties(om.m)) {
 		// The common case without properties is encoded by hand: the
 		// codec's Packet and property tables were ~13 % of the QoS 0
 		// delivery path's CPU (docs/benchmarks.md).
@@ -544,7 +580,9 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 	v5 := c.version == 5
 	fillPublish(pk, om.m, v5, time.Now())
 	if v5 {
-		if om.sub != nil && om.sub.ID > 0 {
+		if om.ids != nil {
+			pk.Properties.SubscriptionIdentifier = om.ids
+		} else if om.sub != nil && om.sub.ID > 0 {
 			pk.Properties.SubscriptionIdentifier = []int{om.sub.ID}
 		}
 		if c.aliasMaxOut > 0 {

@@ -238,6 +238,11 @@ func (c *conn) restoreState(rec *sessionRecord) {
 		}
 		c.inflight[id] = &outMsg{qos: 2, rel: true}
 	}
+	if rec.Disconnected.IsZero() && rec.Node != "" && rec.Node != c.s.node {
+		// Its node died holding the connection: what the engine
+		// delivered before may have been sent (DUP), unrecorded.
+		c.extraLocked().crashResume = true
+	}
 	for _, o := range rec.Out {
 		if _, used := c.inflight[o.ID]; used || o.ID == 0 {
 			continue

@@ -25,6 +25,7 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -102,6 +103,19 @@ type Config struct {
 	// TCP) connections at once (default 256). A worker is held while a
 	// packet is handled, including subscribe's engine round trips.
 	ReadWorkers int
+	// MaxQueuedMessages bounds, per live subscription (clean session, or
+	// the live half of a persistent one), the QoS 1/2 messages that went
+	// out unstored and wait in the router because the client is behind
+	// (default router.DefaultLiveQueue). Their publishers' PUBACKs wait
+	// meanwhile (back-pressure); this bound is the escape hatch, as
+	// mosquitto's max_queued_messages and EMQX's max_mqueue_len.
+	MaxQueuedMessages int
+	// QueueOverflow is what happens to a message beyond MaxQueuedMessages:
+	// OverflowDrop (default: dropped, counted as
+	// throng_mqtt_messages_dropped_total{reason="queue_full"}) or
+	// OverflowDisconnect (dropped and the subscriber disconnected with
+	// 0x97, so that it notices).
+	QueueOverflow string
 }
 
 func (c *Config) setDefaults() error {
@@ -143,6 +157,16 @@ func (c *Config) setDefaults() error {
 	}
 	if c.ReadWorkers <= 0 {
 		c.ReadWorkers = 256
+	}
+	if c.MaxQueuedMessages <= 0 {
+		c.MaxQueuedMessages = router.DefaultLiveQueue
+	}
+	switch c.QueueOverflow {
+	case "":
+		c.QueueOverflow = OverflowDrop
+	case OverflowDrop, OverflowDisconnect:
+	default:
+		return fmt.Errorf("mqtt: queue overflow action %q: want %q or %q", c.QueueOverflow, OverflowDrop, OverflowDisconnect)
 	}
 	return nil
 }

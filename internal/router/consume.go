@@ -37,6 +37,9 @@ type ConsumeOptions struct {
 	// so that a stored message is delivered once. It still gets durable
 	// messages that went out live because no stored consumer wanted them.
 	StoredCompanion bool
+	ShareGroup      string
+	LiveQueue       int
+	Dropped         func(reason string)
 }
 
 // Delivery is one message given to a consumer.
@@ -104,17 +107,13 @@ type Consumer struct {
 	settled      [Modified + 1]prometheus.Counter // metrics.settled by outcome kind
 	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
-	mu         sync.Mutex
-	credit     int       // granted, not yet used; guarded by mu
-	maxCredit  int       // largest credit held; guarded by mu
-	congested  bool      // live topic-space consumer low on credit (interest.go); guarded by mu
-	stuck      bool      // was congested for maxCongested: no longer counted until credit recovers; guarded by mu
-	congGen    uint64    // bumped on each congestion start; guarded by mu
-	queued     int       // messages waiting in the engine client at the last live delivery; guarded by mu
-	lastCredit time.Time // last AddCredit while congested; guarded by mu
-	closed     bool      // guarded by mu
-	drainFn    func()    // pending drain completion; guarded by mu
-	unsettled  *Delivery // head of the list of unsettled deliveries (prev/next); guarded by mu
+	mu        sync.Mutex
+	credit    int // granted, not yet used; guarded by mu
+	maxCredit int // largest credit held; guarded by mu
+	lv        liveFlow
+	closed    bool      // guarded by mu
+	drainFn   func()    // pending drain completion; guarded by mu
+	unsettled *Delivery // head of the list of unsettled deliveries (prev/next); guarded by mu
 
 	// pull consumers (stored types)
 	stream, cons string
@@ -236,17 +235,7 @@ func (c *Consumer) AddCredit(n int) {
 	}
 	c.credit += n
 	c.maxCredit = max(c.maxCredit, c.credit)
-	if c.congested {
-		c.lastCredit = time.Now()
-	}
-	var release func()
-	if c.caughtUpLocked() {
-		c.stuck = false
-		if c.congested {
-			c.congested = false
-			release = c.ts.cong.set(false)
-		}
-	}
+	release := c.liveCreditLocked() // queued live messages, held publishers (live.go)
 	flush := len(c.backlog) > 0 && !c.flushing
 	if !flush {
 		c.pumpLocked(false)
@@ -303,11 +292,7 @@ func (c *Consumer) Close() {
 		return
 	}
 	c.closed = true
-	var release func()
-	if c.congested {
-		c.congested = false
-		release = c.ts.cong.set(false)
-	}
+	release := c.liveCloseLocked() // live.go
 	var unsettled []*Delivery
 	for d := c.unsettled; d != nil; {
 		next := d.next

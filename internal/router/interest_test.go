@@ -132,47 +132,6 @@ func TestSubjectMatch(t *testing.T) {
 	}
 }
 
-// TestCongestionHold: outcomes of live durable publishes wait while a
-// consumer is congested and complete when it recovers, or after maxHold.
-func TestCongestionHold(t *testing.T) {
-	var cg congestion
-	got := make(chan struct{}, 10)
-	done := func(o Outcome, err error) {
-		if err != nil || o.Kind != Accepted {
-			t.Errorf("outcome %v %v", o, err)
-		}
-		got <- struct{}{}
-	}
-	cg.hold(done) // not congested: at once
-	select {
-	case <-got:
-	default:
-		t.Fatal("held without congestion")
-	}
-	cg.set(true)
-	cg.hold(done)
-	select {
-	case <-got:
-		t.Fatal("not held while congested")
-	default:
-	}
-	if release := cg.set(false); release != nil {
-		release()
-	}
-	select {
-	case <-got:
-	default:
-		t.Fatal("not released on recovery")
-	}
-	cg.set(true)
-	cg.hold(done)
-	select {
-	case <-got: // by the maxHold timer
-	case <-time.After(10 * time.Second):
-		t.Fatal("held beyond maxHold")
-	}
-}
-
 // TestLiveAcrossNodes: live messages reach this node's consumers through
 // the local index and other nodes' through the engine, each exactly once.
 func TestLiveAcrossNodes(t *testing.T) {

@@ -1,7 +1,11 @@
 package router
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -10,30 +14,129 @@ import (
 	"github.com/throngmq/throng/internal/message"
 )
 
+// Live consumers: multicast and the live half of topic-space
+// subscriptions (core NATS subjects t., s., d.).
+//
+// # Back-pressure for durable live messages
+//
+// A durable (MQTT QoS ≥ 1, AMQP durable) topic-space message that no
+// stored consumer wants goes out live (interest.go) and its producer is
+// answered without a store. Nothing acknowledged may then be lost because
+// a live subscriber is slow or stops reading for a while, so:
+//
+//   - a live topic-space consumer without credit keeps durable messages in
+//     its own queue (liveFlow.queue), in order, and delivers them as
+//     credit comes; at-most-once (non-durable) messages are dropped and
+//     counted as before;
+//   - a consumer is behind while its queue is not empty, its credit is
+//     below a quarter of its largest grant, or more than liveQueuedHigh
+//     messages wait for it in the engine client; it has caught up when the
+//     queue is empty, half its credit is back and the engine client holds
+//     at most half that many;
+//   - the outcome of a durable live publish on this node waits until every
+//     consumer on this node that took it while behind has caught up
+//     (heldPublish). There is no time limit: producers with a bounded
+//     window (MQTT receive maximum, AMQP credit) wait for as long as the
+//     slow subscriber lives. When it goes away (MQTT: its connection
+//     closes, e.g. by keep-alive) the held outcomes complete and its
+//     queue is dropped (counted "closed": a clean session keeps nothing).
+//   - the queue is bounded by ConsumeOptions.LiveQueue (DefaultLiveQueue):
+//     the escape hatch when producers' windows together exceed it, or
+//     producers on other nodes, which this node cannot hold. Beyond it a
+//     durable message is dropped and counted "queue_full" (and reported
+//     to ConsumeOptions.Dropped, so the front-end can count or act on it).
+//
+// Earlier versions held outcomes for at most 500 ms each and stopped
+// counting a consumer that granted no credit for 1 s: a subscriber that
+// paused for 2 s lost everything beyond its credit window.
+//
+// Only producers on this node are held; a message from another node
+// reaches this node's consumer through the engine, and only its queue
+// bound protects it.
+type liveFlow struct {
+	queue   []*Delivery    // durable live messages taken without credit, oldest first
+	behind  bool           // see above
+	queued  int            // messages waiting in the engine client at the last remote delivery
+	waiters []*heldPublish // publishes waiting for this consumer to catch up
+	pumping bool           // a goroutine delivers the queue
+}
+
+// DefaultLiveQueue is the default bound of a live consumer's queue of
+// durable messages (ConsumeOptions.LiveQueue).
+const DefaultLiveQueue = 100000
+
+// liveQueuedHigh is how many messages may wait in the engine client for
+// a live topic-space consumer before it counts as behind.
+const liveQueuedHigh = 512
+
+// heldPublish is the outcome of one durable live publish, completed when
+// the last consumer it waits for has caught up.
+type heldPublish struct {
+	n    atomic.Int32 // consumers still behind, plus one while the publish runs
+	done func(Outcome, error)
+}
+
+func (h *heldPublish) release() {
+	if h.n.Add(-1) == 0 {
+		h.done(Outcome{Kind: Accepted}, nil)
+	}
+}
+
 func (c *Consumer) startLive(subjects []string) error {
 	var local []string
+	group := ""
+	if c.opts.ShareGroup != "" {
+		// A share group is a NATS queue group on the connection that
+		// also receives this node's own live publishes, so the engine
+		// picks one member cluster-wide; the members are in the index
+		// only to tell publishers on this node to go through the engine.
+		sum := sha256.Sum256([]byte(c.opts.ShareGroup + "\x00" + c.tg.name))
+		group = "share_" + hex.EncodeToString(sum[:12])
+	}
+	flushNC := false
 	for _, s := range subjects {
 		nc := c.ts.nc
 		if strings.HasPrefix(s, "t.") {
-			// Live publishes: this node's own come through the index
-			// (local.go), other nodes' through the NoEcho connection.
-			nc = c.ts.live
 			local = append(local, s)
+			if group == "" {
+				// Live publishes: this node's own come through the index
+				// (local.go), other nodes' through the NoEcho connection.
+				nc = c.ts.live
+			}
 		}
-		sub, err := nc.Subscribe(s, c.onLive)
+		if nc == c.ts.nc {
+			flushNC = true
+		}
+		var sub *nats.Subscription
+		var err error
+		if group != "" {
+			sub, err = nc.QueueSubscribe(s, group, c.onLive)
+		} else {
+			sub, err = nc.Subscribe(s, c.onLive)
+		}
 		if err != nil {
 			return err
 		}
-		// A slow consumer drops (at-most-once) instead of growing memory.
+		// The engine client's buffer is bounded; the consumer's own queue
+		// (above) holds what it cannot take yet.
 		_ = sub.SetPendingLimits(65536, 64<<20)
 		c.subs = append(c.subs, sub)
 	}
-	if len(local) > 0 {
-		// Registered with the engine when Consume returns, so that a
-		// message another router publishes afterwards reaches it.
+	// Registered with the engine when Consume returns, so that a message
+	// published afterwards reaches it (a SUBSCRIBE is in force before its
+	// SUBACK): on both connections, stored (s.) and defined (d.) subjects
+	// included.
+	if len(local) > 0 && group == "" {
 		if err := c.ts.live.Flush(); err != nil {
 			return err
 		}
+	}
+	if flushNC {
+		if err := c.ts.nc.Flush(); err != nil {
+			return err
+		}
+	}
+	if len(local) > 0 {
 		for _, s := range local {
 			c.ts.index.add(c, s)
 		}
@@ -57,96 +160,246 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 	if msg.Sub != nil {
 		queued, _, _ = msg.Sub.Pending()
 	}
-	c.take(m, name, queued)
+	c.take(m, name, queued, nil)
 }
 
-// take delivers a live message published to name, if the consumer has
-// credit. queued is how many messages wait in the engine client for this
-// consumer (-1: not known, a local delivery). m is shared with other
-// consumers and must not be modified.
-func (c *Consumer) take(m *message.Message, name string, queued int) {
+// deliverLive delivers a live message to this node's consumers directly
+// (local.go) and, when other nodes share the account or a share group
+// member wants it, sends it through the engine. With done set (a durable
+// message), done gets Accepted once every consumer here that took it
+// while behind has caught up; an error is returned instead of calling
+// done.
+func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) error {
+	cs := p.ts.index.match(p.subject)
+	viaEngine := p.ts.peers() > 1
+	if !viaEngine {
+		for _, c := range cs {
+			if c.opts.ShareGroup != "" {
+				viaEngine = true
+				break
+			}
+		}
+	}
+	if viaEngine {
+		if err := p.ts.live.Publish(p.subject, m.Marshal()); err != nil {
+			return errPublish(err)
+		}
+	}
+	var h *heldPublish
+	var hp **heldPublish
+	if done != nil {
+		hp = &h
+	}
+	for _, c := range cs {
+		if c.opts.ShareGroup != "" {
+			continue // through the engine's queue group
+		}
+		if c.take(m, p.tg.name, -1, hp) {
+			// The first consumer behind: c.mu is held (see take).
+			h = &heldPublish{done: done}
+			h.n.Store(1)
+			c.holdLocked(h)
+			c.mu.Unlock()
+		}
+	}
+	if done != nil {
+		if h == nil {
+			done(Outcome{Kind: Accepted}, nil)
+		} else {
+			h.release()
+		}
+	}
+	return nil
+}
+
+// take delivers a live message published to name, queues it (durable
+// messages to a topic-space consumer without credit), or drops it.
+// queued is how many messages wait in the engine client for this consumer
+// (-1: a local delivery). m is shared with other consumers and must not
+// be modified. With hp non-nil (a local durable publish) and the consumer
+// behind, the publish must wait for it: if *hp is set, take registers it
+// and returns false; if it is nil, take returns true with c.mu still held
+// so that the caller can make one (holdLocked) and unlock.
+func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPublish) bool {
 	if !m.Expiry.IsZero() && m.Expired(time.Now()) {
-		c.r.metrics.dropped.WithLabelValues(c.ts.name, "expired").Inc()
-		return
+		c.drop("expired")
+		return false
 	}
 	if c.opts.Filter != nil && !c.opts.Filter(m) {
-		return
+		return false
 	}
 	if c.tg.space && strings.HasPrefix(name, "$") && !strings.HasPrefix(c.tg.name, "$") {
-		return // MQTT: wildcards at the first level do not match $-names
+		return false // MQTT: wildcards at the first level do not match $-names
 	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		return false
+	}
+	d := &Delivery{Message: m, Address: name, Count: 1}
+	if !c.tg.space {
+		// Multicast: at most once.
+		if c.credit <= 0 {
+			c.mu.Unlock()
+			c.drop("no_credit")
+			return false
+		}
+		c.credit--
+		c.giveUnlock(d)
+		return false
+	}
+	if queued >= 0 {
+		c.lv.queued = queued
+	}
+	var release []*heldPublish
+	switch {
+	case c.credit > 0 && len(c.lv.queue) == 0:
+		c.credit--
+		c.lv.behind = c.lv.behind || c.credit < c.maxCredit/4 || c.lv.queued > liveQueuedHigh
+		if c.lv.behind && c.caughtUpLocked() {
+			c.lv.behind, release = false, c.lv.waiters
+			c.lv.waiters = nil
+		}
+	case !m.Durable:
+		c.mu.Unlock()
+		c.drop("no_credit")
+		return false
+	case len(c.lv.queue) >= c.liveQueueMax():
+		c.mu.Unlock()
+		c.drop("queue_full")
+		return false
+	default:
+		c.lv.queue = append(c.lv.queue, d)
+		c.lv.behind = true
+		d = nil
+	}
+	if c.lv.behind && hp != nil && m.Durable {
+		if *hp == nil {
+			if d != nil {
+				// Hand the delivery over first; the caller registers the
+				// hold with c.mu held again.
+				c.giveUnlock(d)
+				c.mu.Lock()
+			}
+			return true
+		}
+		c.holdLocked(*hp)
+	}
+	if d != nil {
+		c.giveUnlock(d)
+	} else {
+		c.mu.Unlock()
+	}
+	for _, h := range release {
+		h.release()
+	}
+	return false
+}
+
+// holdLocked makes publish h wait until the consumer has caught up. c.mu
+// held.
+func (c *Consumer) holdLocked(h *heldPublish) {
+	if c.closed || !c.lv.behind {
 		return
 	}
-	if c.credit <= 0 {
-		c.mu.Unlock()
+	h.n.Add(1)
+	c.lv.waiters = append(c.lv.waiters, h)
+}
+
+func (c *Consumer) liveQueueMax() int {
+	if c.opts.LiveQueue > 0 {
+		return c.opts.LiveQueue
+	}
+	return DefaultLiveQueue
+}
+
+// drop counts a live message dropped for this consumer.
+func (c *Consumer) drop(reason string) {
+	if reason == "no_credit" {
 		c.dropNoCredit.Inc()
-		return
+	} else {
+		c.r.metrics.dropped.WithLabelValues(c.ts.name, reason).Inc()
 	}
-	c.credit--
-	var release func()
-	if c.tg.space {
-		// Behind: little credit left, or many messages queued in the
-		// engine client for this subscription (already acknowledged to
-		// their producers, so they count as much as used credit).
-		if queued >= 0 {
-			c.queued = queued
-		}
-		behind := c.credit < c.maxCredit/4 || c.queued > liveQueuedHigh
-		switch {
-		case behind && !c.congested && !c.stuck:
-			c.congested = true
-			c.ts.cong.set(true)
-			c.congGen++
-			c.lastCredit = time.Now()
-			gen := c.congGen
-			time.AfterFunc(maxCongested, func() { c.unstick(gen) })
-		case c.congested && c.caughtUpLocked():
-			c.congested = false
-			release = c.ts.cong.set(false)
-		}
+	if c.opts.Dropped != nil {
+		c.opts.Dropped(reason)
 	}
-	if release != nil {
-		c.mu.Unlock()
-		release()
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			return
-		}
-	}
-	c.giveUnlock(&Delivery{Message: m, Address: name, Count: 1})
 }
 
-// liveQueuedHigh is how many messages may wait in the engine client for
-// a live topic-space consumer before it counts as behind (interest.go).
-const liveQueuedHigh = 512
-
-// caughtUpLocked: a congested consumer has recovered. c.mu held.
+// caughtUpLocked: a consumer that was behind has recovered. c.mu held.
 func (c *Consumer) caughtUpLocked() bool {
-	return c.credit >= c.maxCredit/2 && c.queued <= liveQueuedHigh/2
+	return len(c.lv.queue) == 0 && c.credit >= c.maxCredit/2 && c.lv.queued <= liveQueuedHigh/2
 }
 
-// unstick stops counting a congested consumer that has granted no credit
-// for maxCongested: it is not behind but stalled, and producers are not
-// held for it any longer; what it cannot take is dropped as before. One
-// that makes progress, however slowly, keeps holding them.
-func (c *Consumer) unstick(gen uint64) {
-	c.mu.Lock()
-	var release func()
-	if c.congested && c.congGen == gen {
-		if idle := time.Since(c.lastCredit); idle < maxCongested {
-			time.AfterFunc(maxCongested-idle, func() { c.unstick(gen) })
-			c.mu.Unlock()
-			return
+// liveCreditLocked runs after credit was added (AddCredit, c.mu held) and
+// returns the work to do once c.mu is released: delivering queued
+// messages (on another goroutine: deliver may need a lock the caller of
+// AddCredit holds) or completing held publishes.
+func (c *Consumer) liveCreditLocked() func() {
+	if len(c.lv.queue) > 0 {
+		if c.lv.pumping {
+			return nil
 		}
-		c.congested, c.stuck = false, true
-		release = c.ts.cong.set(false)
+		c.lv.pumping = true
+		return func() { go c.pumpLive() }
+	}
+	if !c.lv.behind || !c.caughtUpLocked() {
+		return nil
+	}
+	c.lv.behind = false
+	held := c.lv.waiters
+	c.lv.waiters = nil
+	return func() {
+		for _, h := range held {
+			h.release()
+		}
+	}
+}
+
+// pumpLive delivers queued live messages within the credit, in order,
+// then completes held publishes if the consumer has caught up.
+func (c *Consumer) pumpLive() {
+	c.mu.Lock()
+	for !c.closed && c.credit > 0 && len(c.lv.queue) > 0 {
+		d := c.lv.queue[0]
+		c.lv.queue[0] = nil
+		c.lv.queue = c.lv.queue[1:]
+		if len(c.lv.queue) == 0 {
+			c.lv.queue = nil
+		}
+		c.credit--
+		c.giveUnlock(d)
+		c.mu.Lock()
+	}
+	c.lv.pumping = false
+	var held []*heldPublish
+	if !c.closed && c.lv.behind && c.caughtUpLocked() {
+		c.lv.behind = false
+		held = c.lv.waiters
+		c.lv.waiters = nil
 	}
 	c.mu.Unlock()
-	if release != nil {
-		release()
+	for _, h := range held {
+		h.release()
 	}
 }
+
+// liveCloseLocked ends the consumer's back-pressure (Close, c.mu held)
+// and returns what to do outside the lock: held publishes complete,
+// queued messages are dropped and counted.
+func (c *Consumer) liveCloseLocked() func() {
+	held, queue := c.lv.waiters, c.lv.queue
+	c.lv.waiters, c.lv.queue, c.lv.behind = nil, nil, false
+	if len(held) == 0 && len(queue) == 0 {
+		return nil
+	}
+	return func() {
+		for range queue {
+			c.drop("closed")
+		}
+		for _, h := range held {
+			h.release()
+		}
+	}
+}
+
+func errPublish(err error) error { return fmt.Errorf("router: publish: %w", err) }

@@ -124,17 +124,14 @@ func (p *Producer) Address() *address.Address { return p.tg.def }
 // modified after the call.
 func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	if err := p.checkSize(m); err != nil {
-		p.count(0, Outcome{}, err)
 		done(Outcome{}, err)
 		return
 	}
 	if m.TTL > 0 && m.Expiry.IsZero() {
 		m.Expiry = time.Now().Add(m.TTL)
 	}
-	if p.tg.typ != address.Multicast && !(p.tg.space && !m.Durable) {
-		// Counted when the outcome is known (stats.go).
-		done = p.counted(m, done)
-	}
+	p.ctr.in.Add(1)
+	p.in.Inc()
 	switch {
 	case p.tg.typ == address.Anycast:
 		p.publishAnycast(m, 0, done)
@@ -155,40 +152,22 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 			p.publishStored(address.Subject("s", p.tg.name), m, done)
 			return
 		}
-		if err := p.publishLive(m); err != nil {
+		// Held while a live subscriber of it on this node is behind
+		// (live.go).
+		if err := p.deliverLive(m, done); err != nil {
 			done(Outcome{}, err)
-			return
 		}
-		p.ts.cong.hold(done)
 	default:
-		// Multicast and non-durable topic space: at-most-once, accepted
-		// at once.
 		if err := p.publishLive(m); err != nil {
-			p.count(0, Outcome{}, err)
 			done(Outcome{}, err)
 			return
 		}
-		p.count(bodyLen(m), Outcome{Kind: Accepted}, nil)
 		done(Outcome{Kind: Accepted}, nil)
 	}
 }
 
-// publishLive delivers a live message to this node's consumers directly
-// (local.go) and, when other nodes share the account, sends it to them
-// through the engine. Skipping the engine copy on a single node saves its
-// encoding and the engine's parsing and dropping of it, a quarter of the
-// CPU of a QoS 0 publish.
-func (p *Producer) publishLive(m *message.Message) error {
-	if p.ts.peers() > 1 {
-		if err := p.ts.live.Publish(p.subject, m.Marshal()); err != nil {
-			return fmt.Errorf("router: publish: %w", err)
-		}
-	}
-	for _, c := range p.ts.index.match(p.subject) {
-		c.take(m, p.tg.name, -1)
-	}
-	return nil
-}
+// publishLive delivers an at-most-once live message (live.go).
+func (p *Producer) publishLive(m *message.Message) error { return p.deliverLive(m, nil) }
 
 // storedInterest reports whether a stored consumer's filter matches this
 // topic-space name; the answer is cached per generation of the set.
