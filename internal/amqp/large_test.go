@@ -2,8 +2,15 @@ package amqp
 
 import (
 	"bytes"
+	"os/exec"
+	"runtime"
+	"runtime/debug"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	goamqp "github.com/Azure/go-amqp"
 
@@ -120,5 +127,92 @@ func TestLargeQueueSeparateConnections(t *testing.T) {
 	m := recv(t, receiver(t, e.session(t, nil), "big", nil))
 	if !bytes.Equal(m.GetData(), body) {
 		t.Fatalf("body of %d bytes differs", len(m.GetData()))
+	}
+}
+
+// protonLarge sends (mode "send") or receives and checks (mode "recv") one
+// message of n random bytes with the given sha256, in its own process.
+const protonLarge = `
+import sys, hashlib, os
+from proton import Message
+from proton.utils import BlockingConnection
+mode, url, n, digest = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+c = BlockingConnection(url, timeout=120)
+if mode == "send":
+    data = bytearray(n)
+    for i in range(0, n, 4096):
+        data[i] = (i // 4096) % 251
+    c.create_sender("big").send(Message(body=bytes(data)))
+    print(hashlib.sha256(bytes(data)).hexdigest())
+else:
+    r = c.create_receiver("big", credit=1)
+    m = r.receive(timeout=120)
+    r.accept()
+    got = hashlib.sha256(bytes(m.body)).hexdigest()
+    if got != digest:
+        sys.exit("digest %s, want %s (%d bytes)" % (got, digest, len(m.body)))
+c.close()
+`
+
+// TestLargeHeapProton measures the server's peak heap for one 64 MiB
+// message queue → consumer, the clients (Qpid Proton) in processes of
+// their own so that only the server's memory (router, engine, AMQP) is
+// counted. The figure is logged (docs/router.md "Large messages").
+func TestLargeHeapProton(t *testing.T) {
+	requireProton(t)
+	if testing.Short() {
+		t.Skip("64 MiB")
+	}
+	e := startEnv(t, nil)
+	e.addrDef(t, "default", &address.Address{Name: "big", Type: address.Queue})
+	url := "amqp://" + e.addr
+	n := strconv.Itoa(64<<20 - 64)
+	stop := heapPeak()
+	out, err := exec.Command(protonPython, "-c", protonLarge, "send", url, n, "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("proton sender: %v\n%s", err, out)
+	}
+	sendPeak := stop()
+	stop = heapPeak()
+	if out, err := exec.Command(protonPython, "-c", protonLarge, "recv", url, n, strings.TrimSpace(string(out))).CombinedOutput(); err != nil {
+		t.Fatalf("proton receiver: %v\n%s", err, out)
+	}
+	t.Logf("server heap above idle for one 64 MiB message: publish (store in chunks) peak %d MiB, consume (load, send) peak %d MiB",
+		sendPeak>>20, stop()>>20)
+}
+
+// heapPeak samples the heap until stopped and returns its peak above the
+// level at start; GOGC is lowered meanwhile so that the figure is close to
+// the live heap rather than to garbage not yet collected.
+func heapPeak() (stop func() uint64) {
+	old := debug.SetGCPercent(5)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapAlloc
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			if ms.HeapAlloc > peak.Load() {
+				peak.Store(ms.HeapAlloc)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		wg.Wait()
+		debug.SetGCPercent(old)
+		return peak.Load() - min(base, peak.Load())
 	}
 }
