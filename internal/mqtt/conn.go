@@ -34,6 +34,7 @@ type conn struct {
 	keepAlive   time.Duration
 	recvMax     int    // client's receive maximum (our QoS>0 in flight)
 	maxOut      int    // client's maximum packet size (0: no limit)
+	maxIn       int    // our maximum packet size for this client (limits.go)
 	aliasMaxOut uint16 // client's topic alias maximum
 	problemInfo bool
 	version     byte // 4 (3.1.1) or 5
@@ -204,7 +205,7 @@ func (c *conn) readLoop() {
 		} else {
 			_ = c.nc.SetReadDeadline(time.Time{})
 		}
-		fh, body, err := c.pr.readPacket(c.s.cfg.MaxPacketSize)
+		fh, body, err := c.pr.readPacket(c.maxIn)
 		if err != nil {
 			var re *ReasonError
 			switch {
@@ -332,7 +333,10 @@ func (c *conn) endNet(polled bool) {
 // or the drop. It never blocks.
 func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 	c.wmu.Lock()
-	if c.wclosed || (droppable && c.wqBytes+len(b) > c.s.cfg.WriteQueueBytes) {
+	// A packet larger than the queue's bound (a large message) counts
+	// only with what is queued before it: an empty queue takes it.
+	limit := c.s.cfg.WriteQueueBytes + max(len(b)-c.s.cfg.WriteQueueBytes, 0)
+	if c.wclosed || (droppable && c.wqBytes+len(b) > limit) {
 		c.wmu.Unlock()
 		if droppable && c.ti != nil {
 			c.ti.mDropSlow.Inc()
@@ -342,7 +346,7 @@ func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 		}
 		return false
 	}
-	if c.wqBytes+len(b) > 4*c.s.cfg.WriteQueueBytes {
+	if c.wqBytes+len(b) > 3*c.s.cfg.WriteQueueBytes+limit {
 		// The client does not read even its acknowledgements.
 		c.wclosed = true
 		polled := c.polled
@@ -538,6 +542,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	}
 	c.tenant = p.Tenant
 	c.principal = p
+	c.maxIn = s.maxPacketFor(c.tenant)
 
 	// Client identifier [MQTT-3.1.3-6..8].
 	assigned := false
@@ -651,7 +656,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 			ap.SessionExpiryInterval, ap.SessionExpiryIntervalFlag = c.sessExpiry, true
 		}
 		ap.ReceiveMaximum = s.cfg.ReceiveMaximum
-		ap.MaximumPacketSize = uint32(s.cfg.MaxPacketSize)
+		ap.MaximumPacketSize = uint32(c.maxIn)
 		ap.TopicAliasMaximum = s.cfg.TopicAliasMaximum
 		ap.RetainAvailable, ap.RetainAvailableFlag = 1, true
 		ap.WildcardSubAvailable, ap.WildcardSubAvailableFlag = 1, true

@@ -124,14 +124,17 @@ func (p *Producer) Address() *address.Address { return p.tg.def }
 // modified after the call.
 func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	if err := p.checkSize(m); err != nil {
+		p.count(0, Outcome{}, err)
 		done(Outcome{}, err)
 		return
 	}
 	if m.TTL > 0 && m.Expiry.IsZero() {
 		m.Expiry = time.Now().Add(m.TTL)
 	}
-	p.ctr.in.Add(1)
-	p.in.Inc()
+	if p.tg.typ != address.Multicast && !(p.tg.space && !m.Durable) {
+		// Counted when the outcome is known (stats.go).
+		done = p.counted(m, done)
+	}
 	switch {
 	case p.tg.typ == address.Anycast:
 		p.publishAnycast(m, 0, done)
@@ -158,10 +161,14 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 			done(Outcome{}, err)
 		}
 	default:
+		// Multicast and non-durable topic space: at-most-once, accepted
+		// at once.
 		if err := p.publishLive(m); err != nil {
+			p.count(0, Outcome{}, err)
 			done(Outcome{}, err)
 			return
 		}
+		p.count(bodyLen(m), Outcome{Kind: Accepted}, nil)
 		done(Outcome{Kind: Accepted}, nil)
 	}
 }

@@ -132,9 +132,12 @@ type tenantState struct {
 	batchers sync.Map // queue subject → *queueBatcher (batch.go)
 }
 
+// addrCounters are an address's figures on this node (stats.go).
 type addrCounters struct {
-	in, out   atomic.Uint64
-	consumers atomic.Int64
+	in, out           atomic.Uint64 // messages accepted into / delivered from the address
+	rejected          atomic.Uint64 // publishes the address did not accept
+	bytesIn, bytesOut atomic.Uint64 // body bytes of the messages counted by in and out
+	consumers         atomic.Int64
 }
 
 // New starts a router: it ensures the default tenant and the engine
@@ -629,9 +632,12 @@ func (r *Router) AddressStats(ctx context.Context, tenantName, name string) (add
 	}
 	c := ts.counter(name)
 	st := address.Stats{
-		Consumers:   int(c.consumers.Load()),
-		MessagesIn:  c.in.Load(),
-		MessagesOut: c.out.Load(),
+		Consumers:        int(c.consumers.Load()),
+		MessagesIn:       c.in.Load(),
+		MessagesOut:      c.out.Load(),
+		MessagesRejected: c.rejected.Load(),
+		BytesIn:          c.bytesIn.Load(),
+		BytesOut:         c.bytesOut.Load(),
 	}
 	switch a.Type {
 	case address.Queue, address.Topic:
