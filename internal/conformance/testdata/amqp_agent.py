@@ -102,6 +102,15 @@ def state_name(s):
     }.get(s, str(s) if s else "none")
 
 
+def outcome_of(d):
+    """The outcome's name; a rejection carries its error condition."""
+    name = state_name(d.remote_state)
+    c = d.remote.condition if d.remote_state == Delivery.REJECTED else None
+    if c is not None:
+        name += " (%s: %s)" % (c.name, c.description)
+    return name
+
+
 def settle(d, outcome):
     if outcome == "accept":
         d.update(Delivery.ACCEPTED)
@@ -200,7 +209,7 @@ def op_send(cmd):
         if not wait(lambda: d.remote_state or d.settled, deadline - now()):
             outcomes.append("timeout")
             continue
-        outcomes.append(state_name(d.remote_state))
+        outcomes.append(outcome_of(d))
         d.settle()
     if not cmd.get("wait", True):
         flush()  # let the transfers go out
@@ -214,7 +223,7 @@ def op_settled(cmd):
     wait(lambda: all(d.remote_state or d.settled for d in s.pending), deadline - now())
     out = []
     for d in s.pending:
-        out.append(state_name(d.remote_state) if (d.remote_state or d.settled) else "timeout")
+        out.append(outcome_of(d) if (d.remote_state or d.settled) else "timeout")
         if d.remote_state:
             d.settle()
     s.pending = []
