@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -146,8 +147,12 @@ var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dummy"), BcryptCost)
 
 // Authorize reports whether the principal may perform action on the
 // address name (or filter, for subscriptions: a filter is allowed if the
-// permission pattern covers it).
+// permission pattern covers it). Names under a reserved prefix (see
+// Reserved) are refused to everyone, administrators included.
 func Authorize(p *Principal, name string, action tenant.Action) bool {
+	if Reserved(name, action) != nil {
+		return false
+	}
 	if p.IsTenantAdmin() {
 		return true
 	}
@@ -166,6 +171,52 @@ func Authorize(p *Principal, name string, action tenant.Action) bool {
 	return false
 }
 
+// Errors of Reserved.
+var (
+	// ErrReservedName: the name cannot be an address at all ("$share/…"
+	// starts an MQTT shared subscription, never a topic): MQTT answers
+	// "topic name/filter invalid".
+	ErrReservedName = errors.New("reserved name")
+	// ErrReservedUse: the name is an address, but this use of it is the
+	// server's ("$SYS/…" is published by the server only) or its owner's
+	// (only the link that created a "$temp/…" address receives from it):
+	// MQTT answers "not authorized".
+	ErrReservedUse = errors.New("reserved use")
+)
+
+// Reserved reports whether name (an address name or a subscription
+// filter) falls under one of throng's reserved prefixes for action, and
+// why. Every other name starting with '$' is an ordinary application
+// name, covered by permissions like any other (docs/mqtt.md, Permissions).
+// The reserved prefixes:
+//
+//   - "$SYS/": the server's statistics topics; receiving is allowed (with
+//     a permission), sending is not.
+//   - "$share/": shared subscriptions; never an address name.
+//   - "$temp/": temporary (dynamic) addresses; any connection of the
+//     tenant may send to one (its name is unguessable: reply addresses),
+//     only the link that created it receives from it, and that link does
+//     not ask Authorize.
+//
+// Each prefix also covers the bare name without the slash ("$SYS").
+func Reserved(name string, action tenant.Action) error {
+	switch {
+	case underPrefix(name, "$share"):
+		return fmt.Errorf("%w: %q: $share/ starts a shared subscription, not an address name", ErrReservedName, name)
+	case underPrefix(name, "$SYS") && action == tenant.ActionSend:
+		return fmt.Errorf("%w: %q: $SYS/ topics are published by the server only", ErrReservedUse, name)
+	case underPrefix(name, "$temp") && action == tenant.ActionReceive:
+		return fmt.Errorf("%w: %q: only the owner of a temporary address receives from it", ErrReservedUse, name)
+	}
+	return nil
+}
+
+// underPrefix reports whether name is the level prefix p or starts with
+// p and a level separator.
+func underPrefix(name, p string) bool {
+	return strings.HasPrefix(name, p) && (len(name) == len(p) || name[len(p)] == '/')
+}
+
 func hasAction(as []tenant.Action, a tenant.Action) bool {
 	for _, x := range as {
 		if x == a {
@@ -176,10 +227,10 @@ func hasAction(as []tenant.Action, a tenant.Action) bool {
 }
 
 // covers reports whether every name matched by filter f is matched by
-// pattern p (for a plain name, this is Match).
+// pattern p (for a plain name, this is matchPattern).
 func covers(p, f string) bool {
 	if !address.IsWildcard(f) {
-		return address.Match(p, f)
+		return matchPattern(p, f)
 	}
 	pl := strings.Split(p, "/")
 	fl := strings.Split(f, "/")
@@ -200,4 +251,35 @@ func covers(p, f string) bool {
 		}
 	}
 	return len(pl) == len(fl)
+}
+
+// matchPattern reports whether the name matches the permission pattern
+// ('+' one level, a trailing '#' any number of levels, including none).
+// Unlike a subscription filter (address.Match, [MQTT-4.7.2-1]), a
+// leading wildcard also matches names starting with '$': that rule keeps
+// "#" subscribers from receiving the server's $SYS topics, it is not
+// about permissions, and a user permitted "#" may use application topics
+// such as "$devices/x" (the reserved prefixes are refused by Reserved).
+func matchPattern(p, name string) bool {
+	for {
+		pl, prest, pmore := strings.Cut(p, "/")
+		if pl == "#" {
+			return true
+		}
+		nl, nrest, nmore := strings.Cut(name, "/")
+		if pl != "+" && pl != nl {
+			return false
+		}
+		if !pmore && !nmore {
+			return true
+		}
+		if !nmore {
+			// "a/#" matches "a".
+			return pmore && prest == "#"
+		}
+		if !pmore {
+			return false
+		}
+		p, name = prest, nrest
+	}
 }

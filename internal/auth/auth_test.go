@@ -117,3 +117,63 @@ func BenchmarkAuthenticateCached(b *testing.B) {
 		}
 	}
 }
+
+// TestAuthorizeDollarNames: a permission "#" (or "foo/#", "+/x") covers
+// application names starting with '$' — [MQTT-4.7.2-1] is about
+// subscription wildcards, not permissions — and only throng's reserved
+// prefixes are refused, to administrators too (issue 10 item 9).
+func TestAuthorizeDollarNames(t *testing.T) {
+	all := []tenant.Action{tenant.ActionSend, tenant.ActionReceive}
+	anon := Anonymous("default")
+	user := &Principal{Tenant: "acme", User: "u", Perms: []tenant.Permission{
+		{Pattern: "#", Actions: all},
+	}}
+	scoped := &Principal{Tenant: "acme", User: "s", Perms: []tenant.Permission{
+		{Pattern: "$dev/#", Actions: all}, {Pattern: "+/x", Actions: all},
+	}}
+	admin := &Principal{Roles: []tenant.Role{tenant.RoleTenantAdmin}}
+	cases := []struct {
+		p      *Principal
+		name   string
+		action tenant.Action
+		want   bool
+	}{
+		{anon, "$TopicA/B", tenant.ActionSend, true},
+		{anon, "$TopicA/B", tenant.ActionReceive, true},
+		{anon, "$TopicA/#", tenant.ActionReceive, true},
+		{user, "$dev/1", tenant.ActionSend, true},
+		{user, "$", tenant.ActionSend, true},
+		{scoped, "$dev/1/t", tenant.ActionSend, true},
+		{scoped, "$dev", tenant.ActionSend, true},
+		{scoped, "$other/x", tenant.ActionSend, true},
+		{scoped, "$other/y", tenant.ActionSend, false},
+		// Reserved prefixes.
+		{user, "$SYS/broker/uptime", tenant.ActionReceive, true},
+		{user, "$SYS/#", tenant.ActionReceive, true},
+		{user, "$SYS/x", tenant.ActionSend, false},
+		{user, "$SYS", tenant.ActionSend, false},
+		{admin, "$SYS/x", tenant.ActionSend, false},
+		{user, "$SYSTEM/x", tenant.ActionSend, true},
+		{user, "$share/g/x", tenant.ActionSend, false},
+		{user, "$share/g/x", tenant.ActionReceive, false},
+		{admin, "$share/g/x", tenant.ActionSend, false},
+		{user, "$temp/abc", tenant.ActionSend, true},
+		{user, "$temp/abc", tenant.ActionReceive, false},
+		{user, "$temp/#", tenant.ActionReceive, false},
+		{admin, "$temp/abc", tenant.ActionReceive, false},
+	}
+	for _, c := range cases {
+		if got := Authorize(c.p, c.name, c.action); got != c.want {
+			t.Errorf("Authorize(%s, %q, %s) = %v, want %v", c.p.User, c.name, c.action, got, c.want)
+		}
+	}
+	if err := Reserved("$share/g/x", tenant.ActionSend); !errors.Is(err, ErrReservedName) {
+		t.Errorf("$share: %v", err)
+	}
+	if err := Reserved("$SYS/x", tenant.ActionSend); !errors.Is(err, ErrReservedUse) {
+		t.Errorf("$SYS: %v", err)
+	}
+	if err := Reserved("$temp/x", tenant.ActionReceive); !errors.Is(err, ErrReservedUse) {
+		t.Errorf("$temp: %v", err)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -51,6 +52,7 @@ const (
 	rcBadCredentials       = 0x86
 	rcNotAuthorized        = 0x87
 	rcServerUnavailable    = 0x88
+	rcServerBusy           = 0x89
 	rcServerShuttingDown   = 0x8B
 	rcBadAuthMethod        = 0x8C
 	rcKeepAliveTimeout     = 0x8D
@@ -75,7 +77,7 @@ func v3ConnackCode(rc byte) byte {
 		return 0x01
 	case rcClientIDInvalid:
 		return 0x02
-	case rcServerUnavailable, rcServerShuttingDown, rcQuotaExceeded:
+	case rcServerUnavailable, rcServerBusy, rcServerShuttingDown, rcQuotaExceeded:
 		return 0x03
 	case rcBadCredentials, rcBadAuthMethod:
 		return 0x04
@@ -93,12 +95,72 @@ var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); re
 // packetReader reads MQTT packets from a connection. While the
 // connection is idle (nothing buffered at a packet boundary) it returns
 // its buffer to the pool and blocks on a one-byte read, so an idle
-// connection costs no read buffer.
+// connection costs no read buffer. A packet's body grows with the bytes
+// that arrive, never to the remaining length a client merely claims.
 type packetReader struct {
 	conn io.Reader
 	buf  *[]byte // nil while idle
 	r, w int
 	one  [1]byte
+
+	// onStart, if set, runs before the first read from the connection
+	// that a started packet needs (not when the packet was buffered
+	// whole): the reader goroutine sets the read timeout there.
+	onStart  func()
+	inPacket bool // the first byte of a packet was read
+	waited   bool // onStart ran for this packet
+
+	// budget, if set, is charged for body bytes (CONNECT before
+	// authentication); held is what this reader has charged.
+	budget *byteBudget
+	held   int64
+}
+
+// byteBudget bounds the memory a group of readers may allocate for packet
+// bodies (connections in their handshake).
+type byteBudget struct {
+	used atomic.Int64
+	max  int64
+}
+
+// take charges n bytes; false if that would exceed the budget.
+func (b *byteBudget) take(n int64) bool {
+	if b.used.Add(n) > b.max {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *byteBudget) give(n int64) { b.used.Add(-n) }
+
+// charge takes n bytes from the reader's budget, if it has one.
+func (pr *packetReader) charge(n int) bool {
+	if pr.budget == nil {
+		return true
+	}
+	if !pr.budget.take(int64(n)) {
+		return false
+	}
+	pr.held += int64(n)
+	return true
+}
+
+// refund returns what the reader has charged and stops charging.
+func (pr *packetReader) refund() {
+	if pr.budget != nil {
+		pr.budget.give(pr.held)
+		pr.budget, pr.held = nil, 0
+	}
+}
+
+// waiting runs onStart once per packet, before a blocking read that the
+// started packet needs.
+func (pr *packetReader) waiting() {
+	if pr.inPacket && !pr.waited && pr.onStart != nil {
+		pr.waited = true
+		pr.onStart()
+	}
 }
 
 func (pr *packetReader) release() {
@@ -125,6 +187,7 @@ func (pr *packetReader) readByte() (byte, error) {
 		return pr.one[0], nil
 	}
 	pr.r, pr.w = 0, 0
+	pr.waiting()
 	n, err := pr.conn.Read(*pr.buf)
 	if n == 0 {
 		if err == nil {
@@ -151,6 +214,7 @@ func (pr *packetReader) readFull(dst []byte) error {
 		// Small remainder: refill the buffer to batch the next packets.
 		for n < len(dst) {
 			pr.r, pr.w = 0, 0
+			pr.waiting()
 			m, err := pr.conn.Read(*pr.buf)
 			if m == 0 && err != nil {
 				return err
@@ -162,6 +226,7 @@ func (pr *packetReader) readFull(dst []byte) error {
 		}
 		return nil
 	}
+	pr.waiting()
 	_, err := io.ReadFull(pr.conn, dst[n:])
 	return err
 }
@@ -169,17 +234,22 @@ func (pr *packetReader) readFull(dst []byte) error {
 var (
 	errMalformed = reason(rcMalformed, "malformed packet", nil)
 	errTooLarge  = reason(rcPacketTooLarge, "packet too large", nil)
+	// errBudget: the handshake memory budget is spent (Config.HandshakeMemory).
+	errBudget = reason(rcServerBusy, "server busy", nil)
 )
 
 // readPacket reads one packet: the fixed header and the body. The body is
-// freshly allocated because decoded strings and payloads alias it.
+// freshly allocated because decoded strings and payloads alias it; it
+// grows with the bytes received (see readBody).
 func (pr *packetReader) readPacket(maxSize int) (packets.FixedHeader, []byte, error) {
 	var fh packets.FixedHeader
 	pr.release()
+	pr.inPacket, pr.waited = false, false
 	b, err := pr.readByte()
 	if err != nil {
 		return fh, nil, err
 	}
+	pr.inPacket = true
 	if err := fh.Decode(b); err != nil {
 		return fh, nil, codeError(err)
 	}
@@ -207,11 +277,56 @@ func (pr *packetReader) readPacket(maxSize int) (packets.FixedHeader, []byte, er
 	if maxSize > 0 && 1+varintLen(rem)+rem > maxSize {
 		return fh, nil, errTooLarge
 	}
-	body := make([]byte, rem)
-	if err := pr.readFull(body); err != nil {
+	body, err := pr.readBody(rem)
+	if err != nil {
 		return fh, nil, err
 	}
+	pr.inPacket = false
 	return fh, body, nil
+}
+
+// readBody reads a body of rem bytes. It starts with what is buffered (at
+// least readBufSize) and doubles as the bytes arrive, so a client that
+// claims a large packet and sends little costs little: at most about
+// twice what it sent.
+func (pr *packetReader) readBody(rem int) ([]byte, error) {
+	avail := 0
+	if pr.buf != nil {
+		avail = pr.w - pr.r
+	}
+	size := min(rem, max(avail, readBufSize))
+	if !pr.charge(size) {
+		return nil, errBudget
+	}
+	body := make([]byte, size)
+	if err := pr.readFull(body); err != nil {
+		return nil, err
+	}
+	for len(body) < rem {
+		n := min(rem, 2*len(body))
+		if !pr.charge(n - len(body)) { // the old body becomes garbage
+			return nil, errBudget
+		}
+		nb := make([]byte, n)
+		copy(nb, body)
+		old := len(body)
+		body = nb
+		if err := pr.readFull(body[old:]); err != nil {
+			return nil, err
+		}
+	}
+	return body, nil
+}
+
+// peekVersion reads the start of a CONNECT body (protocol name and
+// level) to learn the client's protocol version, for answering a CONNECT
+// that is refused before it was read whole; 0 if it cannot tell.
+func (pr *packetReader) peekVersion() byte {
+	var b [7]byte // name length, "MQTT", level
+	if err := pr.readFull(b[:]); err != nil || b[0] != 0 || b[1] != 4 || string(b[2:6]) != "MQTT" {
+		return 0
+	}
+	return b[6]
 }
 
 func varintLen(n int) int {

@@ -50,14 +50,13 @@ type conn struct {
 	poller   *poller
 	token    uint64        // set by watch, read-only afterwards
 	kaMillis int64         // 1.5 × keep-alive; set by watch, read-only afterwards
-	lastIn   atomic.Int64  // Server.clock() of the last bytes read
+	due      atomic.Int64  // read deadline for the wheel (see dueAt); written by the reader
 	armed    bool          // owned by the reader
 	handoff  atomic.Uint32 // see arm
 	in       inbuf         // owned by the reader
-	wPrev    *conn         // keep-alive wheel links; guarded by poller.mu
+	wPrev    *conn         // deadline wheel links; guarded by poller.mu
 	wNext    *conn
-	wDue     int64
-	wIn      bool
+	wDue     atomic.Int64 // wheel tick of the slot the connection is in, 0: not in the wheel; written under poller.mu
 
 	mu         sync.Mutex // guards the fields below; see lock order in server.go
 	subs       map[string]*subscription
@@ -108,9 +107,6 @@ type connExtra struct {
 	resumeIDs map[uint16]struct{} // the ids in resume, not to be reused meanwhile
 
 	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
-
-	seen        map[outKey]int // overlapping subscriptions: stored copies still to come (overlap.go); guarded by conn.mu
-	crashResume bool           // the resumed session's last connection ended without saving it (node crash); guarded by conn.mu
 }
 
 // extraLocked returns the connection's connExtra, making it. c.mu held.
@@ -158,9 +154,13 @@ func (c *conn) markEnded() {
 // serve runs the connection in the calling goroutine: CONNECT, then
 // either it hands the connection to its poller and reports true (the
 // teardown runs later in a read-pool worker), or it reads packets until
-// the connection ends, cleans up and reports false.
+// the connection ends, cleans up and reports false. The caller holds one
+// of the server's handshake slots (Server.enterHandshake), which serve
+// releases once CONNECT is handled.
 func (c *conn) serve() (handedOff bool) {
-	if !c.handshake() {
+	ok := c.handshake()
+	c.s.leaveHandshake()
+	if !ok {
 		c.flushAndClose()
 		c.markEnded()
 		return false
@@ -179,11 +179,29 @@ func (c *conn) serve() (handedOff bool) {
 	return false
 }
 
-// handshake reads and handles CONNECT within the connect timeout.
+// handshake reads and handles CONNECT within the connect timeout. Before
+// authentication a client gets little: a CONNECT of at most
+// MaxConnectSize, a body that grows with the bytes it sends and is
+// charged to the server's handshake memory budget.
 func (c *conn) handshake() bool {
-	_ = c.nc.SetReadDeadline(time.Now().Add(c.s.cfg.ConnectTimeout))
-	fh, body, err := c.pr.readPacket(c.s.cfg.MaxPacketSize)
-	if err != nil || fh.Type != packets.Connect {
+	cfg := &c.s.cfg
+	_ = c.nc.SetReadDeadline(time.Now().Add(cfg.ConnectTimeout))
+	c.pr.budget = &c.s.hsBudget
+	defer c.pr.refund()
+	fh, body, err := c.pr.readPacket(min(cfg.MaxConnectSize, cfg.MaxPacketSize))
+	switch {
+	case err == errTooLarge && fh.Type == packets.Connect:
+		// An MQTT 5 client is told why [MQTT-3.2.2.2]; 3.1.1 has no
+		// return code for it: closed.
+		if c.pr.peekVersion() == 5 {
+			return c.refuse(5, rcPacketTooLarge, "CONNECT too large", "too_large")
+		}
+		c.s.m.connects.WithLabelValues("too_large").Inc()
+		return false
+	case err == errBudget:
+		c.s.m.connects.WithLabelValues("server_busy").Inc()
+		return false
+	case err != nil || fh.Type != packets.Connect:
 		// [MQTT-3.1.0-1] the first packet must be CONNECT.
 		c.s.m.connects.WithLabelValues("protocol_error").Inc()
 		return false
@@ -197,22 +215,35 @@ func (c *conn) handshake() bool {
 }
 
 // readLoop reads packets until the connection ends (reader goroutine
-// mode: TLS, WebSocket, and platforms without epoll).
+// mode: TLS, WebSocket, and platforms without epoll). Keep-alive counts
+// complete packets: the deadline for the next one is set when the last
+// one was read whole; once a packet has started and needs more bytes, it
+// must also be complete within the read timeout.
 func (c *conn) readLoop() {
-	for {
-		if c.keepAlive > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2)) // [MQTT-3.1.2-24]
-		} else {
-			_ = c.nc.SetReadDeadline(time.Time{})
+	var kaDL time.Time
+	c.pr.onStart = func() {
+		dl := time.Now().Add(c.s.cfg.ReadTimeout)
+		if !kaDL.IsZero() && kaDL.Before(dl) {
+			dl = kaDL
 		}
+		_ = c.nc.SetReadDeadline(dl)
+	}
+	for {
+		kaDL = time.Time{}
+		if c.keepAlive > 0 {
+			kaDL = time.Now().Add(c.keepAlive * 3 / 2) // [MQTT-3.1.2-24]
+		}
+		_ = c.nc.SetReadDeadline(kaDL)
 		fh, body, err := c.pr.readPacket(c.maxIn)
 		if err != nil {
 			var re *ReasonError
 			switch {
 			case errors.As(err, &re):
 				c.fatal(re)
+			case isTimeout(err) && c.pr.inPacket && (kaDL.IsZero() || time.Now().Before(kaDL)):
+				c.fatal(errReadTimeout)
 			case isTimeout(err):
-				c.fatal(reason(rcKeepAliveTimeout, "keep alive timeout", nil))
+				c.fatal(errKeepAlive)
 			}
 			return
 		}
@@ -236,6 +267,13 @@ func (c *conn) readLoop() {
 		}
 	}
 }
+
+var (
+	errKeepAlive = reason(rcKeepAliveTimeout, "keep alive timeout", nil)
+	// errReadTimeout: a packet was started but not completed within
+	// Config.ReadTimeout. MQTT 5 has no closer reason code than 0x8D.
+	errReadTimeout = reason(rcKeepAliveTimeout, "packet not completed within the read timeout", nil)
+)
 
 func isTimeout(err error) bool {
 	var ne net.Error
@@ -494,6 +532,13 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
 		return c.refuse(v, code.Code, code.Reason, "protocol_error")
 	}
+	if v == 4 && pk.Connect.PasswordFlag && !pk.Connect.UsernameFlag {
+		// [MQTT-3.1.2-22] a 3.1.1 CONNECT with a password needs a user
+		// name; it is malformed: closed without CONNACK (4.8). MQTT 5
+		// allows a password alone (3.1.2.9): it is accepted there.
+		c.s.m.connects.WithLabelValues("malformed").Inc()
+		return false
+	}
 	c.version = v
 	c.clientID = pk.Connect.ClientIdentifier
 	props := &pk.Properties
@@ -575,8 +620,8 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		if err := address.ValidateName(w.Topic); err != nil {
 			return c.refuse(v, rcTopicNameInvalid, "will topic invalid", "protocol_error")
 		}
-		if !c.mayPublish(w.Topic) {
-			return c.refuse(v, rcNotAuthorized, "not authorized to publish the will", "not_authorized")
+		if re := c.mayPublish(w.Topic); re != nil {
+			return c.refuse(v, re.Code, "will: "+re.Reason, "not_authorized")
 		}
 		wp := pk.Connect.WillProperties
 		w.Delay = wp.WillDelayInterval
@@ -584,12 +629,15 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		c.will = w
 	}
 
-	// Keep-alive [MQTT-3.1.2-22], server keep-alive [MQTT-3.2.2-21].
+	// Keep-alive [MQTT-3.1.2-22], server keep-alive [MQTT-3.2.2-21]:
+	// an MQTT 5 client asking for more than MaxKeepAlive, or for none,
+	// is told the maximum in CONNACK; a 3.1.1 client cannot be told, the
+	// maximum is enforced all the same.
 	ka := pk.Connect.Keepalive
 	serverKA := false
-	if s.cfg.MaxKeepAlive > 0 && v == 5 && (ka == 0 || ka > s.cfg.MaxKeepAlive) {
+	if s.cfg.MaxKeepAlive > 0 && (ka == 0 || ka > s.cfg.MaxKeepAlive) {
 		ka = s.cfg.MaxKeepAlive
-		serverKA = true
+		serverKA = v == 5
 	}
 	c.keepAlive = time.Duration(ka) * time.Second
 
@@ -671,12 +719,31 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	return true
 }
 
-// mayPublish checks the send permission; $SYS is the server's.
-func (c *conn) mayPublish(topic string) bool {
-	if len(topic) >= 4 && topic[:4] == "$SYS" {
-		return false
+// mayPublish checks that the client may publish to topic: nil, or the
+// reason to refuse it with (0x90 for a name that can never be a topic,
+// such as "$share/…"; 0x87 for the reserved "$SYS/…" and for a missing
+// permission). Other '$' topics are application topics (auth.Reserved).
+func (c *conn) mayPublish(topic string) *ReasonError {
+	return c.mayUse(topic, tenant.ActionSend, rcTopicNameInvalid)
+}
+
+// maySubscribe is mayPublish for a subscription's topic filter (without
+// its "$share/group/" prefix): 0x8F for a reserved name, 0x87 otherwise.
+func (c *conn) maySubscribe(filter string) *ReasonError {
+	return c.mayUse(filter, tenant.ActionReceive, rcTopicFilterInvalid)
+}
+
+func (c *conn) mayUse(name string, action tenant.Action, invalid byte) *ReasonError {
+	if err := auth.Reserved(name, action); err != nil {
+		if errors.Is(err, auth.ErrReservedName) {
+			return reason(invalid, err.Error(), err)
+		}
+		return reason(rcNotAuthorized, err.Error(), err)
 	}
-	return auth.Authorize(c.principal, topic, tenant.ActionSend)
+	if !auth.Authorize(c.principal, name, action) {
+		return reason(rcNotAuthorized, "not authorized", nil)
+	}
+	return nil
 }
 
 // ---- dispatch

@@ -9,10 +9,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/throngmq/throng/internal/address"
-	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
-	"github.com/throngmq/throng/internal/tenant"
 )
 
 // subscription is one topic filter of a session. The exported fields are
@@ -103,8 +101,8 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 	if err := address.ValidateFilter(topic); err != nil {
 		return 0, reason(rcTopicFilterInvalid, err.Error(), nil)
 	}
-	if !auth.Authorize(c.principal, topic, tenant.ActionReceive) {
-		return 0, reason(rcNotAuthorized, "not authorized", nil)
+	if re := c.maySubscribe(topic); re != nil {
+		return 0, re
 	}
 	sub.topic, sub.share = topic, group
 	inSpace := address.IsWildcard(topic)

@@ -29,11 +29,17 @@ type inbuf struct {
 	big  *bigPacket // a packet larger than buf, read straight into its body
 }
 
+// bigPacket is a packet larger than the read buffer. Its body grows with
+// the bytes received (doubling), up to the remaining length.
 type bigPacket struct {
 	fh   packets.FixedHeader
-	body []byte
-	n    int
+	body []byte // allocated so far
+	n    int    // bytes read into body
+	rem  int    // the packet's remaining length
 }
+
+// partial reports whether a packet has started and is incomplete.
+func (in *inbuf) partial() bool { return in.big != nil || (in.buf != nil && in.r < in.w) }
 
 // errWouldBlock reports that a non-blocking read found nothing.
 var errWouldBlock = errors.New("mqtt: would block")
@@ -46,14 +52,23 @@ const maxReadsPerTurn = 16
 // readable is a worker turn on an event-driven connection.
 func (c *conn) readable() {
 	in := &c.in
+	wasPartial := in.partial()
+	done := 0 // packets handled this turn
 	// Bytes that followed CONNECT may be buffered already.
-	if err := c.parse(); err != nil {
+	if err := c.parse(&done); err != nil {
 		c.readFailed(err)
 		return
 	}
 	for range maxReadsPerTurn {
 		var dst []byte
 		if in.big != nil {
+			if in.big.n == len(in.big.body) {
+				// Grow with the bytes received, never to the claimed
+				// length at once.
+				nb := make([]byte, min(in.big.rem, 2*len(in.big.body)))
+				copy(nb, in.big.body)
+				in.big.body = nb
+			}
 			dst = in.big.body[in.big.n:]
 		} else {
 			if in.buf == nil {
@@ -75,13 +90,12 @@ func (c *conn) readable() {
 			c.teardown()
 			return
 		}
-		c.lastIn.Store(c.s.clock())
 		if in.big != nil {
 			in.big.n += n
 		} else {
 			in.w += n
 		}
-		if err := c.parse(); err != nil {
+		if err := c.parse(&done); err != nil {
 			c.readFailed(err)
 			return
 		}
@@ -90,9 +104,59 @@ func (c *conn) readable() {
 		readBufPool.Put(in.buf)
 		in.buf, in.r, in.w = nil, 0, 0
 	}
+	c.updateDue(done > 0, wasPartial, in.partial())
 	if err := c.arm(); err != nil {
 		c.teardown()
 	}
+}
+
+// Read deadlines of event-driven connections. conn.due holds the next
+// deadline in Server.clock() milliseconds, shifted left by one, with the
+// low bit set when it is a started packet's read timeout rather than the
+// keep-alive; 0 is none. Keep-alive counts complete packets [MQTT-3.1.2-24]:
+// its deadline moves when a packet was handled, not when bytes arrive,
+// so a client trickling a byte at a time is closed at the keep-alive or,
+// sooner, at the read timeout of the packet it started.
+func dueAt(ms int64, partial bool) int64 {
+	d := ms << 1
+	if partial {
+		d |= 1
+	}
+	return d
+}
+
+// updateDue sets the connection's deadline after a turn: done reports
+// that packets were handled, wasPartial and partial whether a packet was
+// incomplete before and after the turn.
+func (c *conn) updateDue(done, wasPartial, partial bool) {
+	old := c.due.Load()
+	d := old
+	switch {
+	case done:
+		d = 0
+		if c.kaMillis > 0 {
+			d = dueAt(c.s.clock()+c.kaMillis, false)
+		}
+		if partial {
+			d = minDue(d, dueAt(c.s.clock()+c.s.cfg.ReadTimeout.Milliseconds(), true))
+		}
+	case partial && !wasPartial:
+		d = minDue(d, dueAt(c.s.clock()+c.s.cfg.ReadTimeout.Milliseconds(), true))
+	}
+	if d == old {
+		return
+	}
+	c.due.Store(d)
+	if d != 0 {
+		c.poller.schedule(c, d>>1)
+	}
+}
+
+func minDue(a, b int64) int64 {
+	if a == 0 || (b != 0 && b>>1 < a>>1) {
+		return b
+	}
+	return a
 }
 
 // readFailed ends the connection after a protocol error or the client's
@@ -108,16 +172,18 @@ func (c *conn) readFailed(err error) {
 	c.teardown()
 }
 
-// parse handles the complete packets in the input buffer.
-func (c *conn) parse() error {
+// parse handles the complete packets in the input buffer, counting them
+// in *done.
+func (c *conn) parse(done *int) error {
 	in := &c.in
 	for {
 		if in.big != nil {
-			if in.big.n < len(in.big.body) {
+			if in.big.n < in.big.rem {
 				return nil
 			}
 			fh, body := in.big.fh, in.big.body
 			in.big = nil
+			*done++
 			if err := c.dispatch(fh, body); err != nil {
 				return err
 			}
@@ -166,12 +232,16 @@ func (c *conn) parse() error {
 			body := make([]byte, rem)
 			copy(body, b[1+hl:total])
 			in.r += total
+			*done++
 			if err := c.dispatch(fh, body); err != nil {
 				return err
 			}
 		case total > len(*in.buf):
-			in.big = &bigPacket{fh: fh, body: make([]byte, rem)}
-			in.big.n = copy(in.big.body, b[1+hl:])
+			// The body starts at what arrived (at least a read buffer's
+			// worth) and grows in readable.
+			have := b[1+hl:]
+			in.big = &bigPacket{fh: fh, rem: rem, body: make([]byte, min(rem, max(len(have), readBufSize)))}
+			in.big.n = copy(in.big.body, have)
 			in.r = in.w
 		default:
 			return nil // wait for the rest
@@ -269,13 +339,16 @@ func (p *readPool) worker(c *conn) {
 	}
 }
 
-// ---- keep-alive timing wheel
+// ---- deadline timing wheel
 
-// The wheel holds the event-driven connections that have a keep-alive,
-// in slots of wheelTick by deadline. It is lazy: a connection is
-// inserted with the deadline known then and, when its slot comes, either
-// expires or is moved to its current deadline (last read + 1.5 × keep
-// alive), so reading a packet costs one atomic store, not a wheel update.
+// The wheel holds the event-driven connections that have a read deadline
+// (keep-alive, or a started packet's read timeout: conn.due), in slots of
+// wheelTick by deadline. It is lazy: a connection is inserted with the
+// deadline known then and, when its slot comes, either expires or is
+// moved to its current deadline, so handling a packet costs one atomic
+// store, not a wheel update; only a deadline earlier than the slot (a
+// packet started on a connection whose keep-alive is further away)
+// moves it at once (poller.schedule).
 const (
 	wheelTick  = 250 // ms
 	wheelSlots = 1024
@@ -286,14 +359,16 @@ type wheel struct {
 	now   int64             // last tick processed
 }
 
+func wheelTickOf(ms int64) int64 { return (ms + wheelTick - 1) / wheelTick }
+
 func (w *wheel) insert(c *conn, due int64) {
-	t := (due + wheelTick - 1) / wheelTick
+	t := wheelTickOf(due)
 	if t <= w.now {
 		t = w.now + 1
 	}
-	c.wDue = t
+	c.wDue.Store(t)
 	s := &w.slots[t%wheelSlots]
-	c.wPrev, c.wNext, c.wIn = nil, *s, true
+	c.wPrev, c.wNext = nil, *s
 	if *s != nil {
 		(*s).wPrev = c
 	}
@@ -301,32 +376,37 @@ func (w *wheel) insert(c *conn, due int64) {
 }
 
 func (w *wheel) remove(c *conn) {
-	if !c.wIn {
+	t := c.wDue.Load()
+	if t == 0 {
 		return
 	}
 	if c.wPrev != nil {
 		c.wPrev.wNext = c.wNext
 	} else {
-		w.slots[c.wDue%wheelSlots] = c.wNext
+		w.slots[t%wheelSlots] = c.wNext
 	}
 	if c.wNext != nil {
 		c.wNext.wPrev = c.wPrev
 	}
-	c.wPrev, c.wNext, c.wIn = nil, nil, false
+	c.wPrev, c.wNext = nil, nil
+	c.wDue.Store(0)
 }
 
 // advance processes the ticks up to now (ms) and returns the connections
-// whose keep-alive expired (removed from the wheel).
+// whose deadline passed (removed from the wheel).
 func (w *wheel) advance(now int64, expired []*conn) []*conn {
 	for end := now / wheelTick; w.now < end; {
 		w.now++
 		for c := w.slots[w.now%wheelSlots]; c != nil; {
 			next := c.wNext
-			if c.wDue <= w.now {
+			if c.wDue.Load() <= w.now {
 				w.remove(c)
-				if due := c.lastIn.Load() + c.kaMillis; due > now {
-					w.insert(c, due)
-				} else {
+				switch d := c.due.Load(); {
+				case d == 0:
+					// No deadline any more; the reader inserts it again.
+				case d>>1 > now:
+					w.insert(c, d>>1)
+				default:
 					expired = append(expired, c)
 				}
 			}

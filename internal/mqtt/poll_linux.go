@@ -105,7 +105,11 @@ func (p *poller) loop() {
 		expired = p.wheel.advance(p.s.clock(), expired[:0])
 		p.mu.Unlock()
 		for i, c := range expired {
-			c.fatal(reason(rcKeepAliveTimeout, "keep alive timeout", nil)) // [MQTT-3.1.2-24]
+			if c.due.Load()&1 != 0 {
+				c.fatal(errReadTimeout)
+			} else {
+				c.fatal(errKeepAlive) // [MQTT-3.1.2-24]
+			}
 			expired[i] = nil
 		}
 	}
@@ -160,17 +164,36 @@ func (c *conn) watch() bool {
 	}
 	c.rc, c.ip = nil, nil                           // keep nothing of the net.Conn alive
 	c.kaMillis = c.keepAlive.Milliseconds() * 3 / 2 // [MQTT-3.1.2-24]
-	c.lastIn.Store(c.s.clock())
+	if c.kaMillis > 0 {
+		c.due.Store(dueAt(c.s.clock()+c.kaMillis, false))
+	}
 	p := c.poller
 	p.mu.Lock()
 	p.next++
 	c.token = p.next
 	p.conns[c.token] = c
-	if c.kaMillis > 0 {
-		p.wheel.insert(c, c.lastIn.Load()+c.kaMillis)
+	if d := c.due.Load(); d != 0 {
+		p.wheel.insert(c, d>>1)
 	}
 	p.mu.Unlock()
 	return true
+}
+
+// schedule makes sure the connection's wheel slot is no later than due
+// (ms): only a deadline earlier than its slot, or a connection not in the
+// wheel, needs the lock.
+func (p *poller) schedule(c *conn, due int64) {
+	if t := c.wDue.Load(); t != 0 && t <= wheelTickOf(due) {
+		return
+	}
+	p.mu.Lock()
+	if t := c.wDue.Load(); t == 0 || t > wheelTickOf(due) {
+		if _, ok := p.conns[c.token]; ok {
+			p.wheel.remove(c)
+			p.wheel.insert(c, due)
+		}
+	}
+	p.mu.Unlock()
 }
 
 // arm (re-)enables the one-shot read event; the first call adds the

@@ -24,3 +24,4 @@ func (c *conn) unwatch()                     {}
 func (c *conn) readSome([]byte) (int, error) { return 0, errors.ErrUnsupported }
 func (c *conn) shutdownNet()                 { _ = c.nc.Close() }
 func (p *poller) wake()                      {}
+func (p *poller) schedule(*conn, int64)      {}

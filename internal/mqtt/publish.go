@@ -236,8 +236,8 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			return fail(rcTopicNameInvalid, err.Error())
 		}
 	}
-	if !c.mayPublish(topic) {
-		return fail(rcNotAuthorized, "not authorized")
+	if re := c.mayPublish(topic); re != nil {
+		return fail(re.Code, re.Reason)
 	}
 	m := toMessage(topic, qos, pk.FixedHeader.Retain, pk.Payload, &pk.Properties, c.clientID)
 	if pk.FixedHeader.Retain {

@@ -81,6 +81,20 @@ type Config struct {
 	MaxSessionExpiry uint32
 	// ConnectTimeout bounds the wait for CONNECT (default 10s).
 	ConnectTimeout time.Duration
+	// ReadTimeout bounds the time a started packet may take to arrive
+	// whole (default 30s); keep-alive counts complete packets only.
+	ReadTimeout time.Duration
+	// MaxConnectSize bounds the CONNECT packet, read before the client is
+	// authenticated (default 64 KiB; at most MaxPacketSize).
+	MaxConnectSize int
+	// MaxHandshakes bounds the connections between accept and the end of
+	// CONNECT handling (default 4096); the listener accepts no more until
+	// one finishes.
+	MaxHandshakes int
+	// HandshakeMemory bounds the bytes allocated for CONNECT packets of
+	// connections in their handshake, all together (default 32 MiB); a
+	// connection that would exceed it is closed.
+	HandshakeMemory int
 	// WriteQueueBytes bounds the bytes queued for a client; QoS 0
 	// messages beyond it are dropped and counted (default 1 MiB). A client
 	// whose control traffic exceeds four times it is disconnected.
@@ -143,6 +157,18 @@ func (c *Config) setDefaults() error {
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.MaxConnectSize <= 0 {
+		c.MaxConnectSize = 64 << 10
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 4096
+	}
+	if c.HandshakeMemory <= 0 {
+		c.HandshakeMemory = 32 << 20
+	}
 	if c.WriteQueueBytes <= 0 {
 		c.WriteQueueBytes = 1 << 20
 	}
@@ -196,6 +222,10 @@ type Server struct {
 	pollers    []*poller // nil: reader goroutines only
 	nextPoller int       // guarded by mu
 	pool       *readPool
+
+	handshakes chan struct{} // a slot per connection in its handshake (Config.MaxHandshakes)
+	hsBudget   byteBudget    // CONNECT bodies of those (Config.HandshakeMemory)
+	quit       chan struct{} // closed when Shutdown starts
 }
 
 // tenantInfo is the server's per-tenant state: statistics and the
@@ -218,19 +248,22 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		anonymous: auth.Anonymous(tenant.Default),
-		cfg:       cfg,
-		r:         cfg.Router,
-		log:       cfg.Logger.With("component", "mqtt"),
-		m:         newMetrics(cfg.Metrics),
-		started:   time.Now(),
-		node:      newClientID()[len("throng-"):],
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[*conn]struct{}{},
-		clients:   map[string]*conn{},
-		tenants:   map[string]*tenantInfo{},
-		stop:      make(chan struct{}),
+		anonymous:  auth.Anonymous(tenant.Default),
+		cfg:        cfg,
+		r:          cfg.Router,
+		log:        cfg.Logger.With("component", "mqtt"),
+		m:          newMetrics(cfg.Metrics),
+		started:    time.Now(),
+		node:       newClientID()[len("throng-"):],
+		listeners:  map[net.Listener]struct{}{},
+		conns:      map[*conn]struct{}{},
+		clients:    map[string]*conn{},
+		tenants:    map[string]*tenantInfo{},
+		stop:       make(chan struct{}),
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		quit:       make(chan struct{}),
 	}
+	s.hsBudget.max = int64(cfg.HandshakeMemory)
 	s.pool = newReadPool(cfg.ReadWorkers, s.stop, &s.bg)
 	ps, err := newPollers(s)
 	if err != nil {
@@ -283,8 +316,12 @@ func (s *Server) Serve(l net.Listener) error {
 	}()
 	var backoff time.Duration
 	for {
+		if !s.enterHandshake(nil) {
+			return ErrServerClosed
+		}
 		nc, err := l.Accept()
 		if err != nil {
+			s.leaveHandshake()
 			s.mu.Lock()
 			closing := s.closing
 			s.mu.Unlock()
@@ -318,12 +355,30 @@ func remoteHost(a net.Addr) net.IP {
 	return net.ParseIP(host)
 }
 
+// enterHandshake takes a handshake slot, waiting while MaxHandshakes
+// connections are in theirs (released by conn.serve); false if the
+// server shuts down or done closes first.
+func (s *Server) enterHandshake(done <-chan struct{}) bool {
+	select {
+	case s.handshakes <- struct{}{}:
+		return true
+	case <-s.quit:
+	case <-done:
+	}
+	return false
+}
+
+func (s *Server) leaveHandshake() { <-s.handshakes }
+
+// startConn serves an accepted connection; the caller holds a handshake
+// slot.
 func (s *Server) startConn(nc net.Conn, ip net.IP) bool {
 	c := newConn(s, nc, ip)
 	c.rc, c.poller = s.pollable(nc)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		s.leaveHandshake()
 		_ = nc.Close()
 		return false
 	}
@@ -364,12 +419,17 @@ func (s *Server) ServeWebSocket() http.Handler {
 		ws.SetReadLimit(int64(s.cfg.MaxPacketSize) + 8)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
+		if !s.enterHandshake(r.Context().Done()) {
+			ws.Close(websocket.StatusTryAgainLater, "server shutting down")
+			return
+		}
 		host, _, _ := net.SplitHostPort(r.RemoteAddr)
 		nc := websocket.NetConn(ctx, ws, websocket.MessageBinary)
 		c := newConn(s, nc, net.ParseIP(host))
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
+			s.leaveHandshake()
 			_ = nc.Close()
 			return
 		}
@@ -390,6 +450,9 @@ func (s *Server) ServeWebSocket() http.Handler {
 // $SYS, epoll loops, idle read-pool workers).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.quit)
+	}
 	s.closing = true
 	for l := range s.listeners {
 		_ = l.Close()
