@@ -107,6 +107,9 @@ type connExtra struct {
 	resumeIDs map[uint16]struct{} // the ids in resume, not to be reused meanwhile
 
 	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
+
+	seen        map[outKey]int // overlapping subscriptions: stored copies still to come (overlap.go); guarded by conn.mu
+	crashResume bool           // the resumed session's last connection ended without saving it (node crash); guarded by conn.mu
 }
 
 // extraLocked returns the connection's connExtra, making it. c.mu held.
