@@ -2,8 +2,6 @@ package router
 
 import (
 	"sync"
-
-	"github.com/throngmq/throng/internal/message"
 )
 
 // Local delivery of live messages.
@@ -157,80 +155,4 @@ func matchNode(n *indexNode, toks []string, out []*Consumer) []*Consumer {
 		out = matchNode(n.star, toks[1:], out)
 	}
 	return out
-}
-
-// ---- anycast
-
-// anycastGroup is this node's consumers of one anycast address. A
-// producer on this node hands a message to one of them directly (round
-// robin among those with credit) and gets its outcome from the consumer's
-// settlement, without the engine's request/reply round trip; only when
-// none has credit does it go through the engine (other nodes' consumers,
-// retries). The engine's queue groups prefer local subscribers the same
-// way.
-type anycastGroup struct {
-	mu   sync.Mutex
-	cs   []*Consumer // guarded by mu
-	next uint32      // round-robin start; guarded by mu
-}
-
-func (t *tenantState) anycastGroup(name string, create bool) *anycastGroup {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	g := t.anycast[name]
-	if g == nil && create {
-		if t.anycast == nil {
-			t.anycast = map[string]*anycastGroup{}
-		}
-		g = &anycastGroup{}
-		t.anycast[name] = g
-	}
-	return g
-}
-
-func (g *anycastGroup) add(c *Consumer) {
-	g.mu.Lock()
-	g.cs = append(g.cs, c)
-	g.mu.Unlock()
-}
-
-func (g *anycastGroup) remove(c *Consumer) {
-	g.mu.Lock()
-	g.cs = without(g.cs, c)
-	g.mu.Unlock()
-}
-
-// offer gives m to one local consumer with credit; false if none took it.
-func (g *anycastGroup) offer(m *message.Message, done func(Outcome, error)) bool {
-	g.mu.Lock()
-	n := len(g.cs)
-	if n == 0 {
-		g.mu.Unlock()
-		return false
-	}
-	start := int(g.next % uint32(n))
-	g.next++
-	// The consumers are tried outside g.mu (take locks the consumer);
-	// a snapshot is enough: one that closed meanwhile refuses.
-	cs := g.cs
-	g.mu.Unlock()
-	for i := range n {
-		if cs[(start+i)%n].takeAnycast(m, done) {
-			return true
-		}
-	}
-	return false
-}
-
-// takeAnycast delivers m if the consumer has credit; the producer's done
-// gets the consumer's outcome (Released if it closes first).
-func (c *Consumer) takeAnycast(m *message.Message, done func(Outcome, error)) bool {
-	c.mu.Lock()
-	if c.closed || c.credit <= 0 || (c.opts.Filter != nil && !c.opts.Filter(m)) {
-		c.mu.Unlock()
-		return false
-	}
-	c.credit--
-	c.giveUnlock(&Delivery{Message: m, Address: c.tg.name, Count: 1, c: c, done: done})
-	return true
 }

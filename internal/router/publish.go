@@ -137,7 +137,7 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	}
 	switch {
 	case p.tg.typ == address.Anycast:
-		p.publishAnycast(m, 0, done)
+		p.publishAnycast(m, done)
 	case p.tg.typ == address.Queue:
 		p.ts.batcher(p.subject).publish(p, m, done)
 	case p.stored:
@@ -333,9 +333,6 @@ func mapStoreError(code int, desc string) error {
 const (
 	anycastNoCredit = 'N'
 	anycastOutcome  = 'O'
-	// anycastRetries bounds how often a producer retries consumers that
-	// have no credit before it reports Released.
-	anycastRetries = 50
 )
 
 func encodeOutcome(o Outcome) []byte {
@@ -359,56 +356,6 @@ func decodeOutcome(b []byte) (Outcome, bool) {
 	cond, desc, _ := strings.Cut(string(b[3:]), "\x00")
 	o.Condition, o.Description = cond, desc
 	return o, true
-}
-
-func (p *Producer) publishAnycast(m *message.Message, attempt int, done func(Outcome, error)) {
-	if g := p.anyGroup(); g != nil && g.offer(m, done) {
-		return // a consumer on this node took it (local.go)
-	}
-	data := m.Marshal()
-	reply, ok := p.ts.mux.register(p.r.cfg.AnycastTimeout, func(msg *nats.Msg) {
-		switch {
-		case msg == nil:
-			done(Outcome{Kind: Released}, nil)
-		case len(msg.Data) == 0 && msg.Header.Get("Status") == "503":
-			done(Outcome{}, ErrNoConsumers)
-		case len(msg.Data) == 1 && msg.Data[0] == anycastNoCredit:
-			if attempt >= anycastRetries {
-				done(Outcome{Kind: Released}, nil)
-				return
-			}
-			delay := time.Duration(attempt+1) * 200 * time.Microsecond
-			time.AfterFunc(delay, func() { p.publishAnycast(m, attempt+1, done) })
-		default:
-			o, ok := decodeOutcome(msg.Data)
-			if !ok {
-				done(Outcome{Kind: Released}, nil)
-				return
-			}
-			done(o, nil)
-		}
-	})
-	if !ok {
-		done(Outcome{}, ErrClosed)
-		return
-	}
-	if err := p.ts.nc.PublishMsg(&nats.Msg{Subject: p.subject, Reply: reply, Data: data}); err != nil {
-		p.ts.mux.cancel(reply)
-		done(Outcome{}, fmt.Errorf("router: publish: %w", err))
-	}
-}
-
-// anyGroup is this node's consumer group of the anycast address, looked
-// up once it exists.
-func (p *Producer) anyGroup() *anycastGroup {
-	if g := p.group.Load(); g != nil {
-		return g
-	}
-	g := p.ts.anycastGroup(p.tg.name, false)
-	if g != nil {
-		p.group.Store(g)
-	}
-	return g
 }
 
 // HasConsumers reports whether an anycast address has a consumer anywhere

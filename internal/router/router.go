@@ -363,6 +363,9 @@ func (r *Router) resolve(ctx context.Context, ts *tenantState, name string) (tar
 	if err := address.ValidateName(name); err != nil {
 		return target{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
+	if tg, ok := tempTarget(name); ok {
+		return tg, nil
+	}
 	tn, ok := r.store.Tenant(ts.name)
 	if !ok {
 		return target{}, fmt.Errorf("%w: tenant %q", ErrNotFound, ts.name)

@@ -81,6 +81,21 @@ func isTemp(a *address.Address) bool {
 	return a != nil && a.Type == address.Anycast && strings.HasPrefix(a.Name, TempPrefix)
 }
 
+// tempTarget resolves a temporary address name that this node's copy of
+// the store does not hold: it is anycast all the same, never topic space,
+// an auto-created address or not-found on a strict tenant. Another node
+// may have created it a moment ago (the store reaches this node's copy
+// through a watch), and a service replying from here must reach the
+// requester's consumer, or be told there is none (ErrNoConsumers, no
+// producer credit), not have its reply accepted into the topic space and
+// dropped. One that is gone for good behaves the same: no consumer.
+func tempTarget(name string) (target, bool) {
+	if !strings.HasPrefix(name, TempPrefix) {
+		return target{}, false
+	}
+	return target{name: name, typ: address.Anycast, def: &address.Address{Name: name, Type: address.Anycast}}, true
+}
+
 // Temp is a temporary address and its owner's claim on it (CreateTemp).
 type Temp struct {
 	r      *Router
