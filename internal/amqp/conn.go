@@ -121,6 +121,7 @@ func (c *conn) serve() {
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
+			c.s.leaveHandshake()
 			c.log.Debug("tls handshake failed", "err", err)
 			c.nc.Close()
 			return
@@ -128,7 +129,10 @@ func (c *conn) serve() {
 		c.tlsVerified = len(tc.ConnectionState().VerifiedChains) > 0
 	}
 	hs := &handshake{c: c}
-	if err := hs.run(); err != nil {
+	err := hs.run()
+	hs.refund()
+	c.s.leaveHandshake()
+	if err != nil {
 		c.log.Debug("handshake failed", "err", err)
 		c.nc.Close()
 		return
@@ -153,12 +157,19 @@ func (c *conn) serve() {
 // which is never written again where a frame was cut: the unread tail is
 // reused for the next read and a new buffer is allocated only when it is
 // too small.
+//
+// Deadlines: the idle-time-out (part 2.4.5) runs from the last complete
+// frame, not from the last bytes, so a peer trickling a frame a byte at a
+// time is closed too; and a frame that has started must be complete
+// within Config.ReadTimeout.
 func (c *conn) readLoop(buf []byte, loopDone <-chan struct{}) {
 	const readSize = 64 << 10
 	nb := make([]byte, len(buf), max(readSize, len(buf)+4096))
 	copy(nb, buf)
 	buf = nb
 	need := 0
+	lastFrame := time.Now()
+	var started time.Time // when the incomplete frame at the start of buf began
 	for {
 		var batch []frames.Frame
 		for {
@@ -174,24 +185,51 @@ func (c *conn) readLoop(buf []byte, loopDone <-chan struct{}) {
 			batch = append(batch, f)
 			buf = buf[n:]
 		}
-		if len(batch) > 0 && !c.sendRead(readBatch{frames: batch}, loopDone) {
-			return
+		if len(batch) > 0 {
+			lastFrame = time.Now()
+			started = time.Time{}
+			if !c.sendRead(readBatch{frames: batch}, loopDone) {
+				return
+			}
+		}
+		if len(buf) > 0 && started.IsZero() {
+			started = time.Now()
 		}
 		if cap(buf)-len(buf) < 4096 || cap(buf) < need {
 			nb := make([]byte, len(buf), max(readSize, need, len(buf)+4096))
 			copy(nb, buf)
 			buf = nb
 		}
+		var dl time.Time
 		if c.idleIn > 0 {
-			_ = c.nc.SetReadDeadline(time.Now().Add(c.idleIn))
+			dl = lastFrame.Add(c.idleIn)
 		}
+		frameDL := false
+		if !started.IsZero() {
+			if fd := started.Add(c.s.cfg.ReadTimeout); dl.IsZero() || fd.Before(dl) {
+				dl, frameDL = fd, true
+			}
+		}
+		_ = c.nc.SetReadDeadline(dl)
 		n, err := c.nc.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
 		if err != nil && n == 0 {
+			if frameDL && isTimeout(err) {
+				err = errFrameTimeout
+			}
 			c.sendRead(readBatch{err: err}, loopDone)
 			return
 		}
 	}
+}
+
+// errFrameTimeout: a frame was started but not completed within
+// Config.ReadTimeout.
+var errFrameTimeout = errors.New("amqp: frame not completed within the read timeout")
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 func (c *conn) sendRead(b readBatch, loopDone <-chan struct{}) bool {
@@ -235,6 +273,8 @@ func (c *conn) readFailed(err error) {
 	switch {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		c.done = true // the peer went away without close
+	case errors.Is(err, errFrameTimeout):
+		c.closeWith(&ConnError{Condition: frames.CondResourceLimitExceeded, Description: err.Error()})
 	case errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded):
 		// The peer sent nothing, not even a heartbeat, within our
 		// idle-time-out (part 2.4.5).

@@ -29,24 +29,45 @@ var errAuth = errors.New("amqp: authentication failed")
 // SASL (part 5.3) and open, reading straight from the socket. Bytes the
 // client pipelined after its open are kept in rest for the reader.
 type handshake struct {
-	c    *conn
-	buf  []byte // read but not consumed
-	rest []byte
-	out  []byte // our open, for the writer
-	dec  frames.Decoder
-	sasl bool
+	c       *conn
+	buf     []byte // read but not consumed
+	rest    []byte
+	out     []byte // our open, for the writer
+	dec     frames.Decoder
+	sasl    bool
+	charged int // bytes of the server's handshake memory budget held
 }
 
+// errHandshakeMemory: the server's handshake memory budget is spent.
+var errHandshakeMemory = errors.New("amqp: handshake memory budget spent")
+
+// fill reads until n bytes are buffered. The buffer grows with the bytes
+// that arrive (frames before open are at most MaxFrameSize), and its
+// growth is charged to the server's handshake memory budget.
 func (h *handshake) fill(n int) error {
 	for len(h.buf) < n {
 		var tmp [4096]byte
 		k, err := h.c.nc.Read(tmp[:])
-		h.buf = append(h.buf, tmp[:k]...)
+		if old := cap(h.buf); len(h.buf)+k > old {
+			h.buf = append(h.buf, tmp[:k]...)
+			if !h.c.s.chargeHandshake(cap(h.buf) - old) {
+				return errHandshakeMemory
+			}
+			h.charged += cap(h.buf) - old
+		} else {
+			h.buf = append(h.buf, tmp[:k]...)
+		}
 		if err != nil && len(h.buf) < n {
 			return err
 		}
 	}
 	return nil
+}
+
+// refund gives the handshake's memory budget back.
+func (h *handshake) refund() {
+	h.c.s.chargeHandshake(-h.charged)
+	h.charged = 0
 }
 
 func (h *handshake) write(b []byte) error {

@@ -29,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -84,6 +85,19 @@ type Config struct {
 	IdleTimeout time.Duration
 	// HandshakeTimeout bounds protocol header, SASL and open (default 10s).
 	HandshakeTimeout time.Duration
+	// ReadTimeout bounds the time a started frame may take to arrive
+	// whole after open (default 30s); the idle-time-out counts complete
+	// frames only.
+	ReadTimeout time.Duration
+	// MaxHandshakes bounds the connections between accept and the end of
+	// open (default 4096); the listener accepts no more until one
+	// finishes.
+	MaxHandshakes int
+	// HandshakeMemory bounds the bytes buffered by connections in their
+	// handshake, all together (default 32 MiB); a connection that would
+	// exceed it is closed. Each one's frames are also bounded by
+	// MaxFrameSize.
+	HandshakeMemory int
 	// LinkCredit is the credit granted to each client sender link (default
 	// 1000, as ActiveMQ Artemis). Incoming messages whose outcome is
 	// pending count against it: with 256 a pipelining sender to a queue
@@ -133,6 +147,15 @@ func (c *Config) setDefaults() error {
 	if c.HandshakeTimeout <= 0 {
 		c.HandshakeTimeout = 10 * time.Second
 	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 4096
+	}
+	if c.HandshakeMemory <= 0 {
+		c.HandshakeMemory = 32 << 20
+	}
 	if c.LinkCredit == 0 {
 		c.LinkCredit = 1000
 	}
@@ -159,6 +182,10 @@ type Server struct {
 	conns     map[*conn]struct{}        // guarded by mu
 	closing   bool                      // guarded by mu
 	wg        sync.WaitGroup            // one per connection goroutine set
+
+	handshakes chan struct{} // a slot per connection in its handshake (Config.MaxHandshakes)
+	hsUsed     atomic.Int64  // bytes buffered by those (Config.HandshakeMemory)
+	quit       chan struct{} // closed when Shutdown starts
 }
 
 // New builds a server.
@@ -167,12 +194,39 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		cfg:       cfg,
-		log:       cfg.Logger.With("component", "amqp"),
-		m:         newMetrics(cfg.Metrics),
-		listeners: map[net.Listener]struct{}{},
-		conns:     map[*conn]struct{}{},
+		cfg:        cfg,
+		log:        cfg.Logger.With("component", "amqp"),
+		m:          newMetrics(cfg.Metrics),
+		listeners:  map[net.Listener]struct{}{},
+		conns:      map[*conn]struct{}{},
+		handshakes: make(chan struct{}, cfg.MaxHandshakes),
+		quit:       make(chan struct{}),
 	}, nil
+}
+
+// enterHandshake takes a handshake slot, waiting while MaxHandshakes
+// connections are in theirs (released by conn.serve); false if the
+// server shuts down or done closes first.
+func (s *Server) enterHandshake(done <-chan struct{}) bool {
+	select {
+	case s.handshakes <- struct{}{}:
+		return true
+	case <-s.quit:
+	case <-done:
+	}
+	return false
+}
+
+func (s *Server) leaveHandshake() { <-s.handshakes }
+
+// chargeHandshake takes n bytes of the handshake memory budget (n < 0
+// gives them back); false if that would exceed it.
+func (s *Server) chargeHandshake(n int) bool {
+	if s.hsUsed.Add(int64(n)) > int64(s.cfg.HandshakeMemory) && n > 0 {
+		s.hsUsed.Add(-int64(n))
+		return false
+	}
+	return true
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -194,8 +248,12 @@ func (s *Server) Serve(ln net.Listener) error {
 	}()
 	var backoff time.Duration
 	for {
+		if !s.enterHandshake(nil) {
+			return ErrServerClosed
+		}
 		nc, err := ln.Accept()
 		if err != nil {
+			s.leaveHandshake()
 			s.mu.Lock()
 			closing := s.closing
 			s.mu.Unlock()
@@ -227,6 +285,10 @@ func (s *Server) ServeWebSocket() http.Handler {
 			wc.Close(websocket.StatusPolicyViolation, "subprotocol amqp required")
 			return
 		}
+		if !s.enterHandshake(r.Context().Done()) {
+			wc.Close(websocket.StatusTryAgainLater, "server shutting down")
+			return
+		}
 		nc := websocket.NetConn(context.Background(), wc, websocket.MessageBinary)
 		var remote net.Addr
 		if ap, err := netipAddrPort(r.RemoteAddr); err == nil {
@@ -239,10 +301,13 @@ func (s *Server) ServeWebSocket() http.Handler {
 	})
 }
 
+// serveConn serves an accepted connection; the caller holds a handshake
+// slot.
 func (s *Server) serveConn(nc net.Conn, remote net.Addr) *conn {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		s.leaveHandshake()
 		nc.Close()
 		return nil
 	}
@@ -266,6 +331,9 @@ func (s *Server) serveConn(nc net.Conn, remote net.Addr) *conn {
 // amqp:connection:forced. Connections still open when ctx ends are cut.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.quit)
+	}
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
