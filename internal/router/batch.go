@@ -5,7 +5,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -21,14 +20,12 @@ import (
 // out at once, as a plain entry, so latency at low load is unchanged.
 // Every message of an entry is accepted when the entry is stored.
 //
-// Consumers unpack an entry into one delivery per message (credit is
-// counted in messages; what an entry brings beyond the credit waits in
-// the consumer's backlog). The entry is acknowledged to the engine when
-// all its messages are settled; when only some of them were released,
-// those are stored again as a new entry carrying their delivery count and
-// the old entry is acknowledged (they go to the back of the queue). If a
-// node dies with an entry half settled, the engine redelivers the whole
-// entry: settled messages may be delivered again (at-least-once).
+// Consumers unpack an entry into one delivery per message (feed.go;
+// credit is counted in messages; what an entry brings beyond the credit
+// waits in the node's ready list for any consumer with credit). The entry
+// is acknowledged to the engine when all its messages are settled, and a
+// progress record keeps which messages of a partly settled entry were
+// consumed (entry.go).
 
 const (
 	// batchInflight is the number of entries of one queue on their way to
@@ -71,13 +68,19 @@ func (ts *tenantState) batcher(subject string) *queueBatcher {
 }
 
 func (b *queueBatcher) publish(p *Producer, m *message.Message, done func(Outcome, error)) {
+	m, done, ok := p.chunk(m, done) // large.go
+	if !ok {
+		return
+	}
 	it := batchItem{m: m, enc: m.Marshal(), limit: batchMaxBytes, done: done}
 	l := p.tg.def.Limits
 	if l.MaxMessageSize > 0 {
 		// The stream's maximum message size applies to whole entries.
 		it.limit = min(it.limit, int(l.MaxMessageSize))
 	}
-	it.alone = !m.Expiry.IsZero() || l.MaxMessages > 0 || len(it.enc) > it.limit/2
+	// A chunk reference is alone too: its entry is removed (and its
+	// chunks purged) as a whole.
+	it.alone = !m.Expiry.IsZero() || l.MaxMessages > 0 || len(it.enc) > it.limit/2 || m.Large != nil
 	b.mu.Lock()
 	if b.name == "" {
 		b.name = p.tg.name
@@ -175,81 +178,5 @@ func (b *queueBatcher) finished(items []batchItem, o Outcome, err error) {
 			return
 		}
 		items, o, err = next, Outcome{}, nerr
-	}
-}
-
-// ---- consuming entries
-
-// entry follows the messages of one stored batch until each is settled.
-type entry struct {
-	c       *Consumer
-	reply   string // the engine's ack subject
-	subject string // stream subject, to store redeliveries on
-	count   uint64 // delivery attempt of its messages
-
-	mu   sync.Mutex
-	left int                // messages not settled yet; guarded by mu
-	kept bool               // a message was consumed (accepted, dead-lettered, dropped); guarded by mu
-	redo []*message.Message // released or modified: to be delivered again; guarded by mu
-}
-
-// settled records the outcome of one message of the entry.
-func (e *entry) settled(m *message.Message, o Outcome) {
-	switch o.Kind {
-	case Accepted:
-		e.done(nil)
-	case Rejected:
-		if e.c.tg.typ != address.Queue {
-			e.done(nil)
-			return
-		}
-		e.c.toDeadLetter(m, o.Description, func(err error) {
-			if err != nil {
-				e.done(m) // not moved: deliver it again
-				return
-			}
-			e.done(nil)
-		})
-	default:
-		e.done(m)
-	}
-}
-
-// done counts one message settled; redo is the message if it is to be
-// delivered again. The last one decides the entry's fate.
-func (e *entry) done(redo *message.Message) {
-	e.mu.Lock()
-	if redo != nil {
-		e.redo = append(e.redo, redo)
-	} else {
-		e.kept = true
-	}
-	e.left--
-	last := e.left == 0
-	e.mu.Unlock()
-	if !last {
-		return
-	}
-	nc := e.c.ts.nc
-	switch {
-	case len(e.redo) == 0:
-		_ = nc.Publish(e.reply, []byte("+ACK"))
-	case !e.kept:
-		// Nothing was consumed: the engine redelivers the entry as it is.
-		_ = nc.Publish(e.reply, []byte("-NAK"))
-	default:
-		enc := make([][]byte, len(e.redo))
-		for i, m := range e.redo {
-			enc[i] = m.Marshal()
-		}
-		data := message.AppendBatch(nil, e.count, enc)
-		e.c.ts.storeEntry(e.subject, e.c.tg.name, data, nil, func(_ Outcome, err error) {
-			if err != nil {
-				// Redeliver the whole entry rather than lose these.
-				_ = nc.Publish(e.reply, []byte("-NAK"))
-				return
-			}
-			_ = nc.Publish(e.reply, []byte("+ACK"))
-		})
 	}
 }

@@ -37,9 +37,18 @@ type ConsumeOptions struct {
 	// so that a stored message is delivered once. It still gets durable
 	// messages that went out live because no stored consumer wanted them.
 	StoredCompanion bool
-	ShareGroup      string
-	LiveQueue       int
-	Dropped         func(reason string)
+	// ShareGroup (live topic-space subscriptions) makes the consumer a
+	// member of a group of which exactly one member gets each live
+	// message, cluster-wide (an MQTT $share group; live.go).
+	ShareGroup string
+	// LiveQueue bounds the durable live messages (MQTT QoS ≥ 1 that were
+	// not stored) held for a live topic-space consumer without credit;
+	// beyond it they are dropped (0: DefaultLiveQueue; live.go).
+	LiveQueue int
+	// Dropped, if set, is told of each live message dropped for this
+	// consumer, with the reason ("no_credit", "queue_full", "expired",
+	// "closed"); it must not block.
+	Dropped func(reason string)
 }
 
 // Delivery is one message given to a consumer.
@@ -72,7 +81,7 @@ type Delivery struct {
 
 // PreSettled reports whether the delivery needs no settlement
 // (multicast, live topic space).
-func (d *Delivery) PreSettled() bool { return d.settle == nil && d.done == nil }
+func (d *Delivery) PreSettled() bool { return d.settle == nil && d.done == nil && d.entry == nil }
 
 // Settle settles the delivery; later calls are ignored.
 //   - Accepted: removed (queue) / acknowledged (topic subscription).
@@ -84,13 +93,18 @@ func (d *Delivery) Settle(o Outcome) {
 	if d.PreSettled() || !d.once.CompareAndSwap(false, true) {
 		return
 	}
-	if d.done != nil {
+	switch {
+	case d.entry != nil:
+		d.c.forget(d)
+		d.c.countSettle(o)
+		d.entry.f.settled(d, o)
+	case d.done != nil:
 		d.c.forget(d)
 		d.c.countSettle(o)
 		d.done(o, nil)
-		return
+	default:
+		d.settle(o)
 	}
-	d.settle(o)
 }
 
 // Consumer receives messages from one address under credit: it is given at
@@ -108,33 +122,18 @@ type Consumer struct {
 	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
 	mu        sync.Mutex
-	credit    int // granted, not yet used; guarded by mu
-	maxCredit int // largest credit held; guarded by mu
-	lv        liveFlow
+	credit    int       // granted, not yet used; guarded by mu
+	maxCredit int       // largest credit held; guarded by mu
+	lv        liveFlow  // back-pressure of a live topic-space consumer (live.go); guarded by mu
 	closed    bool      // guarded by mu
-	drainFn   func()    // pending drain completion; guarded by mu
 	unsettled *Delivery // head of the list of unsettled deliveries (prev/next); guarded by mu
 
-	// pull consumers (stored types)
+	// stored types: the node's reader of the engine consumer (feed.go),
+	// which holds this consumer's credit.
+	f            *feed
 	stream, cons string
 	ephemeral    bool
-	inbox        string
-	// reqs are the pull requests not yet finished, oldest first. The
-	// engine fills waiting requests in order and a delivered message
-	// carries its stream subject, not the request's reply subject, so a
-	// message is attributed to the oldest request.
-	reqs        []pullReq // guarded by mu
-	outstanding int       // entries still due on live (not abandoned) requests; guarded by mu
-	perEntry    float64   // moving average of messages per entry (batch.go), at least 1; guarded by mu
-	// backlog holds deliveries received beyond the credit (an entry may
-	// hold several messages), delivered in order as credit comes.
-	backlog     []*Delivery // guarded by mu
-	flushing    bool        // a goroutine is delivering from backlog; guarded by mu
-	keepArmed   bool        // a keepAlive timer is pending; guarded by mu
-	given       uint64      // deliveries handed to the front-end; guarded by mu
-	givenAtKeep uint64      // given at the last keepAlive; guarded by mu
-	nextReq     uint64      // guarded by mu
-	maxDeliver  int
+	maxDeliver   int
 
 	subs     []*nats.Subscription
 	indexed  bool // in the tenant's live index (local.go); set before Consume returns
@@ -164,8 +163,7 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 	} else if tg, err = r.resolve(ctx, ts, name); err != nil {
 		return nil, err
 	}
-	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ),
-		perEntry: 1}
+	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ)}
 	if tg.space {
 		c.typ = "topicspace"
 	}
@@ -228,6 +226,10 @@ func (c *Consumer) AddCredit(n int) {
 	if n <= 0 {
 		return
 	}
+	if c.f != nil {
+		c.f.addCredit(c, n)
+		return
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -236,23 +238,17 @@ func (c *Consumer) AddCredit(n int) {
 	c.credit += n
 	c.maxCredit = max(c.maxCredit, c.credit)
 	release := c.liveCreditLocked() // queued live messages, held publishers (live.go)
-	flush := len(c.backlog) > 0 && !c.flushing
-	if !flush {
-		c.pumpLocked(false)
-	}
 	c.mu.Unlock()
 	if release != nil {
 		release()
-	}
-	if flush {
-		// Not on the caller's goroutine: deliver may need a lock the
-		// caller of AddCredit holds.
-		go c.flush()
 	}
 }
 
 // Credit returns the unused credit.
 func (c *Consumer) Credit() int {
+	if c.f != nil {
+		return c.f.credit(c)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.credit
@@ -261,26 +257,16 @@ func (c *Consumer) Credit() int {
 // Drain delivers what is available now within the credit, then sets the
 // credit to zero and calls done (AMQP drain).
 func (c *Consumer) Drain(done func()) {
+	if c.f != nil {
+		c.f.drain(c, done)
+		return
+	}
+	// Direct types deliver what arrives as it arrives: nothing is
+	// available to wait for.
 	c.mu.Lock()
-	if c.closed || c.credit == 0 || c.inbox == "" {
-		c.credit = 0
-		c.mu.Unlock()
-		done()
-		return
-	}
-	// Withdraw the credit of waiting long-poll requests; what still
-	// arrives for them is released.
-	c.abandonLocked()
-	c.drainFn = done
-	if len(c.backlog) > 0 {
-		if !c.flushing {
-			go c.flush() // it pulls for the rest of the credit, or ends the drain
-		}
-		c.mu.Unlock()
-		return
-	}
-	c.pumpLocked(true)
+	c.credit = 0
 	c.mu.Unlock()
+	done()
 }
 
 // Close detaches the consumer. Unsettled deliveries are released (they
@@ -302,13 +288,13 @@ func (c *Consumer) Close() {
 	}
 	c.unsettled = nil
 	slices.Reverse(unsettled) // oldest first
-	backlog := c.backlog
-	c.backlog = nil
-	drain := c.drainFn
-	c.drainFn = nil
 	c.mu.Unlock()
 	if release != nil {
 		release()
+	}
+	if c.f != nil {
+		// Leave first: what this consumer releases goes to the others.
+		c.f.leave(c)
 	}
 	// Stop the engine's traffic before releasing: an UNSUB sent ahead of
 	// the releases (same connection, so processed first) makes the
@@ -320,9 +306,6 @@ func (c *Consumer) Close() {
 		_ = s.Drain()
 	}
 	for _, d := range unsettled {
-		d.Settle(Outcome{Kind: Released})
-	}
-	for _, d := range backlog {
 		d.Settle(Outcome{Kind: Released})
 	}
 	if c.indexed {
@@ -348,19 +331,25 @@ func (c *Consumer) Close() {
 	if was {
 		c.ctr.consumers.Add(-1)
 	}
-	if drain != nil {
-		drain()
+}
+
+// give hands a delivery of its feed to the front-end; the feed took the
+// credit.
+func (c *Consumer) give(d *Delivery) {
+	d.c = c
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		c.f.requeueSame(d)
+		return
 	}
+	c.giveUnlock(d)
 }
 
 // giveUnlock hands a delivery to the front-end. It is called with c.mu
 // held and credit already taken, and releases c.mu before calling deliver,
 // so that deliver may call AddCredit or Settle.
 func (c *Consumer) giveUnlock(d *Delivery) {
-	c.given++
-	if d.entry != nil {
-		c.armKeepaliveLocked()
-	}
 	if !d.PreSettled() {
 		// An intrusive list: no map insert and delete per message.
 		d.next, d.listed = c.unsettled, true

@@ -147,6 +147,9 @@ func (c *Consumer) startLive(subjects []string) error {
 
 func (c *Consumer) onLive(msg *nats.Msg) {
 	m, err := message.Unmarshal(msg.Data)
+	if err == nil {
+		m, err = c.r.loadMessage(c.ts, m) // a stored large message seen live (large.go)
+	}
 	if err != nil {
 		return
 	}

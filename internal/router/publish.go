@@ -128,6 +128,7 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 		done(Outcome{}, err)
 		return
 	}
+	m = ownLarge(m) // large.go
 	if m.TTL > 0 && m.Expiry.IsZero() {
 		m.Expiry = time.Now().Add(m.TTL)
 	}
@@ -251,6 +252,10 @@ func pubAckOK(b []byte) bool {
 }
 
 func (p *Producer) publishStored(subject string, m *message.Message, done func(Outcome, error)) {
+	m, done, ok := p.chunk(m, done) // large.go
+	if !ok {
+		return
+	}
 	p.ts.storeEntry(subject, p.tg.name, m.Marshal(), ttlHeader(m), done)
 }
 

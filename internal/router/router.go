@@ -130,6 +130,9 @@ type tenantState struct {
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 
 	batchers sync.Map // queue subject → *queueBatcher (batch.go)
+
+	feeds    map[string]*feed // this node's readers of stored consumers, by stream/consumer (feed.go); guarded by mu
+	progress progressStore    // partly settled entries (entry.go)
 }
 
 // addrCounters are an address's figures on this node (stats.go).
@@ -295,6 +298,7 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		streams:   map[string]bool{},
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},
+		feeds:     map[string]*feed{},
 	}
 	ts.peers, ts.leave = r.eng.JoinPeers(acc)
 	r.tenants[name] = ts
@@ -307,8 +311,8 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 // consumer forgets them and asks again. Publishes awaiting an engine
 // acknowledgement time out and report an error to their producer.
 func (t *tenantState) reconnected() {
-	for _, c := range t.openConsumers() {
-		c.repull()
+	for _, f := range t.openFeeds() {
+		f.repull()
 	}
 }
 
