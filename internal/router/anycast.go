@@ -344,6 +344,12 @@ func (p *Producer) sendAnycast(w anyWait) {
 	if g := p.anyGroup(); g != nil && g.offer(w, p.ts.peers() <= 1) {
 		return
 	}
+	p.sendRemote(w)
+}
+
+// sendRemote sends w through the engine. (Apart from sendAnycast, so
+// that only this path pays for w escaping into the reply closure.)
+func (p *Producer) sendRemote(w anyWait) {
 	wait := time.Until(w.deadline)
 	if wait <= 0 {
 		w.done(Outcome{Kind: Released}, nil)
