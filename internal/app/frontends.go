@@ -49,13 +49,18 @@ func (a *App) startFrontEnds() error {
 	}
 	if l.MQTT != "" || l.MQTTS != "" || l.MQTTWebSocket != "" {
 		srv, err := mqtt.New(mqtt.Config{
-			Router:         a.router,
-			Auth:           a.authn,
-			Store:          a.store,
-			Logger:         a.log,
-			Metrics:        a.registry,
-			AllowAnonymous: a.cfg.Anonymous,
-			MaxPacketSize:  mqtt.PacketSizeFor(int(a.cfg.MaxMessageSize)),
+			Router:          a.router,
+			Auth:            a.authn,
+			Store:           a.store,
+			Logger:          a.log,
+			Metrics:         a.registry,
+			AllowAnonymous:  a.cfg.Anonymous,
+			MaxPacketSize:   mqtt.PacketSizeFor(int(a.cfg.MaxMessageSize)),
+			MaxKeepAlive:    uint16(time.Duration(a.cfg.MQTT.MaxKeepAlive) / time.Second),
+			ConnectTimeout:  time.Duration(a.cfg.Connections.HandshakeTimeout),
+			ReadTimeout:     time.Duration(a.cfg.Connections.ReadTimeout),
+			MaxHandshakes:   a.cfg.Connections.MaxHandshakes,
+			HandshakeMemory: int(a.cfg.Connections.HandshakeMemory),
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)
@@ -76,14 +81,18 @@ func (a *App) startFrontEnds() error {
 	}
 	if l.AMQP != "" || l.AMQPS != "" || l.AMQPWebSocket != "" {
 		srv, err := amqp.New(amqp.Config{
-			Router:         a.router,
-			Auth:           a.authn,
-			Tenants:        a.store,
-			Logger:         a.log,
-			Metrics:        a.registry,
-			AllowAnonymous: a.cfg.Anonymous,
-			TLSConfig:      tlsConf,
-			MaxMessageSize: uint64(a.cfg.MaxMessageSize),
+			Router:           a.router,
+			Auth:             a.authn,
+			Tenants:          a.store,
+			Logger:           a.log,
+			Metrics:          a.registry,
+			AllowAnonymous:   a.cfg.Anonymous,
+			TLSConfig:        tlsConf,
+			MaxMessageSize:   uint64(a.cfg.MaxMessageSize),
+			HandshakeTimeout: time.Duration(a.cfg.Connections.HandshakeTimeout),
+			ReadTimeout:      time.Duration(a.cfg.Connections.ReadTimeout),
+			MaxHandshakes:    a.cfg.Connections.MaxHandshakes,
+			HandshakeMemory:  int(a.cfg.Connections.HandshakeMemory),
 		})
 		if err != nil {
 			return fmt.Errorf("app: amqp: %w", err)

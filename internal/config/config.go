@@ -19,6 +19,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -46,8 +47,46 @@ type Config struct {
 	// protocol (AMQP max-message-size, MQTT maximum packet size less
 	// room for the topic and properties), at most 256 MiB. A tenant's
 	// own maxMessageSize limit, when set, replaces it for that tenant.
-	MaxMessageSize ByteSize `yaml:"maxMessageSize"`
+	MaxMessageSize ByteSize    `yaml:"maxMessageSize"`
+	MQTT           MQTT        `yaml:"mqtt"`
+	Connections    Connections `yaml:"connections"`
 }
+
+// MQTT holds settings of the MQTT front-end only.
+type MQTT struct {
+	// MaxKeepAlive caps the keep-alive a client may ask for (whole
+	// seconds, at most 65535s); MQTT 5 clients asking for more, or for
+	// none, are told it as Server Keep Alive in CONNACK, 3.1.1 clients
+	// are held to it. Zero: no maximum.
+	MaxKeepAlive Duration `yaml:"maxKeepAlive"`
+}
+
+// Connections bounds what clients get before and while they send: the
+// same limits apply to MQTT and AMQP, each front-end counting its own
+// connections.
+type Connections struct {
+	// HandshakeTimeout bounds the time from accept to an authenticated
+	// connection (MQTT CONNECT; AMQP protocol header, SASL and open).
+	HandshakeTimeout Duration `yaml:"handshakeTimeout"`
+	// ReadTimeout bounds the time a started packet or frame may take to
+	// arrive whole; keep-alive and idle-time-out count complete ones.
+	ReadTimeout Duration `yaml:"readTimeout"`
+	// MaxHandshakes bounds the connections in their handshake at once,
+	// per front-end; a listener accepts no more until one finishes.
+	MaxHandshakes int `yaml:"maxHandshakes"`
+	// HandshakeMemory bounds the bytes the connections in their
+	// handshake may buffer, per front-end; a connection that would
+	// exceed it is closed.
+	HandshakeMemory ByteSize `yaml:"handshakeMemory"`
+}
+
+// Defaults of Connections.
+const (
+	DefaultHandshakeTimeout = Duration(10 * time.Second)
+	DefaultReadTimeout      = Duration(30 * time.Second)
+	DefaultMaxHandshakes    = 4096
+	DefaultHandshakeMemory  = ByteSize(32 << 20)
+)
 
 // DefaultMaxMessageSize is the default of Config.MaxMessageSize (DESIGN.md
 // section 10).
@@ -119,6 +158,12 @@ func Default() *Config {
 		Log:            Log{Format: "text", Level: "info"},
 		Anonymous:      true,
 		MaxMessageSize: DefaultMaxMessageSize,
+		Connections: Connections{
+			HandshakeTimeout: DefaultHandshakeTimeout,
+			ReadTimeout:      DefaultReadTimeout,
+			MaxHandshakes:    DefaultMaxHandshakes,
+			HandshakeMemory:  DefaultHandshakeMemory,
+		},
 	}
 }
 
@@ -224,6 +269,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.MaxMemory < 0 {
 		bad("engine.maxMemory: must not be negative")
+	}
+	if k := time.Duration(c.MQTT.MaxKeepAlive); k < 0 || k > 65535*time.Second || k%time.Second != 0 {
+		bad("mqtt.maxKeepAlive: %s must be whole seconds from 0 to 65535s", c.MQTT.MaxKeepAlive)
+	}
+	if c.Connections.HandshakeTimeout <= 0 {
+		bad("connections.handshakeTimeout: must be positive")
+	}
+	if c.Connections.ReadTimeout <= 0 {
+		bad("connections.readTimeout: must be positive")
+	}
+	if c.Connections.MaxHandshakes <= 0 {
+		bad("connections.maxHandshakes: must be positive")
+	}
+	if c.Connections.HandshakeMemory < 64<<10 {
+		bad("connections.handshakeMemory: %s must be at least 64KiB", c.Connections.HandshakeMemory)
 	}
 	if c.MaxMessageSize < 1<<10 || c.MaxMessageSize > message.MaxSize {
 		bad("maxMessageSize: %s must be from 1KiB to 256MiB", c.MaxMessageSize)

@@ -105,8 +105,12 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 		switch {
 		case s.Bool:
 			val = boolString(!mustBool(s.Get(Default())))
-		case strings.HasPrefix(s.Key, "engine.max"), s.Key == "maxMessageSize":
+		case strings.HasPrefix(s.Key, "engine.max"), s.Key == "maxMessageSize", s.Key == "connections.handshakeMemory":
 			val = "3MiB"
+		case s.Key == "mqtt.maxKeepAlive", strings.HasSuffix(s.Key, "Timeout"):
+			val = "1m30s"
+		case s.Key == "connections.maxHandshakes":
+			val = "7"
 		case s.Key == "log.format":
 			val = "json"
 		case s.Key == "log.level":
@@ -337,6 +341,43 @@ func TestDocumented(t *testing.T) {
 		row := "| `" + s.Key + "` | `--" + s.Flag + "` | `" + s.Env + "` |"
 		if !strings.Contains(string(doc), row) {
 			t.Errorf("docs/operations.md lacks the row for %s (%q)", s.Key, row)
+		}
+	}
+}
+
+// TestConnectionLimits: mqtt.maxKeepAlive (issue 10 item 11) and the
+// connections.* limits (issue 11 items 4 and 5) from YAML, environment
+// and flags, with their defaults and validation.
+func TestConnectionLimits(t *testing.T) {
+	d := Default()
+	if d.MQTT.MaxKeepAlive != 0 || d.Connections != (Connections{HandshakeTimeout: Duration(10 * time.Second),
+		ReadTimeout: Duration(30 * time.Second), MaxHandshakes: 4096, HandshakeMemory: 32 << 20}) {
+		t.Fatalf("defaults %+v %+v", d.MQTT, d.Connections)
+	}
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte("mqtt:\n  maxKeepAlive: 60s\nconnections:\n  readTimeout: 5s\n  maxHandshakes: 100\n  handshakeMemory: 1MiB\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(c.MQTT.MaxKeepAlive) != time.Minute || time.Duration(c.Connections.ReadTimeout) != 5*time.Second ||
+		c.Connections.MaxHandshakes != 100 || c.Connections.HandshakeMemory != 1<<20 {
+		t.Fatalf("from YAML: %+v %+v", c.MQTT, c.Connections)
+	}
+	c, err = Load(f, []string{"THRONG_MQTT_MAX_KEEP_ALIVE=2m"}, []string{"--read-timeout", "1s"})
+	if err != nil || time.Duration(c.MQTT.MaxKeepAlive) != 2*time.Minute || time.Duration(c.Connections.ReadTimeout) != time.Second {
+		t.Fatalf("env and flag: %+v %+v %v", c.MQTT, c.Connections, err)
+	}
+	y, err := c.YAML()
+	if err != nil || !strings.Contains(string(y), "maxKeepAlive: 2m0s") {
+		t.Fatalf("printed config:\n%s %v", y, err)
+	}
+	for _, bad := range [][]string{{"--mqtt-max-keep-alive", "1.5s"}, {"--mqtt-max-keep-alive", "70000s"},
+		{"--read-timeout", "0"}, {"--max-handshakes", "0"}, {"--handshake-memory", "1KiB"}} {
+		if _, err := Load("", nil, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%v accepted: %v", bad, err)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Setting describes one configuration setting: where it lives in the YAML
@@ -53,6 +54,27 @@ func size(key, flag, env, usage string, p func(*Config) *ByteSize) Setting {
 	}
 }
 
+func duration(key, flag, env, usage string, p func(*Config) *Duration) Setting {
+	return Setting{Key: key, Flag: flag, Env: env, Usage: usage,
+		get: func(c *Config) string { return p(c).String() },
+		set: func(c *Config, v string) error { return p(c).UnmarshalText([]byte(v)) },
+	}
+}
+
+func integer(key, flag, env, usage string, p func(*Config) *int) Setting {
+	return Setting{Key: key, Flag: flag, Env: env, Usage: usage,
+		get: func(c *Config) string { return strconv.Itoa(*p(c)) },
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
+			*p(c) = n
+			return nil
+		},
+	}
+}
+
 // Settings lists every setting, in documentation order.
 var Settings = []Setting{
 	str("dataDir", "data-dir", "THRONG_DATA_DIR", "directory of the message store and platform state",
@@ -95,6 +117,16 @@ var Settings = []Setting{
 		func(c *Config) *string { return &c.Debug.Pprof }),
 	boolean("anonymous", "anonymous", "THRONG_ANONYMOUS", "allow anonymous connections from loopback to the default tenant",
 		func(c *Config) *bool { return &c.Anonymous }),
+	duration("mqtt.maxKeepAlive", "mqtt-max-keep-alive", "THRONG_MQTT_MAX_KEEP_ALIVE", "maximum MQTT keep-alive, e.g. 60s; MQTT 5 clients asking for more or none are told it in CONNACK (0: no maximum)",
+		func(c *Config) *Duration { return &c.MQTT.MaxKeepAlive }),
+	duration("connections.handshakeTimeout", "handshake-timeout", "THRONG_HANDSHAKE_TIMEOUT", "time from accept to an authenticated MQTT or AMQP connection",
+		func(c *Config) *Duration { return &c.Connections.HandshakeTimeout }),
+	duration("connections.readTimeout", "read-timeout", "THRONG_READ_TIMEOUT", "time a started MQTT packet or AMQP frame may take to arrive whole",
+		func(c *Config) *Duration { return &c.Connections.ReadTimeout }),
+	integer("connections.maxHandshakes", "max-handshakes", "THRONG_MAX_HANDSHAKES", "connections in their handshake at once, per protocol; more wait to be accepted",
+		func(c *Config) *int { return &c.Connections.MaxHandshakes }),
+	size("connections.handshakeMemory", "handshake-memory", "THRONG_HANDSHAKE_MEMORY", "bytes buffered by connections in their handshake, per protocol; beyond it a connection is closed",
+		func(c *Config) *ByteSize { return &c.Connections.HandshakeMemory }),
 	size("maxMessageSize", "max-message-size", "THRONG_MAX_MESSAGE_SIZE", "largest message a client may send, e.g. 128MiB (at most 256MiB; a tenant's maxMessageSize limit replaces it)",
 		func(c *Config) *ByteSize { return &c.MaxMessageSize }),
 }
@@ -163,4 +195,33 @@ func (b ByteSize) String() string {
 		}
 	}
 	return strconv.FormatInt(n, 10)
+}
+
+// Duration is a time span; it reads Go durations ("60s", "1m30s", and "0")
+// and writes them the same way.
+type Duration time.Duration
+
+// UnmarshalText parses a duration.
+func (d *Duration) UnmarshalText(text []byte) error {
+	s := strings.TrimSpace(string(text))
+	if s == "" || s == "0" {
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. 60s, 1m30s)", string(text))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+func (d Duration) String() string {
+	if d == 0 {
+		return "0"
+	}
+	return time.Duration(d).String()
 }
