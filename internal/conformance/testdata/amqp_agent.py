@@ -139,9 +139,11 @@ def make_message(spec):
     if "random_bytes" in spec:  # a large body, reproducible, with its checksum
         body = random.Random(spec.get("seed", 1)).randbytes(spec["random_bytes"])
         props["sha256"] = hashlib.sha256(body).hexdigest()
+    # Proton sends a bytes body as an amqp-value section (binary) unless
+    # inferred, which makes it a data section.
     return Message(body=body, id=spec.get("id"), correlation_id=spec.get("correlation_id"),
                    reply_to=spec.get("reply_to"), address=spec.get("to"), properties=props or None,
-                   durable=spec.get("durable", True))
+                   durable=spec.get("durable", True), inferred=spec.get("data_section", False))
 
 
 def messages(cmd):
