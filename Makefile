@@ -69,3 +69,13 @@ clean:
 .PHONY: bench-compare
 bench-compare:
 	scripts/bench-compare
+
+# Runs the crash, fault and soak checker (internal/soak, docs/reliability.md)
+# against a throng serve child for DURATION, with a fault every INTERVAL;
+# progress lines, then the final table. Exits non-zero if an acknowledged
+# message was lost or order was broken where promised.
+DURATION ?= 1h
+INTERVAL ?= 60s
+.PHONY: soak
+soak: build
+	$(BIN) soak --duration $(DURATION) --interval $(INTERVAL)

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/Azure/go-amqp"
 	paho "github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	mqtt3 "github.com/eclipse/paho.mqtt.golang"
 )
 
@@ -21,8 +24,19 @@ import (
 // consumerCtl makes a consumer slow (a delay per message) or stuck (no
 // message handled until a time).
 type consumerCtl struct {
-	delay      atomic.Int64 // ns per message
-	stuckUntil atomic.Int64 // unix ns
+	delay      atomic.Int64  // ns per message
+	stuckUntil atomic.Int64  // unix ns
+	kick       chan struct{} // a send makes the consumer reconnect (buffer 1)
+}
+
+func newConsumerCtl() *consumerCtl { return &consumerCtl{kick: make(chan struct{}, 1)} }
+
+// reconnect asks the consumer to drop its connection and connect again.
+func (c *consumerCtl) reconnect() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
 }
 
 // hold applies the control before a message is recorded and acknowledged.
@@ -77,23 +91,33 @@ const (
 
 // ---- MQTT 5 (paho.golang) ----
 
-func (h *harness) m5Connect(ctx context.Context, cid string, clean bool, onMsg func(*paho.Publish)) (*paho.Client, bool, error) {
-	return m5ConnectAddr(ctx, h.node.MQTT, cid, clean, onMsg)
+// A persistent MQTT client keeps its session state (packet ids of QoS 1/2
+// exchanges under way) across its connections, as the protocol requires of
+// a client that resumes a session: a client that forgot it would reuse a
+// packet id the broker still holds for an unfinished QoS 2 exchange, and
+// the broker rightly answers such a PUBLISH with PUBREC without routing it.
+
+func (h *harness) m5Connect(ctx context.Context, cid string, clean bool, sess session.SessionManager, onMsg func(*paho.Publish), onLost func(string)) (*paho.Client, bool, error) {
+	return m5ConnectAddr(ctx, h.node.MQTT, cid, clean, sess, onMsg, onLost)
 }
 
 // m5ConnectAddr connects an MQTT 5 client; a persistent one (clean false)
-// asks for a day of session expiry.
-func m5ConnectAddr(ctx context.Context, addr, cid string, clean bool, onMsg func(*paho.Publish)) (*paho.Client, bool, error) {
+// asks for a day of session expiry. sess may be nil (fresh state).
+func m5ConnectAddr(ctx context.Context, addr, cid string, clean bool, sess session.SessionManager, onMsg func(*paho.Publish), onLost func(string)) (*paho.Client, bool, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, false, err
 	}
-	cfg := paho.ClientConfig{ClientID: cid, Conn: conn}
+	cfg := paho.ClientConfig{ClientID: cid, Conn: conn, Session: sess}
 	if onMsg != nil {
 		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
 			func(pr paho.PublishReceived) (bool, error) { onMsg(pr.Packet); return true, nil },
 		}
+	}
+	if onLost != nil {
+		cfg.OnClientError = func(err error) { onLost(err.Error()) }
+		cfg.OnServerDisconnect = func(d *paho.Disconnect) { onLost(fmt.Sprintf("DISCONNECT 0x%02x", d.ReasonCode)) }
 	}
 	c := paho.NewClient(cfg)
 	cp := &paho.Connect{ClientID: cid, CleanStart: clean, KeepAlive: 10}
@@ -111,25 +135,45 @@ func m5ConnectAddr(ctx context.Context, addr, cid string, clean bool, onMsg func
 	return c, ca.SessionPresent, nil
 }
 
+func newSession(clean bool) session.SessionManager {
+	if clean {
+		return nil
+	}
+	return state.NewInMemory()
+}
+
 func (h *harness) m5Producer(ctx context.Context, st *Stream, topic string, qos byte, clean bool) {
 	pid := h.newPID()
 	cid := fmt.Sprintf("soak-%s-p%d", st.Name, pid)
 	topic = fmt.Sprintf("%s/p%d", topic, pid)
 	pace := &pacer{rate: h.cfg.Rate}
+	sess := newSession(clean)
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		c, _, err := h.m5Connect(ctx, cid, clean, nil)
+		c, _, err := h.m5Connect(ctx, cid, clean, sess, nil, nil)
 		if err != nil {
 			backoff(ctx, attempt)
 			continue
 		}
 		attempt = 0
-		for ctx.Err() == nil {
+		// With a session of its own, paho keeps waiting for the
+		// acknowledgement of a publish in flight when the connection
+		// drops (it resends it on the next connection): end the wait
+		// with the connection.
+		connCtx, cancelConn := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-c.Done():
+				cancelConn()
+			case <-connCtx.Done():
+			}
+		}()
+		for connCtx.Err() == nil {
 			pace.wait(ctx, 1)
 			if !h.gateIn(ctx) {
 				break
 			}
 			seq := st.Next(pid)
-			pctx, cancel := context.WithTimeout(ctx, opTimeout)
+			pctx, cancel := context.WithTimeout(connCtx, opTimeout)
 			resp, err := c.Publish(pctx, &paho.Publish{Topic: topic, QoS: qos, Payload: encodePayload(st.Name, pid, seq, payload)})
 			cancel()
 			h.gateOut()
@@ -139,12 +183,17 @@ func (h *harness) m5Producer(ctx context.Context, st *Stream, topic string, qos 
 				continue
 			}
 			if err != nil {
+				if connCtx.Err() == nil {
+					h.lostConn(ctx, st, "producer", err.Error())
+				}
+				bumpDisruption()
 				break
 			}
 			if qos > 0 {
 				st.Ack(pid, seq)
 			}
 		}
+		cancelConn()
 		closeM5(c)
 	}
 }
@@ -162,11 +211,13 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 	cid := "soak-" + st.Name + "-c"
 	ctl := h.ctl(st)
 	first := true
+	sess := newSession(clean)
+	onMsg := func(p *paho.Publish) {
+		ctl.hold(ctx)
+		st.recordPkt(p.Payload, p.PacketID)
+	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		c, present, err := h.m5Connect(ctx, cid, clean, func(p *paho.Publish) {
-			ctl.hold(ctx)
-			st.record(p.Payload)
-		})
+		c, present, err := h.m5Connect(ctx, cid, clean, sess, onMsg, func(why string) { h.lostConn(ctx, st, "consumer", why) })
 		if err != nil {
 			backoff(ctx, attempt)
 			continue
@@ -193,36 +244,78 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 		}
 		select {
 		case <-c.Done():
+		case <-ctl.kick:
+			closeM5(c)
 		case <-ctx.Done():
 			closeM5(c)
 		}
 	}
 }
 
+// lostConn logs why a consumer lost its connection (outside faults that
+// is worth a look: keep-alive, a takeover, a server DISCONNECT).
+func (h *harness) lostConn(ctx context.Context, st *Stream, who, why string) {
+	if h.inFault.Load() || ctx.Err() != nil || h.quiet.Load() {
+		return
+	}
+	h.logf("  %s: %s connection lost outside a fault: %s", st.Name, who, why)
+}
+
 // ---- MQTT 3.1.1 (paho.mqtt.golang) ----
 
-func (h *harness) m3Connect(ctx context.Context, cid string, clean bool, onMsg func([]byte)) (mqtt3.Client, bool, <-chan struct{}, error) {
-	lost := make(chan struct{})
+// m3Client is one paho.mqtt.golang client used for all the connections of
+// a logical client, so that its session state (its store) carries over.
+type m3Client struct {
+	c    mqtt3.Client
+	mu   sync.Mutex
+	lost chan struct{}
+}
+
+func (h *harness) newM3(cid string, clean bool, onMsg func(mqtt3.Message), onLost func(string)) *m3Client {
+	m := &m3Client{}
 	o := mqtt3.NewClientOptions().AddBroker("tcp://" + h.node.MQTT).SetClientID(cid).
 		SetProtocolVersion(4).SetCleanSession(clean).SetAutoReconnect(false).SetConnectRetry(false).
 		SetKeepAlive(10 * time.Second).SetOrderMatters(true).SetConnectTimeout(5 * time.Second).
 		SetWriteTimeout(opTimeout).
-		SetConnectionLostHandler(func(mqtt3.Client, error) { close(lost) })
+		// Resent in the order first sent [MQTT-4.6.0-1]; the plain
+		// memory store resends in map order.
+		SetStore(mqtt3.NewOrderedMemoryStore()).
+		SetConnectionLostHandler(func(_ mqtt3.Client, err error) {
+			if onLost != nil {
+				onLost(err.Error())
+			}
+			m.mu.Lock()
+			if m.lost != nil {
+				close(m.lost)
+				m.lost = nil
+			}
+			m.mu.Unlock()
+		})
 	if onMsg != nil {
 		// Messages of a resumed session arrive before any Subscribe
 		// call: the default handler takes them.
-		o.SetDefaultPublishHandler(func(_ mqtt3.Client, m mqtt3.Message) { onMsg(m.Payload()) })
+		o.SetDefaultPublishHandler(func(_ mqtt3.Client, msg mqtt3.Message) { onMsg(msg) })
 	}
-	c := mqtt3.NewClient(o)
-	tok := c.Connect()
+	m.c = mqtt3.NewClient(o)
+	return m
+}
+
+// connect connects and returns whether the session was present and a
+// channel closed when this connection is lost.
+func (m *m3Client) connect() (bool, <-chan struct{}, error) {
+	lost := make(chan struct{})
+	m.mu.Lock()
+	m.lost = lost
+	m.mu.Unlock()
+	tok := m.c.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		c.Disconnect(0)
+		m.c.Disconnect(0)
 		if tok.Error() != nil {
-			return nil, false, nil, tok.Error()
+			return false, nil, tok.Error()
 		}
-		return nil, false, nil, errors.New("connect timed out")
+		return false, nil, errors.New("connect timed out")
 	}
-	return c, tok.(*mqtt3.ConnectToken).SessionPresent(), lost, nil
+	return tok.(*mqtt3.ConnectToken).SessionPresent(), lost, nil
 }
 
 func (h *harness) m3Producer(ctx context.Context, st *Stream, topic string, qos byte, clean bool) {
@@ -234,11 +327,16 @@ func (h *harness) m3Producer(ctx context.Context, st *Stream, topic string, qos 
 		seq int
 		tok mqtt3.Token
 	}
-	for attempt := 0; ctx.Err() == nil; attempt++ {
-		c, _, lost, err := h.m3Connect(ctx, cid, clean, nil)
+	m := h.newM3(cid, clean, nil, func(why string) { h.lostConn(ctx, st, "producer", why) })
+	for attempt, conns := 0, 0; ctx.Err() == nil; attempt++ {
+		_, lost, err := m.connect()
 		if err != nil {
 			backoff(ctx, attempt)
 			continue
+		}
+		if conns++; conns > 1 {
+			// paho resends what was in flight: duplicates are allowed.
+			bumpDisruption()
 		}
 		attempt = 0
 		ok := true
@@ -250,9 +348,9 @@ func (h *harness) m3Producer(ctx context.Context, st *Stream, topic string, qos 
 			var fl []inflight
 			for i := 0; i < window; i++ {
 				seq := st.Next(pid)
-				fl = append(fl, inflight{seq, c.Publish(topic, qos, false, encodePayload(st.Name, pid, seq, payload))})
+				fl = append(fl, inflight{seq, m.c.Publish(topic, qos, false, encodePayload(st.Name, pid, seq, payload))})
 			}
-			deadline := time.Now().Add(opTimeout)
+			deadline := time.NewTimer(opTimeout)
 			for _, f := range fl {
 				if !ok {
 					break
@@ -266,13 +364,15 @@ func (h *harness) m3Producer(ctx context.Context, st *Stream, topic string, qos 
 					}
 				case <-lost:
 					ok = false
-				case <-time.After(time.Until(deadline)):
+				case <-deadline.C:
+					h.lostConn(ctx, st, "producer", "no acknowledgement within "+opTimeout.String())
 					ok = false
 				}
 			}
+			deadline.Stop()
 			h.gateOut()
 		}
-		c.Disconnect(100)
+		m.c.Disconnect(100)
 	}
 }
 
@@ -280,12 +380,13 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 	cid := "soak-" + st.Name + "-c"
 	ctl := h.ctl(st)
 	first := true
-	on := func(b []byte) {
+	on := func(msg mqtt3.Message) {
 		ctl.hold(ctx)
-		st.record(b)
+		st.recordPkt(msg.Payload(), msg.MessageID())
 	}
+	m := h.newM3(cid, clean, on, func(why string) { h.lostConn(ctx, st, "consumer", why) })
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		c, present, lost, err := h.m3Connect(ctx, cid, clean, on)
+		present, lost, err := m.connect()
 		if err != nil {
 			backoff(ctx, attempt)
 			continue
@@ -298,9 +399,9 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 			if !clean && !first {
 				h.finding("%s: persistent session not present on reconnect (stored messages gone)", st.Name)
 			}
-			tok := c.Subscribe(filter, qos, func(_ mqtt3.Client, m mqtt3.Message) { on(m.Payload()) })
+			tok := m.c.Subscribe(filter, qos, func(_ mqtt3.Client, msg mqtt3.Message) { on(msg) })
 			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-				c.Disconnect(0)
+				m.c.Disconnect(0)
 				continue
 			}
 		}
@@ -310,8 +411,10 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 		}
 		select {
 		case <-lost:
+		case <-ctl.kick:
+			m.c.Disconnect(250)
 		case <-ctx.Done():
-			c.Disconnect(250)
+			m.c.Disconnect(250)
 		}
 	}
 }
@@ -360,6 +463,10 @@ func (h *harness) amqpProducer(ctx context.Context, st *Stream, address string) 
 			}
 			ok = h.amqpBatch(ctx, st, pid, snd, window, opTimeout)
 			h.gateOut()
+			if !ok {
+				h.lostConn(ctx, st, "producer", "send failed or no outcome within "+opTimeout.String())
+				bumpDisruption()
+			}
 		}
 		conn.Close()
 	}
@@ -435,9 +542,20 @@ func (h *harness) amqpConsumer(ctx context.Context, st *Stream, address string, 
 			first = false
 			ready()
 		}
-		for ctx.Err() == nil {
-			msg, err := rcv.Receive(ctx, nil)
+		lctx, cancelLink := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-ctl.kick:
+				cancelLink()
+			case <-lctx.Done():
+			}
+		}()
+		for lctx.Err() == nil {
+			msg, err := rcv.Receive(lctx, nil)
 			if err != nil {
+				if lctx.Err() == nil {
+					h.lostConn(ctx, st, "consumer", err.Error())
+				}
 				break
 			}
 			ctl.hold(ctx)
@@ -449,6 +567,7 @@ func (h *harness) amqpConsumer(ctx context.Context, st *Stream, address string, 
 				break
 			}
 		}
+		cancelLink()
 		conn.Close()
 	}
 }

@@ -403,7 +403,7 @@ func (d *diskRun) run(ctx context.Context, dir string) (string, error) {
 	qst := h.diskStream("diskfull-amqp-queue")
 	mst := h.diskStream("diskfull-mqtt5-persist-qos1")
 	// The persistent session that keeps the MQTT messages.
-	sub, _, err := m5ConnectAddr(ctx, node.MQTT, "soak-disk-sub", false, nil)
+	sub, _, err := m5ConnectAddr(ctx, node.MQTT, "soak-disk-sub", false, nil, nil, nil)
 	if err != nil {
 		return "", err
 	}
@@ -413,6 +413,19 @@ func (d *diskRun) run(ctx context.Context, dir string) (string, error) {
 	closeM5(sub)
 	if err != nil {
 		return "", fmt.Errorf("diskfull: subscribe: %w", err)
+	}
+
+	// Messages stored before the disk fills must survive it.
+	for _, proto := range []struct {
+		st   *Stream
+		name string
+	}{{qst, "amqp"}, {mst, "mqtt5"}} {
+		pid := h.newPID()
+		for i := 0; i < 4; i++ {
+			if refused, _, fatal := d.publish(ctx, proto.st, pid, proto.name, 50); refused || fatal != "" {
+				return "", fmt.Errorf("diskfull: publishing before the disk was full failed: %s", fatal)
+			}
+		}
 	}
 
 	// Fill the file system.
@@ -437,12 +450,12 @@ func (d *diskRun) run(ctx context.Context, dir string) (string, error) {
 	// Free the space; the service must resume without a restart.
 	os.Remove(ballast)
 	t0 := time.Now()
-	qRes := d.waitResume(ctx, qst, "amqp", 20*time.Second)
-	mRes := d.waitResume(ctx, mst, "mqtt5", 20*time.Second)
+	qRes := d.waitResume(ctx, qst, "amqp", 10*time.Second)
+	mRes := d.waitResume(ctx, mst, "mqtt5", 10*time.Second)
 	resumed := fmt.Sprintf("resumed in %s", time.Since(t0).Round(100*time.Millisecond))
 	if !qRes || !mRes {
 		what := map[bool]string{true: "resumed", false: "still failing"}
-		problems = append(problems, fmt.Sprintf("20 s after the space was freed: AMQP %s, MQTT %s", what[qRes], what[mRes]))
+		problems = append(problems, fmt.Sprintf("10–20 s after the space was freed: AMQP %s, MQTT %s", what[qRes], what[mRes]))
 		node.Stop(30 * time.Second)
 		if err := node.Restart(ctx, 2*time.Minute); err != nil {
 			return "", fmt.Errorf("diskfull: node not back after restart: %w", err)
@@ -551,7 +564,7 @@ func (d *diskRun) publish(ctx context.Context, st *Stream, pid int, proto string
 		}
 		return false, "", ""
 	default:
-		c, _, err := m5ConnectAddr(ctx, d.node.MQTT, fmt.Sprintf("soak-disk-p%d", pid), false, nil)
+		c, _, err := m5ConnectAddr(ctx, d.node.MQTT, fmt.Sprintf("soak-disk-p%d", pid), true, nil, nil, nil)
 		if err != nil {
 			return false, "", "MQTT connect failed: " + err.Error()
 		}
@@ -638,7 +651,7 @@ func (d *diskRun) drainAMQP(ctx context.Context, st *Stream) {
 }
 
 func (d *diskRun) drainMQTT(ctx context.Context, st *Stream) {
-	c, _, err := m5ConnectAddr(ctx, d.node.MQTT, "soak-disk-sub", false, func(p *paho.Publish) { st.record(p.Payload) })
+	c, _, err := m5ConnectAddr(ctx, d.node.MQTT, "soak-disk-sub", false, nil, func(p *paho.Publish) { st.record(p.Payload) }, nil)
 	if err != nil {
 		d.h.finding("diskfull: cannot reconnect the persistent session: %v", err)
 		return

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -73,6 +74,8 @@ type harness struct {
 	out   io.Writer
 	start time.Time
 
+	inFault atomic.Bool  // a fault is under way (connection losses are expected)
+	quiet   atomic.Bool  // the run is ending: connection losses are expected
 	gate    sync.RWMutex // producers hold it shared per batch; a check holds it to pause them
 	pids    atomic.Int64
 	streams []*Stream
@@ -168,24 +171,39 @@ type Report struct {
 	StormNote string
 }
 
-// Failed lists why the run failed: acknowledged messages lost, order
-// broken where promised, messages delivered that were never sent. Empty
-// means it passed. Everything else the checker saw (duplicates where the
-// protocol does not allow them, drops where allowed, faults that did not
-// go as intended, a full disk not refused or not resumed) is in Findings
-// and the table, for people to judge.
-func (r *Report) Failed() []string {
-	var why []string
+// Violation is a broken guarantee: Kind is "lost", "reorder" or
+// "phantom".
+type Violation struct {
+	Stream, Kind, Msg string
+}
+
+// Violations lists the broken guarantees: acknowledged messages lost,
+// order broken where promised, messages delivered that were never sent.
+// Everything else the checker saw (duplicates where the protocol does not
+// allow them, drops where allowed, faults that did not go as intended, a
+// full disk not refused or not resumed) is in Findings and the table, for
+// people to judge.
+func (r *Report) Violations() []Violation {
+	var vs []Violation
 	for _, s := range r.Streams {
 		if s.Lost > 0 {
-			why = append(why, fmt.Sprintf("%s: %d acknowledged messages lost (e.g. %s)", s.Name, s.Lost, strings.Join(s.MissingExamples, " ")))
+			vs = append(vs, Violation{s.Name, "lost", fmt.Sprintf("%s: %d acknowledged messages lost (e.g. %s)", s.Name, s.Lost, strings.Join(s.MissingExamples, " "))})
 		}
 		if s.ReordersFatal > 0 {
-			why = append(why, fmt.Sprintf("%s: %d messages out of per-producer order", s.Name, s.ReordersFatal))
+			vs = append(vs, Violation{s.Name, "reorder", fmt.Sprintf("%s: %d messages out of per-producer order", s.Name, s.ReordersFatal)})
 		}
 		if s.Phantoms > 0 {
-			why = append(why, fmt.Sprintf("%s: %d deliveries of messages never sent", s.Name, s.Phantoms))
+			vs = append(vs, Violation{s.Name, "phantom", fmt.Sprintf("%s: %d deliveries of messages never sent", s.Name, s.Phantoms)})
 		}
+	}
+	return vs
+}
+
+// Failed is Violations as messages; empty means the run passed.
+func (r *Report) Failed() []string {
+	var why []string
+	for _, v := range r.Violations() {
+		why = append(why, v.Msg)
 	}
 	return why
 }
@@ -295,9 +313,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	// Final check: stop producing, let consumers catch up.
 	h.gate.Lock()
-	h.logf("%s", h.check(ctx, "final", 2*cfg.CatchUp))
+	h.logf("%s", h.check(ctx, "final", cfg.CatchUp, true))
 	h.deltas()
 	stats := h.snapshot()
+	h.quiet.Store(true)
 	h.gate.Unlock()
 	stopClients()
 	clients.Wait()
@@ -320,7 +339,7 @@ func (h *harness) startStreams(ctx context.Context, wg *sync.WaitGroup) error {
 	add := func(name string, sem Semantics, consumer func(st *Stream, ready func()), prods ...func(st *Stream)) {
 		st := NewStream(name, sem)
 		h.streams = append(h.streams, st)
-		h.ctls[st] = &consumerCtl{}
+		h.ctls[st] = newConsumerCtl()
 		d := def{st: st, consumer: func(ready func()) { consumer(st, ready) }}
 		for _, p := range prods {
 			d.prods = append(d.prods, func() { p(st) })
@@ -397,15 +416,25 @@ func (h *harness) cycle(ctx context.Context, n int, name string) error {
 	t0 := time.Now()
 	lead := h.cfg.Interval/4 + time.Duration(h.rnd.Int64N(int64(h.cfg.Interval/4)+1))
 	sleep(ctx, lead)
-	bumpDisruption()
 	fs := h.faults[name]
 	if fs == nil {
 		fs = &faultStat{}
 		h.faults[name] = fs
 	}
 	fs.n++
+	h.inFault.Store(true)
+	// A fault that breaks connections makes redeliveries legitimate; a
+	// slow or stuck consumer, or the disk-full node, does not.
+	disrupts := name != "slow" && name != "stuck" && name != "diskfull"
+	if disrupts {
+		bumpDisruption()
+	}
 	note, err := faultFuncs[name](ctx, h)
-	bumpDisruption()
+	if disrupts {
+		bumpDisruption()
+	}
+	// Clients notice a dead node a little later (keep-alive, reconnect).
+	time.AfterFunc(3*time.Second, func() { h.inFault.Store(false) })
 	if err != nil {
 		fs.failed++
 		fs.notes = append(fs.notes, err.Error())
@@ -421,7 +450,7 @@ func (h *harness) cycle(ctx context.Context, n int, name string) error {
 		sleep(ctx, rest)
 	}
 	h.gate.Lock()
-	line := h.check(ctx, fmt.Sprintf("cycle %d %s", n+1, name), h.cfg.CatchUp)
+	line := h.check(ctx, fmt.Sprintf("cycle %d %s", n+1, name), h.cfg.CatchUp, false)
 	h.gate.Unlock()
 	if note != "" {
 		line += " | " + note
@@ -433,32 +462,37 @@ func (h *harness) cycle(ctx context.Context, n int, name string) error {
 
 // check waits (producers paused) until every acknowledged message of the
 // must-deliver streams was delivered or nothing was delivered for
-// catchUp, and returns a progress line.
-func (h *harness) check(ctx context.Context, label string, catchUp time.Duration) string {
+// catchUp, and returns a progress line. Messages still missing then are
+// not yet called lost: the consumers of their streams reconnect and get
+// another catchUp; in the final check the node is also restarted before a
+// last wait. What arrives only then is a finding (a stalled delivery), and
+// what never arrives is lost.
+func (h *harness) check(ctx context.Context, label string, catchUp time.Duration, final bool) string {
 	t0 := time.Now()
-	lastProgress, lastChange := int64(-1), time.Now()
-	var missing int64
-	for ctx.Err() == nil {
-		missing = 0
-		var prog int64
-		for _, st := range h.streams {
-			s := st.Stats()
-			if s.Sem.MustDeliver {
-				missing += s.Missing
+	missing := h.waitDelivered(ctx, catchUp)
+	if len(missing) > 0 {
+		var names []string
+		for st, n := range missing {
+			names = append(names, fmt.Sprintf("%s (%d missing%s)", st.Name, n, h.addressStats(ctx, st)))
+			h.ctl(st).reconnect()
+		}
+		sort.Strings(names)
+		h.logf("  %s: no delivery for %s with acknowledged messages missing: %s; reconnecting their consumers", label, catchUp, strings.Join(names, ", "))
+		bumpDisruption()
+		after := h.waitDelivered(ctx, catchUp)
+		h.stallFindings(label, "after their consumers reconnected", missing, after)
+		if len(after) > 0 && final {
+			h.logf("  %s: still missing; restarting the node (SIGTERM) and waiting again", label)
+			bumpDisruption()
+			h.node.Stop(30 * time.Second)
+			if err := h.restart(ctx); err != nil {
+				h.finding("%s: node not back after a graceful restart: %v", label, err)
 			}
-			prog += s.Deliveries
+			last := h.waitDelivered(ctx, 2*catchUp)
+			h.stallFindings(label, "after a node restart", after, last)
 		}
-		if missing == 0 {
-			break
-		}
-		if prog != lastProgress {
-			lastProgress, lastChange = prog, time.Now()
-		} else if time.Since(lastChange) > catchUp {
-			break
-		}
-		sleep(ctx, 250*time.Millisecond)
 	}
-	var sent, acked, deliv, dups, reord, dropped int64
+	var sent, acked, deliv, dups, reord, dropped, miss int64
 	for _, st := range h.streams {
 		s := st.Stats()
 		sent += s.Sent
@@ -467,13 +501,68 @@ func (h *harness) check(ctx context.Context, label string, catchUp time.Duration
 		dups += s.Dups
 		reord += s.Reorders
 		dropped += s.Dropped
+		miss += s.Lost
 	}
 	h.mu.Lock()
 	r := h.res
 	h.mu.Unlock()
 	return fmt.Sprintf("t=%s %s: sent=%d acked=%d delivered=%d dups=%d missing=%d dropped=%d reorders=%d rss=%.0fMB files=%d goroutines=%d (checked in %s)",
-		time.Since(h.startTime()).Round(time.Second), label, sent, acked, deliv, dups, missing, dropped, reord,
+		time.Since(h.startTime()).Round(time.Second), label, sent, acked, deliv, dups, miss, dropped, reord,
 		float64(r.lastRSS)/(1<<20), r.lastFiles, r.lastGor, time.Since(t0).Round(100*time.Millisecond))
+}
+
+// waitDelivered waits until no must-deliver stream misses an acknowledged
+// message, or nothing was delivered for catchUp; it returns what is
+// missing per stream.
+func (h *harness) waitDelivered(ctx context.Context, catchUp time.Duration) map[*Stream]int64 {
+	lastProgress, lastChange := int64(-1), time.Now()
+	for {
+		missing := map[*Stream]int64{}
+		var prog int64
+		for _, st := range h.streams {
+			s := st.Stats()
+			if s.Sem.MustDeliver && s.Missing > 0 {
+				missing[st] = s.Missing
+			}
+			prog += s.Deliveries
+		}
+		if len(missing) == 0 || ctx.Err() != nil {
+			return missing
+		}
+		if prog != lastProgress {
+			lastProgress, lastChange = prog, time.Now()
+		} else if time.Since(lastChange) > catchUp {
+			return missing
+		}
+		sleep(ctx, 250*time.Millisecond)
+	}
+}
+
+func (h *harness) stallFindings(label, when string, before, after map[*Stream]int64) {
+	for st, n := range before {
+		if got := n - after[st]; got > 0 {
+			h.finding("%s: %s: %d acknowledged messages were delivered only %s (delivery had stalled for the catch-up time)", label, st.Name, got, when)
+		}
+	}
+}
+
+// addrOf names the defined address of a stream, for its figures.
+var addrOf = map[string]string{"amqp-queue": "soak/queue", "amqp-subscription": "soak/topic", "amqp-anycast": "soak/anycast"}
+
+// addressStats returns the admin API's figures of a stream's address.
+func (h *harness) addressStats(ctx context.Context, st *Stream) string {
+	a, ok := addrOf[st.Name]
+	if !ok {
+		return ""
+	}
+	code, body, err := h.node.admin(ctx, "GET", "/api/tenants/default/addresses/"+url.PathEscape(a), "")
+	if err != nil || code != 200 {
+		return ""
+	}
+	if i := strings.Index(body, `"stats"`); i >= 0 {
+		body = body[i:]
+	}
+	return "; " + strings.TrimSpace(body)
 }
 
 func (h *harness) startTime() time.Time { return h.start }
@@ -527,7 +616,8 @@ func (h *harness) snapshot() []StreamStats {
 // sampler reads the node's figures every 2 s.
 func (h *harness) sampler(ctx context.Context) {
 	for ctx.Err() == nil {
-		if ps, err := h.node.Stats(); err == nil {
+		// A process being reaped has no VmRSS: not a sample.
+		if ps, err := h.node.Stats(); err == nil && ps.RSS > 0 {
 			h.mu.Lock()
 			r := &h.res
 			if r.samples == 0 || ps.RSS < r.rssMin {
