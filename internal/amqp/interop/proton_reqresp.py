@@ -75,6 +75,10 @@ def service(url, requests, n, mode, settle):
             # a timeout's release.
             expect(took < 2, "reply %d took %.2fs to settle" % (i, took))
             expect(snd.link.credit > 0, "no credit left after reply %d" % i)
+    # A pre-settled send returns at once, before the server granted credit
+    # for it: wait until every reply went out before closing.
+    links = [relay] if relay is not None else list(senders.values())
+    c.wait(lambda: all(s.link.queued == 0 for s in links), timeout=TIMEOUT, msg="replies still queued")
     say("OK service n=%d mode=%s settle=%s %.3fs" % (n, mode, settle, time.time() - started))
     c.close()
 
