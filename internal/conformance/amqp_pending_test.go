@@ -176,16 +176,6 @@ func TestAMQPLargeMessage64MiBBody(t *testing.T) {
 	largeMessage(t, 64<<20)
 }
 
-// TestAMQPRequestResponseSlowClient (issue 10 item 4): a requester in the
-// style of Proton's SyncRequestResponse (reply credit 1, taking each reply
-// in its own time) while the service sends all 20 replies at once: every
-// reply is accepted when the client accepts it, none released.
-func TestAMQPRequestResponseSlowClient(t *testing.T) {
-	p := amqpPlatform(t)
-	defineQueue(t, p, "svc/requests")
-	requestResponse(t, p, 20, m{"tag": "S", "credit": 1, "delay": 0.1})
-}
-
 // TestAMQPDeadLetterProperties: a message rejected by an AMQP consumer
 // reaches an AMQP consumer of the dead-letter address with the
 // properties docs/router.md names (x-throng-dead-letter-reason,

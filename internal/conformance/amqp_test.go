@@ -282,6 +282,10 @@ func TestAMQPRequestResponse(t *testing.T) {
 	t.Run("dynamic", func(t *testing.T) { requestResponse(t, p, 20, m{"tag": "A"}) })
 	t.Run("dynamic_two_clients", func(t *testing.T) { requestResponse(t, p, 20, m{"tag": "A"}, m{"tag": "B"}) })
 	t.Run("named", func(t *testing.T) { requestResponse(t, p, 20, m{"tag": "N", "reply_to": "replies/named"}) })
+	// A client in the style of Proton's SyncRequestResponse: reply credit
+	// 1, taking each reply in its own time, while the service sends all
+	// 20 replies at once: every reply is accepted, none released.
+	t.Run("dynamic_credit_1_slow", func(t *testing.T) { requestResponse(t, p, 20, m{"tag": "S", "credit": 1, "delay": 0.1}) })
 }
 
 // requestResponse runs one service and the given requesters (agent
