@@ -76,7 +76,8 @@ type Delivery struct {
 
 	prev, next *Delivery // in the consumer's unsettled list; guarded by the consumer's mu
 	listed     bool
-	entry      *entry // the engine entry of a pulled delivery (batch.go)
+	entry      *entry    // the engine entry of a pulled delivery (entry.go)
+	readyAt    time.Time // when it joined its feed's ready list (feed.go)
 }
 
 // PreSettled reports whether the delivery needs no settlement

@@ -66,6 +66,7 @@ type feed struct {
 	keepArmed   bool                // guarded by mu
 	idleArmed   bool                // guarded by mu
 	given       uint64              // messages given to members; guarded by mu
+	lastGive    time.Time           // when a message was last given; guarded by mu
 	closed      bool                // guarded by mu
 	excluded    map[partKey][]*Consumer
 	// excluded: members a message must not go to again (modified with
@@ -383,6 +384,7 @@ func (f *feed) insertLocked(d *Delivery) {
 		}
 		i--
 	}
+	d.readyAt = time.Now()
 	f.ready = slices.Insert(f.ready, i, d)
 }
 
@@ -427,8 +429,7 @@ func (f *feed) run() {
 	f.running = false
 	if len(f.ready) > 0 && !f.idleArmed && !f.closed {
 		f.idleArmed = true
-		given := f.given
-		time.AfterFunc(idleRelease, func() { f.idle(given) })
+		time.AfterFunc(idleRelease, f.idle)
 	}
 	f.mu.Unlock()
 }
@@ -484,6 +485,7 @@ func (f *feed) assignLocked(out []give) []give {
 		m.credit--
 		total--
 		f.given++
+		f.lastGive = now
 		delete(f.excluded, partKey{d.Sequence, d.Part})
 		out = append(out, give{m.c, d})
 	}
@@ -795,22 +797,37 @@ func (f *feed) keepAlive() {
 	}
 }
 
-// idle gives back to the engine the ready messages that waited for
-// idleRelease without any message being given out here, so that
-// consumers on other nodes get them.
-func (f *feed) idle(given uint64) {
+// idle gives back to the engine the ready messages that waited here for
+// idleRelease (no member had credit for them, or none may take them), so
+// that consumers on other nodes get them.
+func (f *feed) idle() {
 	f.mu.Lock()
 	f.idleArmed = false
 	var release []*Delivery
-	if f.given == given && !f.closed {
-		release, f.ready = f.ready, nil
-		for _, d := range release {
+	if !f.closed && time.Since(f.lastGive) < idleRelease && len(f.ready) > 0 {
+		// Members are taking messages (a slow consumer making
+		// progress): what waits is theirs to come.
+		f.idleArmed = true
+		time.AfterFunc(idleRelease, f.idle)
+	} else if !f.closed {
+		old := time.Now().Add(-idleRelease)
+		kept := f.ready[:0]
+		for _, d := range f.ready {
+			if d.readyAt.After(old) {
+				kept = append(kept, d)
+				continue
+			}
+			release = append(release, d)
 			delete(f.excluded, partKey{d.Sequence, d.Part})
 		}
-	} else if len(f.ready) > 0 && !f.closed {
-		f.idleArmed = true
-		g := f.given
-		time.AfterFunc(idleRelease, func() { f.idle(g) })
+		clear(f.ready[len(kept):])
+		f.ready = kept
+		if len(f.ready) == 0 {
+			f.ready = nil
+		} else {
+			f.idleArmed = true
+			time.AfterFunc(time.Until(f.ready[0].readyAt.Add(idleRelease))+time.Millisecond, f.idle)
+		}
 	}
 	f.mu.Unlock()
 	for _, d := range release {

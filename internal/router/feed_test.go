@@ -1,0 +1,316 @@
+package router
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/throngmq/throng/internal/address"
+)
+
+// Issue 10 item 1: a consumer without credit holds no messages. A has
+// credit 5 of a queue holding 20 (in batch entries); B attaching later
+// with credit 15 gets the other 15 at once.
+func TestQueueNoCreditHoldsNothing(t *testing.T) {
+	e := batchedQueue(t, 20)
+	_, a := consume(t, e.r, "default", "q", ConsumeOptions{}, 5)
+	seen := map[string]bool{}
+	for range 5 {
+		seen[string(a.next(t).Message.Body)] = true
+	}
+	a.none(t, 100*time.Millisecond)
+	_, b := consume(t, e.r, "default", "q", ConsumeOptions{}, 15)
+	for range 15 {
+		d := b.next(t)
+		if seen[string(d.Message.Body)] {
+			t.Fatalf("%q delivered twice", d.Message.Body)
+		}
+		seen[string(d.Message.Body)] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	if len(seen) != 20 {
+		t.Fatalf("%d distinct messages", len(seen))
+	}
+	a.none(t, 100*time.Millisecond)
+}
+
+// Issue 10 item 2: messages spread over the consumers with credit
+// (round-robin), every consumer gets a share.
+func TestQueueFairDispatch(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	var cols []*collector
+	for range 3 {
+		_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 60)
+		cols = append(cols, col)
+	}
+	publishBatched(t, e.r, "q", 60)
+	total := 0
+	shares := make([]int, 3)
+	deadline := time.Now().Add(10 * time.Second)
+	for total < 60 && time.Now().Before(deadline) {
+		for i, col := range cols {
+			select {
+			case d := <-col.ch:
+				shares[i]++
+				total++
+				d.Settle(Outcome{Kind: Accepted})
+			default:
+			}
+		}
+	}
+	if total != 60 {
+		t.Fatalf("got %d of 60 (shares %v)", total, shares)
+	}
+	for _, s := range shares {
+		if s < 15 || s > 25 {
+			t.Fatalf("unfair shares %v", shares)
+		}
+	}
+}
+
+// Issue 10 item 3: a receiver that attaches and at once drains gets what
+// the queue holds, then the drain completes; an empty queue drains at
+// once. Repeated, because the bug was a race between the credit's pull
+// request and the drain's.
+func TestDrainAtAttach(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	mustAddr(t, e.r, "default", &address.Address{Name: "t", Type: address.Topic})
+	if _, err := e.r.Consume(ctxT(t), "default", "t::sub", ConsumeOptions{}, func(*Delivery) {}); err != nil {
+		t.Fatal(err) // creates the subscription; closed by the router at cleanup
+	}
+	for _, name := range []string{"q", "t::sub"} {
+		pub := name
+		if name == "t::sub" {
+			pub = "t"
+		}
+		for round := range 10 {
+			publish(t, e.r, "default", pub, fmt.Sprintf("a%d", round))
+			publish(t, e.r, "default", pub, fmt.Sprintf("b%d", round))
+			col := newCollector()
+			c, err := e.r.Consume(ctxT(t), "default", name, ConsumeOptions{}, col.deliver)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The engine counts a stored message as pending for a
+			// consumer a moment after acknowledging its publish (on
+			// another goroutine); "available" starts then.
+			Eventually(t, func() bool {
+				cn, err := c.ts.js.Consumer(context.Background(), c.stream, c.cons)
+				if err != nil {
+					return false
+				}
+				info, err := cn.Info(context.Background())
+				return err == nil && info.NumPending+uint64(info.NumAckPending) >= 2
+			})
+			c.AddCredit(5)
+			drainWait(t, c)
+			if len(col.ch) != 2 || c.Credit() != 0 {
+				t.Fatalf("%s round %d: drain delivered %d of 2 (credit left %d)", name, round, len(col.ch), c.Credit())
+			}
+			for range 2 {
+				(<-col.ch).Settle(Outcome{Kind: Accepted})
+			}
+			// Empty now: a drain completes at once with nothing.
+			c.AddCredit(3)
+			drainWait(t, c)
+			if len(col.ch) != 0 || c.Credit() != 0 {
+				t.Fatalf("%s round %d: empty drain delivered %d", name, round, len(col.ch))
+			}
+			c.Close()
+		}
+	}
+}
+
+// Issue 10 item 5: modified with undeliverable-here never comes back to
+// that consumer; another consumer gets it.
+func TestQueueUndeliverableHere(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	publish(t, e.r, "default", "q", "poison")
+	publish(t, e.r, "default", "q", "fine")
+	_, a := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	d := a.next(t)
+	if string(d.Message.Body) != "poison" {
+		t.Fatalf("got %q first", d.Message.Body)
+	}
+	d.Settle(Outcome{Kind: Modified, UndeliverableHere: true})
+	if d := a.next(t); string(d.Message.Body) != "fine" {
+		t.Fatalf("got %q, want fine", d.Message.Body)
+	} else {
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	a.none(t, 300*time.Millisecond)
+	_, b := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	d = b.next(t)
+	if string(d.Message.Body) != "poison" || d.Count != 2 {
+		t.Fatalf("b got %q (count %d)", d.Message.Body, d.Count)
+	}
+	d.Settle(Outcome{Kind: Accepted})
+	a.none(t, 100*time.Millisecond)
+}
+
+// Issue 10 item 7: a released message keeps its place at the head of the
+// queue.
+func TestQueueReleasedKeepsPlace(t *testing.T) {
+	e := batchedQueue(t, 10)
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 1)
+	for i := range 10 {
+		d := col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) || d.Count != 1 {
+			t.Fatalf("got %q (count %d), want %d", d.Message.Body, d.Count, i)
+		}
+		d.Settle(Outcome{Kind: Released})
+		c.AddCredit(1)
+		d = col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) || d.Count != 2 {
+			t.Fatalf("after release got %q (count %d), want %d again", d.Message.Body, d.Count, i)
+		}
+		d.Settle(Outcome{Kind: Accepted})
+		c.AddCredit(1)
+	}
+	col.none(t, 100*time.Millisecond)
+}
+
+// Issue 10 item 7: after a crash, the messages of an entry that were
+// already accepted are not delivered again; only the others are.
+func TestQueueCrashRedeliversOnlyUnsettled(t *testing.T) {
+	shortAckWait(t)
+	dir := t.TempDir()
+	e := start(t, dir)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	publishBatched(t, e.r, "q", 10)
+	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	// The largest entry: its first half is accepted, the rest of it
+	// stays unsettled; every other message is accepted.
+	bySeq := map[uint64][]*Delivery{}
+	var big uint64
+	for range 10 {
+		d := col.next(t)
+		bySeq[d.Sequence] = append(bySeq[d.Sequence], d)
+		if len(bySeq[d.Sequence]) > len(bySeq[big]) {
+			big = d.Sequence
+		}
+	}
+	g := bySeq[big]
+	if len(g) < 2 {
+		t.Fatalf("no batch entry formed: %d entries", len(bySeq))
+	}
+	want := map[string]bool{}
+	for _, d := range g[len(g)/2:] {
+		want[string(d.Message.Body)] = true
+	}
+	for _, ds := range bySeq {
+		for _, d := range ds {
+			if !want[string(d.Message.Body)] {
+				d.Settle(Outcome{Kind: Accepted})
+			}
+		}
+	}
+	// The progress record is written shortly after the settlements.
+	ts, err := e.r.tenant(ctxT(t), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, func() bool {
+		s, err := ts.js.Stream(context.Background(), progressStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 1
+	})
+	// Crash: the engine stops under the router, which acknowledges
+	// nothing more.
+	e.eng.Shutdown()
+	e.r.Close()
+	e.store.Close()
+	e.r = nil
+
+	e2 := start(t, dir)
+	_, col2 := consume(t, e2.r, "default", "q", ConsumeOptions{}, 100)
+	got := map[string]bool{}
+	for range want {
+		d := col2.next(t)
+		got[string(d.Message.Body)] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("redelivered %v, want only the unsettled %v", got, want)
+	}
+	col2.none(t, 3*ackWait)
+	backlogIs(t, e2.r, "q", 0)
+	// The record is removed with the entry.
+	ts2, _ := e2.r.tenant(ctxT(t), "default")
+	Eventually(t, func() bool {
+		s, err := ts2.js.Stream(context.Background(), progressStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	})
+}
+
+// A released part of an entry whose other parts were accepted, given back
+// to the engine when its consumer leaves, comes back alone.
+func TestQueueMixedEntryReleasedOnClose(t *testing.T) {
+	e := batchedQueue(t, 10)
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	for i := range 10 {
+		d := col.next(t)
+		if i%2 == 0 {
+			d.Settle(Outcome{Kind: Accepted})
+		}
+		// odd ones stay unsettled and are released by Close
+	}
+	c.Close()
+	_, col2 := consume(t, e.r, "default", "q", ConsumeOptions{}, 100)
+	for i := 1; i < 10; i += 2 {
+		d := col2.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	col2.none(t, 200*time.Millisecond)
+	backlogIs(t, e.r, "q", 0)
+}
+
+// Members of one durable subscription on one node share it round-robin.
+func TestSubscriptionSharedByMembers(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "t", Type: address.Topic})
+	var mu sync.Mutex
+	counts := map[int]int{}
+	for i := range 2 {
+		c, err := e.r.Consume(ctxT(t), "default", "t::shared", ConsumeOptions{}, func(d *Delivery) {
+			mu.Lock()
+			counts[i]++
+			mu.Unlock()
+			d.Settle(Outcome{Kind: Accepted})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		c.AddCredit(100)
+	}
+	for i := range 20 {
+		publish(t, e.r, "default", "t", strconv.Itoa(i))
+	}
+	Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return counts[0]+counts[1] == 20
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if counts[0] == 0 || counts[1] == 0 {
+		t.Fatalf("shares %v", counts)
+	}
+}
