@@ -261,10 +261,10 @@ func (g *anycastGroup) dispatch() {
 	for {
 		g.again = false
 		now := time.Now()
-		for len(g.waiting) > 0 {
-			w := g.waiting[0]
+		for i := 0; i < len(g.waiting); {
+			w := g.waiting[i]
 			if now.After(w.deadline) {
-				g.pop()
+				g.removeAt(i)
 				expired = append(expired, w)
 				continue
 			}
@@ -274,11 +274,19 @@ func (g *anycastGroup) dispatch() {
 				g.waiting = g.waiting[:0]
 				break
 			}
-			if !g.tryLocked(w.m, w.done) {
-				break // nobody has credit; g.mu held
+			if !g.creditLocked() {
+				break
 			}
-			g.mu.Lock()
-			g.pop() // only dispatch pops, and only one runs: still w
+			if g.tryLocked(w.m, w.done) {
+				g.mu.Lock()
+				// Only dispatch removes, only one runs, and offer
+				// appends: w is still at i.
+				g.removeAt(i)
+				continue
+			}
+			// A consumer has credit but none takes this message (their
+			// selectors refuse it): the ones behind it may still go.
+			i++
 		}
 		if !g.again || len(g.waiting) == 0 {
 			break
@@ -310,10 +318,31 @@ func (g *anycastGroup) dispatch() {
 	}
 }
 
-// pop drops the oldest waiting message. g.mu held.
-func (g *anycastGroup) pop() {
-	g.waiting[0] = anyWait{}
-	g.waiting = g.waiting[1:]
+// removeAt drops waiting message i. g.mu held.
+func (g *anycastGroup) removeAt(i int) {
+	if i == 0 { // the usual case: no copying
+		g.waiting[0] = anyWait{}
+		g.waiting = g.waiting[1:]
+		return
+	}
+	n := len(g.waiting) - 1
+	copy(g.waiting[i:], g.waiting[i+1:])
+	g.waiting[n] = anyWait{}
+	g.waiting = g.waiting[:n]
+}
+
+// creditLocked reports whether a consumer of the group has credit. g.mu
+// held (lock order: g.mu, then Consumer.mu).
+func (g *anycastGroup) creditLocked() bool {
+	for _, c := range g.cs {
+		c.mu.Lock()
+		ok := !c.closed && c.credit > 0
+		c.mu.Unlock()
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // takeAnycast delivers m if the consumer has credit; the producer's done

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
@@ -179,5 +180,43 @@ func TestTempNameResolvesAnycast(t *testing.T) {
 		if x := <-r; x.err != nil || x.o.Kind != Accepted {
 			t.Fatalf("%s: %v %v", ten, x.o.Kind, x.err)
 		}
+	}
+}
+
+// A waiting message that no consumer with credit accepts (selectors) does
+// not hold up the ones behind it.
+func TestAnycastWaitingSkipsRefused(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "rpc", Type: address.Anycast})
+	only := func(body string) ConsumeOptions {
+		return ConsumeOptions{Filter: func(m *message.Message) bool { return string(m.Body) == body }}
+	}
+	a, colA := consume(t, e.r, "default", "rpc", only("for-a"), 0)
+	_, colB := consume(t, e.r, "default", "rpc", only("for-b"), 0)
+	p, err := e.r.Producer(ctxT(t), "default", "rpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := publishAsync(p, "for-b")
+	ra := publishAsync(p, "for-a")
+	a.AddCredit(1)
+	var d *Delivery
+	select {
+	case d = <-colA.ch:
+	case <-time.After(time.Second): // B's waits for AnycastTimeout (5 s)
+		t.Fatal("A's message held up behind B's")
+	}
+	if string(d.Message.Body) != "for-a" {
+		t.Fatalf("A got %q", d.Message.Body)
+	}
+	d.Settle(Outcome{Kind: Accepted})
+	if x := <-ra; x.err != nil || x.o.Kind != Accepted {
+		t.Fatalf("%v %v", x.o.Kind, x.err)
+	}
+	colB.none(t, 50*time.Millisecond)
+	select {
+	case x := <-rb:
+		t.Fatalf("B's message settled %v %v while waiting", x.o.Kind, x.err)
+	default:
 	}
 }
