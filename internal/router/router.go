@@ -76,8 +76,9 @@ type Config struct {
 	// stream of each tenant (defaults: 7 days, unlimited bytes).
 	TopicSpaceMaxAge   time.Duration
 	TopicSpaceMaxBytes int64
-	// AnycastTimeout bounds how long an anycast producer waits for the
-	// consumer's outcome before the delivery counts as released.
+	// AnycastTimeout bounds how long an anycast message waits for a
+	// consumer with credit (and, sent to another node's consumer, for its
+	// outcome) before it counts as released (anycast.go).
 	AnycastTimeout time.Duration
 	// TempSweepInterval is how often this node sweeps temporary addresses
 	// whose owner is gone (default DefaultTempSweepInterval; negative: only
