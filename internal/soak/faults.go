@@ -296,7 +296,7 @@ func stormConnect(ctx context.Context, addr string, conns []net.Conn, par int, l
 			defer wg.Done()
 			defer func() { <-sem }()
 			for attempt := 0; ; attempt++ {
-				c, err := rawConnect(addr, fmt.Sprintf("soak-storm-%d", i))
+				c, err := rawConnect(addr, i)
 				if err == nil {
 					conns[i] = c
 					return
@@ -313,8 +313,13 @@ func stormConnect(ctx context.Context, addr string, conns []net.Conn, par int, l
 	return int(failed.Load())
 }
 
-func rawConnect(addr, cid string) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+// rawConnect dials from 127.0.0.2–127.0.0.65 in turn (by client number):
+// tens of thousands of connections from one source address to one port,
+// twice (the storm reconnects), would exhaust the ephemeral ports.
+func rawConnect(addr string, i int) (net.Conn, error) {
+	cid := fmt.Sprintf("soak-storm-%d", i)
+	d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%64))}}
+	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
