@@ -30,7 +30,7 @@ func TestMessageSizeExceeded(t *testing.T) {
 	e := startEnv(t, func(c *Config) { c.MaxMessageSize = 1000 })
 	s := e.session(t, nil)
 	snd := sender(t, s, "anything", &goamqp.SenderOptions{})
-	if snd.MaxMessageSize() != 1000 {
+	if snd.MaxMessageSize() != 1000+messageOverhead {
 		t.Fatalf("max-message-size %d", snd.MaxMessageSize())
 	}
 	// go-amqp refuses locally what the attach announced; a raw peer
@@ -39,7 +39,7 @@ func TestMessageSizeExceeded(t *testing.T) {
 	p.openSession()
 	p.attachSender(0, "anything")
 	p.expectFlow()
-	p.transfer(0, 0, false, minimalMessage(strings.Repeat("x", 2000)))
+	p.sendFrames(0, 0, minimalMessage(strings.Repeat("x", 1000+messageOverhead+1)), 60000)
 	d := expect[*framesDetach](p)
 	if d.Error == nil || d.Error.Condition != "amqp:link:message-size-exceeded" {
 		t.Fatalf("detach %+v", d.Error)

@@ -47,8 +47,8 @@ func TestLargeRefusedOtherLinksGoOn(t *testing.T) {
 	p.openSession()
 	p.send(0, &frames.Attach{Name: "big", Handle: 0, Role: frames.RoleSender, SndSettleMode: frames.SenderSettleMixed,
 		Source: &encoding.Source{}, Target: &encoding.Target{Address: "q1"}, HasInitialDeliveryCount: true})
-	if a := expect[*frames.Attach](p); a.MaxMessageSize != 64<<20 {
-		t.Fatalf("max-message-size %d, want 64 MiB", a.MaxMessageSize)
+	if a := expect[*frames.Attach](p); a.MaxMessageSize != 64<<20+messageOverhead {
+		t.Fatalf("max-message-size %d, want 64 MiB + overhead", a.MaxMessageSize)
 	}
 	p.expectFlow()
 	p.attachSender(1, "q1")
@@ -94,8 +94,8 @@ func TestTenantMaxMessageSize(t *testing.T) {
 	}
 	e.addrDef(t, "default", &address.Address{Name: "q1", Type: address.Queue})
 	s := e.session(t, nil)
-	if snd := sender(t, s, "q1", nil); snd.MaxMessageSize() != 1<<20 {
-		t.Fatalf("go-amqp sees max-message-size %d, want 1 MiB", snd.MaxMessageSize())
+	if snd := sender(t, s, "q1", nil); snd.MaxMessageSize() != 1<<20+messageOverhead {
+		t.Fatalf("go-amqp sees max-message-size %d, want 1 MiB + overhead", snd.MaxMessageSize())
 	}
 	p := dialRaw(t, e)
 	p.openSession()

@@ -71,15 +71,21 @@ var releasedOutcome = router.Outcome{Kind: router.Released}
 // maxMessageSize is the max-message-size of the connection's new links:
 // the tenant's maxMessageSize limit if it has one, else the node's
 // (Config.MaxMessageSize). Read at attach, so a changed limit applies to
-// links attached afterwards.
+// links attached afterwards. It allows messageOverhead beyond the limit,
+// so that a message whose body is as large as the limit, with its
+// header, properties and section framing, passes (as MQTT's maximum
+// packet size allows room beside the payload).
 func (c *conn) maxMessageSize() uint64 {
 	if c.principal != nil {
 		if t, ok := c.s.cfg.Tenants.Tenant(c.principal.Tenant); ok && t.Limits.MaxMessageSize > 0 {
-			return uint64(t.Limits.MaxMessageSize)
+			return uint64(t.Limits.MaxMessageSize) + messageOverhead
 		}
 	}
-	return c.s.cfg.MaxMessageSize
+	return c.s.cfg.MaxMessageSize + messageOverhead
 }
+
+// messageOverhead is the room a message needs beside its body.
+const messageOverhead = 64 << 10
 
 func (l *link) isReceiver() bool { return l.role == frames.RoleReceiver }
 

@@ -169,6 +169,11 @@ func (f *feed) toDeadLetter(m *message.Message, reason string, done func(error))
 	props["x-throng-dead-letter-reason"] = reason
 	props["x-throng-original-address"] = f.tg.name
 	dm.Properties = props
+	// The added properties must reach AMQP consumers too, which are
+	// otherwise given the original bare message verbatim: the copy is
+	// encoded from its fields (message annotations and footer of the
+	// original are not kept).
+	dm.NativeFormat, dm.Native = message.NativeNone, nil
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	p, err := f.r.Producer(ctx, f.ts.name, dla)
