@@ -255,6 +255,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			defer os.RemoveAll(d)
 		}
 	}
+	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
 	if cfg.Bin == "" {
 		h.logf("building throng into %s", cfg.WorkDir)
 		bin, err := Build(ctx, "", cfg.WorkDir)
