@@ -49,6 +49,8 @@ type queueBatcher struct {
 	waiting  []batchItem // guarded by mu
 	full     bool        // waiting holds at least one full entry; guarded by mu
 	bytes    int         // encoded size of waiting; guarded by mu
+	used     bool        // published to since the last prune; guarded by mu
+	gone     bool        // pruned: dropped from ts.batchers (prune.go); guarded by mu
 }
 
 type batchItem struct {
@@ -82,6 +84,13 @@ func (b *queueBatcher) publish(p *Producer, m *message.Message, done func(Outcom
 	// chunks purged) as a whole.
 	it.alone = !m.Expiry.IsZero() || l.MaxMessages > 0 || len(it.enc) > it.limit/2 || m.Large != nil
 	b.mu.Lock()
+	for b.gone {
+		// Pruned since it was looked up: the tenant's current one.
+		b.mu.Unlock()
+		b = b.ts.batcher(b.subject)
+		b.mu.Lock()
+	}
+	b.used = true
 	if b.name == "" {
 		b.name = p.tg.name
 	}

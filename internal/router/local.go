@@ -81,30 +81,82 @@ func (x *liveIndex) remove(c *Consumer) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for _, toks := range x.subs[c] {
-		n := x.root
-		for i, t := range toks {
-			if t == ">" && i == len(toks)-1 {
-				n.rest = without(n.rest, c)
-				n = nil
-				break
-			}
-			if t == "*" {
-				n = n.star
-			} else {
-				n = n.next[t]
-			}
-			if n == nil {
-				break
-			}
-		}
-		if n != nil {
-			n.here = without(n.here, c)
-		}
+		x.removeFilterLocked(c, toks)
 	}
 	delete(x.subs, c)
+	if len(x.subs) == 0 {
+		x.subs = nil // a map keeps its buckets after deletes
+		x.root = nil
+	}
 	x.cache = nil
-	// Empty nodes stay: filters come back (reconnecting clients), and a
-	// node is a few words.
+}
+
+// removeFilterLocked removes one filter of c and then the nodes on its path
+// that were left empty, deepest first: a device fleet subscribing to its
+// own topics (devices/<id>/cmd) came and went by the million and, with the
+// empty nodes kept, the trie grew with every name ever subscribed. The
+// cost is only on unsubscribe; matching is unchanged. x.mu held.
+func (x *liveIndex) removeFilterLocked(c *Consumer, toks []string) {
+	path := make([]*indexNode, 0, len(toks)+1)
+	n := x.root
+	for i, t := range toks {
+		if n == nil {
+			return
+		}
+		path = append(path, n)
+		if t == ">" && i == len(toks)-1 {
+			n.rest = without(n.rest, c)
+			n = nil
+			break
+		}
+		if t == "*" {
+			n = n.star
+		} else {
+			n = n.next[t]
+		}
+	}
+	if n != nil {
+		n.here = without(n.here, c)
+		path = append(path, n)
+	}
+	// path[i+1] is the child of path[i] by toks[i].
+	for i := len(path) - 1; i > 0; i-- {
+		child := path[i]
+		if !child.empty() {
+			return
+		}
+		parent, t := path[i-1], toks[i-1]
+		if t == "*" {
+			parent.star = nil
+		} else {
+			delete(parent.next, t)
+			if len(parent.next) == 0 {
+				parent.next = nil
+			}
+		}
+	}
+}
+
+func (n *indexNode) empty() bool {
+	return len(n.here) == 0 && len(n.rest) == 0 && n.star == nil && len(n.next) == 0
+}
+
+// size counts the trie's nodes (tests).
+func (x *liveIndex) size() int {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var count func(n *indexNode) int
+	count = func(n *indexNode) int {
+		if n == nil {
+			return 0
+		}
+		k := 1 + count(n.star)
+		for _, c := range n.next {
+			k += count(c)
+		}
+		return k
+	}
+	return count(x.root)
 }
 
 func without(cs []*Consumer, c *Consumer) []*Consumer {

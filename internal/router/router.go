@@ -106,14 +106,15 @@ type Router struct {
 // tenantState is the router's connection to one tenant's account and what
 // it has set up there. Streams are created lazily and remembered.
 type tenantState struct {
-	name string
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	mux  *replyMux
+	name  string
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	mux   *replyMux
+	store *tenant.Store
 
 	mu        sync.Mutex
 	streams   map[string]bool          // stream names known to exist; guarded by mu
-	counters  map[string]*addrCounters // by address name; guarded by mu
+	counters  map[string]*addrCounters // by defined address name (prune.go); guarded by mu
 	anycast   map[string]*anycastGroup // this node's anycast consumers by address (local.go); guarded by mu
 	consumers map[*Consumer]struct{}   // open consumers; guarded by mu
 
@@ -130,7 +131,7 @@ type tenantState struct {
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 
-	batchers sync.Map // queue subject → *queueBatcher (batch.go)
+	batchers sync.Map // queue subject → *queueBatcher (batch.go); idle ones pruned (prune.go)
 
 	feeds    map[string]*feed // this node's readers of stored consumers, by stream/consumer (feed.go); guarded by mu
 	progress progressStore    // partly settled entries (entry.go)
@@ -295,7 +296,7 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		return nil, err
 	}
 	ts = &tenantState{
-		name: name, nc: nc, live: live, js: js, mux: mux, pub: pub, pubMux: pubMux,
+		name: name, nc: nc, live: live, js: js, mux: mux, pub: pub, pubMux: pubMux, store: r.store,
 		streams:   map[string]bool{},
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},
@@ -317,12 +318,18 @@ func (t *tenantState) reconnected() {
 	}
 }
 
+// counter returns the counters of an address. Only a defined address's
+// are kept (and reported by AddressStats); an undefined name, used once by
+// some device, gets counters nobody holds but its producer or consumer,
+// so the map does not grow with every name ever used (prune.go).
 func (t *tenantState) counter(name string) *addrCounters {
 	t.mu.Lock()
 	c, ok := t.counters[name]
 	if !ok {
 		c = &addrCounters{}
-		t.counters[name] = c
+		if _, def := t.store.Address(t.name, name); def {
+			t.counters[name] = c
+		}
 	}
 	t.mu.Unlock()
 	return c
@@ -625,7 +632,11 @@ func (r *Router) DeleteAddress(ctx context.Context, tenantName, name string) err
 			return err
 		}
 	}
-	return r.store.DeleteAddress(ctx, tenantName, name)
+	if err := r.store.DeleteAddress(ctx, tenantName, name); err != nil {
+		return err
+	}
+	ts.forget(a) // prune.go
+	return nil
 }
 
 // AddressStats reports backlog, consumers and counters of an address.

@@ -200,6 +200,13 @@ func (r *Router) startTemps() {
 			}
 		}
 	}()
+	// The pruning of per-name state (prune.go) shares the sweeper's
+	// lifetime.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		r.pruneLoop(ctx)
+	}()
 	if interval < 0 {
 		return
 	}
