@@ -425,11 +425,12 @@ func (h *harness) cycle(ctx context.Context, n int, name string) error {
 		h.faults[name] = fs
 	}
 	fs.n++
-	h.inFault.Store(true)
-	// A fault that breaks connections makes redeliveries legitimate; a
-	// slow or stuck consumer, or the disk-full node, does not.
+	// A fault that breaks connections makes redeliveries legitimate (and
+	// connection losses expected, so not logged); a slow or stuck
+	// consumer, or the disk-full node, does not.
 	disrupts := name != "slow" && name != "stuck" && name != "diskfull"
 	if disrupts {
+		h.inFault.Store(true)
 		bumpDisruption()
 	}
 	note, err := faultFuncs[name](ctx, h)
