@@ -239,9 +239,13 @@ func (c *Consumer) AddCredit(n int) {
 	c.credit += n
 	c.maxCredit = max(c.maxCredit, c.credit)
 	release := c.liveCreditLocked() // queued live messages, held publishers (live.go)
+	anycast := c.anyLocal
 	c.mu.Unlock()
 	if release != nil {
 		release()
+	}
+	if anycast {
+		c.anycastCredited() // messages waiting in the node's anycast group (anycast.go)
 	}
 }
 

@@ -78,6 +78,9 @@ func (e *entry) settle(part int, st partState, idle bool) {
 		e.dirty = true
 	}
 	e.mu.Unlock()
+	if st == partConsumed {
+		e.f.consumedPart(e.seq, part)
+	}
 	switch {
 	case last:
 		e.finish()

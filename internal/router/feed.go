@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,7 +71,9 @@ type feed struct {
 	closed      bool                // guarded by mu
 	excluded    map[partKey][]*Consumer
 	// excluded: members a message must not go to again (modified with
-	// undeliverable-here), until it is settled; guarded by mu
+	// undeliverable-here), until it is consumed or they leave, also
+	// across its return to the engine; guarded by mu
+	nExcluded atomic.Int32 // len(excluded), read without mu on the settle path
 }
 
 // member is a Consumer's state in its feed; guarded by the feed's mu.
@@ -271,9 +274,14 @@ func (f *feed) leave(c *Consumer) {
 	}
 	for k, cs := range f.excluded {
 		if i := slices.Index(cs, c); i >= 0 {
-			f.excluded[k] = slices.Delete(cs, i, i+1)
+			if cs = slices.Delete(cs, i, i+1); len(cs) == 0 {
+				delete(f.excluded, k)
+			} else {
+				f.excluded[k] = cs
+			}
 		}
 	}
+	f.nExcluded.Store(int32(len(f.excluded)))
 	var release []*Delivery
 	var sub *nats.Subscription
 	if len(f.members) == 0 && !f.closed {
@@ -366,6 +374,7 @@ func (f *feed) requeueCount(d *Delivery, not *Consumer, count uint64) {
 		k := partKey{d.Sequence, d.Part}
 		if !slices.Contains(f.excluded[k], not) {
 			f.excluded[k] = append(f.excluded[k], not)
+			f.nExcluded.Store(int32(len(f.excluded)))
 		}
 	}
 	f.insertLocked(nd)
@@ -486,7 +495,6 @@ func (f *feed) assignLocked(out []give) []give {
 		total--
 		f.given++
 		f.lastGive = now
-		delete(f.excluded, partKey{d.Sequence, d.Part})
 		out = append(out, give{m.c, d})
 	}
 	clear(f.ready[len(kept):])
@@ -766,6 +774,17 @@ func (f *feed) deadLetter(d *Delivery, reason string) {
 	})
 }
 
+// consumedPart forgets the exclusions of a consumed message.
+func (f *feed) consumedPart(seq uint64, part int) {
+	if f.nExcluded.Load() == 0 {
+		return
+	}
+	f.mu.Lock()
+	delete(f.excluded, partKey{seq, part})
+	f.nExcluded.Store(int32(len(f.excluded)))
+	f.mu.Unlock()
+}
+
 // entryDone forgets a settled entry.
 func (f *feed) entryDone(e *entry) {
 	f.mu.Lock()
@@ -818,7 +837,6 @@ func (f *feed) idle() {
 				continue
 			}
 			release = append(release, d)
-			delete(f.excluded, partKey{d.Sequence, d.Part})
 		}
 		clear(f.ready[len(kept):])
 		f.ready = kept

@@ -304,6 +304,12 @@ def drained(r, cmd, deadline):
     while True:
         got += take(r, cmd, deadline)
         if not r.link.draining() and not r.fetcher.has_message:
+            # The drain's flow is applied to the link when its frame is
+            # read, but the messages read with it are handed to the
+            # fetcher by events still queued: dispatch them before
+            # concluding (the server sent them before the flow).
+            flush()
+            got += take(r, cmd, deadline)
             break
         left = deadline - now()
         if left <= 0:
