@@ -62,7 +62,8 @@ type Stream struct {
 	delivered, dups      int64
 	dupsBad, reorders    int64
 	phantoms             int64
-	lastDelivery         int64 // count of deliveries, to see progress
+	dupEx                []string // latest duplicates not allowed
+	lastDelivery         int64    // count of deliveries, to see progress
 }
 
 // NewStream returns an empty stream record.
@@ -142,11 +143,15 @@ func (s *Stream) deliver(pid, seq int, pkt uint16) {
 	}
 	if p.deliveries[i] > 1 {
 		s.dups++
-		switch {
-		case p.firstEpoch[i] == epoch:
+		bad := p.firstEpoch[i] == epoch || s.Sem.ExactlyOnce && (pkt == 0 || pkt != p.firstPkt[i])
+		if bad {
 			s.dupsBad++
-		case s.Sem.ExactlyOnce && (pkt == 0 || pkt != p.firstPkt[i]):
-			s.dupsBad++
+			// The latest few, to tie them to a fault and find them
+			// in the node's log.
+			s.dupEx = append(s.dupEx, fmt.Sprintf("p%d#%d pkt %d→%d", pid, seq, p.firstPkt[i], pkt))
+			if len(s.dupEx) > 3 {
+				s.dupEx = s.dupEx[1:]
+			}
 		}
 		return
 	}
@@ -170,22 +175,21 @@ func (s *Stream) Phantom() {
 
 // StreamStats is a snapshot of a stream's counters.
 type StreamStats struct {
-	Name                  string
-	Sem                   Semantics
-	Sent, Acked, Refused  int64
-	Delivered, Dups       int64
-	DupsBad, Reorders     int64
-	Phantoms              int64
-	Missing               int64 // acknowledged (or, NoAck, sent) and never delivered
-	Deliveries            int64
-	UnackedDelivered      int64 // sent without an acknowledgement, delivered anyway (allowed)
-	MissingExamples       []string
-	Lost, Dropped         int64 // Missing split by semantics: MustDeliver → Lost, else Dropped
-	ReordersFatal         int64 // Reorders where Ordered
-	RefusedButDelivered   int64 // refused, delivered anyway
-	unackedNotDelivered   int64
-	producers             int
-	firstMissingProducers []int
+	Name                 string
+	Sem                  Semantics
+	Sent, Acked, Refused int64
+	Delivered, Dups      int64
+	DupsBad, Reorders    int64
+	Phantoms             int64
+	Missing              int64 // acknowledged (or, NoAck, sent) and never delivered
+	Deliveries           int64
+	UnackedDelivered     int64 // sent without an acknowledgement, delivered anyway (allowed)
+	MissingExamples      []string
+	DupExamples          []string // latest duplicates not allowed: producer#seq, packet ids
+	Lost, Dropped        int64    // Missing split by semantics: MustDeliver → Lost, else Dropped
+	ReordersFatal        int64    // Reorders where Ordered
+	RefusedButDelivered  int64    // refused, delivered anyway
+	producers            int
 }
 
 // Stats scans the stream. Lost and Dropped are what is missing now: they
@@ -195,7 +199,8 @@ func (s *Stream) Stats() StreamStats {
 	defer s.mu.Unlock()
 	st := StreamStats{Name: s.Name, Sem: s.Sem, Sent: s.sent, Acked: s.acked, Refused: s.refused,
 		Delivered: s.delivered, Dups: s.dups, DupsBad: s.dupsBad, Reorders: s.reorders,
-		Phantoms: s.phantoms, Deliveries: s.lastDelivery, producers: len(s.prods)}
+		Phantoms: s.phantoms, Deliveries: s.lastDelivery, producers: len(s.prods),
+		DupExamples: append([]string(nil), s.dupEx...)}
 	for pid, p := range s.prods {
 		for i, f := range p.state {
 			d := p.deliveries[i] > 0
@@ -209,8 +214,6 @@ func (s *Stream) Stats() StreamStats {
 				st.RefusedButDelivered++
 			case f&(stAcked|stRefused) == 0 && d:
 				st.UnackedDelivered++
-			case f&(stAcked|stRefused) == 0 && !d:
-				st.unackedNotDelivered++
 			}
 		}
 	}

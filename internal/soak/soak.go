@@ -597,6 +597,9 @@ func (h *harness) deltas() {
 			if s.Missing > 0 {
 				ex = " (missing e.g. " + strings.Join(s.MissingExamples, " ") + ")"
 			}
+			if s.DupsBad != l.DupsBad {
+				ex += " (latest not allowed: " + strings.Join(s.DupExamples, ", ") + ")"
+			}
 			h.logf("  %s: %s%s", st.Name, strings.Join(parts, ", "), ex)
 		}
 		h.last[st.Name] = s
