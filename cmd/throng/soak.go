@@ -17,8 +17,9 @@ binary as a 'throng serve' child on free loopback ports and a temporary
 data directory, drives MQTT 3.1.1/5 and AMQP clients against it, injects
 faults at intervals (` + "kill9, stopcont, slow, kill9-startup, stuck, kill9-purge, storm, diskfull" + `)
 and prints progress lines and a final table. Exits non-zero when an
-acknowledged message was lost, order was broken where promised, a message
-was delivered that was never sent, or a fault could not be carried out`
+acknowledged message was lost, order was broken where promised, or a
+message was delivered that was never sent; the rest (duplicates, stalls,
+faults that did not go as intended) is listed under Findings`
 
 func (c *cli) soak(ctx context.Context, args []string) error {
 	fs := c.newFlagSet("soak", soakSynopsis)
@@ -29,7 +30,7 @@ func (c *cli) soak(ctx context.Context, args []string) error {
 	storm := fs.Int("storm", 15000, "clients in a reconnect storm")
 	faults := fs.String("faults", "", "comma-separated faults to rotate through (default: all)")
 	workDir := fs.String("work-dir", "", "directory for the data directories and the node log (default: a temporary one)")
-	keep := fs.Bool("keep", false, "keep the work directory")
+	keep := fs.Bool("keep", false, "keep the work directory (always kept when --work-dir is given)")
 	seed := fs.Uint64("seed", 0, "random seed (default: from the clock)")
 	bin := fs.String("bin", "", "throng binary to run as the node (default: this one)")
 	catchUp := fs.Duration("catch-up", 30*time.Second, "a check ends when nothing was delivered for this long")
