@@ -61,6 +61,9 @@ func (a *App) startFrontEnds() error {
 			ReadTimeout:     time.Duration(a.cfg.Connections.ReadTimeout),
 			MaxHandshakes:   a.cfg.Connections.MaxHandshakes,
 			HandshakeMemory: int(a.cfg.Connections.HandshakeMemory),
+
+			MaxQueuedMessages: a.cfg.MQTT.MaxQueuedMessages,
+			QueueOverflow:     a.cfg.MQTT.QueueOverflow,
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)

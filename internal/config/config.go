@@ -59,7 +59,25 @@ type MQTT struct {
 	// none, are told it as Server Keep Alive in CONNACK, 3.1.1 clients
 	// are held to it. Zero: no maximum.
 	MaxKeepAlive Duration `yaml:"maxKeepAlive"`
+	// MaxQueuedMessages bounds, per live subscription (a clean session's
+	// QoS 1/2 subscription, or the live half of a persistent one), the
+	// QoS 1/2 messages that went out unstored and wait on this node
+	// because the subscriber is behind. Until it is reached, publishers
+	// on this node wait for their PUBACKs (back-pressure); beyond it
+	// QueueOverflow applies. As mosquitto's max_queued_messages.
+	MaxQueuedMessages int `yaml:"maxQueuedMessages"`
+	// QueueOverflow is what happens to a message beyond MaxQueuedMessages:
+	// "drop" (dropped and counted) or "disconnect" (dropped, counted, and
+	// the subscriber disconnected, with reason 0x97 on MQTT 5).
+	QueueOverflow string `yaml:"queueOverflow"`
 }
+
+// Defaults of MQTT. DefaultMaxQueuedMessages equals the router's
+// DefaultLiveQueue.
+const (
+	DefaultMaxQueuedMessages = 100000
+	DefaultQueueOverflow     = "drop"
+)
 
 // Connections bounds what clients get before and while they send: the
 // same limits apply to MQTT and AMQP, each front-end counting its own
@@ -158,6 +176,7 @@ func Default() *Config {
 		Log:            Log{Format: "text", Level: "info"},
 		Anonymous:      true,
 		MaxMessageSize: DefaultMaxMessageSize,
+		MQTT:           MQTT{MaxQueuedMessages: DefaultMaxQueuedMessages, QueueOverflow: DefaultQueueOverflow},
 		Connections: Connections{
 			HandshakeTimeout: DefaultHandshakeTimeout,
 			ReadTimeout:      DefaultReadTimeout,
@@ -272,6 +291,14 @@ func (c *Config) Validate() error {
 	}
 	if k := time.Duration(c.MQTT.MaxKeepAlive); k < 0 || k > 65535*time.Second || k%time.Second != 0 {
 		bad("mqtt.maxKeepAlive: %s must be whole seconds from 0 to 65535s", c.MQTT.MaxKeepAlive)
+	}
+	if c.MQTT.MaxQueuedMessages <= 0 {
+		bad("mqtt.maxQueuedMessages: %d must be positive", c.MQTT.MaxQueuedMessages)
+	}
+	switch c.MQTT.QueueOverflow {
+	case "drop", "disconnect":
+	default:
+		bad("mqtt.queueOverflow: %q (want drop or disconnect)", c.MQTT.QueueOverflow)
 	}
 	if c.Connections.HandshakeTimeout <= 0 {
 		bad("connections.handshakeTimeout: must be positive")

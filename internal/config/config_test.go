@@ -109,8 +109,10 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 			val = "3MiB"
 		case s.Key == "mqtt.maxKeepAlive", strings.HasSuffix(s.Key, "Timeout"):
 			val = "1m30s"
-		case s.Key == "connections.maxHandshakes":
+		case s.Key == "connections.maxHandshakes", s.Key == "mqtt.maxQueuedMessages":
 			val = "7"
+		case s.Key == "mqtt.queueOverflow":
+			val = "disconnect"
 		case s.Key == "log.format":
 			val = "json"
 		case s.Key == "log.level":
@@ -379,5 +381,48 @@ func TestConnectionLimits(t *testing.T) {
 		if _, err := Load("", nil, bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%v accepted: %v", bad, err)
 		}
+	}
+}
+
+// TestMQTTQueueSettings (issue 11 item 2): mqtt.maxQueuedMessages and
+// mqtt.queueOverflow from their defaults, YAML, environment and flags,
+// printed back, and validated.
+func TestMQTTQueueSettings(t *testing.T) {
+	d := Default()
+	if d.MQTT.MaxQueuedMessages != 100000 || d.MQTT.QueueOverflow != "drop" {
+		t.Fatalf("defaults %+v", d.MQTT)
+	}
+	f := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(f, []byte("mqtt:\n  maxQueuedMessages: 500\n  queueOverflow: disconnect\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(f, nil, nil)
+	if err != nil || c.MQTT.MaxQueuedMessages != 500 || c.MQTT.QueueOverflow != "disconnect" {
+		t.Fatalf("from YAML: %+v %v", c.MQTT, err)
+	}
+	c, err = Load(f, []string{"THRONG_MQTT_MAX_QUEUED_MESSAGES=20"}, []string{"--mqtt-queue-overflow", "drop"})
+	if err != nil || c.MQTT.MaxQueuedMessages != 20 || c.MQTT.QueueOverflow != "drop" {
+		t.Fatalf("env and flag: %+v %v", c.MQTT, err)
+	}
+	y, err := c.YAML()
+	if err != nil || !strings.Contains(string(y), "maxQueuedMessages: 20") || !strings.Contains(string(y), "queueOverflow: drop") {
+		t.Fatalf("printed config:\n%s %v", y, err)
+	}
+	// The printed configuration loads back to the same values.
+	f2 := filepath.Join(t.TempDir(), "printed.yaml")
+	if err := os.WriteFile(f2, y, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c2, err := Load(f2, nil, nil); err != nil || c2.MQTT != c.MQTT {
+		t.Fatalf("round trip: %+v, want %+v (%v)", c2.MQTT, c.MQTT, err)
+	}
+	for _, bad := range [][]string{{"--mqtt-max-queued-messages", "0"}, {"--mqtt-max-queued-messages", "-1"},
+		{"--mqtt-max-queued-messages", "many"}, {"--mqtt-queue-overflow", "block"}, {"--mqtt-queue-overflow", ""}} {
+		if _, err := Load("", nil, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%v accepted: %v", bad, err)
+		}
+	}
+	if _, err := Load("", []string{"THRONG_MQTT_QUEUE_OVERFLOW=Drop"}, nil); !errors.Is(err, ErrInvalid) {
+		t.Errorf("queueOverflow Drop accepted: %v", err)
 	}
 }
