@@ -8,6 +8,6 @@
 // scenario, the issue item it covers and where throng deliberately
 // differs from mosquitto.
 //
-// Tests that fail today are in *_pending_test.go files behind the build
-// tag conformance_pending (go test -tags conformance_pending).
+// A test written before its fix goes in a *_pending_test.go file behind the build
+// tag conformance_pending until the fix lands; none is pending now.
 package conformance

@@ -178,6 +178,11 @@ def op_receiver(cmd):
         r.link.drain(cmd["credit"])
     elif cmd.get("credit"):
         r.link.flow(cmd["credit"])
+        # Proton writes the flow on the next pump of the connection:
+        # without this, a receiver attached last would grant its credit
+        # only when the test next waits on it (after other links took
+        # every message).
+        flush()
     src = r.link.remote_source
     return {"address": src.address if src else None,
             "max_message_size": r.link.remote_max_message_size}
