@@ -31,12 +31,24 @@ import (
 // (tempsweep.go starts it) and never on the publish path. Anycast groups
 // (anycast.go) and live index nodes (local.go) are dropped at once when
 // their last consumer leaves.
-const pruneInterval = 30 * time.Second
+//
+// The engine, too, keeps state per deleted name: the delete marker each
+// deleted address definition leaves in the store's bucket (with its
+// per-subject state in the engine's memory, ~200 bytes). Every
+// markerPurgeInterval the loop has the store purge markers older than
+// markerAge (tenant.Store.PurgeDeleted); several nodes doing it at once
+// is harmless.
+const (
+	pruneInterval       = 30 * time.Second
+	markerPurgeInterval = 10 * time.Minute
+	markerAge           = 30 * time.Minute
+)
 
 // pruneLoop prunes every tenant every pruneInterval until ctx ends.
 func (r *Router) pruneLoop(ctx context.Context) {
 	t := time.NewTicker(pruneInterval)
 	defer t.Stop()
+	lastPurge := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -44,6 +56,16 @@ func (r *Router) pruneLoop(ctx context.Context) {
 		case <-t.C:
 		}
 		r.prune()
+		if time.Since(lastPurge) >= markerPurgeInterval {
+			lastPurge = time.Now()
+			pctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if n, err := r.store.PurgeDeleted(pctx, markerAge); err != nil && ctx.Err() == nil {
+				r.log.Warn("purging delete markers of the store failed", "err", err)
+			} else if n > 0 {
+				r.log.Debug("purged delete markers of the store", "count", n)
+			}
+			cancel()
+		}
 	}
 }
 

@@ -1,10 +1,15 @@
 package router
 
 import (
+	"encoding/base64"
 	"fmt"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/engine"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -333,5 +338,84 @@ func TestPruneStreamsCache(t *testing.T) {
 	ts.mu.Unlock()
 	if !stay || gone {
 		t.Fatalf("streams cache after prune: stay %v (want true), go %v (want false)", stay, gone)
+	}
+}
+
+// TestPruneStoreDeleteMarkers: the delete markers temporary addresses
+// leave in the store's bucket (and the engine's per-subject state with
+// them) are purged; a name defined again after its deletion keeps its
+// definition.
+func TestPruneStoreDeleteMarkers(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	nc, err := e.eng.Connect(engine.SystemAccount)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := func() uint64 {
+		st, err := js.Stream(ctx, "KV_throng_addresses")
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	before := msgs()
+	for range 200 {
+		tmp, err := e.r.CreateTemp(ctx, "default")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tmp.Delete(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustAddr(t, e.r, "default", &address.Address{Name: "again", Type: address.Multicast})
+	if err := e.r.DeleteAddress(ctx, "default", "again"); err != nil {
+		t.Fatal(err)
+	}
+	mustAddr(t, e.r, "default", &address.Address{Name: "again", Type: address.Multicast})
+	if got := msgs(); got < before+200 {
+		t.Fatalf("%d messages in the bucket after 200 deletes, expected markers", got)
+	}
+	// A marker newer than the age limit stays.
+	if n, err := e.store.PurgeDeleted(ctx, time.Hour); err != nil || n != 0 {
+		t.Fatalf("purge of markers older than an hour: %d, %v", n, err)
+	}
+	n, err := e.store.PurgeDeleted(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 200 {
+		t.Fatalf("purged %d markers, want 200", n)
+	}
+	if got := msgs(); got != before+1 {
+		t.Fatalf("%d messages in the bucket after the purge, want %d (again)", got, before+1)
+	}
+	if _, ok := e.store.Address("default", "again"); !ok {
+		t.Fatal("the address defined again is gone from the store")
+	}
+	kv, err := js.KeyValue(ctx, "throng_addresses")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range keys.Keys() {
+		found = found || k == "default."+base64.RawURLEncoding.EncodeToString([]byte("again"))
+	}
+	if !found {
+		t.Fatal("the definition of again is gone from the bucket")
 	}
 }

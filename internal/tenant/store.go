@@ -30,6 +30,7 @@ const (
 // Writes go to the bucket first and then into the cache, so a writer reads
 // its own writes at once; other nodes see them when their watch delivers.
 type Store struct {
+	js                    jetstream.JetStream
 	tenants, users, addrs jetstream.KeyValue
 	log                   *slog.Logger
 
@@ -50,6 +51,7 @@ func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) 
 		return nil, err
 	}
 	s := &Store{
+		js:        js,
 		log:       log,
 		tenantMap: map[string]*Tenant{},
 		userMap:   map[string]map[string]*User{},
@@ -101,6 +103,48 @@ func (s *Store) OnAddressChange(f func(tenant string, a *address.Address, delete
 	s.mu.Lock()
 	s.onAddr = append(s.onAddr, f)
 	s.mu.Unlock()
+}
+
+// PurgeDeleted removes from the buckets the delete markers of keys
+// deleted more than olderThan ago. A deleted key keeps a marker in its
+// bucket, and the engine keeps per-subject state for it in memory, so
+// every temporary ($temp/) address ever deleted cost the engine some 200
+// bytes for good. Watches on other nodes have long seen a marker that old;
+// a key written again since is left alone (only messages up to the marker
+// are purged). The router calls this periodically (router/prune.go).
+func (s *Store) PurgeDeleted(ctx context.Context, olderThan time.Duration) (int, error) {
+	limit := time.Now().Add(-olderThan)
+	purged := 0
+	for _, kv := range []jetstream.KeyValue{s.addrs, s.users, s.tenants} {
+		w, err := kv.WatchAll(ctx, jetstream.MetaOnly())
+		if err != nil {
+			return purged, err
+		}
+		var old []jetstream.KeyValueEntry
+		for e := range w.Updates() {
+			if e == nil {
+				break
+			}
+			if e.Operation() != jetstream.KeyValuePut && e.Created().Before(limit) {
+				old = append(old, e)
+			}
+		}
+		_ = w.Stop()
+		if len(old) == 0 {
+			continue
+		}
+		st, err := s.js.Stream(ctx, "KV_"+kv.Bucket())
+		if err != nil {
+			return purged, err
+		}
+		for _, e := range old {
+			if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+kv.Bucket()+"."+e.Key()), jetstream.WithPurgeSequence(e.Revision()+1)); err != nil {
+				return purged, fmt.Errorf("tenant store: purge delete marker in %s: %w", kv.Bucket(), err)
+			}
+			purged++
+		}
+	}
+	return purged, nil
 }
 
 // Close stops the watches.
