@@ -317,7 +317,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	// Final check: stop producing, let consumers catch up.
 	h.gate.Lock()
 	h.logf("%s", h.check(ctx, "final", cfg.CatchUp, true))
-	h.deltas()
+	for _, d := range h.deltas() {
+		h.logf("%s", d)
+	}
 	stats := h.snapshot()
 	h.quiet.Store(true)
 	h.gate.Unlock()
@@ -455,12 +457,17 @@ func (h *harness) cycle(ctx context.Context, n int, name string) error {
 	}
 	h.gate.Lock()
 	line := h.check(ctx, fmt.Sprintf("cycle %d %s", n+1, name), h.cfg.CatchUp, false)
+	// While producers are paused: afterwards new acknowledgements not
+	// yet delivered would show as missing.
+	deltas := h.deltas()
 	h.gate.Unlock()
 	if note != "" {
 		line += " | " + note
 	}
 	h.logf("%s", line)
-	h.deltas()
+	for _, d := range deltas {
+		h.logf("%s", d)
+	}
 	return nil
 }
 
@@ -574,7 +581,8 @@ func (h *harness) startTime() time.Time { return h.start }
 // deltas logs, per stream, what changed since the last check among the
 // figures that need a look (duplicates, missing, reorders, phantoms), so
 // that each can be tied to its fault.
-func (h *harness) deltas() {
+func (h *harness) deltas() []string {
+	var out []string
 	if h.last == nil {
 		h.last = map[string]StreamStats{}
 	}
@@ -600,10 +608,11 @@ func (h *harness) deltas() {
 			if s.DupsBad != l.DupsBad {
 				ex += " (latest not allowed: " + strings.Join(s.DupExamples, ", ") + ")"
 			}
-			h.logf("  %s: %s%s", st.Name, strings.Join(parts, ", "), ex)
+			out = append(out, fmt.Sprintf("  %s: %s%s", st.Name, strings.Join(parts, ", "), ex))
 		}
 		h.last[st.Name] = s
 	}
+	return out
 }
 
 func (h *harness) snapshot() []StreamStats {
