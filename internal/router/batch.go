@@ -1,9 +1,13 @@
 package router
 
 import (
+	"context"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/message"
 )
@@ -161,7 +165,11 @@ func (b *queueBatcher) sendLocked(items []batchItem) error {
 		}
 		data = message.AppendBatch(make([]byte, 0, size), 0, enc)
 	}
-	return b.ts.sendEntry(b.subject, b.name, data, hdr, func(o Outcome, err error) {
+	subject := b.subject
+	if len(items) > 1 {
+		subject = batchSubject(b.subject, len(items))
+	}
+	return b.ts.sendEntry(subject, b.name, data, hdr, func(o Outcome, err error) {
 		b.finished(items, o, err)
 	})
 }
@@ -188,4 +196,35 @@ func (b *queueBatcher) finished(items []batchItem, o Outcome, err error) {
 		}
 		items, o, err = next, Outcome{}, nerr
 	}
+}
+
+// batchSubject is the subject of a batch entry of n messages of the queue
+// subject q.<name>: qn.<name>.<n>. The queue's stream takes both
+// (batchSubjects), its consumer reads them in stream order, and the
+// per-subject counts the engine keeps give the backlog in messages.
+func batchSubject(subject string, n int) string {
+	return "qn" + subject[1:] + "." + strconv.Itoa(n)
+}
+
+// batchSubjects is the stream subject filter of a queue's batch entries.
+func batchSubjects(subject string) string { return "qn" + subject[1:] + ".*" }
+
+// queueBacklog turns a queue stream's entry count into a message count:
+// each batch entry counts as its messages. Messages of an entry that is
+// being consumed count until the whole entry is settled. On error the
+// entry count is returned.
+func queueBacklog(ctx context.Context, s jetstream.Stream, subject string, entries int64) int64 {
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(batchSubjects(subject)))
+	if err != nil {
+		return entries
+	}
+	n := entries
+	for subj, count := range info.State.Subjects {
+		k, err := strconv.Atoi(subj[strings.LastIndexByte(subj, '.')+1:])
+		if err != nil || k < 1 {
+			continue
+		}
+		n += int64(count) * int64(k-1)
+	}
+	return n
 }

@@ -453,6 +453,9 @@ func streamConfig(a *address.Address) jetstream.StreamConfig {
 	}
 	if a.Type == address.Queue {
 		sc.Retention = jetstream.WorkQueuePolicy
+		// Batch entries go to a subject naming their message count, so
+		// that the backlog counts messages (AddressStats).
+		sc.Subjects = append(sc.Subjects, batchSubjects(subjectFor(a)))
 	} else if l.Overflow != address.RejectNew {
 		// Topics drop their oldest messages by default.
 		sc.Discard = jetstream.DiscardOld
@@ -666,6 +669,9 @@ func (r *Router) AddressStats(ctx context.Context, tenantName, name string) (add
 		}
 		info := s.CachedInfo()
 		st.Backlog = int64(info.State.Msgs)
+		if a.Type == address.Queue {
+			st.Backlog = queueBacklog(ctx, s, subjectFor(a), st.Backlog)
+		}
 		st.Bytes = int64(info.State.Bytes)
 		if a.Type == address.Topic {
 			for cn := range s.ListConsumers(ctx).Info() {
