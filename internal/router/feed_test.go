@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
 )
 
 // Issue 10 item 1: a consumer without credit holds no messages. A has
@@ -316,5 +317,24 @@ func TestSubscriptionSharedByMembers(t *testing.T) {
 	defer mu.Unlock()
 	if counts[0] == 0 || counts[1] == 0 {
 		t.Fatalf("shares %v", counts)
+	}
+}
+
+// Deleting a queue removes the chunks of its large messages.
+func TestDeleteAddressPurgesChunks(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "big", Type: address.Queue})
+	body := make([]byte, 3<<20)
+	if _, err := e.r.Publish(ctxT(t), "default", "big", &message.Message{Body: body, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := e.r.LargeChunks(ctxT(t), "default"); err != nil || n == 0 {
+		t.Fatalf("chunks %d (%v): the message was not chunked", n, err)
+	}
+	if err := e.r.DeleteAddress(ctxT(t), "default", "big"); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, err := e.r.LargeChunks(ctxT(t), "default"); err != nil || n != 0 {
+		t.Fatalf("%d chunks left after the queue was deleted (%v)", n, err)
 	}
 }

@@ -628,6 +628,7 @@ func (r *Router) DeleteAddress(ctx context.Context, tenantName, name string) err
 		ts.mu.Lock()
 		delete(ts.streams, sn)
 		ts.mu.Unlock()
+		purgeSide(ctx, ts, sn)
 	case address.Subscription:
 		tg := r.targetFor(ts, a)
 		stream, cname := subscriptionConsumer(tg)
@@ -640,6 +641,21 @@ func (r *Router) DeleteAddress(ctx context.Context, tenantName, name string) err
 	}
 	ts.forget(a) // prune.go
 	return nil
+}
+
+// purgeSide removes what other streams keep for a deleted stream: the
+// chunks of its large messages (large.go) and the progress records of its
+// entries (entry.go). Best effort: leftovers are never read again (a new
+// stream of the same name has another creation time in its progress
+// subjects, and new chunk references name new subjects).
+func purgeSide(ctx context.Context, ts *tenantState, stream string) {
+	for side, subj := range map[string]string{largeStream: "lg." + stream + ".>", progressStream: "p." + stream + ".>"} {
+		s, err := ts.js.Stream(ctx, side)
+		if err != nil {
+			continue
+		}
+		_ = s.Purge(ctx, jetstream.WithPurgeSubject(subj))
+	}
 }
 
 // AddressStats reports backlog, consumers and counters of an address.
