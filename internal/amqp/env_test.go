@@ -48,7 +48,9 @@ func startEnv(t testing.TB, mut func(*Config)) *testEnv {
 		t.Fatal(err)
 	}
 	e := &testEnv{eng: eng, store: store, r: r, auth: auth.New(store)}
-	cfg := Config{Router: r, Auth: e.auth, Tenants: store, AllowAnonymous: true}
+	// A long handshake timeout: password checks (bcrypt) under the race
+	// detector on a loaded machine take seconds.
+	cfg := Config{Router: r, Auth: e.auth, Tenants: store, AllowAnonymous: true, HandshakeTimeout: time.Minute}
 	if mut != nil {
 		mut(&cfg)
 	}

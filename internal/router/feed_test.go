@@ -274,13 +274,17 @@ func TestQueueMixedEntryReleasedOnClose(t *testing.T) {
 		// odd ones stay unsettled and are released by Close
 	}
 	c.Close()
+	// The entries come back as the engine redelivers them; the accepted
+	// messages never do.
 	_, col2 := consume(t, e.r, "default", "q", ConsumeOptions{}, 100)
-	for i := 1; i < 10; i += 2 {
+	got := map[string]bool{}
+	for range 5 {
 		d := col2.next(t)
-		if string(d.Message.Body) != strconv.Itoa(i) {
-			t.Fatalf("got %q, want %d", d.Message.Body, i)
-		}
+		got[string(d.Message.Body)] = true
 		d.Settle(Outcome{Kind: Accepted})
+	}
+	if fmt.Sprint(got) != "map[1:true 3:true 5:true 7:true 9:true]" {
+		t.Fatalf("redelivered %v, want the odd (unsettled) ones", got)
 	}
 	col2.none(t, 200*time.Millisecond)
 	backlogIs(t, e.r, "q", 0)
