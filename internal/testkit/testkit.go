@@ -65,6 +65,9 @@ func Start(t testing.TB, opts ...Option) *Platform {
 		HTTP:  "127.0.0.1:0",
 		Admin: "127.0.0.1:0",
 	}
+	// Password checks (bcrypt) under the race detector on a loaded
+	// machine take seconds: a handshake gets a minute.
+	cfg.Connections.HandshakeTimeout = config.Duration(time.Minute)
 	pw := make([]byte, 12)
 	_, _ = rand.Read(pw)
 	cfg.AdminPassword = hex.EncodeToString(pw)
