@@ -84,7 +84,13 @@ type conn struct {
 	closeAft bool          // close the socket once the queue is written
 	wdone    chan struct{} // closed when the writer exits, if set
 	polled   bool          // the poller watches the socket: shut it down, do not close it
-	nextNC   netConn       // replaces nc when the writer is idle (see watch)
+	// fillWanted: QoS 1/2 publishes wait in conn.pending because the
+	// queue was full (writeRoomLocked); the writer moves them on
+	// (fillPending) once it has written half of it. Next to the other
+	// bools: conn stays at 512 bytes (docs/mqtt.md, memory per idle
+	// connection).
+	fillWanted bool
+	nextNC     netConn // replaces nc when the writer is idle (see watch)
 }
 
 // connExtra is state only some connections need (those that publish
@@ -297,12 +303,17 @@ func (c *conn) fatal(re *ReasonError) {
 }
 
 // kick disconnects the client with a reason code (v5) and closes the
-// connection once the DISCONNECT is written.
-func (c *conn) kick(code byte, text string) {
+// connection once the DISCONNECT is written. It reports false if the
+// connection was kicked before (and does nothing then).
+func (c *conn) kick(code byte, text string) bool {
 	c.mu.Lock()
-	if c.kicked == 0 {
-		c.kicked = code
+	if c.kicked != 0 {
+		// Already on its way out (one DISCONNECT is enough; a full
+		// queue kicks for every message it drops).
+		c.mu.Unlock()
+		return false
 	}
+	c.kicked = code
 	c.mu.Unlock()
 	if c.version == 5 {
 		pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5, ReasonCode: code}
@@ -319,10 +330,11 @@ func (c *conn) kick(code byte, text string) {
 		c.wmu.Unlock()
 		// Do not wait forever for a stuck client.
 		time.AfterFunc(5*time.Second, c.closeNet)
-		return
+		return true
 	}
 	c.wmu.Unlock()
 	c.closeNet()
+	return true
 }
 
 // flushAndClose closes the connection after the queued packets (such as
@@ -388,10 +400,13 @@ func (c *conn) enqueue(b []byte, droppable bool, post func()) bool {
 		return false
 	}
 	if c.wqBytes+len(b) > 3*c.s.cfg.WriteQueueBytes+limit {
-		// The client does not read even its acknowledgements.
+		// The client does not read even its acknowledgements. (QoS 1/2
+		// publishes wait in conn.pending rather than fill this queue:
+		// writeRoomLocked.)
 		c.wclosed = true
 		polled := c.polled
 		c.wmu.Unlock()
+		c.s.m.disconnects.WithLabelValues("write_queue_full").Inc()
 		c.endNet(polled)
 		if post != nil {
 			go post()
@@ -420,6 +435,12 @@ func (c *conn) writeLoop() {
 	var posts []func()
 	for {
 		c.wmu.Lock()
+		if c.fillWanted && !c.wclosed && c.wqBytes <= c.s.cfg.WriteQueueBytes/2 {
+			c.fillWanted = false
+			c.wmu.Unlock()
+			c.fillPending()
+			continue
+		}
 		if len(c.wq) == 0 || c.wclosed {
 			c.writing = false
 			closeAft := c.closeAft || c.wclosed
@@ -466,8 +487,7 @@ func (c *conn) writeLoop() {
 		}
 		nc := c.nc
 		c.wmu.Unlock()
-		_ = nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		_, err := nc.Write(buf)
+		err := c.writeAll(nc, buf)
 		if cap(buf) <= maxCoalesce {
 			*bp = buf[:0]
 		}
@@ -476,9 +496,68 @@ func (c *conn) writeLoop() {
 		}
 		posts = posts[:0]
 		if err != nil {
-			c.closeNet()
+			c.writeFailed(err)
 		}
 	}
+}
+
+// writeStall is how long a write may make no progress before the
+// connection ends: 1.5 × the keep-alive, as on the read side
+// [MQTT-3.1.2-24]; none without a keep-alive (the read side waits
+// forever then too; mqtt.maxKeepAlive bounds both). A client that keeps
+// its keep-alive but stops reading is paused, not dead: its messages
+// wait (back-pressure, docs/mqtt.md "Slow subscribers") until it reads
+// again or the stall limit ends the connection. (A fixed 30 s deadline
+// ended paused subscribers after 30 s once their socket buffer was full.)
+func (c *conn) writeStall() time.Duration { return c.keepAlive * 3 / 2 }
+
+// writeAll writes buf. The stall limit counts from the last progress: a
+// slow reader is not cut off while it reads, only one that stopped. A
+// transport whose write cannot resume after a deadline (TLS, WebSocket)
+// ends at the first one.
+func (c *conn) writeAll(nc netConn, buf []byte) error {
+	stall := c.writeStall()
+	for {
+		var dl time.Time
+		if stall > 0 {
+			dl = time.Now().Add(stall)
+		}
+		_ = nc.SetWriteDeadline(dl)
+		n, err := nc.Write(buf)
+		if err == nil || n == 0 || n >= len(buf) || !isTimeout(err) || !resumable(nc) {
+			return err
+		}
+		buf = buf[n:]
+	}
+}
+
+// resumable reports whether a write on nc may go on after a deadline.
+func resumable(nc netConn) bool {
+	switch nc.(type) {
+	case *fdConn, *net.TCPConn:
+		return true
+	}
+	return false
+}
+
+// writeFailed ends the connection after a failed write: the socket is
+// closed (shut down if the poller watches it, so that its reader runs
+// the teardown: live consumers closed, held PUBACKs of publishers
+// released, session saved or ended, will published) and the failure is
+// counted.
+func (c *conn) writeFailed(err error) {
+	c.wmu.Lock()
+	closing := c.wclosed // ended by someone else (kick, teardown): counted there
+	c.wmu.Unlock()
+	why := "write_error"
+	if isTimeout(err) {
+		why = "write_timeout"
+	}
+	if !closing {
+		c.s.m.disconnects.WithLabelValues(why).Inc()
+	}
+	c.s.log.Debug("write failed; closing", "tenant", c.tenant, "client_id", c.clientID, "reason", why, "err", err)
+	c.closeNet()
 }
 
 func (c *conn) send(pk *packets.Packet) {

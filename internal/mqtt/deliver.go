@@ -352,7 +352,7 @@ func (c *conn) sendRetained(ctx context.Context, sub *subscription) {
 			return
 		}
 		var op outPkt
-		if len(c.inflight) < c.recvMax {
+		if c.mayStartLocked() {
 			op = c.startInflight(om)
 		} else {
 			c.pending = append(c.pending, om)
@@ -413,21 +413,23 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	dup := d.Count > 1 && c.x != nil && c.x.crashResume
 	om := &outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, qos: qos, retain: retain, dup: dup, ids: ids}
 	var op outPkt
-	if len(c.inflight) < c.recvMax {
+	if c.mayStartLocked() {
 		op = c.startInflight(om)
 	} else {
 		if d.PreSettled() {
 			// A live QoS 1/2 message waiting for the client's receive
-			// maximum: bounded in bytes as well as by the credit window.
+			// maximum or for the write queue: bounded in bytes as well
+			// as by the credit window.
 			size := len(m.Body) + len(d.Address)
 			x := c.extraLocked()
 			if x.pendingLive+size > maxPendingLiveBytes {
 				post := ref.usedLocked(d)
 				c.mu.Unlock()
-				c.ti.mDropFull.Inc()
+				c.ti.mDropBytes.Inc()
 				if post != nil {
 					go post()
 				}
+				c.overflow("queue_bytes")
 				return
 			}
 			x.pendingLive += size
@@ -440,10 +442,92 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 }
 
 // maxPendingLiveBytes bounds, per connection, the live QoS 1/2 messages
-// waiting for the client's receive maximum (their credit window bounds
-// their number; this bounds large ones). Beyond it they are dropped and
-// counted (reason "queue_full"), as mosquitto's max_queued_bytes does.
+// waiting for the client's receive maximum or for the write queue (their
+// credit window bounds their number; this bounds large ones). Beyond it
+// they are dropped and counted (reason "queue_bytes"), as mosquitto's
+// max_queued_bytes does, and QueueOverflow applies.
 const maxPendingLiveBytes = 16 << 20
+
+// overflow applies Config.QueueOverflow after a live QoS 1/2 message
+// was dropped for this connection's subscriber (why: "queue_full", the
+// router's queue of MaxQueuedMessages; "queue_bytes", maxPendingLiveBytes
+// here): with OverflowDisconnect the client is disconnected with 0x97
+// (MQTT 5 DISCONNECT after what was already queued for it), counted once.
+func (c *conn) overflow(why string) {
+	if c.s.cfg.QueueOverflow != OverflowDisconnect {
+		return
+	}
+	if c.kick(rcQuotaExceeded, "subscriber queue full") {
+		c.s.m.disconnects.WithLabelValues(why).Inc()
+	}
+}
+
+// mayStartLocked reports whether a QoS 1/2 message may go out now rather
+// than wait in c.pending: nothing waits before it, the client's receive
+// maximum allows it, and the write queue has room. c.mu held.
+func (c *conn) mayStartLocked() bool {
+	return len(c.pending) == 0 && len(c.inflight) < c.recvMax && c.writeRoomLocked() > 0
+}
+
+// writeRoomLocked returns how many more bytes of QoS 1/2 publishes may
+// be queued for writing now. A client that stops reading then has at
+// most about WriteQueueBytes of them in the write queue; the rest wait
+// in c.pending, still holding their router credit, so that the router
+// queues what follows (back-pressure) instead of the write queue
+// growing until enqueue ends the connection. With no room, the writer
+// calls fillPending once it has written half its queue. c.mu held.
+func (c *conn) writeRoomLocked() int {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.wclosed {
+		return 1 // ending: enqueue drops it and runs the teardown's settlement
+	}
+	room := c.s.cfg.WriteQueueBytes - c.wqBytes
+	if room <= 0 {
+		c.fillWanted = true
+	}
+	return room
+}
+
+// fillPending sends the messages waiting in c.pending that the receive
+// maximum and the write queue now allow (the writer calls it).
+func (c *conn) fillPending() {
+	c.mu.Lock()
+	out := c.startPendingLocked(nil)
+	c.mu.Unlock()
+	for _, op := range out {
+		c.sendPublish(op)
+	}
+}
+
+// startPendingLocked starts the pending messages that may go out now, in
+// order, appending their packets to out. c.mu held.
+func (c *conn) startPendingLocked(out []outPkt) []outPkt {
+	if len(c.pending) == 0 || len(c.inflight) >= c.recvMax {
+		return out
+	}
+	room := c.writeRoomLocked()
+	for len(c.pending) > 0 && len(c.inflight) < c.recvMax {
+		if room <= 0 {
+			c.writeRoomLocked() // asks the writer to call again
+			break
+		}
+		next := c.pending[0]
+		c.pending[0] = nil
+		c.pending = c.pending[1:]
+		if next.liveSize > 0 {
+			c.x.pendingLive -= next.liveSize
+		}
+		if op := c.startInflight(next); op.b != nil {
+			out = append(out, op)
+			room -= len(op.b)
+		}
+	}
+	if len(c.pending) == 0 {
+		c.pending = nil
+	}
+	return out
+}
 
 // outPkt is an encoded QoS 1/2 PUBLISH; save: its packet id must be in
 // the engine before it is sent.
@@ -628,19 +712,7 @@ func (c *conn) finishLocked(id uint16, settle bool) (func(), []outPkt) {
 			}
 		}
 	}
-	var out []outPkt
-	for len(c.pending) > 0 && len(c.inflight) < c.recvMax {
-		next := c.pending[0]
-		c.pending[0] = nil
-		c.pending = c.pending[1:]
-		if next.liveSize > 0 {
-			c.x.pendingLive -= next.liveSize
-		}
-		if op := c.startInflight(next); op.b != nil {
-			out = append(out, op)
-		}
-	}
-	return post, out
+	return post, c.startPendingLocked(nil)
 }
 
 func (c *conn) onPuback(id uint16) {

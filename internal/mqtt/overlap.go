@@ -138,8 +138,8 @@ func (ref *consumerRef) dropped(reason string) {
 		label = "session_ended"
 	}
 	c.s.m.dropped.WithLabelValues(c.tenant, label).Inc()
-	if reason == "queue_full" && c.s.cfg.QueueOverflow == OverflowDisconnect {
-		c.kick(rcQuotaExceeded, "subscriber queue full")
+	if reason == "queue_full" {
+		c.overflow(reason)
 	}
 }
 

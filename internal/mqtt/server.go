@@ -124,11 +124,12 @@ type Config struct {
 	// meanwhile (back-pressure); this bound is the escape hatch, as
 	// mosquitto's max_queued_messages and EMQX's max_mqueue_len.
 	MaxQueuedMessages int
-	// QueueOverflow is what happens to a message beyond MaxQueuedMessages:
-	// OverflowDrop (default: dropped, counted as
-	// throng_mqtt_messages_dropped_total{reason="queue_full"}) or
-	// OverflowDisconnect (dropped and the subscriber disconnected with
-	// 0x97, so that it notices).
+	// QueueOverflow is what happens to a live QoS 1/2 message beyond
+	// MaxQueuedMessages (or beyond the 16 MiB such messages may take
+	// while waiting in the connection): OverflowDrop (default: dropped,
+	// counted as throng_mqtt_messages_dropped_total{reason="queue_full"}
+	// or "queue_bytes") or OverflowDisconnect (dropped, counted, and the
+	// subscriber disconnected with 0x97, so that it notices).
 	QueueOverflow string
 }
 
@@ -235,11 +236,11 @@ type tenantInfo struct {
 	received, sent atomic.Uint64
 	// Prometheus children resolved once per tenant: WithLabelValues per
 	// message was ~4 % of the QoS 0 publish path's CPU.
-	mReceived, mSent, mDropSlow, mDropLarge, mDropFull prometheus.Counter
-	mu                                                 sync.Mutex
-	sessions, wills, nodes                             *router.State // guarded by mu
-	serving                                            bool          // lease written, takeover listener on; guarded by mu
-	stopListen                                         func()        // guarded by mu
+	mReceived, mSent, mDropSlow, mDropLarge, mDropBytes prometheus.Counter
+	mu                                                  sync.Mutex
+	sessions, wills, nodes                              *router.State // guarded by mu
+	serving                                             bool          // lease written, takeover listener on; guarded by mu
+	stopListen                                          func()        // guarded by mu
 }
 
 // New returns a server; it starts the background loops (sweeper, $SYS).
@@ -289,7 +290,7 @@ func (s *Server) tenantInfo(name string) *tenantInfo {
 			mSent:      s.m.sent.WithLabelValues(name),
 			mDropSlow:  s.m.dropped.WithLabelValues(name, "slow_client"),
 			mDropLarge: s.m.dropped.WithLabelValues(name, "too_large"),
-			mDropFull:  s.m.dropped.WithLabelValues(name, "queue_full"),
+			mDropBytes: s.m.dropped.WithLabelValues(name, "queue_bytes"),
 		}
 		s.tenants[name] = ti
 	}
