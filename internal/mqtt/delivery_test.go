@@ -452,16 +452,17 @@ func TestLiveQoS1SubscriberPause(t *testing.T) {
 }
 
 // TestLiveQoS1SubscriberLongPause (issue 11.2): a 75 s pause (longer than
-// any timer of the old mechanism, and than the old fixed 30 s write
-// deadline) with the writer blocked on a full socket buffer loses
-// nothing either: the subscriber keeps its keep-alive (60 s; PINGREQs
-// every 5 s), so it is paused, not dead, and the write stall limit is
-// 90 s. Takes ~80 s, mostly idle (one run, in make test; not with -short).
+// any timer of the old mechanism) with ~8 MB sent to the subscriber (more
+// than the socket buffers take at once) loses nothing either: the
+// subscriber keeps its keep-alive (60 s; PINGREQs every 5 s), so it is
+// paused, not dead. Takes ~80 s, mostly idle (one run, in make test; not
+// with -short).
 //
-// Before: the 30 s write deadline ended the connection (and 2 KiB
-// messages filled the write queue beyond its control-packet bound);
-// the test's publisher also stopped reading PUBACKs after 60 s without
-// one, which looked like a hang at 4,072 of 50,000.
+// It used to stop at 4,072 of 50,000 because the test's publisher read
+// PUBACKs with readNoFail's 60 s deadline and gave up; no write had
+// failed. On loopback the kernel keeps taking a trickle of bytes from
+// the blocked writer, so this test passes with a 30 s no-progress limit
+// too; TestLiveSubscriberWriteStall covers the limit itself.
 func TestLiveQoS1SubscriberLongPause(t *testing.T) {
 	if testing.Short() {
 		t.Skip("75 s")
