@@ -284,7 +284,8 @@ func (f *feed) leave(c *Consumer) {
 	f.nExcluded.Store(int32(len(f.excluded)))
 	var release []*Delivery
 	var sub *nats.Subscription
-	if len(f.members) == 0 && !f.closed {
+	others := len(f.members) > 0
+	if !others && !f.closed {
 		f.closed = true
 		release, f.ready = f.ready, nil
 		sub = f.sub
@@ -294,7 +295,7 @@ func (f *feed) leave(c *Consumer) {
 		drain()
 	}
 	if sub == nil {
-		if len(f.members) > 0 {
+		if others {
 			go f.run() // c's credit is gone: others may need more
 		}
 		return
