@@ -546,8 +546,10 @@ func (l *link) onDrained() {
 // finishDrain uses up the remaining credit (part 2.6.7: drain) and tells
 // the peer.
 func (l *link) finishDrain() {
-	if l.pending.len() > 0 && l.credit > 0 && l.s.remoteIncomingWindow > 0 {
-		return // still sending; pump continues and the next flow completes it
+	if l.pending.len() > 0 && l.credit > 0 {
+		// Still sending (or held by the session's window): the drain
+		// covers these, so pump completes it once they are out.
+		return
 	}
 	l.sendCount += l.credit
 	l.credit = 0

@@ -382,6 +382,9 @@ func (s *session) pump() {
 			}
 			l.send(l.pending.pop())
 			progress = true
+			if l.drainReq && !l.draining && (l.pending.len() == 0 || l.credit == 0) {
+				l.finishDrain() // the last transfer a drain waited for
+			}
 			if s.cur != nil || s.remoteIncomingWindow == 0 {
 				s.rr = (s.rr + i + 1) % len(s.senders)
 				return
