@@ -63,6 +63,7 @@ type Stream struct {
 	dupsBad, reorders    int64
 	phantoms             int64
 	dupEx                []string // latest duplicates not allowed
+	reorderEx            []string // latest reorders
 	lastDelivery         int64    // count of deliveries, to see progress
 }
 
@@ -160,6 +161,10 @@ func (s *Stream) deliver(pid, seq int, pkt uint16) {
 	p.firstPkt[i] = pkt
 	if seq < p.maxFirst {
 		s.reorders++
+		s.reorderEx = append(s.reorderEx, fmt.Sprintf("p%d#%d after #%d", pid, seq, p.maxFirst))
+		if len(s.reorderEx) > 3 {
+			s.reorderEx = s.reorderEx[1:]
+		}
 	} else {
 		p.maxFirst = seq
 	}
@@ -186,6 +191,7 @@ type StreamStats struct {
 	UnackedDelivered     int64 // sent without an acknowledgement, delivered anyway (allowed)
 	MissingExamples      []string
 	DupExamples          []string // latest duplicates not allowed: producer#seq, packet ids
+	ReorderExamples      []string // latest reorders: producer#seq after #highest
 	Lost, Dropped        int64    // Missing split by semantics: MustDeliver → Lost, else Dropped
 	ReordersFatal        int64    // Reorders where Ordered
 	RefusedButDelivered  int64    // refused, delivered anyway
@@ -200,7 +206,7 @@ func (s *Stream) Stats() StreamStats {
 	st := StreamStats{Name: s.Name, Sem: s.Sem, Sent: s.sent, Acked: s.acked, Refused: s.refused,
 		Delivered: s.delivered, Dups: s.dups, DupsBad: s.dupsBad, Reorders: s.reorders,
 		Phantoms: s.phantoms, Deliveries: s.lastDelivery, producers: len(s.prods),
-		DupExamples: append([]string(nil), s.dupEx...)}
+		DupExamples: append([]string(nil), s.dupEx...), ReorderExamples: append([]string(nil), s.reorderEx...)}
 	for pid, p := range s.prods {
 		for i, f := range p.state {
 			d := p.deliveries[i] > 0

@@ -605,6 +605,9 @@ func (h *harness) deltas() []string {
 			if s.Missing > 0 {
 				ex = " (missing e.g. " + strings.Join(s.MissingExamples, " ") + ")"
 			}
+			if s.Reorders != l.Reorders {
+				ex += " (latest reorders: " + strings.Join(s.ReorderExamples, ", ") + ")"
+			}
 			if s.DupsBad != l.DupsBad {
 				ex += " (latest not allowed: " + strings.Join(s.DupExamples, ", ") + ")"
 			}
