@@ -364,7 +364,7 @@ func (c *Consumer) giveUnlock(d *Delivery) {
 		c.unsettled = d
 	}
 	c.mu.Unlock()
-	c.ctr.out.Add(1)
+	c.ctr.delivered(d.Message)
 	c.out.Inc()
 	c.deliver(d)
 }

@@ -48,3 +48,19 @@ func TestStatsCountAcceptedOnly(t *testing.T) {
 		t.Fatalf("anycast stats = %+v", st)
 	}
 }
+
+// Delivered messages count in messagesOut and bytesOut (body bytes).
+func TestStatsCountDelivered(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "out", Type: address.Queue})
+	publish(t, e.r, "default", "out", "hello")
+	publish(t, e.r, "default", "out", "abc")
+	_, col := consume(t, e.r, "default", "out", ConsumeOptions{}, 10)
+	for range 2 {
+		col.next(t).Settle(Outcome{Kind: Accepted})
+	}
+	st, err := e.r.AddressStats(ctxT(t), "default", "out")
+	if err != nil || st.MessagesOut != 2 || st.BytesOut != 8 {
+		t.Fatalf("messagesOut %d bytesOut %d (%v), want 2 and 8", st.MessagesOut, st.BytesOut, err)
+	}
+}
