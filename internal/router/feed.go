@@ -120,7 +120,8 @@ const maxPullEntries = 32
 const drainRetry = 5 * time.Millisecond
 
 // idleRelease is how long ready messages that no member can take stay on
-// this node before they go back to the engine (for other nodes' consumers).
+// this node before they go back to the engine (for other nodes'
+// consumers; on a single node they stay).
 var idleRelease = 2 * time.Second
 
 // keepalive is how often a feed reports its entries in progress to the
@@ -824,9 +825,12 @@ func (f *feed) idle() {
 	f.mu.Lock()
 	f.idleArmed = false
 	var release []*Delivery
-	if !f.closed && time.Since(f.lastGive) < idleRelease && len(f.ready) > 0 {
+	if !f.closed && (time.Since(f.lastGive) < idleRelease || f.ts.peers() <= 1) && len(f.ready) > 0 {
 		// Members are taking messages (a slow consumer making
-		// progress): what waits is theirs to come.
+		// progress): what waits is theirs to come. With no other node
+		// in the account there is nobody else to give it to, and giving
+		// it back would put newer entries ahead of it (the engine
+		// delays the redelivery): it stays, in order.
 		f.idleArmed = true
 		time.AfterFunc(idleRelease, f.idle)
 	} else if !f.closed {

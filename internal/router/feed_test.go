@@ -342,3 +342,33 @@ func TestDeleteAddressPurgesChunks(t *testing.T) {
 		t.Fatalf("%d chunks left after the queue was deleted (%v)", n, err)
 	}
 }
+
+// A single node keeps the ready messages of a consumer that stopped
+// granting credit, in order: newer messages do not overtake them (found
+// by the soak harness with a stuck consumer).
+func TestQueueStuckConsumerKeepsOrder(t *testing.T) {
+	old := idleRelease
+	idleRelease = 100 * time.Millisecond
+	t.Cleanup(func() { idleRelease = old })
+	e := batchedQueue(t, 50)
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 5)
+	for i := range 5 {
+		d := col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	col.none(t, 1500*time.Millisecond) // stuck for many idle periods
+	for i := 50; i < 55; i++ {
+		publish(t, e.r, "default", "q", strconv.Itoa(i))
+	}
+	c.AddCredit(100)
+	for i := 5; i < 55; i++ {
+		d := col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d: order broken after the stall", d.Message.Body, i)
+		}
+		d.Settle(Outcome{Kind: Accepted})
+	}
+}
