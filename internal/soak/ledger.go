@@ -44,6 +44,7 @@ func bumpDisruption() { disruption.Add(1) }
 type producer struct {
 	state      []uint8
 	deliveries []uint16
+	sentEpoch  []uint32 // disruption epoch when it was sent
 	firstEpoch []uint32
 	firstPkt   []uint16 // MQTT packet id of the first delivery, 0 if none
 	maxFirst   int      // highest sequence number first-delivered so far
@@ -79,6 +80,7 @@ func (s *Stream) Next(pid int) int {
 	p := s.prod(pid)
 	p.state = append(p.state, stSent)
 	p.deliveries = append(p.deliveries, 0)
+	p.sentEpoch = append(p.sentEpoch, disruption.Load())
 	p.firstEpoch = append(p.firstEpoch, 0)
 	p.firstPkt = append(p.firstPkt, 0)
 	s.sent++
@@ -144,7 +146,12 @@ func (s *Stream) deliver(pid, seq int, pkt uint16) {
 	}
 	if p.deliveries[i] > 1 {
 		s.dups++
-		bad := p.firstEpoch[i] == epoch || s.Sem.ExactlyOnce && (pkt == 0 || pkt != p.firstPkt[i])
+		// At least once: a redelivery is allowed after a disruption
+		// since the first delivery (the consumer reconnected, the node
+		// restarted) or since the message was sent (its publisher may
+		// have resent it, as MQTT clients do after a reconnect).
+		calm := p.firstEpoch[i] == epoch && p.sentEpoch[i] == epoch
+		bad := calm || s.Sem.ExactlyOnce && (pkt == 0 || pkt != p.firstPkt[i])
 		if bad {
 			s.dupsBad++
 			// The latest few, to tie them to a fault and find them

@@ -92,6 +92,15 @@ var knownOpen = map[string]string{
 	// released messages are stored again at the back of the queue, so the
 	// consumer later gets them after newer ones.
 	"amqp-queue reorder": "issue 10 item 7: a released message goes to the back of the queue",
+	// After kill -9, a message the node had sent to a persistent session
+	// just before dying (never received) comes again only later, after
+	// newer ones: seen once in TestSoakShort (mqtt3-persist-qos2, p1#3041
+	// after #3968, about 20 s after the kill) and once in the 1-hour run
+	// (mqtt5-persist-qos1, 10 messages, kill -9 with a reconnect storm).
+	"mqtt5-persist-qos1 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
+	"mqtt5-persist-qos2 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
+	"mqtt3-persist-qos1 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
+	"mqtt3-persist-qos2 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
 }
 
 func TestPayloadRoundTrip(t *testing.T) {
@@ -109,6 +118,7 @@ func TestPayloadRoundTrip(t *testing.T) {
 // TestLedger checks the checker's own bookkeeping: loss, duplicates in and
 // out of a disruption, reorders, phantoms.
 func TestLedger(t *testing.T) {
+	bumpDisruption()
 	st := NewStream("s", Semantics{MustDeliver: true, Ordered: true})
 	for i := 1; i <= 5; i++ {
 		if seq := st.Next(1); seq != i {
@@ -133,6 +143,26 @@ func TestLedger(t *testing.T) {
 	}
 	st.Ack(1, 5)
 	if s := st.Stats(); s.Lost != 1 || s.MissingExamples[0] != "p1#5" {
+		t.Fatalf("%+v", s)
+	}
+	// Sent before a disruption, delivered twice after it: the publisher
+	// may have resent it (at least once).
+	st.Deliver(1, 5)
+	st.Deliver(1, 5)
+	if s := st.Stats(); s.Dups != 3 || s.DupsBad != 1 {
+		t.Fatalf("%+v", s)
+	}
+	// QoS 2: again under the same packet id after a disruption is what a
+	// stateful client absorbs; under a new one it is not allowed.
+	q := NewStream("q", Semantics{MustDeliver: true, ExactlyOnce: true})
+	q.Next(1)
+	q.Next(1)
+	q.deliver(1, 1, 7)
+	q.deliver(1, 2, 8)
+	bumpDisruption()
+	q.deliver(1, 1, 7)
+	q.deliver(1, 2, 9)
+	if s := q.Stats(); s.Dups != 2 || s.DupsBad != 1 || s.DupExamples[0] != "p1#2 pkt 8→9" {
 		t.Fatalf("%+v", s)
 	}
 }
