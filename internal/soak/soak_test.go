@@ -87,11 +87,6 @@ func TestSoakShort(t *testing.T) {
 // they are worked on. Whoever fixes one removes its entry (and runs
 // THRONG_SOAK_STRICT=1 go test -run TestSoakShort ./internal/soak/).
 var knownOpen = map[string]string{
-	// A single queue consumer that stops taking messages for longer than
-	// the router's in-progress period has its unconsumed backlog released;
-	// released messages are stored again at the back of the queue, so the
-	// consumer later gets them after newer ones.
-	"amqp-queue reorder": "issue 10 item 7: a released message goes to the back of the queue",
 	// After kill -9, a message the node had sent to a persistent session
 	// just before dying (never received) comes again only later, after
 	// newer ones: seen once in TestSoakShort (mqtt3-persist-qos2, p1#3041
