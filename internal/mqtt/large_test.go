@@ -29,12 +29,16 @@ func TestTenantMaxPacketSize(t *testing.T) {
 	if ack := r.connect(nil); ack.Properties.MaximumPacketSize != 1<<20+packetOverhead {
 		t.Fatalf("tenant maximum: CONNACK says %d", ack.Properties.MaximumPacketSize)
 	}
+	r.mayClose = true
 	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, TopicName: "big", Payload: make([]byte, 2<<20)})
-	if d := r.read(); d == nil || d.FixedHeader.Type != packets.Disconnect || d.ReasonCode != 0x95 {
+	// The DISCONNECT may be lost with the connection's reset when the
+	// server closed while the client was still writing the packet.
+	if d := r.read(); (d == nil && !r.wrFailed) || (d != nil && (d.FixedHeader.Type != packets.Disconnect || d.ReasonCode != 0x95)) {
 		t.Fatalf("want DISCONNECT 0x95, got %+v", d)
 	}
 	r = dialRaw(t, e, 4)
 	r.connect(nil)
+	r.mayClose = true
 	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: 1, TopicName: "big", Payload: make([]byte, 2<<20)})
 	if !r.closed() {
 		t.Fatal("3.1.1 connection not closed")
