@@ -151,6 +151,10 @@ func pahoDial(t *testing.T, p *testkit.Platform, id string, clean bool, expiry u
 	c.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: id,
 		Conn:     nc,
+		// paho waits 10 s for a PUBACK by default; a 64 MiB publish is
+		// acknowledged once its live subscriber took it (back-pressure),
+		// which under -race can take longer.
+		PacketTimeout: time.Minute,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			c.msgs <- pr.Packet
 			return true, nil
