@@ -36,8 +36,8 @@ import (
 // Ordering: a single goroutine at a time gives ready messages out
 // (running), in ready order, so each member sees them in stream order
 // (released ones go back to their place, by sequence and part). What no
-// member can take is kept for idleRelease and then given back to the
-// engine, so that consumers on other nodes get it.
+// member can take stays ready; when other nodes share the tenant it goes
+// back to the engine after idleRelease, so that their consumers get it.
 //
 // Lock order: feed.mu, then Consumer.mu, then entry.mu. deliver is never
 // called with feed.mu held.
@@ -66,7 +66,6 @@ type feed struct {
 	open        map[*entry]struct{} // entries not settled in full; guarded by mu
 	keepArmed   bool                // guarded by mu
 	idleArmed   bool                // guarded by mu
-	given       uint64              // messages given to members; guarded by mu
 	lastGive    time.Time           // when a message was last given; guarded by mu
 	closed      bool                // guarded by mu
 	excluded    map[partKey][]*Consumer
@@ -495,7 +494,6 @@ func (f *feed) assignLocked(out []give) []give {
 		}
 		m.credit--
 		total--
-		f.given++
 		f.lastGive = now
 		out = append(out, give{m.c, d})
 	}
