@@ -36,6 +36,10 @@ type Tenant struct {
 	AutoCreate []AutoCreateRule `json:"autoCreate"`
 	Limits     Limits           `json:"limits"`
 	Created    time.Time        `json:"created"`
+	// IoT, when set, makes the tenant IoT-enabled: its Eclipse Hono
+	// tenant configuration (trust anchors, adapters, limits), served by
+	// the device registry's /v1/tenants API.
+	IoT *IoT `json:"iot,omitempty"`
 }
 
 // AutoCreateRule defines an address on first use of a matching name.
