@@ -77,6 +77,9 @@ type Config struct {
 	// SetPassword stores a new user's password (bcrypt hash and SCRAM
 	// verifier); nil uses auth.SetPassword.
 	SetPassword func(u *tenant.User, password string) error
+	// Registry serves Hono's device registry API under /v1 (hono.go); nil
+	// answers 404 for devices and credentials.
+	Registry Registry
 }
 
 // MaxBodyBytes bounds request bodies; larger ones get 413.
@@ -121,6 +124,23 @@ var routes = []route{
 	{"POST", "/api/tenants/{tenant}/users", true, (*Server).createUser},
 	{"GET", "/api/tenants/{tenant}/users/{name}", true, (*Server).getUser},
 	{"DELETE", "/api/tenants/{tenant}/users/{name}", true, (*Server).deleteUser},
+	// Hono's Device Registry Management API (hono.go): its own access
+	// rules (administrators and tenant administrators) and error shape.
+	{"POST", "/v1/tenants", false, (*Server).v1CreateTenant},
+	{"GET", "/v1/tenants", false, (*Server).v1SearchTenants},
+	{"POST", "/v1/tenants/{tenantId}", false, (*Server).v1CreateTenant},
+	{"GET", "/v1/tenants/{tenantId}", false, (*Server).v1GetTenant},
+	{"PUT", "/v1/tenants/{tenantId}", false, (*Server).v1UpdateTenant},
+	{"DELETE", "/v1/tenants/{tenantId}", false, (*Server).v1DeleteTenant},
+	{"POST", "/v1/devices/{tenantId}", false, (*Server).v1CreateDevice},
+	{"GET", "/v1/devices/{tenantId}", false, (*Server).v1SearchDevices},
+	{"DELETE", "/v1/devices/{tenantId}", false, (*Server).v1DeleteDevices},
+	{"POST", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1CreateDevice},
+	{"GET", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1GetDevice},
+	{"PUT", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1UpdateDevice},
+	{"DELETE", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1DeleteDevice},
+	{"GET", "/v1/credentials/{tenantId}/{deviceId}", false, (*Server).v1GetCredentials},
+	{"PUT", "/v1/credentials/{tenantId}/{deviceId}", false, (*Server).v1SetCredentials},
 }
 
 // New returns the API handler.
@@ -159,8 +179,11 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range routes {
 		h := rt.h
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(s, w, r) })
-		if rt.admin {
+		switch {
+		case rt.admin:
 			hf = s.requireAdmin(hf)
+		case isV1(rt.path):
+			hf = s.requireRegistryUser(hf)
 		}
 		s.mux.Handle(rt.method+" "+rt.path, hf)
 	}
@@ -184,6 +207,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// path in plain text; let it decide, then answer in JSON.
 	rec := &headerRecorder{h: http.Header{}, code: http.StatusOK}
 	h.ServeHTTP(rec, r)
+	if isV1(r.URL.Path) && (rec.code == http.StatusNotFound || rec.code == http.StatusMethodNotAllowed) {
+		// Hono's error shape under /v1.
+		if allow := rec.h.Get("Allow"); allow != "" {
+			sw.Header().Set("Allow", allow)
+		}
+		honoError(sw, rec.code, fmt.Sprintf("%s %s: no such resource or method", r.Method, r.URL.Path))
+		return
+	}
 	switch rec.code {
 	case http.StatusNotFound:
 		writeError(sw, CodeNotFound, "no such resource: "+r.URL.Path)
@@ -197,6 +228,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sw.WriteHeader(rec.code)
 	}
 }
+
+// isV1 reports whether a path belongs to Hono's registry API.
+func isV1(p string) bool { return p == "/v1" || strings.HasPrefix(p, "/v1/") }
 
 type statusWriter struct {
 	http.ResponseWriter
