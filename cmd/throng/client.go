@@ -67,6 +67,27 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("%s (%s)", e.Message, e.Code) }
 
+// honoCode names a /v1 error status with the admin API's codes.
+func honoCode(status int) admin.Code {
+	switch status {
+	case http.StatusBadRequest:
+		return admin.CodeInvalid
+	case http.StatusUnauthorized:
+		return admin.CodeUnauthorized
+	case http.StatusForbidden:
+		return admin.CodeForbidden
+	case http.StatusNotFound:
+		return admin.CodeNotFound
+	case http.StatusConflict:
+		return admin.CodeExists
+	case http.StatusPreconditionFailed:
+		return "precondition_failed"
+	case http.StatusRequestEntityTooLarge:
+		return admin.CodeBodyTooLarge
+	}
+	return "http"
+}
+
 // seg escapes one path segment; address names with '/' become one segment.
 // "." and ".." are escaped too, so that they are not taken as path steps.
 func seg(s string) string {
@@ -112,6 +133,16 @@ func (cl *client) call(ctx context.Context, method, path string, in, out any) ([
 		var eb admin.ErrorBody
 		if json.Unmarshal(raw, &eb) == nil && eb.Error.Code != "" {
 			ae := &apiError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+			if resp.StatusCode == http.StatusUnauthorized && cl.password == "" {
+				ae.Message += "; give --password or set THRONG_PASSWORD"
+			}
+			return nil, ae
+		}
+		// The /v1 (Hono) API answers {"error": "..."}: the code follows
+		// from the status.
+		var he admin.HonoError
+		if json.Unmarshal(raw, &he) == nil && he.Error != "" {
+			ae := &apiError{Status: resp.StatusCode, Code: honoCode(resp.StatusCode), Message: he.Error}
 			if resp.StatusCode == http.StatusUnauthorized && cl.password == "" {
 				ae.Message += "; give --password or set THRONG_PASSWORD"
 			}

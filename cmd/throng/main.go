@@ -47,6 +47,8 @@ Usage:
   throng tenant  create|list|get|delete ...                  manage tenants
   throng address create|list|get|delete ... [--tenant T]     manage addresses
   throng user    create|list|delete ... [--tenant T]         manage users
+  throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
+  throng credential set|list --tenant T --device D           manage a device's credentials
   throng status                                              show a node's status
   throng bench   mqtt|amqp|conns|table [flags]               load and comparison tool
   throng soak    [--duration 1h] [flags]                     crash, fault and soak checker
@@ -101,6 +103,10 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.address(ctx, rest)
 	case "user", "users":
 		err = c.user(ctx, rest)
+	case "device", "devices":
+		err = c.device(ctx, rest)
+	case "credential", "credentials":
+		err = c.credential(ctx, rest)
 	case "status":
 		err = c.status(ctx, rest)
 	case "bench":
