@@ -1,5 +1,6 @@
-// Package auth authenticates users against the tenant store and authorizes
-// their actions on addresses. Every front-end uses it.
+// Package auth authenticates users against the tenant store, and devices
+// of IoT-enabled tenants against the device registry (device.go, cert.go),
+// and authorizes their actions on addresses. Every front-end uses it.
 //
 // Password checks cost a bcrypt comparison (tens of milliseconds), so a
 // successful verification is cached: the cache remembers, per user, the
@@ -7,16 +8,27 @@
 // later login with the same password against the same stored hash is then
 // a hash comparison, and a password change or user deletion invalidates it
 // by itself (the stored hash no longer matches or the user is gone).
+// Comparisons that do run go through a bounded pool (about GOMAXPROCS at
+// once, pool.go), so a reconnect storm queues instead of running
+// thousands of bcrypts side by side.
+//
+// Package registry must not import auth: auth imports registry for its
+// types (the device source below is satisfied by *registry.Store).
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/throngmq/throng/internal/address"
@@ -30,6 +42,15 @@ var ErrBadCredentials = errors.New("bad user name or password")
 // ErrUnknownTenant is returned when the tenant named does not exist.
 var ErrUnknownTenant = errors.New("unknown tenant")
 
+// ErrNotAuthorized is returned for a device whose tenant, or the protocol
+// adapter for that tenant, is disabled: MQTT answers "not authorized"
+// (0x87, 3.1.1 return code 5) rather than "bad user name or password".
+var ErrNotAuthorized = errors.New("not authorized")
+
+// ErrUnavailable is returned when the device registry cannot answer: the
+// client may retry (MQTT 0x88, AMQP SASL sys-temp).
+var ErrUnavailable = errors.New("authentication service unavailable")
+
 // BcryptCost is the cost used for new password hashes.
 const BcryptCost = 10
 
@@ -39,14 +60,27 @@ func HashPassword(pw string) (string, error) {
 	return string(h), err
 }
 
-// Principal is an authenticated identity.
+// Principal is an authenticated identity: a throng user, an anonymous
+// client, or a device of an IoT-enabled tenant (Device set).
 type Principal struct {
 	Tenant   string
-	User     string // empty for anonymous
+	User     string // empty for anonymous and devices
 	ClientID string
 	Roles    []tenant.Role
 	Perms    []tenant.Permission
+	// Device is the device id of a device principal (empty otherwise). A
+	// device is a principal of its own kind: it has no roles and no
+	// permissions on ordinary addresses (Authorize refuses it everything);
+	// the Hono topic layer grants it its own device topics.
+	Device string
+	// AuthID is the auth-id the device authenticated with, and AuthType
+	// its credential type (registry.TypePassword, registry.TypeX509).
+	AuthID   string
+	AuthType string
 }
+
+// IsDevice reports whether the principal is a device.
+func (p *Principal) IsDevice() bool { return p.Device != "" }
 
 // Anonymous returns the principal of an anonymous connection to a tenant;
 // it may send and receive on every address (front-ends only allow it where
@@ -85,10 +119,24 @@ type Users interface {
 
 // Authenticator checks credentials, with a verification cache.
 type Authenticator struct {
-	users Users
+	users   Users
+	devices Devices // nil: no device authentication
+	log     *slog.Logger
+	m       *authMetrics
+	pool    *pool
+	now     func() time.Time // time of validity checks (tests set it)
+
+	// Client certificates (cert.go): the node's tls.clientCA for users,
+	// the tenants' trust anchors for devices.
+	clientCAs *x509.CertPool
+	anchors   anchorIndex
 
 	mu    sync.Mutex
 	cache map[string]verified // key tenant+"\x00"+user; guarded by mu
+
+	devMu    sync.Mutex
+	devCache map[string]devVerified // key tenant, auth-id, stored hash; guarded by devMu
+	devKeys  map[string][]string    // tenant+"\x00"+device → its devCache keys; guarded by devMu
 }
 
 type verified struct {
@@ -99,9 +147,50 @@ type verified struct {
 // maxCache bounds the verification cache; on overflow it starts afresh.
 const maxCache = 1 << 16
 
+// Option configures an Authenticator.
+type Option func(*Authenticator)
+
+// WithDevices authenticates devices of IoT-enabled tenants against d
+// (*registry.Store) and drops cached verifications when d reports a
+// change of a device's credentials.
+func WithDevices(d Devices) Option { return func(a *Authenticator) { a.devices = d } }
+
+// WithMetrics registers the authenticator's metrics.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(a *Authenticator) { a.m.register(reg) }
+}
+
+// WithLogger sets the logger (refusals are logged with their reason).
+func WithLogger(l *slog.Logger) Option { return func(a *Authenticator) { a.log = l } }
+
+// WithBcryptWorkers bounds the bcrypt comparisons that run at once
+// (default GOMAXPROCS).
+func WithBcryptWorkers(n int) Option { return func(a *Authenticator) { a.pool = newPool(n, a.m) } }
+
+// WithClientCAs sets the pool that users' client certificates chain to
+// (the node's tls.clientCA; see ConfigureTLS).
+func WithClientCAs(p *x509.CertPool) Option { return func(a *Authenticator) { a.clientCAs = p } }
+
 // New returns an authenticator over the store.
-func New(users Users) *Authenticator {
-	return &Authenticator{users: users, cache: map[string]verified{}}
+func New(users Users, opts ...Option) *Authenticator {
+	a := &Authenticator{
+		users:    users,
+		log:      slog.New(slog.DiscardHandler),
+		m:        newAuthMetrics(),
+		now:      time.Now,
+		cache:    map[string]verified{},
+		devCache: map[string]devVerified{},
+		devKeys:  map[string][]string{},
+	}
+	a.pool = newPool(0, a.m)
+	for _, o := range opts {
+		o(a)
+	}
+	a.log = a.log.With("component", "auth")
+	if a.devices != nil {
+		a.devices.OnCredentialsChange(a.forgetDevice)
+	}
+	return a
 }
 
 // SplitUser splits "user@tenant" into its parts; without '@' the tenant is
@@ -113,15 +202,46 @@ func SplitUser(s, defaultTenant string) (user, tenantName string) {
 	return s, defaultTenant
 }
 
-// Authenticate checks a user name and password in a tenant.
+// Protocol adapters, as Hono names them in a tenant's "adapters" list.
+const (
+	AdapterMQTT = "hono-mqtt"
+	AdapterAMQP = "hono-amqp"
+	AdapterHTTP = "hono-http"
+)
+
+// authenticateTimeout bounds Authenticate, which has no context: the
+// wait for a bcrypt worker and the registry lookup.
+const authenticateTimeout = 30 * time.Second
+
+// Authenticate checks a user name and password in a tenant: a throng
+// user of that name, else (IoT-enabled tenants) a device whose
+// hashed-password credential has that auth-id. No protocol adapter is
+// named, so the tenant's adapter settings are not consulted; front-ends
+// use AuthenticateFor.
 func (a *Authenticator) Authenticate(tenantName, user, password string) (*Principal, error) {
-	if _, ok := a.users.Tenant(tenantName); !ok {
+	ctx, cancel := context.WithTimeout(context.Background(), authenticateTimeout)
+	defer cancel()
+	return a.AuthenticateFor(ctx, "", tenantName, user, password)
+}
+
+// AuthenticateFor is Authenticate for a protocol adapter (AdapterMQTT,
+// ...): a device is refused when the tenant disables that adapter. ctx
+// bounds the wait for a bcrypt worker and the registry lookup. Errors
+// wrap ErrBadCredentials, ErrNotAuthorized (disabled tenant or adapter),
+// ErrUnknownTenant or ErrUnavailable; their text names the reason, for
+// logs, and must not be sent to the client.
+func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName, user, password string) (*Principal, error) {
+	t, ok := a.users.Tenant(tenantName)
+	if !ok {
 		return nil, ErrUnknownTenant
 	}
 	u, ok := a.users.User(tenantName, user)
+	if (!ok || u.PasswordHash == "") && t.IoT != nil && a.devices != nil {
+		return a.authenticateDevice(ctx, adapter, t, user, password)
+	}
 	if !ok || u.PasswordHash == "" {
 		// Spend comparable time so that probing for user names is not cheaper.
-		_ = bcrypt.CompareHashAndPassword(dummyHash, []byte(password))
+		_, _ = a.pool.compare(ctx, dummyHash, password)
 		return nil, ErrBadCredentials
 	}
 	key := tenantName + "\x00" + user
@@ -130,7 +250,11 @@ func (a *Authenticator) Authenticate(tenantName, user, password string) (*Princi
 	v, hit := a.cache[key]
 	a.mu.Unlock()
 	if !hit || v.hash != u.PasswordHash || subtle.ConstantTimeCompare(v.sum[:], sum[:]) != 1 {
-		if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(password)) != nil {
+		match, err := a.pool.compare(ctx, []byte(u.PasswordHash), password)
+		if err != nil {
+			return nil, err
+		}
+		if !match {
 			return nil, ErrBadCredentials
 		}
 		a.mu.Lock()
@@ -139,6 +263,8 @@ func (a *Authenticator) Authenticate(tenantName, user, password string) (*Princi
 		}
 		a.cache[key] = verified{hash: u.PasswordHash, sum: sum}
 		a.mu.Unlock()
+	} else {
+		a.m.cacheHits.Inc()
 	}
 	return &Principal{Tenant: tenantName, User: u.Name, Roles: u.Roles, Perms: u.Permissions}, nil
 }
@@ -152,6 +278,9 @@ var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dummy"), BcryptCost)
 func Authorize(p *Principal, name string, action tenant.Action) bool {
 	if Reserved(name, action) != nil {
 		return false
+	}
+	if p.IsDevice() {
+		return false // devices use their Hono topics only (not ordinary addresses)
 	}
 	if p.IsTenantAdmin() {
 		return true
