@@ -73,6 +73,11 @@ type Credential struct {
 	Enabled *bool                      `json:"enabled,omitempty"` // default true
 	Ext     map[string]json.RawMessage `json:"ext,omitempty"`
 	Secrets []Secret                   `json:"secrets"`
+
+	// Cert (x509-cert, input only): a device certificate (DER, base64 in
+	// JSON) from which the store takes the auth-id (the subject DN) and
+	// the secret's validity; it is not stored (Hono's "cert").
+	Cert []byte `json:"cert,omitempty"`
 }
 
 // IsEnabled reports Hono's "enabled" (default true).

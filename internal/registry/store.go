@@ -1,22 +1,22 @@
 package registry
 
-// CONTRACT STUB (session 10 lead): the signatures below are the agreed
-// interface between the registry store (helper "registry-store"), the
-// Hono HTTP API in package admin and device authentication in package
-// auth. The store helper replaces the bodies and this comment; signature
-// changes must be agreed first.
-
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/tidwall/btree"
 
 	"github.com/throngmq/throng/internal/tenant"
 )
-
-var errTODO = errors.New("registry: not implemented yet")
 
 // Tenants is what the store needs to know about tenants (*tenant.Store):
 // existence, and Hono's registration-limits.
@@ -24,90 +24,456 @@ type Tenants interface {
 	Tenant(name string) (*tenant.Tenant, bool)
 }
 
-// Store keeps devices and credentials.
-type Store struct{}
+// Store keeps devices and credentials in three KV buckets of the system
+// account (docs/registry.md, "Storage"):
+//
+//	throng_devices      <tenant>.<id>               → storedDevice (JSON)
+//	throng_credentials  <tenant>.<id>               → storedCredentials (JSON, with hashes)
+//	throng_authids      <tenant>.<type>.<b64 auth-id> → device id
+//
+// Reads of one device, its credentials and Lookup are KV gets. Paging and
+// counting use an in-memory index per tenant (ordered ids in a counted
+// B-tree, and the gateway relations) that one goroutine, the devices
+// watch, builds at Open and keeps current with every node's writes. A
+// writer waits until its own watch has applied its write, so it reads its
+// own writes in the index too.
+type Store struct {
+	js                   jetstream.JetStream
+	devs, creds, authIDs jetstream.KeyValue
+	tenants              Tenants
+	log                  *slog.Logger
+
+	devWatch, credWatch jetstream.KeyWatcher
+	done                chan struct{} // closed by Close
+	closeOnce           sync.Once
+	wg                  sync.WaitGroup // the watch goroutines
+
+	mu        sync.RWMutex
+	index     map[string]*tenantIndex // by tenant; written only by the devices watch; guarded by mu
+	applied   uint64                  // the last devices-bucket revision the watch applied; guarded by mu
+	appliedCh chan struct{}           // closed (and replaced) when applied moves and someone waits; guarded by mu
+	waiting   bool                    // appliedCh was handed out; guarded by mu
+	onChange  []func(tenantName, deviceID string)
+}
+
+// tenantIndex is one tenant's in-memory index. Devices with none of via,
+// viaGroups and memberOf cost only their id in ids.
+type tenantIndex struct {
+	ids      *btree.BTreeG[string]          // device ids in byte order
+	links    map[string]*links              // device id → its gateway relations (only devices that have some)
+	viaRef   map[string]int                 // device id → how many other devices name it in via
+	groupRef map[string]int                 // group → how many devices name it in viaGroups
+	members  map[string]map[string]struct{} // group → devices that are memberOf it
+	gateways []string                       // sorted gateway ids; nil when to be recomputed
+}
+
+type links struct {
+	Via       []string `json:"via,omitempty"`
+	ViaGroups []string `json:"viaGroups,omitempty"`
+	MemberOf  []string `json:"memberOf,omitempty"`
+}
+
+func newTenantIndex() *tenantIndex {
+	return &tenantIndex{
+		ids:      btree.NewBTreeGOptions(func(a, b string) bool { return a < b }, btree.Options{NoLocks: true, Degree: 64}),
+		links:    map[string]*links{},
+		viaRef:   map[string]int{},
+		groupRef: map[string]int{},
+		members:  map[string]map[string]struct{}{},
+	}
+}
+
+// storedDevice is the value in the devices bucket: the Hono resource and
+// an incarnation, a random id given at creation, that credentials carry
+// too: credentials left over from an earlier device of the same id (a
+// SetCredentials racing a DeleteDevice) do not belong to a new one.
+type storedDevice struct {
+	Device
+	Inc string `json:"inc"`
+}
+
+// storedCredentials is the value in the credentials bucket.
+type storedCredentials struct {
+	Inc         string       `json:"inc"`
+	Credentials []Credential `json:"credentials"`
+}
+
+// purgeMarker is the value of a tenant's marker key in the devices bucket,
+// written by DeleteDevices after it purged the tenant's keys: a purge
+// leaves nothing that watches see, the marker tells them to drop the
+// tenant's index.
+var purgeMarker = []byte("purged")
 
 // Open creates the buckets if needed and loads the indexes. nc must be a
-// connection to the engine's system account.
+// connection to the engine's system account. The log may be nil.
 func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger) (*Store, error) {
-	return nil, errTODO
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{
+		js:        js,
+		tenants:   tenants,
+		log:       log,
+		done:      make(chan struct{}),
+		index:     map[string]*tenantIndex{},
+		appliedCh: make(chan struct{}),
+	}
+	for _, b := range []struct {
+		name string
+		kv   *jetstream.KeyValue
+	}{{bucketDevices, &s.devs}, {bucketCredentials, &s.creds}, {bucketAuthIDs, &s.authIDs}} {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:  b.name,
+			History: 1,
+			Storage: jetstream.FileStorage,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("registry: bucket %s: %w", b.name, err)
+		}
+		*b.kv = kv
+	}
+	// The devices watch carries values: the gateway relations (via,
+	// viaGroups, memberOf) are in them. Initial values arrive before the
+	// nil marker; after it the index holds every stored device.
+	w, err := s.devs.WatchAll(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	s.devWatch = w
+	n := 0
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		s.applyDevice(e)
+		n++
+	}
+	// Credentials: only changes matter (for OnCredentialsChange), and only
+	// their keys.
+	cw, err := s.creds.WatchAll(context.Background(), jetstream.MetaOnly(), jetstream.UpdatesOnly())
+	if err != nil {
+		_ = w.Stop()
+		return nil, err
+	}
+	s.credWatch = cw
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		for e := range w.Updates() {
+			if e != nil {
+				s.applyDevice(e)
+			}
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		for e := range cw.Updates() {
+			if e == nil {
+				continue
+			}
+			if t, id, ok := splitDeviceKey(e.Key()); ok && id != "" {
+				s.fire(t, id)
+			}
+		}
+	}()
+	log.Info("registry loaded", "devices", n)
+	return s, nil
 }
 
 // Close stops the watches.
-func (s *Store) Close() {}
-
-// CreateDevice registers a device; an empty id asks for a generated one
-// (a UUID). It returns the id and the new resource version (the ETag).
-// ErrExists if the id is taken, ErrNotFound for an unknown tenant,
-// ErrLimit beyond registration-limits.max-devices.
-func (s *Store) CreateDevice(ctx context.Context, tenantName, id string, d *Device) (string, string, error) {
-	return "", "", errTODO
-}
-
-// Device returns a device and its resource version.
-func (s *Store) Device(ctx context.Context, tenantName, id string) (*Device, string, error) {
-	return nil, "", errTODO
-}
-
-// UpdateDevice replaces a device's registration (status is kept and its
-// "updated" set). ifMatch, when not empty, must equal the current version
-// (ErrVersionMismatch otherwise).
-func (s *Store) UpdateDevice(ctx context.Context, tenantName, id string, d *Device, ifMatch string) (string, error) {
-	return "", errTODO
-}
-
-// DeleteDevice removes a device and its credentials.
-func (s *Store) DeleteDevice(ctx context.Context, tenantName, id, ifMatch string) error {
-	return errTODO
-}
-
-// DeleteDevices removes every device of a tenant (Hono's DELETE
-// /v1/devices/{tenant}; also called when a tenant is deleted).
-func (s *Store) DeleteDevices(ctx context.Context, tenantName string) error {
-	return errTODO
-}
-
-// Devices returns a page of a tenant's devices.
-func (s *Store) Devices(ctx context.Context, tenantName string, q Query) (Page, error) {
-	return Page{}, errTODO
-}
-
-// DeviceCount returns how many devices a tenant has.
-func (s *Store) DeviceCount(tenantName string) int { return 0 }
-
-// Credentials returns a device's credentials set and its version (the
-// device's credentials resource version). Secrets come without pwd-hash,
-// salt, pwd-plain and key (Hono returns secrets' metadata only).
-func (s *Store) Credentials(ctx context.Context, tenantName, id string) ([]Credential, string, error) {
-	return nil, "", errTODO
-}
-
-// SetCredentials replaces a device's credentials set, Hono's way: a
-// secret given with only an "id" keeps the stored secret of that id, a
-// secret without an id is new (an id is generated), stored secrets not
-// named are removed; pwd-plain is hashed with bcrypt. auth-ids are unique
-// per tenant and type (ErrExists when another device holds one).
-func (s *Store) SetCredentials(ctx context.Context, tenantName, id string, cs []Credential, ifMatch string) (string, error) {
-	return "", errTODO
-}
-
-// Lookup finds the device holding the credential (type, auth-id) in a
-// tenant, in time independent of the number of devices. ErrNotFound if
-// none. The result includes disabled devices and credentials: the caller
-// decides (and counts) why it refuses.
-func (s *Store) Lookup(ctx context.Context, tenantName, typ, authID string) (*Identity, error) {
-	return nil, errTODO
-}
-
-// AutoProvision registers a device with one credential on its first
-// connection (Hono's auto-provisioning from a client certificate), with
-// status auto-provisioned. It is idempotent: a concurrent provisioning of
-// the same device returns the stored identity.
-func (s *Store) AutoProvision(ctx context.Context, tenantName, deviceID string, c Credential, gateway bool) (*Identity, error) {
-	return nil, errTODO
+func (s *Store) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		if s.devWatch != nil {
+			_ = s.devWatch.Stop()
+		}
+		if s.credWatch != nil {
+			_ = s.credWatch.Stop()
+		}
+	})
+	s.wg.Wait()
 }
 
 // OnCredentialsChange registers a function called (on every node, from
 // the store's watch) when a device's credentials or registration change or
 // are deleted, so that authentication caches drop what they hold for it.
-func (s *Store) OnCredentialsChange(f func(tenantName, deviceID string)) {}
+// It runs on the watch goroutine: it must not block, nor call the Store's
+// write methods.
+func (s *Store) OnCredentialsChange(f func(tenantName, deviceID string)) {
+	s.mu.Lock()
+	s.onChange = append(s.onChange, f)
+	s.mu.Unlock()
+}
+
+func (s *Store) fire(tenantName, id string) {
+	s.mu.RLock()
+	hooks := s.onChange
+	s.mu.RUnlock()
+	for _, f := range hooks {
+		f(tenantName, id)
+	}
+}
+
+// applyDevice applies one entry of the devices watch to the index.
+func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
+	t, id, ok := splitDeviceKey(e.Key())
+	deleted := e.Operation() != jetstream.KeyValuePut
+	var fired []string
+	s.mu.Lock()
+	if ok {
+		ti := s.index[t]
+		switch {
+		case id == "" && !deleted && bytes.Equal(e.Value(), purgeMarker):
+			// DeleteDevices: everything of the tenant applied so far is gone.
+			if ti != nil && len(s.onChange) > 0 {
+				ti.ids.Scan(func(id string) bool { fired = append(fired, id); return true })
+			}
+			delete(s.index, t)
+		case id == "":
+		case deleted:
+			if ti != nil {
+				ti.ids.Delete(id)
+				ti.setLinks(id, nil)
+				if ti.ids.Len() == 0 {
+					delete(s.index, t)
+				}
+			}
+			fired = append(fired, id)
+		default:
+			if ti == nil {
+				ti = newTenantIndex()
+				s.index[t] = ti
+			}
+			ti.ids.Set(id)
+			ti.setLinks(id, parseLinks(e.Value()))
+			fired = append(fired, id)
+		}
+	}
+	if e.Revision() > s.applied {
+		s.applied = e.Revision()
+	}
+	if s.waiting {
+		close(s.appliedCh)
+		s.appliedCh = make(chan struct{})
+		s.waiting = false
+	}
+	hooks := s.onChange
+	s.mu.Unlock()
+	for _, id := range fired {
+		for _, f := range hooks {
+			f(t, id)
+		}
+	}
+}
+
+// parseLinks decodes the gateway relations of a stored device; most
+// devices have none, and a byte search skips their JSON decoding.
+func parseLinks(v []byte) *links {
+	if !bytes.Contains(v, []byte(`"via`)) && !bytes.Contains(v, []byte(`"memberOf"`)) {
+		return nil
+	}
+	var l links
+	if json.Unmarshal(v, &l) != nil || len(l.Via)+len(l.ViaGroups)+len(l.MemberOf) == 0 {
+		return nil
+	}
+	return &l
+}
+
+// setLinks replaces a device's gateway relations (nil: none) and keeps
+// the reference counts behind isGateway.
+func (ti *tenantIndex) setLinks(id string, l *links) {
+	old := ti.links[id]
+	if old == nil && l == nil {
+		return
+	}
+	ti.gateways = nil
+	if old != nil {
+		for _, g := range uniq(old.Via) {
+			if g != id {
+				if ti.viaRef[g]--; ti.viaRef[g] <= 0 {
+					delete(ti.viaRef, g)
+				}
+			}
+		}
+		for _, g := range uniq(old.ViaGroups) {
+			if ti.groupRef[g]--; ti.groupRef[g] <= 0 {
+				delete(ti.groupRef, g)
+			}
+		}
+		for _, g := range uniq(old.MemberOf) {
+			delete(ti.members[g], id)
+			if len(ti.members[g]) == 0 {
+				delete(ti.members, g)
+			}
+		}
+		delete(ti.links, id)
+	}
+	if l == nil {
+		return
+	}
+	ti.links[id] = l
+	for _, g := range uniq(l.Via) {
+		if g != id {
+			ti.viaRef[g]++
+		}
+	}
+	for _, g := range uniq(l.ViaGroups) {
+		ti.groupRef[g]++
+	}
+	for _, g := range uniq(l.MemberOf) {
+		m := ti.members[g]
+		if m == nil {
+			m = map[string]struct{}{}
+			ti.members[g] = m
+		}
+		m[id] = struct{}{}
+	}
+}
+
+func uniq(s []string) []string {
+	if len(s) < 2 {
+		return s
+	}
+	out := make([]string, 0, len(s))
+	seen := make(map[string]struct{}, len(s))
+	for _, v := range s {
+		if _, ok := seen[v]; !ok {
+			seen[v] = struct{}{}
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// isGateway: a device is a gateway when another device names it in via,
+// or when it is a member of a group that another device names in
+// viaGroups. Only registered devices are gateways.
+func (ti *tenantIndex) isGateway(id string) bool {
+	if _, ok := ti.ids.Get(id); !ok {
+		return false
+	}
+	if ti.viaRef[id] > 0 {
+		return true
+	}
+	l := ti.links[id]
+	if l == nil {
+		return false
+	}
+	for _, g := range l.MemberOf {
+		n := ti.groupRef[g]
+		for _, own := range l.ViaGroups {
+			if own == g {
+				n-- // its own viaGroups entry does not count
+				break
+			}
+		}
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// gatewayIDs returns the tenant's gateways sorted; cached until the
+// relations change. The caller holds s.mu for writing (it fills the cache).
+func (ti *tenantIndex) gatewayIDs() []string {
+	if ti.gateways != nil {
+		return ti.gateways
+	}
+	cand := map[string]struct{}{}
+	for id := range ti.viaRef {
+		cand[id] = struct{}{}
+	}
+	for g := range ti.groupRef {
+		for id := range ti.members[g] {
+			cand[id] = struct{}{}
+		}
+	}
+	out := make([]string, 0, len(cand))
+	for id := range cand {
+		if ti.isGateway(id) {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	ti.gateways = out
+	return out
+}
+
+// waitApplied returns when the devices watch has applied revision rev,
+// so that a writer sees its own write in the index.
+func (s *Store) waitApplied(ctx context.Context, rev uint64) error {
+	for {
+		s.mu.Lock()
+		if s.applied >= rev {
+			s.mu.Unlock()
+			return nil
+		}
+		ch := s.appliedCh
+		s.waiting = true
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return errors.New("registry: store closed")
+		}
+	}
+}
+
+// deleteKey deletes a key of a bucket (leaving a delete marker, as
+// kv.Delete) and returns the marker's revision; lastRev, when not 0, must
+// be the key's current revision.
+func (s *Store) deleteKey(ctx context.Context, bucket, key string, lastRev uint64) (uint64, error) {
+	m := nats.NewMsg("$KV." + bucket + "." + key)
+	m.Header.Set("KV-Operation", "DEL")
+	if lastRev != 0 {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(lastRev, 10))
+	}
+	ack, err := s.js.PublishMsg(ctx, m)
+	if err != nil {
+		if isWrongLastSeq(err) {
+			return 0, jetstream.ErrKeyExists
+		}
+		return 0, err
+	}
+	return ack.Sequence, nil
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// tenantOK checks that a tenant exists.
+func (s *Store) tenantOK(name string) (*tenant.Tenant, error) {
+	if s.tenants == nil {
+		return nil, nil
+	}
+	t, ok := s.tenants.Tenant(name)
+	if !ok {
+		return nil, fmt.Errorf("tenant %q %w", name, ErrNotFound)
+	}
+	return t, nil
+}
+
+func version(rev uint64) string { return strconv.FormatUint(rev, 10) }
+
+// checkVersion compares an If-Match value with a resource's revision
+// ("*" matches any). Revisions start at 1: "0" is the version of a
+// credentials set never written.
+func checkVersion(ifMatch string, rev uint64) error {
+	if ifMatch == "" || ifMatch == "*" {
+		return nil
+	}
+	if ifMatch != version(rev) {
+		return fmt.Errorf("%w: resource version is %d, If-Match %q", ErrVersionMismatch, rev, ifMatch)
+	}
+	return nil
+}
