@@ -21,11 +21,11 @@ import (
 
 // Sentinel errors; the admin API maps them to Hono's status codes.
 var (
-	ErrNotFound        = errors.New("not found")                // 404
-	ErrExists          = errors.New("already exists")           // 409
-	ErrInvalid         = errors.New("invalid")                  // 400
+	ErrNotFound        = errors.New("not found")                 // 404
+	ErrExists          = errors.New("already exists")            // 409
+	ErrInvalid         = errors.New("invalid")                   // 400
 	ErrVersionMismatch = errors.New("resource version mismatch") // 412 (If-Match)
-	ErrLimit           = errors.New("limit exceeded")           // 403 as Hono (registration-limits)
+	ErrLimit           = errors.New("limit exceeded")            // 403 as Hono (registration-limits)
 )
 
 // Credential types.
