@@ -44,6 +44,7 @@ import (
 	"github.com/throngmq/throng/internal/config"
 	"github.com/throngmq/throng/internal/engine"
 	"github.com/throngmq/throng/internal/metrics"
+	"github.com/throngmq/throng/internal/registry"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -91,6 +92,7 @@ type App struct {
 	eng      *engine.Engine
 	sysConn  *nats.Conn
 	store    *tenant.Store
+	devices  *registry.Store // the device registry (a.registry is the metrics registry)
 	router   *router.Router
 	authn    *auth.Authenticator
 	adminLn  net.Listener
@@ -237,6 +239,14 @@ func (a *App) start(ctx context.Context) error {
 	}
 	if !a.set(func() { a.store = store }) {
 		store.Close()
+		return errors.New("app: shut down during start")
+	}
+	devices, err := registry.Open(ctx, nc, store, a.log.With("component", "registry"))
+	if err != nil {
+		return fmt.Errorf("app: device registry: %w", err)
+	}
+	if !a.set(func() { a.devices = devices }) {
+		devices.Close()
 		return errors.New("app: shut down during start")
 	}
 
@@ -460,6 +470,13 @@ func (a *App) Store() *tenant.Store {
 	return a.store
 }
 
+// DeviceRegistry returns the device registry store (nil before start).
+func (a *App) DeviceRegistry() *registry.Store {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.devices
+}
+
 // Registry returns the metrics registry (nil before start).
 func (a *App) Registry() *prometheus.Registry {
 	a.mu.Lock()
@@ -477,7 +494,7 @@ func (a *App) Shutdown(ctx context.Context) {
 		defer close(a.stopped)
 		a.mu.Lock()
 		a.closing = true
-		srv, rt, store, nc, eng, lock := a.adminSrv, a.router, a.store, a.sysConn, a.eng, a.lock
+		srv, rt, store, devices, nc, eng, lock := a.adminSrv, a.router, a.store, a.devices, a.sysConn, a.eng, a.lock
 		if a.pprofSrv != nil {
 			_ = a.pprofSrv.Close()
 		}
@@ -498,7 +515,10 @@ func (a *App) Shutdown(ctx context.Context) {
 		if rt != nil {
 			rt.Close()
 		}
-		// 4: store.
+		// 4: stores.
+		if devices != nil {
+			devices.Close()
+		}
 		if store != nil {
 			store.Close()
 		}
