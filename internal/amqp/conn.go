@@ -40,7 +40,8 @@ type conn struct {
 	principal    *auth.Principal
 	plainUser    string // PLAIN credentials kept until open (hostname → tenant)
 	plainPass    string
-	tlsVerified  bool
+	tlsVerified  bool // a user's client certificate, verified by the node's client CA
+	deviceCert   bool // a client certificate of a tenant's trust anchor (SASL EXTERNAL for devices)
 	containerID  string // the peer's
 	maxFrameIn   uint32 // the largest frame we accept
 	maxFrameOut  uint32 // the largest frame the peer accepts
@@ -126,7 +127,7 @@ func (c *conn) serve() {
 			c.nc.Close()
 			return
 		}
-		c.tlsVerified = len(tc.ConnectionState().VerifiedChains) > 0
+		c.checkClientCert(tc)
 	}
 	hs := &handshake{c: c}
 	err := hs.run()

@@ -153,7 +153,7 @@ func routerError(err error) *encoding.Error {
 const tempPrefix = router.TempPrefix
 
 func (c *conn) authorized(name string, action tenant.Action) bool {
-	if action == tenant.ActionSend && strings.HasPrefix(name, tempPrefix) {
+	if action == tenant.ActionSend && strings.HasPrefix(name, tempPrefix) && !c.principal.IsDevice() {
 		return true
 	}
 	return auth.Authorize(c.principal, name, action)
@@ -176,6 +176,10 @@ func (l *link) attachReceiver(a *frames.Attach) {
 	reply := *t
 	switch {
 	case t.Dynamic:
+		if c.principal.IsDevice() {
+			l.refuse(a, errDeviceDynamic)
+			return
+		}
 		name, err := l.createTemp()
 		if err != nil {
 			l.refuse(a, routerError(err))
@@ -220,6 +224,10 @@ func (l *link) attachReceiver(a *frames.Attach) {
 	l.refill()
 }
 
+// errDeviceDynamic refuses a device's dynamic terminus: devices use
+// their Hono addresses only (auth.Authorize), temporary ones included.
+var errDeviceDynamic = &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized to create a dynamic address"}
+
 func (l *link) createTemp() (string, error) {
 	c := l.s.c
 	ctx, cancel := ctxTimeout()
@@ -246,6 +254,10 @@ func (l *link) attachSender(a *frames.Attach) {
 	reply.Filter = nil
 	var opts router.ConsumeOptions
 	if src.Dynamic {
+		if c.principal.IsDevice() {
+			l.refuse(a, errDeviceDynamic)
+			return
+		}
 		name, err := l.createTemp()
 		if err != nil {
 			l.refuse(a, routerError(err))

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -130,7 +131,7 @@ func (h *handshake) run() error {
 				return err
 			}
 			c.nc, isTLS = tc, true
-			c.tlsVerified = len(tc.ConnectionState().VerifiedChains) > 0
+			c.checkClientCert(tc)
 		case frames.ProtoSASL:
 			if h.sasl {
 				return errors.New("amqp: second SASL header")
@@ -179,7 +180,7 @@ func (h *handshake) writeSASL(p frames.Performative) error {
 func (h *handshake) runSASL() error {
 	c := h.c
 	var mechs []encoding.Symbol
-	if c.tlsVerified {
+	if c.tlsVerified || c.deviceCert {
 		mechs = append(mechs, mechExternal)
 	}
 	if c.s.cfg.Auth != nil {
@@ -235,6 +236,9 @@ func (h *handshake) runSASL() error {
 	code := frames.SASLOk
 	if authErr != nil {
 		code = frames.SASLAuth
+		if errors.Is(authErr, auth.ErrUnavailable) {
+			code = frames.SASLSysTemp // the registry did not answer: the client may retry
+		}
 		c.s.m.authFail.Inc()
 		if errors.Is(authErr, auth.ErrNoScramCredential) {
 			c.log.Warn("scram-sha-256 refused: the user has no verifier until its password is set again; PLAIN still works", "err", authErr)
@@ -332,9 +336,11 @@ func (h *handshake) plain(resp []byte, hostname string) error {
 		c.plainUser, c.plainPass = name, pass
 		return nil
 	}
-	p, err := c.s.cfg.Auth.Authenticate(ten, name, pass)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.HandshakeTimeout)
+	defer cancel()
+	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, ten, name, pass)
 	if err != nil {
-		return fmt.Errorf("%w: %v", errAuth, err)
+		return fmt.Errorf("%w: %w", errAuth, err)
 	}
 	c.principal = p
 	return nil
@@ -345,13 +351,29 @@ func (h *handshake) plain(resp []byte, hostname string) error {
 // that names a tenant, else the authzid (the initial response), else the
 // SASL hostname, else the default tenant. The user must exist in that
 // tenant; the principal gets its roles and permissions.
+//
+// A device's certificate (issued by a tenant's trust anchor, not the
+// node's client CA) authenticates the device instead: its tenant and
+// auth-id come from the certificate (auth.AuthenticateCert), the authzid
+// and hostname are not consulted.
 func (h *handshake) external(authz []byte, hostname string) error {
 	c := h.c
 	tc, ok := c.nc.(*tls.Conn)
+	if ok && !c.tlsVerified && c.deviceCert {
+		ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.HandshakeTimeout)
+		defer cancel()
+		cs := tc.ConnectionState()
+		p, err := c.s.cfg.Auth.AuthenticateCert(ctx, auth.AdapterAMQP, &cs)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errAuth, err)
+		}
+		c.principal = p
+		return nil
+	}
 	if !ok || !c.tlsVerified {
 		return fmt.Errorf("%w: no verified client certificate", errAuth)
 	}
-	cert := tc.ConnectionState().PeerCertificates[0]
+	cert := c.s.cfg.Auth.UserCert(new(tc.ConnectionState()))
 	user := cert.Subject.CommonName
 	ten := ""
 	for _, o := range cert.Subject.Organization {
@@ -383,6 +405,15 @@ func (h *handshake) external(authz []byte, hostname string) error {
 	}
 	c.principal = &auth.Principal{Tenant: ten, User: u.Name, Roles: u.Roles, Perms: u.Permissions}
 	return nil
+}
+
+// checkClientCert classifies the client certificate of a TLS connection
+// after its handshake: a user's (the node's client CA) or a device's (a
+// tenant's trust anchor).
+func (c *conn) checkClientCert(tc *tls.Conn) {
+	cs := tc.ConnectionState()
+	c.tlsVerified = c.s.cfg.Auth.UserCert(&cs) != nil
+	c.deviceCert = !c.tlsVerified && c.s.cfg.Auth.HasDeviceCert(&cs)
 }
 
 // tenantFromHost maps a host name onto a tenant: the name itself, or its
@@ -478,8 +509,11 @@ func (c *conn) selectTenant(hostname string) *ConnError {
 	if !ok {
 		t = tenant.Default
 	}
-	p, err := c.s.cfg.Auth.Authenticate(t, c.plainUser, c.plainPass)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.HandshakeTimeout)
+	defer cancel()
+	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, t, c.plainUser, c.plainPass)
 	if err != nil {
+		c.log.Info("sasl authentication failed", "mechanism", "PLAIN", "err", err)
 		c.s.m.authFail.Inc()
 		return connErr(frames.CondUnauthorizedAccess, "not authorized for tenant %q", t)
 	}

@@ -213,6 +213,7 @@ func (a *App) serverTLS() (*tls.Config, error) {
 		a.log.Warn("no TLS certificate configured; TLS listeners use a generated self-signed certificate", "component", "app")
 		conf.Certificates = []tls.Certificate{cert}
 	}
+	var clientCAs *x509.CertPool
 	if c.ClientCA != "" {
 		pem, err := os.ReadFile(c.ClientCA)
 		if err != nil {
@@ -222,9 +223,12 @@ func (a *App) serverTLS() (*tls.Config, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("app: tls.clientCA %s: no certificates", c.ClientCA)
 		}
-		conf.ClientCAs = pool
-		conf.ClientAuth = tls.VerifyClientCertIfGiven
+		clientCAs = pool
 	}
+	// Users' certificates chain to the client CA; devices' to their
+	// tenants' trust anchors, which change at run time: auth sets up
+	// the verification of both.
+	a.authn.ConfigureTLS(conf, clientCAs)
 	return conf, nil
 }
 

@@ -167,10 +167,6 @@ func WithLogger(l *slog.Logger) Option { return func(a *Authenticator) { a.log =
 // (default GOMAXPROCS).
 func WithBcryptWorkers(n int) Option { return func(a *Authenticator) { a.pool = newPool(n, a.m) } }
 
-// WithClientCAs sets the pool that users' client certificates chain to
-// (the node's tls.clientCA; see ConfigureTLS).
-func WithClientCAs(p *x509.CertPool) Option { return func(a *Authenticator) { a.clientCAs = p } }
-
 // New returns an authenticator over the store.
 func New(users Users, opts ...Option) *Authenticator {
 	a := &Authenticator{

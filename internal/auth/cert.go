@@ -57,12 +57,14 @@ type TenantLister interface {
 }
 
 // ConfigureTLS sets up a listener's TLS configuration for client
-// certificates. Without a device source it is the node's CA alone, as
-// before (VerifyClientCertIfGiven against the WithClientCAs pool, when
-// set). With devices, a certificate is requested and checked by
-// VerifyPeerCertificate (see the file comment); no CA names are sent
-// (an empty list lets clients send whatever certificate they have).
-func (a *Authenticator) ConfigureTLS(conf *tls.Config) {
+// certificates; clientCAs is the node's tls.clientCA (users' certificates,
+// may be nil). Without a device source it is that CA alone, as before
+// (VerifyClientCertIfGiven). With devices, a certificate is requested and
+// checked by VerifyPeerCertificate (see the file comment); no CA names are
+// sent (an empty list lets clients send whatever certificate they have).
+// Call it before the listeners serve.
+func (a *Authenticator) ConfigureTLS(conf *tls.Config, clientCAs *x509.CertPool) {
+	a.clientCAs = clientCAs
 	if a.devices == nil {
 		if a.clientCAs != nil {
 			conf.ClientCAs = a.clientCAs
@@ -205,9 +207,10 @@ func (a *Authenticator) AuthenticateCert(ctx context.Context, adapter string, cs
 	}
 	id, err := a.devices.Lookup(ctx, t.Name, registry.TypeX509, authID)
 	if errors.Is(err, registry.ErrNotFound) && ca.AuthIDTemplate == "" {
-		// A registry that took the auth-id from an uploaded certificate
-		// with Go's canonical attribute order.
-		if alt := leaf.Subject.String(); alt != authID {
+		// The registry takes the auth-id of an uploaded certificate in
+		// Go's canonical attribute order, which differs from the
+		// certificate's own order in unusual subjects.
+		if alt := registry.SubjectDN(leaf); alt != authID {
 			if id2, err2 := a.devices.Lookup(ctx, t.Name, registry.TypeX509, alt); err2 == nil {
 				id, err, authID = id2, nil, alt
 			}
