@@ -40,8 +40,8 @@ type conn struct {
 	principal    *auth.Principal
 	plainUser    string // PLAIN credentials kept until open (hostname → tenant)
 	plainPass    string
-	tlsVerified  bool // a user's client certificate, verified by the node's client CA
-	deviceCert   bool // a client certificate of a tenant's trust anchor (SASL EXTERNAL for devices)
+	tlsVerified  bool   // a user's client certificate, verified by the node's client CA
+	deviceCert   bool   // a client certificate of a tenant's trust anchor (SASL EXTERNAL for devices)
 	containerID  string // the peer's
 	maxFrameIn   uint32 // the largest frame we accept
 	maxFrameOut  uint32 // the largest frame the peer accepts
