@@ -95,10 +95,13 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeInvalid, fmt.Sprintf("the body names tenant %q but the path %q; tenants cannot be renamed", req.Name, name))
 		return
 	}
-	if _, ok := s.lookupTenant(w, r); !ok {
+	old, ok := s.lookupTenant(w, r)
+	if !ok {
 		return
 	}
 	t := req.tenant()
+	// The Hono settings are managed under /v1 (hono.go): kept here.
+	t.IoT = old.IoT
 	if err := t.Validate(); err != nil {
 		s.fail(w, r, err)
 		return
