@@ -254,7 +254,7 @@ func (a *App) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("app: router: %w", err)
 	}
-	authn := auth.New(store)
+	authn := auth.New(store, auth.WithDevices(devices), auth.WithMetrics(reg), auth.WithLogger(a.log))
 	if !a.set(func() { a.router, a.authn = rt, authn }) {
 		rt.Close()
 		return errors.New("app: shut down during start")
