@@ -393,6 +393,7 @@ func (a *App) startAdmin() error {
 	h, err := admin.New(admin.Config{
 		Router:     a.router,
 		Store:      a.store,
+		Registry:   a.devices,
 		Auth:       a.authn,
 		Gatherer:   a.registry,
 		Registerer: a.registry,
