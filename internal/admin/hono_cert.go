@@ -9,8 +9,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -179,7 +177,7 @@ func completeTrustAnchor(ca *tenant.TrustedCA, old *tenant.IoT) error {
 			return err
 		}
 		nb, na := cert.NotBefore.UTC(), cert.NotAfter.UTC()
-		ca.SubjectDN = subjectDN(cert.RawSubject)
+		ca.SubjectDN = registry.SubjectDN(cert)
 		ca.PublicKey = cert.RawSubjectPublicKeyInfo
 		ca.Algorithm = alg
 		ca.NotBefore, ca.NotAfter = &nb, &na
@@ -191,6 +189,12 @@ func completeTrustAnchor(ca *tenant.TrustedCA, old *tenant.IoT) error {
 	if ca.NotAfter.Before(*ca.NotBefore) {
 		return errors.New("not-after is before not-before")
 	}
+	// The canonical form, as device certificates' issuers are matched in.
+	dn, err := registry.NormalizeSubjectDN(ca.SubjectDN)
+	if err != nil {
+		return fmt.Errorf("subject-dn %q is not an RFC 2253 distinguished name", ca.SubjectDN)
+	}
+	ca.SubjectDN = dn
 	pub, err := x509.ParsePKIXPublicKey(ca.PublicKey)
 	if err != nil {
 		return fmt.Errorf("public-key is not a DER SubjectPublicKeyInfo: %v", err)
@@ -240,15 +244,14 @@ func keyAlgorithm(pub any) (string, error) {
 	return "", fmt.Errorf("unsupported public key type %T (want RSA or EC)", pub)
 }
 
-// subjectDN formats a DER distinguished name in RFC 2253 form (as Java's
-// X500Principal.getName(RFC2253), which Hono uses for auth-ids and trust
-// anchors): most specific first, unknown attributes as OID=#hex.
-func subjectDN(raw []byte) string {
-	var rdn pkix.RDNSequence
-	if _, err := asn1.Unmarshal(raw, &rdn); err != nil {
-		return ""
+// issuerDN is a certificate's issuer in the canonical form of
+// registry.SubjectDN (that of trust anchors' subject-dn).
+func issuerDN(cert *x509.Certificate) string {
+	s := cert.Issuer.ToRDNSequence().String()
+	if n, err := registry.NormalizeSubjectDN(s); err == nil {
+		return n
 	}
-	return rdn.String()
+	return s
 }
 
 // fromClientCert fills an x509-cert credential from the device's
@@ -260,10 +263,10 @@ func fromClientCert(t *tenant.Tenant, c *registry.Credential, der []byte) error 
 	if err != nil {
 		return fmt.Errorf("cert is not a DER X.509 certificate: %v", err)
 	}
-	dn := subjectDN(cert.RawSubject)
+	dn := registry.SubjectDN(cert)
 	c.AuthID = dn
 	if t != nil && t.IoT != nil {
-		issuer := subjectDN(cert.RawIssuer)
+		issuer := issuerDN(cert)
 		for _, ca := range t.IoT.TrustedCA {
 			if ca.SubjectDN == issuer && ca.AuthIDTemplate != "" {
 				c.AuthID = applyTemplate(ca.AuthIDTemplate, dn, cert)

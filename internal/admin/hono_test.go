@@ -294,6 +294,15 @@ func TestV1TrustedCA(t *testing.T) {
 	c.must(201, "POST", "/v1/tenants/other", fmt.Sprintf(`{"trusted-ca": [{"subject-dn": "CN=Other Root", "public-key": %q, "algorithm": "EC",
 		"not-before": "2026-01-01T00:00:00Z", "not-after": "2036-01-01T00:00:00Z", "auth-id-template": "CN={{subject-cn}},OU=devices"}]}`, b64(other.RawSubjectPublicKeyInfo)))
 	c.hfails(400, "POST", "/v1/tenants/third", fmt.Sprintf(`{"trusted-ca": [{"cert": %q, "auth-id-template": "no placeholder"}]}`, b64(other.Raw)))
+	// Subject DNs are compared in canonical form; a shared trust-anchor-group allows sharing.
+	c.hfails(409, "POST", "/v1/tenants/third", fmt.Sprintf(`{"trusted-ca": [{"subject-dn": "cn=Other Root", "public-key": %q, "algorithm": "EC",
+		"not-before": "2026-01-01T00:00:00Z", "not-after": "2036-01-01T00:00:00Z"}]}`, b64(other.RawSubjectPublicKeyInfo)))
+	c.hfails(400, "POST", "/v1/tenants/third", fmt.Sprintf(`{"trusted-ca": [{"subject-dn": "not a dn", "public-key": %q, "algorithm": "EC",
+		"not-before": "2026-01-01T00:00:00Z", "not-after": "2036-01-01T00:00:00Z"}]}`, b64(other.RawSubjectPublicKeyInfo)))
+	shared, _ := certificate(t, pkix.Name{CommonName: "Shared Root"}, true, nil, nil)
+	c.must(201, "POST", "/v1/tenants/g1", fmt.Sprintf(`{"trust-anchor-group": "g", "trusted-ca": [{"cert": %q}]}`, b64(shared.Raw)))
+	c.must(201, "POST", "/v1/tenants/g2", fmt.Sprintf(`{"trust-anchor-group": "g", "trusted-ca": [{"cert": %q}]}`, b64(shared.Raw)))
+	c.hfails(409, "POST", "/v1/tenants/g3", fmt.Sprintf(`{"trust-anchor-group": "h", "trusted-ca": [{"cert": %q}]}`, b64(shared.Raw)))
 
 	// A device certificate: the auth-id is the subject DN, or the
 	// tenant's auth-id-template applied to it; the validity goes into the
