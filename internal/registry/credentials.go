@@ -73,6 +73,10 @@ func (s *Store) Credentials(ctx context.Context, tenantName, id string) ([]Crede
 // all the same, for a conditional overwrite).
 func (s *Store) getCreds(ctx context.Context, tenantName, id, inc string) ([]Credential, uint64, error) {
 	e, err := s.creds.Get(ctx, deviceKey(tenantName, id))
+	return decodeCreds(e, err, tenantName, id, inc)
+}
+
+func decodeCreds(e jetstream.KeyValueEntry, err error, tenantName, id, inc string) ([]Credential, uint64, error) {
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, nil
 	}
@@ -173,6 +177,7 @@ func (s *Store) SetCredentials(ctx context.Context, tenantName, id string, cs []
 			}
 			return "", err
 		}
+		s.cache.invalidate(tenantName, id)
 		keep := map[[2]string]bool{}
 		for _, c := range set {
 			keep[[2]string{c.Type, c.AuthID}] = true
@@ -256,11 +261,15 @@ func (s *Store) holds(ctx context.Context, tenantName, id, typ, authID string) (
 
 // Lookup finds the device holding the credential (type, auth-id) in a
 // tenant, in time independent of the number of devices: three KV gets
-// (index key, device, credentials). ErrNotFound if none; an index key
+// (the index key, then the device and its credentials in parallel). ErrNotFound if none; an index key
 // whose device does not hold the auth-id (left by a crash) counts as
 // none. x509-cert auth-ids are normalized (NormalizeSubjectDN) first. The
 // result includes disabled devices and credentials: the caller decides
 // (and counts) why it refuses.
+//
+// Found identities are cached (lookupCache), dropped on any change of the
+// device or its credentials on any node. The Device and Credential the
+// result points to are shared with the cache: read-only.
 func (s *Store) Lookup(ctx context.Context, tenantName, typ, authID string) (*Identity, error) {
 	if typ == TypeX509 {
 		if n, err := NormalizeSubjectDN(authID); err == nil {
@@ -271,6 +280,12 @@ func (s *Store) Lookup(ctx context.Context, tenantName, typ, authID string) (*Id
 		return nil, fmt.Errorf("%s auth-id %q %w", typ, authID, ErrNotFound)
 	}
 	notFound := func() error { return fmt.Errorf("%s auth-id %q %w", typ, authID, ErrNotFound) }
+	ck := cacheKey(tenantName, typ, authID)
+	cached, epoch := s.cache.get(ck)
+	if cached != nil {
+		cp := *cached
+		return &cp, nil
+	}
 	e, err := s.authIDs.Get(ctx, authIDKey(tenantName, typ, authID))
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
@@ -279,20 +294,33 @@ func (s *Store) Lookup(ctx context.Context, tenantName, typ, authID string) (*Id
 		return nil, err
 	}
 	id := string(e.Value())
+	// The device and its credentials are read at once: two round trips
+	// to the engine instead of three.
+	var ce jetstream.KeyValueEntry
+	var cerr error
+	got := make(chan struct{})
+	go func() {
+		ce, cerr = s.creds.Get(ctx, deviceKey(tenantName, id))
+		close(got)
+	}()
 	sd, _, err := s.getDevice(ctx, tenantName, id)
+	<-got
 	if errors.Is(err, ErrNotFound) {
 		return nil, notFound()
 	}
 	if err != nil {
 		return nil, err
 	}
-	cs, _, err := s.getCreds(ctx, tenantName, id, sd.Inc)
+	cs, _, err := decodeCreds(ce, cerr, tenantName, id, sd.Inc)
 	if err != nil {
 		return nil, err
 	}
 	for i := range cs {
 		if cs[i].Type == typ && cs[i].AuthID == authID {
-			return &Identity{Tenant: tenantName, DeviceID: id, Device: &sd.Device, Credential: &cs[i]}, nil
+			idn := &Identity{Tenant: tenantName, DeviceID: id, Device: &sd.Device, Credential: &cs[i]}
+			s.cache.put(ck, epoch, idn)
+			cp := *idn
+			return &cp, nil
 		}
 	}
 	return nil, notFound()

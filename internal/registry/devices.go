@@ -177,6 +177,9 @@ func (s *Store) UpdateDevice(ctx context.Context, tenantName, id string, d *Devi
 			return "", fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 		nrev, err := s.devs.Update(ctx, deviceKey(tenantName, id), b, rev)
+		if err == nil {
+			s.cache.invalidate(tenantName, id)
+		}
 		if err != nil {
 			if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err) {
 				if ifMatch != "" && ifMatch != "*" {
@@ -216,6 +219,7 @@ func (s *Store) DeleteDevice(ctx context.Context, tenantName, id, ifMatch string
 		}
 		seq, err = s.deleteKey(ctx, bucketDevices, deviceKey(tenantName, id), rev)
 		if err == nil {
+			s.cache.invalidate(tenantName, id)
 			break
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
@@ -284,6 +288,7 @@ func (s *Store) DeleteDevices(ctx context.Context, tenantName string) error {
 			return fmt.Errorf("registry: purge %s of %q: %w", b, tenantName, err)
 		}
 	}
+	s.cache.invalidate(tenantName, "")
 	rev, err := s.devs.Put(ctx, tenantName, purgeMarker)
 	if err != nil {
 		return err
@@ -384,12 +389,27 @@ func (s *Store) pageIDs(tenantName string, isGateway *bool, offset, size int, de
 	default:
 		gw := ti.gatewayIDs()
 		total := n - len(gw)
-		for k := offset; k < offset+size && k < total; k++ {
-			j := k
-			if desc {
-				j = total - 1 - k
+		if offset >= total {
+			return total, nil
+		}
+		// Find the first one by rank, then walk the tree skipping gateways.
+		want := min(size, total-offset)
+		start := offset
+		if desc {
+			start = total - 1 - offset
+		}
+		first := ti.nonGatewayAt(start, gw)
+		walk := func(id string) bool {
+			if j := sort.SearchStrings(gw, id); j < len(gw) && gw[j] == id {
+				return true
 			}
-			ids = append(ids, ti.nonGatewayAt(j, gw))
+			ids = append(ids, id)
+			return len(ids) < want
+		}
+		if desc {
+			ti.ids.Descend(first, walk)
+		} else {
+			ti.ids.Ascend(first, walk)
 		}
 		return total, ids
 	}

@@ -42,6 +42,7 @@ type Store struct {
 	devs, creds, authIDs jetstream.KeyValue
 	tenants              Tenants
 	log                  *slog.Logger
+	cache                *lookupCache
 
 	devWatch, credWatch jetstream.KeyWatcher
 	done                chan struct{} // closed by Close
@@ -121,6 +122,7 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 		done:      make(chan struct{}),
 		index:     map[string]*tenantIndex{},
 		appliedCh: make(chan struct{}),
+		cache:     newLookupCache(defaultCacheSize),
 	}
 	for _, b := range []struct {
 		name string
@@ -176,6 +178,7 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 				continue
 			}
 			if t, id, ok := splitDeviceKey(e.Key()); ok && id != "" {
+				s.cache.invalidate(t, id)
 				s.fire(t, id)
 			}
 		}
@@ -229,6 +232,7 @@ func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
 		switch {
 		case id == "" && !deleted && bytes.Equal(e.Value(), purgeMarker):
 			// DeleteDevices: everything of the tenant applied so far is gone.
+			s.cache.invalidate(t, "")
 			if ti != nil && len(s.onChange) > 0 {
 				ti.ids.Scan(func(id string) bool { fired = append(fired, id); return true })
 			}
@@ -264,6 +268,7 @@ func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
 	hooks := s.onChange
 	s.mu.Unlock()
 	for _, id := range fired {
+		s.cache.invalidate(t, id)
 		for _, f := range hooks {
 			f(t, id)
 		}

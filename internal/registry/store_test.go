@@ -863,6 +863,24 @@ func TestRestartAndSecondNode(t *testing.T) {
 	if idn, err := s.Lookup(ctx, "acme", TypePSK, "k3"); err != nil || idn.DeviceID != "dev03" {
 		t.Fatalf("lookup on the other node: %+v %v", idn, err)
 	}
+	// A cached identity is dropped when another node changes it.
+	if idn, err := s.Lookup(ctx, "acme", TypePSK, "k3"); err != nil || string(idn.Credential.Secrets[0].Key) != "k" {
+		t.Fatalf("cached lookup: %+v %v", idn, err)
+	}
+	if _, err := other.SetCredentials(ctx, "acme", "dev03", []Credential{{Type: TypePSK, AuthID: "k3", Secrets: []Secret{{Key: []byte("k2")}}}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cache invalidated by the other node's write", func() bool {
+		idn, err := s.Lookup(ctx, "acme", TypePSK, "k3")
+		return err == nil && string(idn.Credential.Secrets[0].Key) == "k2"
+	})
+	if _, err := other.UpdateDevice(ctx, "acme", "dev03", &Device{Enabled: boolp(false)}, ""); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "cache invalidated by a registration change", func() bool {
+		idn, err := s.Lookup(ctx, "acme", TypePSK, "k3")
+		return err == nil && !idn.Device.IsEnabled()
+	})
 	reset()
 	if _, err := s.UpdateDevice(ctx, "acme", "dev04", &Device{Enabled: boolp(false)}, ""); err != nil {
 		t.Fatal(err)
