@@ -33,8 +33,10 @@ func newLookupCache(max int) *lookupCache {
 	return &lookupCache{max: max, ll: list.New(), byKey: map[string]*list.Element{}, byDevice: map[string][]string{}}
 }
 
-func cacheKey(tenantName, typ, authID string) string { return tenantName + "\x00" + typ + "\x00" + authID }
-func cacheDev(tenantName, id string) string          { return tenantName + "\x00" + id }
+func cacheKey(tenantName, typ, authID string) string {
+	return tenantName + "\x00" + typ + "\x00" + authID
+}
+func cacheDev(tenantName, id string) string { return tenantName + "\x00" + id }
 
 func (c *lookupCache) get(key string) (*Identity, uint64) {
 	c.mu.Lock()
