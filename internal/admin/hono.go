@@ -375,6 +375,12 @@ func (s *Server) v1UpdateTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.checkHonoTenant(old.Name, &iot, old.IoT); err != nil {
+		if errors.Is(err, tenant.ErrExists) && !principal(r).IsAdmin() {
+			// Hono: 403 when the conflict is with a tenant the client
+			// may not read.
+			honoError(w, http.StatusForbidden, "the alias or a trust anchor's subject DN is not available")
+			return
+		}
 		s.honoFail(w, r, err)
 		return
 	}
@@ -396,9 +402,18 @@ func sameLimits(old, nu *tenant.IoT) bool {
 	if old != nil {
 		o = *old
 	}
-	a, _ := json.Marshal([]any{o.RegistrationLimits, o.ResourceLimits})
-	b, _ := json.Marshal([]any{nu.RegistrationLimits, nu.ResourceLimits})
-	return bytes.Equal(a, b)
+	return canonical(o.RegistrationLimits, o.ResourceLimits) == canonical(nu.RegistrationLimits, nu.ResourceLimits)
+}
+
+// canonical renders values as JSON with objects' keys sorted and no
+// spaces, so that equal settings compare equal however a client wrote
+// them.
+func canonical(vs ...any) string {
+	b, _ := json.Marshal(vs)
+	var v any
+	_ = json.Unmarshal(b, &v)
+	b, _ = json.Marshal(v)
+	return string(b)
 }
 
 func (s *Server) v1DeleteTenant(w http.ResponseWriter, r *http.Request) {
@@ -414,19 +429,29 @@ func (s *Server) v1DeleteTenant(w http.ResponseWriter, r *http.Request) {
 		honoError(w, http.StatusForbidden, "the default tenant cannot be deleted")
 		return
 	}
-	// Devices first: a failure then leaves the tenant, not devices
-	// without one (which a new tenant of the same name would inherit).
-	if reg := s.cfg.Registry; reg != nil {
-		if err := reg.DeleteDevices(r.Context(), t.Name); err != nil && !errors.Is(err, registry.ErrNotFound) {
-			s.honoFail(w, r, err)
-			return
-		}
+	if err := s.deleteTenantDevices(r.Context(), t.Name); err != nil {
+		s.honoFail(w, r, err)
+		return
 	}
 	if err := s.cfg.Router.DeleteTenant(r.Context(), t.Name); err != nil {
 		s.honoFail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// deleteTenantDevices removes a tenant's devices and credentials before
+// the tenant is deleted (through /v1 or /api): a failure then leaves the
+// tenant, not devices without one, which a new tenant of the same name
+// would inherit.
+func (s *Server) deleteTenantDevices(ctx context.Context, name string) error {
+	if s.cfg.Registry == nil {
+		return nil
+	}
+	if err := s.cfg.Registry.DeleteDevices(ctx, name); err != nil && !errors.Is(err, registry.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) v1SearchTenants(w http.ResponseWriter, r *http.Request) {

@@ -257,6 +257,11 @@ func TestV1Tenants(t *testing.T) {
 	c.fails(404, admin.CodeNotFound, "GET", "/api/tenants/gone", nil)
 	c.must(201, "POST", "/v1/tenants/gone", nil)
 	c.hfails(404, "GET", "/v1/devices/gone/dev1", nil)
+	// Deleting through /api deletes the devices too.
+	c.must(201, "POST", "/v1/devices/gone/dev2", nil)
+	c.must(204, "DELETE", "/api/tenants/gone", nil)
+	c.must(201, "POST", "/api/tenants", `{"name":"gone"}`)
+	c.hfails(404, "GET", "/v1/devices/gone/dev2", nil)
 }
 
 func TestV1TrustedCA(t *testing.T) {
@@ -618,6 +623,13 @@ func TestV1Access(t *testing.T) {
 	}
 	ops.hfails(403, "PUT", "/v1/tenants/t1", `{"registration-limits": {"max-devices": 1000}}`)
 	ops.hfails(403, "PUT", "/v1/tenants/t1", `{}`)
+	// Unchanged limits written another way are unchanged.
+	c.must(204, "PUT", "/v1/tenants/t1", `{"registration-limits": {"max-devices": 10}, "resource-limits": {"max-ttl": 60, "max-connections": 5}}`)
+	ops.must(204, "PUT", "/v1/tenants/t1", `{"registration-limits":{"max-devices":10},"resource-limits":{ "max-connections" : 5, "max-ttl":60 }}`)
+	// A conflict with a tenant it may not read is 403, not 409.
+	c.must(204, "PUT", "/v1/tenants/t2", `{"alias": "taken", "registration-limits": {"max-devices": 10}}`)
+	ops.hfails(403, "PUT", "/v1/tenants/t1", `{"alias": "taken", "registration-limits":{"max-devices":10},"resource-limits":{"max-connections":5,"max-ttl":60}}`)
+	c.hfails(409, "PUT", "/v1/tenants/t1", `{"alias": "taken"}`)
 	ops.must(201, "POST", "/v1/devices/t1", nil)
 	ops.must(201, "POST", "/v1/devices/t1/d2", nil)
 	ops.must(200, "GET", "/v1/devices/t1", nil)

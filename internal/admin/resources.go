@@ -122,6 +122,12 @@ func (s *Server) deleteTenant(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeConflict, "the default tenant cannot be deleted")
 		return
 	}
+	if _, ok := s.cfg.Store.Tenant(name); ok {
+		if err := s.deleteTenantDevices(r.Context(), name); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	if err := s.cfg.Router.DeleteTenant(r.Context(), name); err != nil {
 		s.fail(w, r, err)
 		return
