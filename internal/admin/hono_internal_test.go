@@ -43,7 +43,9 @@ func TestMatchAndSort(t *testing.T) {
 		jsonDoc(map[string]any{"id": "a", "enabled": false, "ext": map[string]any{"n": 10, "a/b": "x"}}),
 		jsonDoc(map[string]any{"id": "c"}),
 	}
-	f := func(field, value string) registry.Filter { return registry.Filter{Field: field, Value: json.RawMessage(value)} }
+	f := func(field, value string) registry.Filter {
+		return registry.Filter{Field: field, Value: json.RawMessage(value)}
+	}
 	for _, c := range []struct {
 		filters []registry.Filter
 		want    []bool
