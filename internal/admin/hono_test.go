@@ -445,6 +445,10 @@ func TestV1Devices(t *testing.T) {
 	c.hfails(400, "POST", "/v1/devices/acme/dev-2", `[]`)
 	c.hfails(400, "POST", "/v1/devices/Bad_Tenant/dev-2", nil)
 	c.must(201, "POST", "/v1/devices/acme/dev.2:x=y", nil)
+	big := `{"ext":{"x":"` + strings.Repeat("x", admin.MaxBodyBytes) + `"}}`
+	c.hfails(413, "POST", "/v1/devices/acme/dev-3", big)
+	c.hfails(413, "PUT", "/v1/devices/acme/dev-1", big)
+	c.hfails(413, "PUT", "/v1/credentials/acme/dev-1", "["+big+"]")
 
 	var d map[string]any
 	g := c.must(200, "GET", "/v1/devices/acme/dev-1", nil)
