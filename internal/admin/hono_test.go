@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -773,4 +774,50 @@ func TestHonoGettingStarted(t *testing.T) {
 		cs[0]["type"] != "hashed-password" || cs[0]["auth-id"] != myDevice || bytes.Contains(b, []byte(myPwd)) {
 		t.Fatalf("credentials %d %s", resp.StatusCode, b)
 	}
+
+	// The guide's next step: the device connects as auth-id@tenant
+	// (mosquitto_pub -u ${MY_DEVICE}@${MY_TENANT} -P ${MY_PWD}).
+	if rc := mqttConnect(t, p.MQTTAddr, myDevice+"@"+myTenant, myPwd); rc != 0 {
+		t.Fatalf("MQTT CONNECT of the registered device: return code %d", rc)
+	}
+	if rc := mqttConnect(t, p.MQTTAddr, myDevice+"@"+myTenant, "wrong"); rc == 0 {
+		t.Fatal("MQTT CONNECT with a wrong password accepted")
+	}
+}
+
+// mqttConnect sends an MQTT 3.1.1 CONNECT and returns the CONNACK's
+// return code.
+func mqttConnect(t *testing.T, addr, user, password string) byte {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Minute)) // bcrypt under -race
+	str := func(s string) []byte { return append([]byte{byte(len(s) >> 8), byte(len(s))}, s...) }
+	body := append(str("MQTT"), 4, 0xC2, 0, 30) // level 4, user name + password + clean session, keep-alive 30
+	body = append(body, str("getting-started")...)
+	body = append(body, str(user)...)
+	body = append(body, str(password)...)
+	pkt := []byte{0x10}
+	for n := len(body); ; n >>= 7 { // remaining length, MQTT's varint
+		if n < 0x80 {
+			pkt = append(pkt, byte(n))
+			break
+		}
+		pkt = append(pkt, byte(n&0x7f|0x80))
+	}
+	pkt = append(pkt, body...)
+	if _, err := conn.Write(pkt); err != nil {
+		t.Fatal(err)
+	}
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		t.Fatalf("CONNACK: %v", err)
+	}
+	if ack[0] != 0x20 || ack[1] != 2 {
+		t.Fatalf("not a CONNACK: % x", ack)
+	}
+	return ack[3]
 }
