@@ -336,7 +336,7 @@ func (h *handshake) plain(resp []byte, hostname string) error {
 		c.plainUser, c.plainPass = name, pass
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(c.s.authCtx, c.s.cfg.HandshakeTimeout)
 	defer cancel()
 	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, ten, name, pass)
 	if err != nil {
@@ -360,7 +360,7 @@ func (h *handshake) external(authz []byte, hostname string) error {
 	c := h.c
 	tc, ok := c.nc.(*tls.Conn)
 	if ok && !c.tlsVerified && c.deviceCert {
-		ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.HandshakeTimeout)
+		ctx, cancel := context.WithTimeout(c.s.authCtx, c.s.cfg.HandshakeTimeout)
 		defer cancel()
 		cs := tc.ConnectionState()
 		p, err := c.s.cfg.Auth.AuthenticateCert(ctx, auth.AdapterAMQP, &cs)
@@ -509,7 +509,7 @@ func (c *conn) selectTenant(hostname string) *ConnError {
 	if !ok {
 		t = tenant.Default
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(c.s.authCtx, c.s.cfg.HandshakeTimeout)
 	defer cancel()
 	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, t, c.plainUser, c.plainPass)
 	if err != nil {

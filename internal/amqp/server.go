@@ -186,6 +186,10 @@ type Server struct {
 	handshakes chan struct{} // a slot per connection in its handshake (Config.MaxHandshakes)
 	hsUsed     atomic.Int64  // bytes buffered by those (Config.HandshakeMemory)
 	quit       chan struct{} // closed when Shutdown starts
+	// authCtx is the parent of authentications' contexts (which may wait
+	// for a bcrypt worker or the registry), cancelled when Shutdown starts.
+	authCtx    context.Context
+	authCancel context.CancelFunc
 }
 
 // New builds a server.
@@ -193,7 +197,7 @@ func New(cfg Config) (*Server, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		cfg:        cfg,
 		log:        cfg.Logger.With("component", "amqp"),
 		m:          newMetrics(cfg.Metrics),
@@ -201,7 +205,9 @@ func New(cfg Config) (*Server, error) {
 		conns:      map[*conn]struct{}{},
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		quit:       make(chan struct{}),
-	}, nil
+	}
+	s.authCtx, s.authCancel = context.WithCancel(context.Background())
+	return s, nil
 }
 
 // enterHandshake takes a handshake slot, waiting while MaxHandshakes
@@ -333,6 +339,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing {
 		close(s.quit)
+		s.authCancel()
 	}
 	s.closing = true
 	for ln := range s.listeners {

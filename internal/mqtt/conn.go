@@ -675,7 +675,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		if s.cfg.EnhancedAuth == nil {
 			return c.refuse(v, rcBadAuthMethod, "authentication method not supported", "bad_auth_method")
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
 		p, err = s.cfg.EnhancedAuth(ctx, props.AuthenticationMethod, props.AuthenticationData, c.clientID)
 		cancel()
@@ -686,7 +686,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		// A device's client certificate decides, whatever the user name
 		// says (Hono: the certificate is tried first; a device may send
 		// no user name at all).
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
 		p, err = s.cfg.Auth.AuthenticateCert(ctx, auth.AdapterMQTT, c.tlsState())
 		cancel()
@@ -695,7 +695,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		}
 	case pk.Connect.UsernameFlag:
 		user, ten := auth.SplitUser(string(pk.Connect.Username), tenant.Default)
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ConnectTimeout)
+		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
 		p, err = s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
 		cancel()

@@ -227,6 +227,10 @@ type Server struct {
 	handshakes chan struct{} // a slot per connection in its handshake (Config.MaxHandshakes)
 	hsBudget   byteBudget    // CONNECT bodies of those (Config.HandshakeMemory)
 	quit       chan struct{} // closed when Shutdown starts
+	// authCtx is the parent of authentications' contexts (which may wait
+	// for a bcrypt worker or the registry), cancelled when Shutdown starts.
+	authCtx    context.Context
+	authCancel context.CancelFunc
 }
 
 // tenantInfo is the server's per-tenant state: statistics and the
@@ -264,6 +268,7 @@ func New(cfg Config) (*Server, error) {
 		handshakes: make(chan struct{}, cfg.MaxHandshakes),
 		quit:       make(chan struct{}),
 	}
+	s.authCtx, s.authCancel = context.WithCancel(context.Background())
 	s.hsBudget.max = int64(cfg.HandshakeMemory)
 	s.pool = newReadPool(cfg.ReadWorkers, s.stop, &s.bg)
 	ps, err := newPollers(s)
@@ -453,6 +458,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closing {
 		close(s.quit)
+		s.authCancel()
 	}
 	s.closing = true
 	for l := range s.listeners {
