@@ -127,11 +127,18 @@ func dialV5(t testing.TB, e *env, cp *paho.Connect) (*v5client, error) {
 		t.Fatal(err)
 	}
 	vc := &v5client{msgs: make(chan *paho.Publish, 1000), disc: make(chan *paho.Disconnect, 1), errCh: make(chan error, 10)}
+	// After the test, a full msgs must not block paho's router: its
+	// Disconnect waits for it (a failed test then hung until the timeout,
+	// hiding its failure).
+	ended := make(chan struct{})
 	vc.Client = paho.NewClient(paho.ClientConfig{
 		ClientID: cp.ClientID,
 		Conn:     nc,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			vc.msgs <- pr.Packet
+			select {
+			case vc.msgs <- pr.Packet:
+			case <-ended:
+			}
 			return true, nil
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { vc.disc <- d },
@@ -147,7 +154,10 @@ func dialV5(t testing.TB, e *env, cp *paho.Connect) (*v5client, error) {
 	if err != nil {
 		return vc, err
 	}
-	t.Cleanup(func() { _ = vc.Disconnect(&paho.Disconnect{}) })
+	t.Cleanup(func() {
+		close(ended)
+		_ = vc.Disconnect(&paho.Disconnect{})
+	})
 	return vc, nil
 }
 

@@ -215,23 +215,25 @@ func (p *progressStore) ensure(ts *tenantState) (jetstream.Stream, error) {
 	return s, nil
 }
 
-// key returns the record prefix for an engine consumer.
-func (p *progressStore) key(ts *tenantState, stream, cons string) (progressKey, error) {
+// key returns the record prefix for an engine consumer, and the
+// consumer's state as the engine reports it.
+func (p *progressStore) key(ts *tenantState, stream, cons string) (progressKey, *jetstream.ConsumerInfo, error) {
 	if _, err := p.ensure(ts); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	s, err := ts.js.Stream(ctx, stream)
 	if err != nil {
-		return "", fmt.Errorf("router: stream %s: %w", stream, err)
+		return "", nil, fmt.Errorf("router: stream %s: %w", stream, err)
 	}
 	cn, err := ts.js.Consumer(ctx, stream, cons)
 	if err != nil {
-		return "", fmt.Errorf("router: consumer %s: %w", cons, err)
+		return "", nil, fmt.Errorf("router: consumer %s: %w", cons, err)
 	}
+	ci := cn.CachedInfo()
 	return progressKey(fmt.Sprintf("p.%s.%d.%s.%d", stream, s.CachedInfo().Created.UnixNano(),
-		cons, cn.CachedInfo().Created.UnixNano())), nil
+		cons, ci.Created.UnixNano())), ci, nil
 }
 
 // load returns the record of an entry (nil if none or unreadable: then

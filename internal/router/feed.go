@@ -1,7 +1,9 @@
 package router
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
@@ -50,6 +53,10 @@ type feed struct {
 	queue        bool // dead letters and filter refusals as a queue
 	maxDeliver   int
 	prog         progressKey // names this engine consumer's progress records
+	// reclaimed is the last stream sequence delivered before a consumer
+	// reset (reclaim): entries up to it come as first deliveries but were
+	// delivered before. Set before the feed subscribes.
+	reclaimed uint64
 
 	mu          sync.Mutex
 	members     []*member           // in attach order; guarded by mu
@@ -181,11 +188,14 @@ func (ts *tenantState) openFeeds() []*feed {
 }
 
 func (f *feed) start() error {
-	prog, err := f.ts.progress.key(f.ts, f.stream, f.cons)
+	prog, ci, err := f.ts.progress.key(f.ts, f.stream, f.cons)
 	if err != nil {
 		return err
 	}
 	f.prog = prog
+	if ci.NumAckPending > 0 && f.ts.peers() <= 1 && (ci.Delivered.Last == nil || ci.Delivered.Last.Before(f.r.started)) {
+		f.reclaim(ci)
+	}
 	inbox := f.ts.nc.NewInbox()
 	sub, err := f.ts.nc.Subscribe(inbox+".*", f.onPulled)
 	if err != nil {
@@ -196,6 +206,90 @@ func (f *feed) start() error {
 	f.inbox, f.sub = inbox, sub
 	f.mu.Unlock()
 	return nil
+}
+
+// reclaim takes back at once the entries a dead process had in progress.
+// It runs when a feed starts on the only node of the account and the
+// engine counts entries pending that it delivered before this process
+// started: they belong to no live process, but to a node killed before it
+// settled them. (An entry delivered by this process — to an earlier feed
+// of the same consumer, whose acknowledgements may still be on their way —
+// is never taken back this way.) Left alone, they would come again only
+// after the engine's ack wait (30 s), behind newer entries: a persistent
+// MQTT session would get a dead node's unacknowledged messages after newer
+// ones. The engine's consumer reset rewinds the consumer to its ack floor,
+// so they come first, in order.
+//
+// A reset also brings again what was acknowledged above the floor (out of
+// order), which would be a second delivery of a settled message; so the
+// feed resets only when every entry between the floor and the last one
+// delivered is pending (counted in the stream, per filter subject; at most
+// maxReclaim). Otherwise, and with other nodes in the account (pending
+// entries may be theirs), the ack wait decides as before.
+func (f *feed) reclaim(ci *jetstream.ConsumerInfo) {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	log := f.r.log.With("tenant", f.ts.name, "stream", f.stream, "consumer", f.cons, "pending", ci.NumAckPending)
+	if ok, err := f.onlyPendingAboveFloor(ctx, ci); !ok {
+		if err != nil {
+			log.Warn("entries in progress at a crash come after the ack wait", "err", err)
+		} else {
+			log.Info("entries in progress at a crash come after the ack wait (some later ones were settled)")
+		}
+		return
+	}
+	if _, err := f.ts.js.ResetConsumer(ctx, f.stream, f.cons); err != nil {
+		log.Warn("entries in progress at a crash come after the ack wait", "err", err)
+		return
+	}
+	f.reclaimed = ci.Delivered.Stream
+	log.Info("took back the entries in progress at a crash", "ackFloor", ci.AckFloor.Stream)
+}
+
+// maxReclaim bounds the stream lookups of onlyPendingAboveFloor.
+const maxReclaim = 1024
+
+// onlyPendingAboveFloor reports whether every stream entry the consumer
+// takes between its ack floor and its last delivery is pending, that is,
+// none was settled out of order.
+func (f *feed) onlyPendingAboveFloor(ctx context.Context, ci *jetstream.ConsumerInfo) (bool, error) {
+	lo, hi, pending := ci.AckFloor.Stream+1, ci.Delivered.Stream, uint64(ci.NumAckPending)
+	switch {
+	case hi < lo || pending > maxReclaim:
+		return false, nil
+	case hi-lo+1 == pending:
+		return true, nil // no room for anything settled
+	}
+	filters := ci.Config.FilterSubjects
+	if ci.Config.FilterSubject != "" {
+		filters = append(filters, ci.Config.FilterSubject)
+	}
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	st, err := f.ts.js.Stream(ctx, f.stream)
+	if err != nil {
+		return false, err
+	}
+	var n uint64
+	for _, subj := range filters { // a consumer's filters do not overlap
+		for seq := lo; seq <= hi; {
+			m, err := st.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				break
+			} else if err != nil {
+				return false, err
+			}
+			if m.Sequence > hi {
+				break
+			}
+			if n++; n > pending {
+				return false, nil
+			}
+			seq = m.Sequence + 1
+		}
+	}
+	return n == pending, nil
 }
 
 func (f *feed) memberLocked(c *Consumer) *member {
@@ -699,6 +793,9 @@ func (f *feed) onPulled(msg *nats.Msg) {
 		_ = msg.Respond([]byte("+TERM"))
 		f.run()
 		return
+	}
+	if count == 1 && seq <= f.reclaimed {
+		count = 2 // delivered before the reset that took it back (reclaim)
 	}
 	e := &entry{f: f, reply: msg.Reply, seq: seq, count: count + prior, state: make([]partState, len(msgs)), left: len(msgs)}
 	if f.queue && len(msgs) == 1 {

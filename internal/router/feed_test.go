@@ -372,3 +372,102 @@ func TestQueueStuckConsumerKeepsOrder(t *testing.T) {
 		d.Settle(Outcome{Kind: Accepted})
 	}
 }
+
+// TestCrashTakesBackInOrder (issue 11.3): entries a killed node had
+// delivered and not settled come first, in order, when the only node
+// restarts — not after the engine's ack wait, behind newer messages (an
+// MQTT persistent session saw a dead node's messages after newer ones).
+func TestCrashTakesBackInOrder(t *testing.T) {
+	dir := t.TempDir()
+	e := start(t, dir)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	for i := range 4 {
+		publish(t, e.r, "default", "q", fmt.Sprint("m", i))
+	}
+	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 2)
+	for _, want := range []string{"m0", "m1"} {
+		if d := col.next(t); string(d.Message.Body) != want {
+			t.Fatalf("got %q, want %q", d.Message.Body, want)
+		}
+	}
+	// Crash: the engine stops under the router, which settles nothing.
+	e.eng.Shutdown()
+	e.r.Close()
+	e.store.Close()
+	e.r = nil
+
+	e2 := start(t, dir)
+	for i := 4; i < 6; i++ {
+		publish(t, e2.r, "default", "q", fmt.Sprint("m", i))
+	}
+	_, col2 := consume(t, e2.r, "default", "q", ConsumeOptions{}, 10)
+	for i := range 6 {
+		d := col2.next(t) // well within the 30 s ack wait
+		if want := fmt.Sprint("m", i); string(d.Message.Body) != want {
+			t.Fatalf("after the restart got %q, want %q (in order, the dead node's first)", d.Message.Body, want)
+		}
+		if redelivered := d.Count > 1; redelivered != (i < 2) {
+			t.Fatalf("%s: delivery count %d (sent before the crash: %v)", d.Message.Body, d.Count, i < 2)
+		}
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	col2.none(t, 500*time.Millisecond)
+}
+
+// TestReconnectDoesNotTakeBack: a feed that starts again in the same
+// process (the consumer's earlier feed closed) leaves the engine's
+// pending entries alone: their acknowledgements may still be on their way,
+// and taking them back would deliver settled messages again.
+func TestReconnectDoesNotTakeBack(t *testing.T) {
+	e := newEnv(t)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	for i := range 3 {
+		publish(t, e.r, "default", "q", fmt.Sprint("m", i))
+	}
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 3)
+	for range 3 {
+		col.next(t).Settle(Outcome{Kind: Accepted})
+	}
+	c.Close()
+	_, col2 := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	col2.none(t, time.Second)
+	backlogIs(t, e.r, "q", 0)
+}
+
+// TestCrashSettledOutOfOrderNotAgain: when the dead node had settled an
+// entry after one it had not, taking back by a consumer reset would
+// deliver the settled one again; the ack wait brings back only the
+// unsettled ones then.
+func TestCrashSettledOutOfOrderNotAgain(t *testing.T) {
+	shortAckWait(t)
+	dir := t.TempDir()
+	e := start(t, dir)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	for i := range 3 {
+		publish(t, e.r, "default", "q", fmt.Sprint("m", i))
+	}
+	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 3)
+	var ds []*Delivery
+	for range 3 {
+		ds = append(ds, col.next(t))
+	}
+	ds[1].Settle(Outcome{Kind: Accepted})
+	backlogIs(t, e.r, "q", 2)
+	e.eng.Shutdown()
+	e.r.Close()
+	e.store.Close()
+	e.r = nil
+
+	e2 := start(t, dir)
+	_, col2 := consume(t, e2.r, "default", "q", ConsumeOptions{}, 10)
+	got := map[string]bool{}
+	for range 2 {
+		d := col2.next(t)
+		got[string(d.Message.Body)] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	if !got["m0"] || !got["m2"] {
+		t.Fatalf("redelivered %v, want m0 and m2", got)
+	}
+	col2.none(t, 3*ackWait)
+}

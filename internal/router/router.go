@@ -97,6 +97,7 @@ type Router struct {
 	log     *slog.Logger
 	metrics *metrics
 	temps   *tempSweeper // set by New
+	started time.Time    // when New ran (feed.reclaim)
 
 	mu      sync.Mutex
 	tenants map[string]*tenantState // guarded by mu
@@ -160,7 +161,7 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	if cfg.AnycastTimeout == 0 {
 		cfg.AnycastTimeout = 30 * time.Second
 	}
-	r := &Router{
+	r := &Router{started: time.Now(),
 		cfg:     cfg,
 		eng:     cfg.Engine,
 		store:   cfg.Store,
