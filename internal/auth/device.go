@@ -65,7 +65,8 @@ func (e *DeviceError) Error() string {
 
 func (e *DeviceError) Unwrap() error { return e.Err }
 
-// refuse counts and logs a refused device and returns its error.
+// refuse counts a refused device and returns its error (logged at debug
+// level here; the front-ends log the error, which names the reason).
 func (a *Authenticator) refuse(adapter, reason string, t *tenant.Tenant, authID string, cause error) error {
 	err := ErrBadCredentials
 	switch reason {
@@ -76,7 +77,7 @@ func (a *Authenticator) refuse(adapter, reason string, t *tenant.Tenant, authID 
 	}
 	a.m.deviceFail.WithLabelValues(adapter, reason).Inc()
 	e := &DeviceError{Reason: reason, Tenant: t.Name, AuthID: authID, Err: err, Cause: cause}
-	a.log.Info("device refused", "tenant", t.Name, "auth_id", authID, "adapter", adapter, "reason", reason, "err", cause)
+	a.log.Debug("device refused", "tenant", t.Name, "auth_id", authID, "adapter", adapter, "reason", reason, "err", cause)
 	return e
 }
 
