@@ -253,8 +253,10 @@ func TestScale(t *testing.T) {
 	t.Cleanup(e.Shutdown)
 	ten := newTenants("acme")
 	s := openStore(t, e, ten)
+	heap0 := heapInUse()
 	fill := populate(t, s, n, 32)
 	t.Logf("CreateDevice+SetCredentials: %d in %v = %.0f/s", n, fill, float64(n)/fill.Seconds())
+	t.Logf("process heap after populating: +%.0f bytes/device (engine state of 3 keys + index)", float64(heapInUse()-heap0)/float64(n))
 	ctx := context.Background()
 
 	before := heapInUse()
@@ -274,11 +276,13 @@ func TestScale(t *testing.T) {
 		t.Logf("page of 100 at offset %d: %v", off, time.Since(start)/reps)
 	}
 	notGW := false
-	start = time.Now()
-	if _, err := s2.Devices(ctx, "acme", Query{PageSize: 100, PageOffset: n - n/10 - 100, IsGateway: &notGW}); err != nil {
-		t.Fatal(err)
+	for _, what := range []string{"first (fills the gateway list)", "again"} {
+		start = time.Now()
+		if _, err := s2.Devices(ctx, "acme", Query{PageSize: 100, PageOffset: n - n/10 - 100, IsGateway: &notGW}); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("page of 100 non-gateways near the end, %s: %v", what, time.Since(start))
 	}
-	t.Logf("page of 100 non-gateways near the end: %v", time.Since(start))
 	start = time.Now()
 	if p, err := s2.Devices(ctx, "acme", Query{PageSize: 100, Sort: []Sort{{Field: "/status/created", Direction: "desc"}}}); err != nil || p.Total != n {
 		t.Fatal(err)

@@ -342,25 +342,48 @@ func (s *Store) AutoProvision(ctx context.Context, tenantName, deviceID string, 
 		d.Authorities = []string{"auto-provisioning-enabled"}
 	}
 	_, _, err = s.createDevice(ctx, tenantName, deviceID, &d)
+	typ, authID := prep[0].Type, prep[0].AuthID
 	switch {
 	case err == nil:
-		if _, err := s.SetCredentials(ctx, tenantName, deviceID, []Credential{c}, "0"); err != nil && !errors.Is(err, ErrVersionMismatch) {
+		// Credentials a deleted device of the same id left are stale:
+		// overwrite whatever is there.
+		if _, err := s.SetCredentials(ctx, tenantName, deviceID, []Credential{c}, ""); err != nil {
 			_ = s.DeleteDevice(context.WithoutCancel(ctx), tenantName, deviceID, "")
 			return nil, err
 		}
+		return s.Lookup(ctx, tenantName, typ, authID)
 	case !errors.Is(err, ErrExists):
 		return nil, err
 	}
-	typ, authID := prep[0].Type, prep[0].AuthID
-	deadline := time.Now().Add(5 * time.Second)
+	// The device exists: provisioned concurrently (wait for its
+	// credentials), or registered otherwise (refuse).
+	deadline := time.Now().Add(2 * time.Second)
 	for {
 		id, err := s.Lookup(ctx, tenantName, typ, authID)
+		if err == nil && id.DeviceID != deviceID {
+			return nil, fmt.Errorf("%s auth-id %q %w (device %q)", typ, authID, ErrExists, id.DeviceID)
+		}
 		if !errors.Is(err, ErrNotFound) {
 			return id, err
 		}
+		dev, _, derr := s.Device(ctx, tenantName, deviceID)
+		if derr != nil {
+			return nil, derr
+		}
+		if dev.Status == nil || !dev.Status.AutoProvisioned {
+			return nil, fmt.Errorf("device %q %w (not auto-provisioned)", deviceID, ErrExists)
+		}
 		if time.Now().After(deadline) {
-			// The other provisioner did not finish: complete its work.
-			if _, err := s.SetCredentials(ctx, tenantName, deviceID, []Credential{c}, "0"); err != nil {
+			// The other provisioner did not finish: complete its work if
+			// the device has no credentials yet.
+			cs, v, err := s.Credentials(ctx, tenantName, deviceID)
+			if err != nil {
+				return nil, err
+			}
+			if len(cs) > 0 {
+				return nil, fmt.Errorf("device %q %w with other credentials", deviceID, ErrExists)
+			}
+			if _, err := s.SetCredentials(ctx, tenantName, deviceID, []Credential{c}, v); err != nil {
 				return nil, err
 			}
 			return s.Lookup(ctx, tenantName, typ, authID)

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -357,38 +356,31 @@ func (s *Store) Devices(ctx context.Context, tenantName string, q Query) (Page, 
 
 // pageIDs reads a page of ids from the index.
 func (s *Store) pageIDs(tenantName string, isGateway *bool, offset, size int, desc bool) (int, []string) {
-	s.mu.Lock() // gatewayIDs fills its cache
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	ti := s.index[tenantName]
 	if ti == nil {
 		return 0, nil
 	}
-	n := ti.ids.Len()
 	var ids []string
 	switch {
-	case isGateway == nil:
+	case isGateway == nil || *isGateway:
+		tree := ti.ids
+		if isGateway != nil {
+			tree = ti.gw
+		}
+		n := tree.Len()
 		for i := offset; i < offset+size && i < n; i++ {
 			j := i
 			if desc {
 				j = n - 1 - i
 			}
-			id, _ := ti.ids.GetAt(j)
+			id, _ := tree.GetAt(j)
 			ids = append(ids, id)
 		}
 		return n, ids
-	case *isGateway:
-		gw := ti.gatewayIDs()
-		for i := offset; i < offset+size && i < len(gw); i++ {
-			j := i
-			if desc {
-				j = len(gw) - 1 - i
-			}
-			ids = append(ids, gw[j])
-		}
-		return len(gw), ids
 	default:
-		gw := ti.gatewayIDs()
-		total := n - len(gw)
+		total := ti.ids.Len() - ti.gw.Len()
 		if offset >= total {
 			return total, nil
 		}
@@ -398,9 +390,9 @@ func (s *Store) pageIDs(tenantName string, isGateway *bool, offset, size int, de
 		if desc {
 			start = total - 1 - offset
 		}
-		first := ti.nonGatewayAt(start, gw)
+		first := ti.nonGatewayAt(start)
 		walk := func(id string) bool {
-			if j := sort.SearchStrings(gw, id); j < len(gw) && gw[j] == id {
+			if _, gw := ti.gw.Get(id); gw {
 				return true
 			}
 			ids = append(ids, id)
@@ -416,19 +408,20 @@ func (s *Store) pageIDs(tenantName string, isGateway *bool, offset, size int, de
 }
 
 // nonGatewayAt returns the k-th (from 0) device that is not a gateway, in
-// id order: the least fixed point of i = k + (gateways ≤ ids[i]), reached
-// from i = k in at most len(gw)+1 steps of O(log n).
-func (ti *tenantIndex) nonGatewayAt(k int, gw []string) string {
-	i := k
-	for {
-		id, _ := ti.ids.GetAt(i)
-		r := sort.SearchStrings(gw, id)
-		if r < len(gw) && gw[r] == id {
-			r++
+// id order: the least i with i+1 - (gateways ≤ ids[i]) > k, found by
+// binary search (that count grows with i, by one at each non-gateway);
+// O(log³ n).
+func (ti *tenantIndex) nonGatewayAt(k int) string {
+	lo, hi := k, ti.ids.Len()-1
+	for lo < hi {
+		mid := (lo + hi) / 2
+		id, _ := ti.ids.GetAt(mid)
+		if mid+1-ti.gwRank(id) > k {
+			hi = mid
+		} else {
+			lo = mid + 1
 		}
-		if k+r == i {
-			return id
-		}
-		i = k + r
 	}
+	id, _ := ti.ids.GetAt(lo)
+	return id
 }

@@ -190,15 +190,12 @@ type scanned struct {
 func (s *Store) scanDevices(ctx context.Context, tenantName string, q Query) (Page, error) {
 	var gateways map[string]struct{}
 	if q.IsGateway != nil {
-		s.mu.Lock()
+		s.mu.RLock()
 		if ti := s.index[tenantName]; ti != nil {
-			gw := ti.gatewayIDs()
-			gateways = make(map[string]struct{}, len(gw))
-			for _, id := range gw {
-				gateways[id] = struct{}{}
-			}
+			gateways = make(map[string]struct{}, ti.gw.Len())
+			ti.gw.Scan(func(id string) bool { gateways[id] = struct{}{}; return true })
 		}
-		s.mu.Unlock()
+		s.mu.RUnlock()
 	}
 	wants := make([]any, len(q.Filters))
 	for i, f := range q.Filters {

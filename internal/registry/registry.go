@@ -11,6 +11,31 @@
 //
 // Writers: *Store is the one owner of the buckets. Front-ends (through
 // auth) only read credentials; the admin API writes.
+//
+// Storage, in short (docs/registry.md, "Storage", has the reasons and the
+// measured costs):
+//
+//   - Three KV buckets: throng_devices and throng_credentials keyed
+//     "<tenant>.<id>" (the id escaped: bytes outside [A-Za-z0-9_-] as
+//     "=XX"), and the auth-id index throng_authids keyed
+//     "<tenant>.<type>.<base64url auth-id>" → device id.
+//   - Resource versions (ETags) are KV revisions; every write is
+//     conditional on the revision read (kv.Create, kv.Update, deletes with
+//     the expected last sequence), so concurrent writers cannot both win.
+//   - An auth-id is claimed with kv.Create before the credentials naming
+//     it are written; Lookup (three gets, cached) trusts an index key only
+//     if the device's credentials hold the auth-id, so a crash between the
+//     writes leaves nothing that authenticates, and a later claim repairs
+//     the key. A device's "incarnation" (a random id in its record and in
+//     its credentials) keeps credentials left by a deleted device from
+//     passing to a new device of the same id.
+//   - Per tenant, an in-memory index (a counted B-tree of ids, and the
+//     gateway relations) built at Open from a watch of the devices bucket
+//     and kept current by it, on every node; writers wait until their own
+//     watch applied their write. Pages sorted by id (with or without
+//     isGateway) come from it; other filters and sorts scan the tenant.
+//   - DeleteDevices purges the tenant's keys (one request per bucket) and
+//     writes a purge marker that the watches act on.
 package registry
 
 import (

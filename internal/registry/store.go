@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"strconv"
 	"sync"
 
@@ -65,7 +64,7 @@ type tenantIndex struct {
 	viaRef   map[string]int                 // device id → how many other devices name it in via
 	groupRef map[string]int                 // group → how many devices name it in viaGroups
 	members  map[string]map[string]struct{} // group → devices that are memberOf it
-	gateways []string                       // sorted gateway ids; nil when to be recomputed
+	gw       *btree.BTreeG[string]          // the gateways (isGateway), kept by refresh
 }
 
 type links struct {
@@ -74,9 +73,14 @@ type links struct {
 	MemberOf  []string `json:"memberOf,omitempty"`
 }
 
+func newIDTree() *btree.BTreeG[string] {
+	return btree.NewBTreeGOptions(func(a, b string) bool { return a < b }, btree.Options{NoLocks: true, Degree: 64})
+}
+
 func newTenantIndex() *tenantIndex {
 	return &tenantIndex{
-		ids:      btree.NewBTreeGOptions(func(a, b string) bool { return a < b }, btree.Options{NoLocks: true, Degree: 64}),
+		ids:      newIDTree(),
+		gw:       newIDTree(),
 		links:    map[string]*links{},
 		viaRef:   map[string]int{},
 		groupRef: map[string]int{},
@@ -241,7 +245,7 @@ func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
 		case deleted:
 			if ti != nil {
 				ti.ids.Delete(id)
-				ti.setLinks(id, nil)
+				ti.refresh(ti.setLinks(id, nil), id)
 				if ti.ids.Len() == 0 {
 					delete(s.index, t)
 				}
@@ -253,7 +257,7 @@ func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
 				s.index[t] = ti
 			}
 			ti.ids.Set(id)
-			ti.setLinks(id, parseLinks(e.Value()))
+			ti.refresh(ti.setLinks(id, parseLinks(e.Value())), id)
 			fired = append(fired, id)
 		}
 	}
@@ -288,26 +292,40 @@ func parseLinks(v []byte) *links {
 	return &l
 }
 
-// setLinks replaces a device's gateway relations (nil: none) and keeps
-// the reference counts behind isGateway.
-func (ti *tenantIndex) setLinks(id string, l *links) {
+// setLinks replaces a device's gateway relations (nil: none), keeps the
+// reference counts behind isGateway and returns the other devices whose
+// gateway status may have changed.
+func (ti *tenantIndex) setLinks(id string, l *links) []string {
 	old := ti.links[id]
 	if old == nil && l == nil {
-		return
+		return nil
 	}
-	ti.gateways = nil
+	var affected []string
+	// A group's members change status only when its count of naming
+	// devices passes through 0, 1 or 2 (a member's own naming does not
+	// count for it).
+	groupMoved := func(g string, before int) {
+		if after := ti.groupRef[g]; before <= 1 || after <= 1 {
+			for m := range ti.members[g] {
+				affected = append(affected, m)
+			}
+		}
+	}
 	if old != nil {
 		for _, g := range uniq(old.Via) {
 			if g != id {
 				if ti.viaRef[g]--; ti.viaRef[g] <= 0 {
 					delete(ti.viaRef, g)
 				}
+				affected = append(affected, g)
 			}
 		}
 		for _, g := range uniq(old.ViaGroups) {
+			before := ti.groupRef[g]
 			if ti.groupRef[g]--; ti.groupRef[g] <= 0 {
 				delete(ti.groupRef, g)
 			}
+			groupMoved(g, before)
 		}
 		for _, g := range uniq(old.MemberOf) {
 			delete(ti.members[g], id)
@@ -318,16 +336,19 @@ func (ti *tenantIndex) setLinks(id string, l *links) {
 		delete(ti.links, id)
 	}
 	if l == nil {
-		return
+		return affected
 	}
 	ti.links[id] = l
 	for _, g := range uniq(l.Via) {
 		if g != id {
 			ti.viaRef[g]++
+			affected = append(affected, g)
 		}
 	}
 	for _, g := range uniq(l.ViaGroups) {
+		before := ti.groupRef[g]
 		ti.groupRef[g]++
+		groupMoved(g, before)
 	}
 	for _, g := range uniq(l.MemberOf) {
 		m := ti.members[g]
@@ -337,6 +358,33 @@ func (ti *tenantIndex) setLinks(id string, l *links) {
 		}
 		m[id] = struct{}{}
 	}
+	return affected
+}
+
+// refresh brings the gateway tree up to date for the given devices.
+func (ti *tenantIndex) refresh(ids []string, id string) {
+	for _, x := range append(ids, id) {
+		if ti.isGateway(x) {
+			ti.gw.Set(x)
+		} else {
+			ti.gw.Delete(x)
+		}
+	}
+}
+
+// gwRank returns how many gateways sort at or before id: a binary search
+// over the counted tree, O(log² n).
+func (ti *tenantIndex) gwRank(id string) int {
+	lo, hi := 0, ti.gw.Len()
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if g, _ := ti.gw.GetAt(mid); g <= id {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return lo
 }
 
 func uniq(s []string) []string {
@@ -381,32 +429,6 @@ func (ti *tenantIndex) isGateway(id string) bool {
 		}
 	}
 	return false
-}
-
-// gatewayIDs returns the tenant's gateways sorted; cached until the
-// relations change. The caller holds s.mu for writing (it fills the cache).
-func (ti *tenantIndex) gatewayIDs() []string {
-	if ti.gateways != nil {
-		return ti.gateways
-	}
-	cand := map[string]struct{}{}
-	for id := range ti.viaRef {
-		cand[id] = struct{}{}
-	}
-	for g := range ti.groupRef {
-		for id := range ti.members[g] {
-			cand[id] = struct{}{}
-		}
-	}
-	out := make([]string, 0, len(cand))
-	for id := range cand {
-		if ti.isGateway(id) {
-			out = append(out, id)
-		}
-	}
-	sort.Strings(out)
-	ti.gateways = out
-	return out
 }
 
 // waitApplied returns when the devices watch has applied revision rev,

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	mrand "math/rand"
 	"regexp"
 	"strings"
 	"sync"
@@ -400,6 +401,7 @@ func TestNonGatewayAt(t *testing.T) {
 	isGW := map[string]bool{}
 	for _, g := range gw {
 		isGW[g] = true
+		ti.gw.Set(g)
 	}
 	var non []string
 	for _, id := range all {
@@ -408,7 +410,7 @@ func TestNonGatewayAt(t *testing.T) {
 		}
 	}
 	for k, want := range non {
-		if got := ti.nonGatewayAt(k, gw); got != want {
+		if got := ti.nonGatewayAt(k); got != want {
 			t.Fatalf("k=%d: %s, want %s", k, got, want)
 		}
 	}
@@ -952,6 +954,22 @@ func TestAutoProvision(t *testing.T) {
 	if n := s.DeviceCount("acme"); n != 1 {
 		t.Fatalf("%d devices", n)
 	}
+	// A device registered by hand with that id is not taken over.
+	mustCreate(t, s, "acme", "manual", nil)
+	cert2, _ := selfSigned(t, "CN=auto2,O=ACME")
+	if _, err := s.AutoProvision(ctx, "acme", "manual", Credential{Type: TypeX509, Cert: cert2.Raw}, false); !errors.Is(err, ErrExists) {
+		t.Fatalf("manual device: %v", err)
+	}
+	if cs, _, _ := s.Credentials(ctx, "acme", "manual"); len(cs) != 0 {
+		t.Fatalf("manual device got %+v", cs)
+	}
+	// After a delete, provisioning again starts afresh.
+	if err := s.DeleteDevice(ctx, "acme", "auto-1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if idn, err := s.AutoProvision(ctx, "acme", "auto-1", c, false); err != nil || idn.Device.Authorities != nil {
+		t.Fatalf("again: %+v %v", idn, err)
+	}
 }
 
 func TestKeysAndDN(t *testing.T) {
@@ -1002,4 +1020,60 @@ func TestKeysAndDN(t *testing.T) {
 func generateBcrypt(pw string, cost int) (string, error) {
 	h, err := bcrypt.GenerateFromPassword([]byte(pw), cost)
 	return string(h), err
+}
+
+// TestGatewayIndexRandom checks the incremental gateway tree against the
+// definition after random registrations, updates and deletions.
+func TestGatewayIndexRandom(t *testing.T) {
+	ti := newTenantIndex()
+	devs := map[string]*links{}
+	names := []string{"a", "b", "c", "d", "e", "f"}
+	groups := []string{"g1", "g2"}
+	pick := func(r *mrand.Rand, from []string) []string {
+		var out []string
+		for _, x := range from {
+			if r.Intn(4) == 0 {
+				out = append(out, x)
+			}
+		}
+		return out
+	}
+	r := mrand.New(mrand.NewSource(1))
+	for step := 0; step < 20000; step++ {
+		id := names[r.Intn(len(names))]
+		if r.Intn(4) == 0 {
+			delete(devs, id)
+			ti.ids.Delete(id)
+			ti.refresh(ti.setLinks(id, nil), id)
+		} else {
+			l := &links{Via: pick(r, names), ViaGroups: pick(r, groups), MemberOf: pick(r, groups)}
+			devs[id] = l
+			ti.ids.Set(id)
+			if len(l.Via)+len(l.ViaGroups)+len(l.MemberOf) == 0 {
+				l = nil
+			}
+			ti.refresh(ti.setLinks(id, l), id)
+		}
+		for _, x := range names {
+			want := false
+			if lx, ok := devs[x]; ok {
+				for y, ly := range devs {
+					if y == x {
+						continue
+					}
+					for _, v := range ly.Via {
+						want = want || v == x
+					}
+					for _, g := range ly.ViaGroups {
+						for _, m := range lx.MemberOf {
+							want = want || g == m
+						}
+					}
+				}
+			}
+			if _, got := ti.gw.Get(x); got != want {
+				t.Fatalf("step %d: %s gateway %v, want %v (%+v)", step, x, got, want, devs)
+			}
+		}
+	}
 }
