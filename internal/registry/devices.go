@@ -295,8 +295,10 @@ func (s *Store) DeleteDevices(ctx context.Context, tenantName string) error {
 	return s.waitApplied(ctx, rev)
 }
 
-// DeviceCount returns how many devices a tenant has (this node's index).
+// DeviceCount returns how many devices a tenant has (this node's index;
+// it waits for the index's initial load).
 func (s *Store) DeviceCount(tenantName string) int {
+	_ = s.waitLoaded(context.Background())
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if ti := s.index[tenantName]; ti != nil {
@@ -335,6 +337,9 @@ func (s *Store) Devices(ctx context.Context, tenantName string, q Query) (Page, 
 	}
 	if len(q.Sort) == 1 && q.Sort[0].Field == "/id" {
 		byID, desc = true, q.Sort[0].Direction == "desc"
+	}
+	if err := s.waitLoaded(ctx); err != nil {
+		return Page{}, err
 	}
 	if len(q.Filters) > 0 || !byID {
 		return s.scanDevices(ctx, tenantName, q)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,6 +45,7 @@ type Store struct {
 	cache                *lookupCache
 
 	devWatch, credWatch jetstream.KeyWatcher
+	loaded              chan struct{} // closed when the index holds every device stored at Open
 	done                chan struct{} // closed by Close
 	closeOnce           sync.Once
 	wg                  sync.WaitGroup // the watch goroutines
@@ -124,6 +126,7 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 		tenants:   tenants,
 		log:       log,
 		done:      make(chan struct{}),
+		loaded:    make(chan struct{}),
 		index:     map[string]*tenantIndex{},
 		appliedCh: make(chan struct{}),
 		cache:     newLookupCache(defaultCacheSize),
@@ -144,20 +147,16 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 	}
 	// The devices watch carries values: the gateway relations (via,
 	// viaGroups, memberOf) are in them. Initial values arrive before the
-	// nil marker; after it the index holds every stored device.
+	// nil marker; after it the index holds every stored device. Loading a
+	// million devices takes seconds (docs/registry.md): it goes on in the
+	// background, and only what needs the index (Devices, DeviceCount, the
+	// max-devices check, a writer waiting for its own write) waits for it;
+	// Lookup, Device and Credentials are served at once.
 	w, err := s.devs.WatchAll(context.Background())
 	if err != nil {
 		return nil, err
 	}
 	s.devWatch = w
-	n := 0
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
-		s.applyDevice(e)
-		n++
-	}
 	// Credentials: only changes matter (for OnCredentialsChange), and only
 	// their keys.
 	cw, err := s.creds.WatchAll(context.Background(), jetstream.MetaOnly(), jetstream.UpdatesOnly())
@@ -169,10 +168,22 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
+		start := time.Now()
+		n := 0
+		initial := true
 		for e := range w.Updates() {
-			if e != nil {
-				s.applyDevice(e)
+			if e == nil {
+				if initial {
+					initial = false
+					close(s.loaded)
+					log.Info("registry index loaded", "devices", n, "took", time.Since(start).Round(time.Millisecond))
+				}
+				continue
 			}
+			if initial {
+				n++
+			}
+			s.applyDevice(e, initial)
 		}
 	}()
 	go func() {
@@ -187,8 +198,23 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 			}
 		}
 	}()
-	log.Info("registry loaded", "devices", n)
 	return s, nil
+}
+
+// Loaded is closed once the index holds every device stored when Open
+// was called (Open returns before).
+func (s *Store) Loaded() <-chan struct{} { return s.loaded }
+
+// waitLoaded waits for the initial load of the index.
+func (s *Store) waitLoaded(ctx context.Context) error {
+	select {
+	case <-s.loaded:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.done:
+		return errors.New("registry: store closed")
+	}
 }
 
 // Close stops the watches.
@@ -225,8 +251,9 @@ func (s *Store) fire(tenantName, id string) {
 	}
 }
 
-// applyDevice applies one entry of the devices watch to the index.
-func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
+// applyDevice applies one entry of the devices watch to the index;
+// entries of the initial load are no changes (no hooks, no invalidation).
+func (s *Store) applyDevice(e jetstream.KeyValueEntry, initial bool) {
 	t, id, ok := splitDeviceKey(e.Key())
 	deleted := e.Operation() != jetstream.KeyValuePut
 	var fired []string
@@ -271,6 +298,9 @@ func (s *Store) applyDevice(e jetstream.KeyValueEntry) {
 	}
 	hooks := s.onChange
 	s.mu.Unlock()
+	if initial {
+		return
+	}
 	for _, id := range fired {
 		s.cache.invalidate(t, id)
 		for _, f := range hooks {
