@@ -313,3 +313,23 @@ func value(m prometheus.Metric) float64 {
 	}
 	return d.Gauge.GetValue()
 }
+
+// failingDevices is a registry that cannot answer.
+type failingDevices struct{ fakeDevices }
+
+func (f *failingDevices) Lookup(context.Context, string, string, string) (*registry.Identity, error) {
+	return nil, errors.New("registry: nats: timeout")
+}
+
+func TestDeviceRegistryUnavailable(t *testing.T) {
+	f := newDeviceFixture(t)
+	a := New(f.ten, WithDevices(&failingDevices{}))
+	_, err := a.AuthenticateFor(context.Background(), AdapterAMQP, "iot", "sensor", "pw")
+	var de *DeviceError
+	if !errors.Is(err, ErrUnavailable) || !errors.As(err, &de) || de.Reason != ReasonRegistryError {
+		t.Fatalf("%v", err)
+	}
+	if value(a.m.deviceFail.WithLabelValues(AdapterAMQP, ReasonRegistryError)) != 1 {
+		t.Fatal("not counted")
+	}
+}
