@@ -119,7 +119,7 @@ func (s *Store) SetCredentials(ctx context.Context, tenantName, id string, cs []
 	if max := limit(t, func(l *tenant.RegistrationLimits) *int { return l.MaxCredentialsPerDevice }); max >= 0 && len(cs) > max {
 		return "", fmt.Errorf("%w: tenant %q allows %d credentials per device", ErrLimit, tenantName, max)
 	}
-	in, err := prepareCredentials(cs)
+	in, err := prepareCredentials(cs, hasAuthIDTemplate(t))
 	if err != nil {
 		return "", err
 	}
@@ -333,7 +333,11 @@ func (s *Store) Lookup(ctx context.Context, tenantName, typ, authID string) (*Id
 // idempotent: a concurrent provisioning of the same device returns the
 // stored identity.
 func (s *Store) AutoProvision(ctx context.Context, tenantName, deviceID string, c Credential, gateway bool) (*Identity, error) {
-	prep, err := prepareCredentials([]Credential{c})
+	t, err := s.tenantOK(tenantName)
+	if err != nil {
+		return nil, err
+	}
+	prep, err := prepareCredentials([]Credential{c}, hasAuthIDTemplate(t))
 	if err != nil {
 		return nil, err
 	}
@@ -396,11 +400,32 @@ func (s *Store) AutoProvision(ctx context.Context, tenantName, deviceID string, 
 	}
 }
 
+// hasAuthIDTemplate reports whether a trust anchor of the tenant has an
+// auth-id-template: x509-cert auth-ids are then what the template made of
+// the subject DN, not necessarily DNs themselves.
+func hasAuthIDTemplate(t *tenant.Tenant) bool {
+	if t == nil || t.IoT == nil {
+		return false
+	}
+	for _, ca := range t.IoT.TrustedCA {
+		if ca.AuthIDTemplate != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // prepareCredentials validates a credentials set as Hono does and brings
 // it into stored form: pwd-plain hashed, x509 auth-ids normalized,
 // certificates replaced by what is taken from them. The result shares
 // nothing with the input.
-func prepareCredentials(cs []Credential) ([]Credential, error) {
+//
+// An x509-cert credential with a cert and an auth-id keeps the auth-id
+// (the caller applied the trust anchor's auth-id-template); with a cert
+// only, the auth-id is the certificate's subject DN. A given auth-id must
+// be a subject DN unless templated (a tenant trust anchor has an
+// auth-id-template), and is normalized when it is one.
+func prepareCredentials(cs []Credential, templated bool) ([]Credential, error) {
 	out := make([]Credential, 0, len(cs))
 	seen := map[[2]string]bool{}
 	for i := range cs {
@@ -429,7 +454,11 @@ func prepareCredentials(cs []Credential) ([]Credential, error) {
 				if err != nil {
 					return nil, bad("cert: %v", err)
 				}
-				c.AuthID = SubjectDN(cert)
+				if c.AuthID == "" {
+					c.AuthID = SubjectDN(cert)
+				} else if n, err := NormalizeSubjectDN(c.AuthID); err == nil {
+					c.AuthID = n
+				}
 				if len(c.Secrets) == 0 {
 					c.Secrets = []Secret{{}}
 				}
@@ -443,10 +472,12 @@ func prepareCredentials(cs []Credential) ([]Credential, error) {
 					return nil, bad("auth-id (subject DN) or cert missing")
 				}
 				n, err := NormalizeSubjectDN(c.AuthID)
-				if err != nil {
+				switch {
+				case err == nil:
+					c.AuthID = n
+				case !templated:
 					return nil, bad("auth-id is not an RFC 2253 subject DN")
 				}
-				c.AuthID = n
 				if len(c.Secrets) == 0 {
 					c.Secrets = []Secret{{}}
 				}

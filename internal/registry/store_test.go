@@ -612,6 +612,18 @@ func TestCredentialValidation(t *testing.T) {
 	if sec := x.Credential.Secrets[0]; sec.NotAfter == nil || !sec.NotAfter.Equal(cert.NotAfter) {
 		t.Fatalf("x509 validity: %+v", sec)
 	}
+	// A tenant whose trust anchor has an auth-id-template: x509 auth-ids
+	// need not be DNs, and a cert with an auth-id keeps the auth-id.
+	s.tenants.(*fakeTenants).m["acme"].IoT.TrustedCA = []tenant.TrustedCA{{AuthIDTemplate: "{{subject-cn}}"}}
+	if _, err := s.SetCredentials(ctx, "acme", "d", []Credential{{Type: TypeX509, AuthID: "dev7", Cert: cert.Raw}, {Type: TypeX509, AuthID: "plain id"}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if x, err := s.Lookup(ctx, "acme", TypeX509, "dev7"); err != nil || x.Credential.Secrets[0].NotAfter == nil {
+		t.Fatalf("templated x509: %+v %v", x, err)
+	}
+	if _, err := s.SetCredentials(ctx, "acme", "d", ok, ""); err != nil {
+		t.Fatal(err)
+	}
 	r, err := s.Lookup(ctx, "acme", TypeRPK, "jwt-dev")
 	if err != nil || r.Credential.Secrets[0].Algorithm != "EC" || len(r.Credential.Secrets[0].Key) == 0 || r.Credential.Secrets[0].Cert != nil {
 		t.Fatalf("rpk: %+v %v", r, err)
