@@ -216,6 +216,8 @@ func (a *App) start(ctx context.Context) error {
 		MaxStore:   int64(cfg.Engine.MaxStore),
 		SyncAlways: cfg.Engine.SyncAlways,
 		Logger:     a.log,
+
+		DiskFreeLimit: int64(cfg.Engine.DiskFreeLimit),
 	})
 	if err != nil {
 		return err

@@ -152,6 +152,11 @@ type Engine struct {
 	// lets the engine choose.
 	MaxStore  ByteSize `yaml:"maxStore"`
 	MaxMemory ByteSize `yaml:"maxMemory"`
+	// DiskFreeLimit: while the data directory's file system has less free
+	// space, new stored messages are refused (resource-limit-exceeded,
+	// MQTT 0x97) so the engine never hits a full disk. Zero: 5% of the file
+	// system, between 1 MiB and 256 MiB; -1 disables the guard.
+	DiskFreeLimit ByteSize `yaml:"diskFreeLimit"`
 }
 
 // Debug holds settings for diagnosing a running node.
@@ -285,6 +290,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Engine.MaxStore < 0 {
 		bad("engine.maxStore: must not be negative")
+	}
+	if c.Engine.DiskFreeLimit < -1 {
+		bad("engine.diskFreeLimit: must be a size, 0 (default) or -1 (off)")
 	}
 	if c.Engine.MaxMemory < 0 {
 		bad("engine.maxMemory: must not be negative")

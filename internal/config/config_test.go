@@ -105,7 +105,7 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 		switch {
 		case s.Bool:
 			val = boolString(!mustBool(s.Get(Default())))
-		case strings.HasPrefix(s.Key, "engine.max"), s.Key == "maxMessageSize", s.Key == "connections.handshakeMemory":
+		case strings.HasPrefix(s.Key, "engine.max"), s.Key == "engine.diskFreeLimit", s.Key == "maxMessageSize", s.Key == "connections.handshakeMemory":
 			val = "3MiB"
 		case s.Key == "mqtt.maxKeepAlive", strings.HasSuffix(s.Key, "Timeout"):
 			val = "1m30s"

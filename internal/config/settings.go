@@ -111,6 +111,8 @@ var Settings = []Setting{
 		func(c *Config) *bool { return &c.Engine.SyncAlways }),
 	size("engine.maxStore", "max-store", "THRONG_MAX_STORE", "maximum disk used by the store, e.g. 10GiB (0: engine default)",
 		func(c *Config) *ByteSize { return &c.Engine.MaxStore }),
+	size("engine.diskFreeLimit", "disk-free-limit", "THRONG_DISK_FREE_LIMIT", "free disk space below which new stored messages are refused, e.g. 1GiB (0: 5% of the file system, 1 MiB to 256 MiB; -1: off)",
+		func(c *Config) *ByteSize { return &c.Engine.DiskFreeLimit }),
 	size("engine.maxMemory", "max-memory", "THRONG_MAX_MEMORY", "maximum memory used by in-memory streams, e.g. 1GiB (0: engine default)",
 		func(c *Config) *ByteSize { return &c.Engine.MaxMemory }),
 	str("debug.pprof", "pprof", "THRONG_PPROF", "listen address of the unauthenticated /debug/pprof/ profiling endpoints, e.g. 127.0.0.1:6060 (empty disables)",

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,12 @@ type Config struct {
 	// kill but not a power loss.
 	SyncAlways   bool
 	SyncInterval time.Duration
+	// DiskFreeLimit is the free space of the data directory's file system
+	// below which new stored messages are refused (disk.go); zero means
+	// DefaultDiskFreeLimit, negative disables the guard.
+	DiskFreeLimit int64
+	// DiskFree measures free space; nil uses statfs. For tests.
+	DiskFree func(dir string) (int64, error)
 	// Logger receives the server's log lines; nil discards them.
 	Logger *slog.Logger
 	// Debug enables the server's debug logging.
@@ -58,7 +65,8 @@ type Config struct {
 // Engine is a running embedded NATS server.
 type Engine struct {
 	srv    *server.Server
-	secret string // password of in-process connections; never leaves the process
+	secret string     // password of in-process connections; never leaves the process
+	disk   *diskGuard // nil when disabled
 
 	mu       sync.Mutex
 	accounts map[string]*server.Account // guarded by mu
@@ -93,6 +101,29 @@ func Start(cfg Config) (*Engine, error) {
 		MaxPayload:                 16 << 20,
 		CustomClientAuthentication: authenticator{e},
 		Debug:                      cfg.Debug,
+	}
+	if cfg.DiskFreeLimit >= 0 {
+		limit := cfg.DiskFreeLimit
+		if limit == 0 {
+			if err := os.MkdirAll(opts.StoreDir, 0o755); err != nil {
+				return nil, fmt.Errorf("engine: %w", err)
+			}
+			limit = DefaultDiskFreeLimit(opts.StoreDir)
+		}
+		log := slog.New(slog.DiscardHandler)
+		if cfg.Logger != nil {
+			log = cfg.Logger.With("component", "engine")
+		}
+		g, err := startDiskGuard(cfg.DataDir, opts.StoreDir, limit, cfg.DiskFree, log)
+		if err != nil {
+			return nil, err
+		}
+		e.disk = g
+		defer func() {
+			if e.srv == nil || !e.srv.Running() {
+				g.close()
+			}
+		}()
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {
@@ -219,6 +250,9 @@ func (e *Engine) Running() bool { return e.srv.Running() }
 func (e *Engine) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	if e.disk != nil {
+		e.disk.close()
+	}
 }
 
 // authenticator binds each in-process connection to the account named by its

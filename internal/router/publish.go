@@ -140,6 +140,10 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	case p.tg.typ == address.Anycast:
 		p.publishAnycast(m, done)
 	case p.tg.typ == address.Queue:
+		if err := p.r.diskFull(); err != nil {
+			done(Outcome{}, err)
+			return
+		}
 		p.ts.batcher(p.subject).publish(p, m, done)
 	case p.stored:
 		p.publishStored(p.subject, m, done)
@@ -252,6 +256,10 @@ func pubAckOK(b []byte) bool {
 }
 
 func (p *Producer) publishStored(subject string, m *message.Message, done func(Outcome, error)) {
+	if err := p.r.diskFull(); err != nil {
+		done(Outcome{}, err)
+		return
+	}
 	m, done, ok := p.chunk(m, done) // large.go
 	if !ok {
 		return
@@ -314,6 +322,18 @@ func (ts *tenantState) sendEntry(subject, name string, data []byte, hdr nats.Hea
 	if err := ts.pub.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: hdr}); err != nil {
 		ts.pubMux.cancel(reply)
 		return fmt.Errorf("router: publish: %w", err)
+	}
+	return nil
+}
+
+// ErrDiskFull refuses a stored message while the engine's disk guard is
+// on (engine/disk.go): the front-ends answer as for any limit (AMQP
+// amqp:resource-limit-exceeded, MQTT 0x97 quota exceeded).
+var ErrDiskFull = fmt.Errorf("%w: the data directory's disk is nearly full; stored messages are refused until space is freed", ErrLimitExceeded)
+
+func (r *Router) diskFull() error {
+	if r.eng.DiskAlarm() {
+		return ErrDiskFull
 	}
 	return nil
 }
