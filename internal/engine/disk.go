@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -24,8 +25,13 @@ import (
 // the writes already under way. The alarm goes off, and the reserve comes
 // back, once free space is three times the limit.
 
-// diskPoll is how often the guard looks at the free space.
-const diskPoll = 100 * time.Millisecond
+// diskPoll is how often the guard looks at the free space by itself;
+// while stored messages come in, DiskAlarm looks every diskFresh, so that a
+// disk filled at once by something else is seen before the next write.
+const (
+	diskPoll  = 20 * time.Millisecond
+	diskFresh = 2 * time.Millisecond
+)
 
 // reserveName is the reserve file in the data directory.
 const reserveName = "disk.reserve"
@@ -40,6 +46,8 @@ type diskGuard struct {
 	limit   int64
 	log     *slog.Logger
 	alarm   atomic.Bool
+	checked atomic.Int64 // unix nanos of the last look
+	mu      sync.Mutex   // serializes check
 	stop    chan struct{}
 	done    chan struct{}
 	free    func(dir string) (int64, error) // tests replace it
@@ -86,15 +94,32 @@ func (g *diskGuard) loop() {
 			return
 		case <-t.C:
 		}
-		free, err := g.free(g.dir)
-		if err != nil {
-			continue
-		}
+		g.mu.Lock()
+		g.look()
+		g.mu.Unlock()
+	}
+}
+
+// look measures the free space and checks it. g.mu held.
+func (g *diskGuard) look() {
+	g.checked.Store(time.Now().UnixNano())
+	if free, err := g.free(g.dir); err == nil {
 		g.check(free)
 	}
 }
 
+// alarmNow is the alarm, looked at again if the last look is older than
+// diskFresh (by one caller; the others take the last result).
+func (g *diskGuard) alarmNow() bool {
+	if time.Now().UnixNano()-g.checked.Load() > int64(diskFresh) && g.mu.TryLock() {
+		g.look()
+		g.mu.Unlock()
+	}
+	return g.alarm.Load()
+}
+
 // check sets the alarm from the free space and keeps the reserve file.
+// g.mu held (or the guard not started yet).
 func (g *diskGuard) check(free int64) {
 	switch {
 	case !g.alarm.Load() && free < g.limit:
@@ -154,4 +179,4 @@ func (g *diskGuard) close() {
 
 // DiskAlarm reports whether the data directory's free space is below the
 // limit: new stored messages are to be refused.
-func (e *Engine) DiskAlarm() bool { return e.disk != nil && e.disk.alarm.Load() }
+func (e *Engine) DiskAlarm() bool { return e.disk != nil && e.disk.alarmNow() }
