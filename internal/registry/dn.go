@@ -2,6 +2,9 @@ package registry
 
 import (
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
 	"fmt"
 	"strings"
 )
@@ -46,9 +49,15 @@ func NormalizeSubjectDN(dn string) (string, error) {
 	return out.String(), nil
 }
 
-// SubjectDN is a certificate's subject as an x509-cert auth-id.
+// SubjectDN is a certificate's subject as an x509-cert auth-id: its RDNs
+// as the certificate orders them (cert.Subject would reorder them Go's
+// way), in RFC 2253 string order (the reverse), normalized.
 func SubjectDN(cert *x509.Certificate) string {
-	s := cert.Subject.ToRDNSequence().String()
+	var rdns pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(cert.RawSubject, &rdns); err != nil || len(rest) != 0 {
+		rdns = cert.Subject.ToRDNSequence()
+	}
+	s := rdnString(rdns)
 	if n, err := NormalizeSubjectDN(s); err == nil {
 		return n
 	}
@@ -200,6 +209,32 @@ func escapeDNValue(v string) string {
 			fmt.Fprintf(&b, "\\%02X", c)
 		default:
 			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// rdnString writes an RDN sequence as RFC 2253 does (last RDN first):
+// known attribute types by name with their string values, others as the
+// dotted OID with the hex of the value's DER encoding.
+func rdnString(rdns pkix.RDNSequence) string {
+	var b strings.Builder
+	for i := len(rdns) - 1; i >= 0; i-- {
+		if i < len(rdns)-1 {
+			b.WriteByte(',')
+		}
+		for j, atv := range rdns[i] {
+			if j > 0 {
+				b.WriteByte('+')
+			}
+			oid := atv.Type.String()
+			name, known := dnNames[oid]
+			if str, ok := atv.Value.(string); ok && known {
+				b.WriteString(name + "=" + escapeDNValue(str))
+				continue
+			}
+			der, _ := asn1.Marshal(atv.Value)
+			b.WriteString(oid + "=#" + hex.EncodeToString(der))
 		}
 	}
 	return b.String()

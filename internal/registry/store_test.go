@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -1087,5 +1088,28 @@ func TestGatewayIndexRandom(t *testing.T) {
 				t.Fatalf("step %d: %s gateway %v, want %v (%+v)", step, x, got, want, devs)
 			}
 		}
+	}
+}
+
+// TestSubjectDNOrder: the auth-id of a certificate keeps the order of
+// its subject's RDNs (reversed, as RFC 2253 writes them).
+func TestSubjectDNOrder(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	raw, err := asn1.Marshal(pkix.RDNSequence{
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "dev, 1"}},
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: "ACME"}},
+		{{Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}, Value: "example"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), RawSubject: raw, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	if got := SubjectDN(cert); got != `DC=example,O=ACME,CN=dev\, 1` {
+		t.Fatalf("SubjectDN %q", got)
 	}
 }
