@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1111,5 +1112,63 @@ func TestSubjectDNOrder(t *testing.T) {
 	cert, _ := x509.ParseCertificate(der)
 	if got := SubjectDN(cert); got != `DC=example,O=ACME,CN=dev\, 1` {
 		t.Fatalf("SubjectDN %q", got)
+	}
+}
+
+// TestStaleCredentials: credentials a deleted device left behind (a PUT
+// that raced its DELETE, or a crash) do not pass to a new device of the
+// same id, and are overwritten by its first PUT.
+func TestStaleCredentials(t *testing.T) {
+	_, s, _ := setup(t)
+	ctx := context.Background()
+	mustCreate(t, s, "acme", "d", nil)
+	stale, _ := json.Marshal(storedCredentials{Inc: "0123456789abcdef", Credentials: []Credential{
+		{Type: TypePassword, AuthID: "old", Secrets: []Secret{{ID: "s1", PwdHash: sha256Hash(nil, "x"), HashFunction: HashSHA256}}}}})
+	if _, err := s.creds.Put(ctx, deviceKey("acme", "d"), stale); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.authIDs.Put(ctx, authIDKey("acme", TypePassword, "old"), []byte("d")); err != nil {
+		t.Fatal(err)
+	}
+	cs, v, err := s.Credentials(ctx, "acme", "d")
+	if err != nil || len(cs) != 0 || v == "0" {
+		t.Fatalf("stale set visible: %+v %q %v", cs, v, err)
+	}
+	if _, err := s.Lookup(ctx, "acme", TypePassword, "old"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("stale lookup: %v", err)
+	}
+	// Its secret ids are not the device's either.
+	if _, err := s.SetCredentials(ctx, "acme", "d", []Credential{{Type: TypePassword, AuthID: "old", Secrets: []Secret{{ID: "s1"}}}}, ""); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("stale secret id: %v", err)
+	}
+	if _, err := s.SetCredentials(ctx, "acme", "d", []Credential{{Type: TypePassword, AuthID: "old", Secrets: []Secret{{PwdHash: sha256Hash(nil, "y")}}}}, v); err != nil {
+		t.Fatal(err)
+	}
+	if idn, err := s.Lookup(ctx, "acme", TypePassword, "old"); err != nil || idn.Credential.Secrets[0].PwdHash != sha256Hash(nil, "y") {
+		t.Fatalf("after PUT: %+v %v", idn, err)
+	}
+}
+
+func TestConcurrentCreate(t *testing.T) {
+	_, s, _ := setup(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := s.CreateDevice(ctx, "acme", "same", &Device{Mapper: fmt.Sprint(i)})
+			switch {
+			case err == nil:
+				won.Add(1)
+			case !errors.Is(err, ErrExists):
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 || s.DeviceCount("acme") != 1 {
+		t.Fatalf("%d creates won, %d devices", won.Load(), s.DeviceCount("acme"))
 	}
 }
