@@ -79,3 +79,22 @@ INTERVAL ?= 60s
 .PHONY: soak
 soak: build
 	$(BIN) soak --duration $(DURATION) --interval $(INTERVAL)
+
+# Device registry figures (issue 12; docs/benchmarks.md, "Device registry"):
+# `throng bench registry` against `throng serve` children. 1) 1k devices,
+# create/page/connect, temporary data; 2) REG_DEVICES devices (bcrypt
+# pwd-hash) with every phase on REG_DIR/data, kept: a rerun skips the
+# devices that exist, so an interrupted 1M load resumes; 3) pwd-plain
+# (the server hashes with bcrypt) at REG_PLAIN devices, create only.
+# REG_FLAGS go to every run (e.g. --create-for 30m, --pprof).
+REG_DEVICES ?= 1000000
+REG_PLAIN   ?= 2000
+REG_DIR     ?= /tmp/throng-bench-registry
+REG_FLAGS   ?=
+.PHONY: bench-registry
+bench-registry: build
+	uptime
+	$(BIN) bench registry --devices 1000 --phases create,page,connect $(REG_FLAGS)
+	$(BIN) bench registry --devices $(REG_DEVICES) --data-dir $(REG_DIR)/data $(REG_FLAGS)
+	$(BIN) bench registry --devices $(REG_PLAIN) --secret plain --phases create $(REG_FLAGS)
+	uptime

@@ -18,6 +18,8 @@ const benchUsage = `Usage:
   throng bench mqtt  [flags]   MQTT publishers → subscribers on one topic
   throng bench amqp  [flags]   AMQP 1.0 senders → receivers on one address
   throng bench conns [flags]   N idle MQTT connections: connect rate, memory per connection
+  throng bench registry [flags] device registry: bulk create through /v1, pages, device
+                               connects with authentication, reconnect storm (starts a node)
   throng bench table [--out FILE] RESULTS.jsonl...
                                markdown table of medians and ratios (bench-compare)
 
@@ -38,13 +40,15 @@ func (c *cli) bench(ctx context.Context, args []string) error {
 		return c.benchAMQP(ctx, args[1:])
 	case "conns":
 		return c.benchConns(ctx, args[1:])
+	case "registry":
+		return c.benchRegistry(ctx, args[1:])
 	case "table":
 		return c.benchTable(args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.stdout, benchUsage)
 		return nil
 	}
-	return usagef("unknown bench mode %q (want mqtt, amqp, conns or table)", args[0])
+	return usagef("unknown bench mode %q (want mqtt, amqp, conns, registry or table)", args[0])
 }
 
 // benchCommon are the flags every load mode has.
@@ -248,4 +252,63 @@ func (c *cli) benchTable(args []string) error {
 		results = append(results, rs...)
 	}
 	return bench.WriteTable(c.stdout, results, *baseline)
+}
+
+func (c *cli) benchRegistry(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench registry", "bench registry [--devices N] [--secret bcrypt|plain|sha-256] [--data-dir D] [--phases create,page,connect,storm] [flags]")
+	var cfg bench.RegistryConfig
+	output := fs.String("o", "text", "output format: text or json")
+	fs.StringVar(&cfg.Label, "label", "", "free-form label copied into the result")
+	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	fs.StringVar(&cfg.AdminURL, "admin-url", "", "admin API of a running throng (default: start this binary as 'throng serve' on --data-dir)")
+	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator (with --admin-url)")
+	fs.StringVar(&cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator password (with --admin-url; env THRONG_PASSWORD)")
+	fs.StringVar(&cfg.Server, "server", "", "MQTT host:port of the running throng (with --admin-url)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory of the started node, kept: a rerun on it skips the devices that exist (default: a temporary one, removed)")
+	fs.StringVar(&cfg.Bin, "bin", "", "throng binary to start (default: this one)")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "the started node serves /debug/pprof/ on a free loopback port (printed)")
+	nodeArgs := fs.String("node-args", "", "further 'throng serve' flags for the started node, space-separated")
+	fs.StringVar(&cfg.Tenant, "tenant", "bench", "IoT tenant of the devices (created if missing)")
+	fs.StringVar(&cfg.Prefix, "prefix", "d", "device id prefix (ids are PREFIX + 7 digits; the auth-id is the id)")
+	fs.IntVar(&cfg.Devices, "devices", 1000, "devices to have registered (existing ones are skipped)")
+	fs.StringVar(&cfg.Secret, "secret", "bcrypt", "hashed-password secrets: bcrypt (pwd-hash, hashed by the bench), plain (pwd-plain, the server hashes: bcrypt cost 10) or sha-256 (salted pwd-hash)")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 16, "HTTP workers creating devices (one keep-alive connection each)")
+	fs.DurationVar(&cfg.CreateFor, "create-for", 0, "stop creating after this long and report the rate and an extrapolation (0: create all)")
+	phases := fs.String("phases", "create,page,connect,storm", "phases to run, of create, page, connect, storm")
+	fs.IntVar(&cfg.PageRequests, "page-requests", 50, "sequential requests at each page offset (start, middle, end)")
+	fs.IntVar(&cfg.ConnectClients, "connect-clients", 1000, "devices in each connect pass (spread over the registered ones)")
+	fs.IntVar(&cfg.ConnectParallel, "parallel", 32, "connects in progress at once in a connect pass")
+	fs.StringVar(&cfg.Client, "client", "both", "MQTT client of the connect passes: raw (the bench's), paho (paho.golang) or both (paho repeats the warm pass)")
+	fs.IntVar(&cfg.Version, "version", 5, "MQTT version of the raw client: 3 (3.1.1) or 5")
+	fs.IntVar(&cfg.Storm, "storm", 10000, "devices in the reconnect storm")
+	fs.DurationVar(&cfg.StormTimeout, "storm-timeout", 15*time.Minute, "longest a storm may take (devices retry with backoff until then)")
+	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 200, "QoS 1 probe messages per second during the storms")
+	if err := c.parseBench(fs, args); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("-o must be text or json")
+	}
+	if *phases != "" {
+		cfg.Phases = strings.Split(*phases, ",")
+	}
+	cfg.NodeArgs = strings.Fields(*nodeArgs)
+	if cfg.AdminURL == "" && cfg.Bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.Bin = exe
+	}
+	if !*quiet {
+		cfg.Progress = c.stderr
+	}
+	r, err := bench.RunRegistry(ctx, cfg)
+	if r == nil {
+		return err
+	}
+	if perr := c.printResult(&benchCommon{output: output}, r); perr != nil {
+		return perr
+	}
+	return err
 }

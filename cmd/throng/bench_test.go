@@ -36,6 +36,12 @@ func TestCLIBench(t *testing.T) {
 	if !strings.Contains(r.stdout, "| smoke | delivered (msg/s) |") {
 		t.Fatalf("table:\n%s", r.stdout)
 	}
+	r = mustCLI(t, nil, exitOK, "bench", "registry", "--admin-url", p.AdminURL, "--admin-password", p.AdminPassword,
+		"--devices", "20", "--phases", "create,page", "--secret", "sha-256", "--page-requests", "2", "--quiet")
+	if !strings.Contains(r.stdout, "20 created, 0 existed, 0 failed of 20") || !strings.Contains(r.stdout, "page         end") {
+		t.Fatalf("registry text report:\n%s", r.stdout)
+	}
+	mustCLI(t, nil, exitUsage, "bench", "registry", "-o", "yaml")
 	mustCLI(t, nil, exitUsage, "bench")
 	mustCLI(t, nil, exitUsage, "bench", "nope")
 	mustCLI(t, nil, exitUsage, "bench", "mqtt", "-o", "yaml")

@@ -201,7 +201,7 @@ func Count(sent map[uint32]uint64, rcv []*Receiver, shared bool) Tally {
 // Rates are per second, latencies in microseconds. Fields are only ever
 // added.
 type Result struct {
-	Mode    string `json:"mode"` // mqtt, amqp, conns
+	Mode    string `json:"mode"` // mqtt, amqp, conns, registry
 	Target  string `json:"target"`
 	Label   string `json:"label,omitempty"`
 	Started string `json:"started"` // RFC 3339
@@ -217,18 +217,19 @@ type Result struct {
 	Settle      string  `json:"settle,omitempty"`
 	Credit      int     `json:"credit,omitempty"`
 
-	Seconds       float64  `json:"seconds"`      // first send to last delivery
-	SendSeconds   float64  `json:"send_seconds"` // first to last send
-	Sent          uint64   `json:"sent"`
-	Expected      uint64   `json:"expected"`
-	Received      uint64   `json:"received"`
-	Lost          uint64   `json:"lost"`
-	Duplicated    uint64   `json:"duplicated"`
-	SendRate      float64  `json:"send_rate"`
-	DeliveredRate float64  `json:"delivered_rate"`
-	Latency       Latency  `json:"latency"`
-	Conns         *Conns   `json:"conns,omitempty"`
-	Errors        []string `json:"errors,omitempty"`
+	Seconds       float64   `json:"seconds"`      // first send to last delivery
+	SendSeconds   float64   `json:"send_seconds"` // first to last send
+	Sent          uint64    `json:"sent"`
+	Expected      uint64    `json:"expected"`
+	Received      uint64    `json:"received"`
+	Lost          uint64    `json:"lost"`
+	Duplicated    uint64    `json:"duplicated"`
+	SendRate      float64   `json:"send_rate"`
+	DeliveredRate float64   `json:"delivered_rate"`
+	Latency       Latency   `json:"latency"`
+	Conns         *Conns    `json:"conns,omitempty"`
+	Registry      *Registry `json:"registry,omitempty"`
+	Errors        []string  `json:"errors,omitempty"`
 }
 
 // Latency summarises a histogram in microseconds.
@@ -284,7 +285,9 @@ func (r *Result) WriteText(w io.Writer) {
 		fmt.Fprintf(w, " [%s]", r.Label)
 	}
 	fmt.Fprintln(w)
-	if r.Conns != nil {
+	if r.Registry != nil {
+		r.Registry.writeText(w)
+	} else if r.Conns != nil {
 		c := r.Conns
 		fmt.Fprintf(w, "  connections  %d opened, %d failed of %d (from %d source addresses)\n", c.Opened, c.Failed, c.Requested, c.SourceIPs)
 		fmt.Fprintf(w, "  connect rate %.0f/s\n", c.ConnectRate)
