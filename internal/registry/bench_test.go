@@ -16,8 +16,9 @@ import (
 
 // Scale figures (docs/registry.md, "Storage"):
 //
-//	go test -run '^$' -bench 'Lookup|Page' -benchtime 2000x ./internal/registry/
-//	THRONG_BENCH_1M=1 go test -run '^$' -bench 'Page' -benchtime 200x -timeout 60m ./internal/registry/
+//	go test -run '^$' -bench '^Benchmark(Lookup|Page)$' -benchtime 1000x ./internal/registry/
+//	THRONG_BENCH_1M=1 go test -run '^$' -bench '^BenchmarkPage$' -benchtime 200x -timeout 60m ./internal/registry/
+//	go test -run '^$' -bench ScanPage -benchtime 3x ./internal/registry/
 //	THRONG_REGISTRY_SCALE=100000 go test -run TestScale -v -timeout 30m ./internal/registry/
 
 // populate creates n devices "dev%07d" in tenant "acme", every 10th named
