@@ -87,15 +87,8 @@ func TestSoakShort(t *testing.T) {
 // they are worked on. Whoever fixes one removes its entry (and runs
 // THRONG_SOAK_STRICT=1 go test -run TestSoakShort ./internal/soak/).
 var knownOpen = map[string]string{
-	// After kill -9, a message the node had sent to a persistent session
-	// just before dying (never received) comes again only later, after
-	// newer ones: seen once in TestSoakShort (mqtt3-persist-qos2, p1#3041
-	// after #3968, about 20 s after the kill) and once in the 1-hour run
-	// (mqtt5-persist-qos1, 10 messages, kill -9 with a reconnect storm).
-	"mqtt5-persist-qos1 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
-	"mqtt5-persist-qos2 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
-	"mqtt3-persist-qos1 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
-	"mqtt3-persist-qos2 reorder": "issue 11 item 3: per-publisher order into a persistent session across a restart",
+	// Empty since session 10: the persistent-session reorders after kill -9
+	// (issue 11 item 3) are fixed by router feed.reclaim.
 }
 
 func TestPayloadRoundTrip(t *testing.T) {
