@@ -246,7 +246,7 @@ func (s *Store) removeCredentials(ctx context.Context, tenantName, id string) er
 	}
 	var sc storedCredentials
 	_ = json.Unmarshal(e.Value(), &sc)
-	if _, err := s.deleteKey(ctx, bucketCredentials, deviceKey(tenantName, id), 0); err != nil {
+	if err := s.purgeKey(ctx, bucketCredentials, deviceKey(tenantName, id), e.Revision()); err != nil {
 		return err
 	}
 	for _, c := range sc.Credentials {
@@ -262,7 +262,7 @@ func (s *Store) releaseAuthID(ctx context.Context, tenantName, typ, authID, id s
 	if err != nil || string(e.Value()) != id {
 		return
 	}
-	if _, err := s.deleteKey(ctx, bucketAuthIDs, k, e.Revision()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if err := s.purgeKey(ctx, bucketAuthIDs, k, e.Revision()); err != nil {
 		s.log.Warn("auth-id index key not removed", "tenant", tenantName, "type", typ, "device", id, "err", err)
 	}
 }
@@ -279,11 +279,7 @@ func (s *Store) DeleteDevices(ctx context.Context, tenantName string) error {
 		return fmt.Errorf("tenant %q %w", tenantName, ErrNotFound)
 	}
 	for _, b := range []string{bucketDevices, bucketCredentials, bucketAuthIDs} {
-		st, err := s.js.Stream(ctx, "KV_"+b)
-		if err != nil {
-			return err
-		}
-		if err := st.Purge(ctx, jetstream.WithPurgeSubject("$KV."+b+"."+tenantName+".>")); err != nil {
+		if err := s.streams[b].Purge(ctx, jetstream.WithPurgeSubject("$KV."+b+"."+tenantName+".>")); err != nil {
 			return fmt.Errorf("registry: purge %s of %q: %w", b, tenantName, err)
 		}
 	}

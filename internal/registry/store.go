@@ -40,6 +40,7 @@ type Tenants interface {
 type Store struct {
 	js                   jetstream.JetStream
 	devs, creds, authIDs jetstream.KeyValue
+	streams              map[string]jetstream.Stream // the buckets' streams, by bucket
 	tenants              Tenants
 	log                  *slog.Logger
 	cache                *lookupCache
@@ -130,6 +131,7 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 		index:     map[string]*tenantIndex{},
 		appliedCh: make(chan struct{}),
 		cache:     newLookupCache(defaultCacheSize),
+		streams:   map[string]jetstream.Stream{},
 	}
 	for _, b := range []struct {
 		name string
@@ -144,6 +146,11 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 			return nil, fmt.Errorf("registry: bucket %s: %w", b.name, err)
 		}
 		*b.kv = kv
+		st, err := js.Stream(ctx, "KV_"+b.name)
+		if err != nil {
+			return nil, fmt.Errorf("registry: bucket %s: %w", b.name, err)
+		}
+		s.streams[b.name] = st
 	}
 	// The devices watch carries values: the gateway relations (via,
 	// viaGroups, memberOf) are in them. Initial values arrive before the
@@ -500,6 +507,15 @@ func (s *Store) deleteKey(ctx context.Context, bucket, key string, lastRev uint6
 		return 0, err
 	}
 	return ack.Sequence, nil
+}
+
+// purgeKey removes a key's messages up to revision rev, leaving no delete
+// marker behind (a marker stays in the engine, with per-subject state, for
+// good). Used for credentials and auth-id index keys, whose deletion no
+// watch needs to see: a device's deletion is announced by its own delete
+// marker in the devices bucket. A write after rev survives.
+func (s *Store) purgeKey(ctx context.Context, bucket, key string, rev uint64) error {
+	return s.streams[bucket].Purge(ctx, jetstream.WithPurgeSubject("$KV."+bucket+"."+key), jetstream.WithPurgeSequence(rev+1))
 }
 
 func isWrongLastSeq(err error) bool {

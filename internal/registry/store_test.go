@@ -551,6 +551,13 @@ func TestCredentials(t *testing.T) {
 	if _, err := s.creds.Get(ctx, deviceKey("acme", "d1")); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("credentials after delete: %v", err)
 	}
+	// Credentials and index keys leave no delete markers in the engine.
+	for _, b := range []string{bucketCredentials, bucketAuthIDs} {
+		info, err := s.streams[b].Info(ctx)
+		if err != nil || info.State.Msgs != 0 {
+			t.Fatalf("%s holds %d messages (%v)", b, info.State.Msgs, err)
+		}
+	}
 	// A new device of the same id starts without credentials.
 	mustCreate(t, s, "acme", "d1", nil)
 	if cs, _, _ := s.Credentials(ctx, "acme", "d1"); len(cs) != 0 {
