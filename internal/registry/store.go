@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -284,15 +285,23 @@ func (s *Store) applyDevice(e jetstream.KeyValueEntry, initial bool) {
 					delete(s.index, t)
 				}
 			}
-			fired = append(fired, id)
+			if !initial {
+				fired = append(fired, id)
+			}
 		default:
 			if ti == nil {
 				ti = newTenantIndex()
 				s.index[t] = ti
 			}
-			ti.ids.Set(id)
+			if _, ok := ti.ids.Get(id); !ok {
+				// A copy: id points into the entry's subject, which
+				// holds the bucket's prefix too.
+				ti.ids.Set(strings.Clone(id))
+			}
 			ti.refresh(ti.setLinks(id, parseLinks(e.Value())), id)
-			fired = append(fired, id)
+			if !initial {
+				fired = append(fired, id)
+			}
 		}
 	}
 	if e.Revision() > s.applied {
