@@ -38,6 +38,10 @@ type Tenants interface {
 // watch, builds at Open and keeps current with every node's writes. A
 // writer waits until its own watch has applied its write, so it reads its
 // own writes in the index too.
+//
+// Goroutines: two, the devices watch (the index's only writer) and the
+// credentials watch; Close stops both and waits. Lock order: mu, then
+// cache.mu.
 type Store struct {
 	js                   jetstream.JetStream
 	devs, creds, authIDs jetstream.KeyValue
