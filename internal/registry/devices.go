@@ -255,11 +255,18 @@ func (s *Store) removeCredentials(ctx context.Context, tenantName, id string) er
 	return nil
 }
 
-// releaseAuthID deletes an index key if it still points to the device.
+// releaseAuthID deletes an index key if it still points to the device
+// and the device's current credentials do not hold the auth-id (a
+// concurrent PUT of the same device may have written it again; a race
+// narrowed to the moments between that check and the purge, which would
+// leave the key missing until the device's next PUT).
 func (s *Store) releaseAuthID(ctx context.Context, tenantName, typ, authID, id string) {
 	k := authIDKey(tenantName, typ, authID)
 	e, err := s.authIDs.Get(ctx, k)
 	if err != nil || string(e.Value()) != id {
+		return
+	}
+	if held, err := s.holds(ctx, tenantName, id, typ, authID); err != nil || held {
 		return
 	}
 	if err := s.purgeKey(ctx, bucketAuthIDs, k, e.Revision()); err != nil {

@@ -1179,3 +1179,43 @@ func TestConcurrentCreate(t *testing.T) {
 		t.Fatalf("%d creates won, %d devices", won.Load(), s.DeviceCount("acme"))
 	}
 }
+
+// TestConcurrentSetCredentialsOneDevice: PUTs of one device's set racing
+// without If-Match leave the index agreeing with the set that won last.
+func TestConcurrentSetCredentialsOneDevice(t *testing.T) {
+	_, s, _ := setup(t)
+	ctx := context.Background()
+	mustCreate(t, s, "acme", "d", nil)
+	pw := func(ids ...string) []Credential {
+		var cs []Credential
+		for _, a := range ids {
+			cs = append(cs, Credential{Type: TypePassword, AuthID: a, Secrets: []Secret{{PwdHash: sha256Hash(nil, a)}}})
+		}
+		return cs
+	}
+	sets := [][]Credential{pw("x"), pw("x", "y"), pw("y"), pw("z"), pw("x", "z")}
+	for round := 0; round < 10; round++ {
+		var wg sync.WaitGroup
+		for i := range sets {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if _, err := s.SetCredentials(ctx, "acme", "d", sets[(i+round)%len(sets)], ""); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		cs, _, _ := s.Credentials(ctx, "acme", "d")
+		held := map[string]bool{}
+		for _, c := range cs {
+			held[c.AuthID] = true
+		}
+		for _, a := range []string{"x", "y", "z"} {
+			_, err := s.Lookup(ctx, "acme", TypePassword, a)
+			if held[a] != (err == nil) {
+				t.Fatalf("round %d: set %v, lookup %s: %v", round, held, a, err)
+			}
+		}
+	}
+}
