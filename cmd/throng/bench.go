@@ -278,6 +278,7 @@ func (c *cli) benchRegistry(ctx context.Context, args []string) error {
 	fs.IntVar(&cfg.PageRequests, "page-requests", 50, "sequential requests at each page offset (start, middle, end)")
 	fs.IntVar(&cfg.ConnectClients, "connect-clients", 1000, "devices in each connect pass (spread over the registered ones)")
 	fs.IntVar(&cfg.ConnectParallel, "parallel", 32, "connects in progress at once in a connect pass")
+	fs.IntVar(&cfg.WarmPasses, "warm-passes", 3, "warm connect passes after the cold one (each short: read the median)")
 	fs.StringVar(&cfg.Client, "client", "both", "MQTT client of the connect passes: raw (the bench's), paho (paho.golang) or both (paho repeats the warm pass)")
 	fs.IntVar(&cfg.Version, "version", 5, "MQTT version of the raw client: 3 (3.1.1) or 5")
 	fs.IntVar(&cfg.Storm, "storm", 10000, "devices in the reconnect storm")

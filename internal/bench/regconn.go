@@ -31,9 +31,10 @@ func (r *regRun) authCounters(ctx context.Context) (bcrypts, hits float64) {
 
 // connectPasses measures device connects of ConnectClients devices spread
 // over the registered ones: a cold pass (their first connect since the
-// node started: one bcrypt comparison each), then a warm pass (the
-// verification cache answers). With Client "both", paho.golang repeats
-// the warm pass on the same devices as a cross-check of the raw client.
+// node started: one bcrypt comparison each), then WarmPasses warm passes
+// (the verification cache answers; short, so repeated for a median). With
+// Client "both", paho.golang repeats a warm pass on the same devices as a
+// cross-check of the raw client.
 func (r *regRun) connectPasses(ctx context.Context, n int) {
 	devs := spread(n, r.cfg.ConnectClients, 0)
 	if len(devs) == 0 {
@@ -43,12 +44,18 @@ func (r *regRun) connectPasses(ctx context.Context, n int) {
 	if r.cfg.Client == "paho" {
 		first = "paho"
 	}
-	for _, p := range []struct{ name, client string }{
-		{"cold", first}, {"warm", first}, {"paho-warm", "paho"},
-	} {
-		if p.name == "paho-warm" && r.cfg.Client != "both" {
-			continue
+	passes := []struct{ name, client string }{{"cold", first}}
+	for k := 1; k <= r.cfg.WarmPasses; k++ {
+		name := "warm"
+		if k > 1 {
+			name = fmt.Sprintf("warm-%d", k)
 		}
+		passes = append(passes, struct{ name, client string }{name, first})
+	}
+	if r.cfg.Client == "both" {
+		passes = append(passes, struct{ name, client string }{"paho-warm", "paho"})
+	}
+	for _, p := range passes {
 		cp := r.connectPass(ctx, p.name, p.client, devs)
 		r.reg.Connect = append(r.reg.Connect, cp)
 		r.logf("connect %s (%s): %d ok %d failed in %.2fs: %.0f/s, p50 %s p99 %s, %0.f bcrypt, %0.f cache hits",

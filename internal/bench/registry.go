@@ -79,6 +79,7 @@ type RegistryConfig struct {
 
 	ConnectClients  int    // devices in each connect pass (default 1000, at most Devices)
 	ConnectParallel int    // connects in progress at once (default 32)
+	WarmPasses      int    // warm connect passes (default 3)
 	Client          string // raw, paho or both (default raw)
 	Version         int    // MQTT version of the raw client: 3 or 5 (default 5)
 
@@ -130,6 +131,9 @@ func (c *RegistryConfig) defaults() error {
 	}
 	if c.ConnectParallel <= 0 {
 		c.ConnectParallel = 32
+	}
+	if c.WarmPasses <= 0 {
+		c.WarmPasses = 3
 	}
 	if c.Client == "" {
 		c.Client = "raw"
@@ -235,7 +239,7 @@ type PageStats struct {
 // ConnectPass is one pass of device connects (CONNECT → CONNACK →
 // DISCONNECT, ConnectParallel at a time).
 type ConnectPass struct {
-	Name      string   `json:"name"` // cold, warm, paho-cold, paho-warm
+	Name      string   `json:"name"` // cold, warm, warm-2…, paho-warm
 	Client    string   `json:"client"`
 	Clients   int      `json:"clients"`
 	Parallel  int      `json:"parallel"`
