@@ -39,6 +39,10 @@ type conn struct {
 	aliasMaxOut uint16 // client's topic alias maximum
 	problemInfo bool
 	version     byte // 4 (3.1.1) or 5
+	// kickInfo is what kick, which other goroutines call (Shutdown), may
+	// know of the above: set once CONNACK is queued, 0 before (then no
+	// DISCONNECT goes out: it may not precede CONNACK).
+	kickInfo atomic.Uint32 // kickV5 | kickProblemInfo
 
 	// Owned by the reader (goroutine, or the read-pool worker holding
 	// the connection).
@@ -112,6 +116,15 @@ type connExtra struct {
 	dropped   bool                // the stored session is being deleted: no more writes
 	resume    map[outKey]uint16   // ids of messages the previous connection left unacknowledged (persist.go)
 	resumeIDs map[uint16]struct{} // the ids in resume, not to be reused meanwhile
+	// relDone are QoS 2 messages the client had PUBRECed when the previous
+	// connection ended (persist.go): the client has them, so a redelivery
+	// by the engine is settled without being sent again.
+	relDone map[outKey]struct{}
+	// recentRel are the last QoS 2 messages completed (PUBCOMP), kept in
+	// the session record for a moment: the engine hears of a settlement
+	// a little later (router progress records, entry acks), and a crash in
+	// between must not send them again under a new packet id.
+	recentRel []recentRel
 
 	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
 
@@ -303,6 +316,12 @@ func (c *conn) fatal(re *ReasonError) {
 	c.kick(re.Code, re.Reason)
 }
 
+// Bits of conn.kickInfo.
+const (
+	kickV5 = 1 << iota
+	kickProblemInfo
+)
+
 // kick disconnects the client with a reason code (v5) and closes the
 // connection once the DISCONNECT is written. It reports false if the
 // connection was kicked before (and does nothing then).
@@ -316,9 +335,9 @@ func (c *conn) kick(code byte, text string) bool {
 	}
 	c.kicked = code
 	c.mu.Unlock()
-	if c.version == 5 {
+	if k := c.kickInfo.Load(); k&kickV5 != 0 {
 		pk := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Disconnect}, ProtocolVersion: 5, ReasonCode: code}
-		if c.problemInfo {
+		if k&kickProblemInfo != 0 {
 			pk.Properties.ReasonString = text
 		}
 		if b, err := encodePacket(pk); err == nil {
@@ -834,6 +853,14 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		ap.SharedSubAvailable, ap.SharedSubAvailableFlag = 1, true
 	}
 	c.send(ack)
+	k := uint32(0)
+	if v == 5 {
+		k |= kickV5
+	}
+	if c.problemInfo {
+		k |= kickProblemInfo
+	}
+	c.kickInfo.Store(k)
 	if rec != nil {
 		c.resendRel(rec)
 		c.attach(ctx, rec.Subs)

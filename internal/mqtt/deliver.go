@@ -67,8 +67,9 @@ type outMsg struct {
 	qos    byte
 	retain bool
 	dup    bool
-	rel    bool  // PUBREC received, PUBREL sent (QoS 2)
-	ids    []int // subscription identifiers when several subscriptions match (overlap.go); nil: sub's
+	rel    bool   // PUBREC received, PUBREL sent (QoS 2)
+	relKey outKey // with rel: the stored message it was (zero for a live one)
+	ids    []int  // subscription identifiers when several subscriptions match (overlap.go); nil: sub's
 
 	liveSize int // bytes counted in conn.pendingLive while pending
 }
@@ -404,6 +405,20 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		}
 		c.enqueue(b, true, post)
 		return
+	}
+	if c.x != nil && c.x.relDone != nil && d.Sequence > 0 {
+		k := outKey{sub.Filter, d.Sequence, d.Part}
+		if _, done := c.x.relDone[k]; done {
+			// PUBRECed before a crash: the client has it, and the engine
+			// had not yet heard (exactly once, [MQTT-4.3.3]).
+			delete(c.x.relDone, k)
+			post := ref.usedLocked(d)
+			c.mu.Unlock()
+			if post != nil {
+				go post()
+			}
+			return
+		}
 	}
 	// DUP only for a message this session may have sent before: one the
 	// previous connection left unacknowledged (startInflight), or one
@@ -751,6 +766,9 @@ func (c *conn) onPubrec(id uint16, rc byte) {
 	if !om.rel {
 		om.rel = true
 		if om.d != nil {
+			if om.d.Sequence > 0 && om.sub != nil {
+				om.relKey = outKey{om.sub.Filter, om.d.Sequence, om.d.Part}
+			}
 			// The client owns the message now; the engine can forget it.
 			n := om.ref.creditLocked()
 			d, r := om.d, om.ref.rc
@@ -779,6 +797,9 @@ func (c *conn) onPubrec(id uint16, rc byte) {
 func (c *conn) onPubcomp(id uint16) {
 	c.mu.Lock()
 	om := c.inflight[id]
+	if om != nil && om.rel && om.relKey != (outKey{}) && c.persistent {
+		c.noteCompletedLocked(om.relKey)
+	}
 	post, out := c.finishLocked(id, true)
 	c.mu.Unlock()
 	if om != nil && om.rel {

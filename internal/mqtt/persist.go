@@ -185,8 +185,17 @@ func (c *conn) recordLocked() *sessionRecord {
 		switch {
 		case om.rel:
 			rec.Rel = append(rec.Rel, id)
+			if om.relKey != (outKey{}) {
+				rec.RelOut = append(rec.RelOut, outRef{ID: id, Filter: om.relKey.filter, Seq: om.relKey.seq, Part: om.relKey.part})
+			}
 		case om.d != nil && om.d.Sequence > 0 && om.sub != nil:
 			rec.Out = append(rec.Out, outRef{ID: id, Filter: om.sub.Filter, Seq: om.d.Sequence, Part: om.d.Part})
+		}
+	}
+	now := time.Now()
+	for _, r := range x.recentRel {
+		if now.Sub(r.at) < recentRelKeep {
+			rec.RelOut = append(rec.RelOut, outRef{Filter: r.key.filter, Seq: r.key.seq, Part: r.key.part})
 		}
 	}
 	for k, id := range x.resume {
@@ -214,6 +223,29 @@ type outRef struct {
 	Part   int    `json:"p,omitempty"`
 }
 
+// recentRel is a QoS 2 message completed a moment ago.
+type recentRel struct {
+	key outKey
+	at  time.Time
+}
+
+// recentRelKeep is how long a completed QoS 2 message stays in the session
+// record (well over the router's progress-record delay), and maxRecentRel
+// how many at most.
+const (
+	recentRelKeep = 2 * time.Second
+	maxRecentRel  = 64
+)
+
+// noteCompleted remembers a completed QoS 2 message (recentRel). c.mu held.
+func (c *conn) noteCompletedLocked(k outKey) {
+	x := c.extraLocked()
+	if len(x.recentRel) >= maxRecentRel {
+		x.recentRel = append(x.recentRel[:0], x.recentRel[1:]...)
+	}
+	x.recentRel = append(x.recentRel, recentRel{key: k, at: time.Now()})
+}
+
 // resumeHold bounds how long packet ids of the previous connection stay
 // reserved for redeliveries (a message acknowledged after the last session
 // write is never redelivered).
@@ -232,11 +264,22 @@ func (c *conn) restoreState(rec *sessionRecord) {
 		c.inQoS2[id] = struct{}{}
 		c.inFlightIn++
 	}
+	relKeys := map[uint16]outKey{}
+	for _, o := range rec.RelOut { // ID 0: completed just before (recentRel)
+		k := outKey{o.Filter, o.Seq, o.Part}
+		relKeys[o.ID] = k
+		x := c.extraLocked()
+		if x.relDone == nil {
+			x.relDone = map[outKey]struct{}{}
+			time.AfterFunc(resumeHold, c.endResume)
+		}
+		x.relDone[k] = struct{}{}
+	}
 	for _, id := range rec.Rel {
 		if c.inflight == nil {
 			c.inflight = map[uint16]*outMsg{}
 		}
-		c.inflight[id] = &outMsg{qos: 2, rel: true}
+		c.inflight[id] = &outMsg{qos: 2, rel: true, relKey: relKeys[id]}
 	}
 	if rec.Disconnected.IsZero() && rec.Node != "" && rec.Node != c.s.node {
 		// Its node died holding the connection: what the engine
@@ -266,7 +309,7 @@ func (c *conn) restoreState(rec *sessionRecord) {
 
 func (c *conn) endResume() {
 	c.mu.Lock()
-	c.x.resume, c.x.resumeIDs = nil, nil
+	c.x.resume, c.x.resumeIDs, c.x.relDone = nil, nil, nil
 	c.mu.Unlock()
 }
 

@@ -30,13 +30,16 @@ const (
 // (see persist.go): a crash between PUBREC and PUBREL/PUBCOMP finds the
 // packet ids in the engine.
 type sessionRecord struct {
-	Expiry       uint32          `json:"expiry"` // seconds after disconnect
-	Subs         []*subscription `json:"subs"`
-	QoS2         []uint16        `json:"qos2,omitempty"` // client→server QoS 2 ids PUBRECed, PUBREL not yet
-	Rel          []uint16        `json:"rel,omitempty"`  // server→client QoS 2 ids PUBRECed, PUBCOMP not yet
-	Out          []outRef        `json:"out,omitempty"`  // server→client PUBLISHes not yet acknowledged
-	Node         string          `json:"node,omitempty"` // node holding the connection; empty once disconnected
-	Disconnected time.Time       `json:"disconnected,omitzero"`
+	Expiry uint32          `json:"expiry"` // seconds after disconnect
+	Subs   []*subscription `json:"subs"`
+	QoS2   []uint16        `json:"qos2,omitempty"` // client→server QoS 2 ids PUBRECed, PUBREL not yet
+	Rel    []uint16        `json:"rel,omitempty"`  // server→client QoS 2 ids PUBRECed, PUBCOMP not yet
+	// RelOut names the stored messages of Rel (those that were stored):
+	// the engine may not have heard of their settlement before a crash.
+	RelOut       []outRef  `json:"relOut,omitempty"`
+	Out          []outRef  `json:"out,omitempty"`  // server→client PUBLISHes not yet acknowledged
+	Node         string    `json:"node,omitempty"` // node holding the connection; empty once disconnected
+	Disconnected time.Time `json:"disconnected,omitzero"`
 }
 
 // will is a will message; stored while its connection lives ("armed":
