@@ -124,6 +124,9 @@ func (s *Store) SetCredentials(ctx context.Context, tenantName, id string, cs []
 		return "", err
 	}
 	key := deviceKey(tenantName, id)
+	l := s.writeLock(tenantName, id)
+	l.Lock()
+	defer l.Unlock()
 	for {
 		sd, _, err := s.getDevice(ctx, tenantName, id)
 		if err != nil {
@@ -384,13 +387,17 @@ func (s *Store) AutoProvision(ctx context.Context, tenantName, deviceID string, 
 			if err != nil {
 				return nil, err
 			}
-			if len(cs) > 0 {
-				return nil, fmt.Errorf("device %q %w with other credentials", deviceID, ErrExists)
+			if len(cs) == 0 {
+				if _, err := s.SetCredentials(ctx, tenantName, deviceID, []Credential{c}, v); err != nil && !errors.Is(err, ErrVersionMismatch) {
+					return nil, err
+				}
 			}
-			if _, err := s.SetCredentials(ctx, tenantName, deviceID, []Credential{c}, v); err != nil {
-				return nil, err
+			// Written by us, or by the other provisioner meanwhile.
+			id, err := s.Lookup(ctx, tenantName, typ, authID)
+			if err == nil && id.DeviceID == deviceID {
+				return id, nil
 			}
-			return s.Lookup(ctx, tenantName, typ, authID)
+			return nil, fmt.Errorf("device %q %w with other credentials", deviceID, ErrExists)
 		}
 		select {
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -256,10 +257,11 @@ func (s *Store) removeCredentials(ctx context.Context, tenantName, id string) er
 }
 
 // releaseAuthID deletes an index key if it still points to the device
-// and the device's current credentials do not hold the auth-id (a
-// concurrent PUT of the same device may have written it again; a race
+// and the device's current credentials do not hold the auth-id (a PUT of
+// the same device on another node may have written it again; a race
 // narrowed to the moments between that check and the purge, which would
-// leave the key missing until the device's next PUT).
+// leave the key missing until the device's next PUT; on one node PUTs of
+// a device are serialized).
 func (s *Store) releaseAuthID(ctx context.Context, tenantName, typ, authID, id string) {
 	k := authIDKey(tenantName, typ, authID)
 	e, err := s.authIDs.Get(ctx, k)
@@ -348,18 +350,41 @@ func (s *Store) Devices(ctx context.Context, tenantName string, q Query) (Page, 
 		return s.scanDevices(ctx, tenantName, q)
 	}
 	total, ids := s.pageIDs(tenantName, q.IsGateway, q.PageOffset, q.PageSize, desc)
-	page := Page{Total: total, Result: make([]DeviceWithID, 0, len(ids))}
-	for _, id := range ids {
-		sd, _, err := s.getDevice(ctx, tenantName, id)
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted since
-		}
-		if err != nil {
-			return Page{}, err
-		}
-		page.Result = append(page.Result, DeviceWithID{ID: id, Device: sd.Device})
+	result, err := s.fetchDevices(ctx, tenantName, ids)
+	if err != nil {
+		return Page{}, err
 	}
-	return page, nil
+	return Page{Total: total, Result: result}, nil
+}
+
+// fetchDevices reads a page's devices, 8 gets in flight; devices deleted
+// since their ids were read are left out.
+func (s *Store) fetchDevices(ctx context.Context, tenantName string, ids []string) ([]DeviceWithID, error) {
+	devs := make([]*storedDevice, len(ids))
+	errs := make([]error, len(ids))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i, id := range ids {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			devs[i], _, errs[i] = s.getDevice(ctx, tenantName, id)
+			<-sem
+		}()
+	}
+	wg.Wait()
+	out := make([]DeviceWithID, 0, len(ids))
+	for i, id := range ids {
+		if errors.Is(errs[i], ErrNotFound) {
+			continue
+		}
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		out = append(out, DeviceWithID{ID: id, Device: devs[i].Device})
+	}
+	return out, nil
 }
 
 // pageIDs reads a page of ids from the index.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -267,16 +266,13 @@ loop:
 		}
 		return a.id < b.id
 	})
-	page := Page{Total: len(found), Result: []DeviceWithID{}}
+	var ids []string
 	for i := q.PageOffset; i < q.PageOffset+q.PageSize && i < len(found); i++ {
-		sd, _, err := s.getDevice(ctx, tenantName, found[i].id)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return Page{}, err
-		}
-		page.Result = append(page.Result, DeviceWithID{ID: found[i].id, Device: sd.Device})
+		ids = append(ids, found[i].id)
 	}
-	return page, nil
+	result, err := s.fetchDevices(ctx, tenantName, ids)
+	if err != nil {
+		return Page{}, err
+	}
+	return Page{Total: len(found), Result: result}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -55,6 +56,11 @@ type Store struct {
 	done                chan struct{} // closed by Close
 	closeOnce           sync.Once
 	wg                  sync.WaitGroup // the watch goroutines
+
+	// writeLocks serialize this node's credentials writes per device
+	// (striped by a hash of tenant and id): two racing PUTs of one device
+	// could otherwise release an index key the winning set holds.
+	writeLocks [64]sync.Mutex
 
 	mu        sync.RWMutex
 	index     map[string]*tenantIndex // by tenant; written only by the devices watch; guarded by mu
@@ -535,6 +541,15 @@ func isWrongLastSeq(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
 		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// writeLock returns the stripe lock of a device.
+func (s *Store) writeLock(tenantName, id string) *sync.Mutex {
+	h := fnv.New32a()
+	h.Write([]byte(tenantName))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return &s.writeLocks[h.Sum32()%uint32(len(s.writeLocks))]
 }
 
 // tenantOK checks that a tenant exists.
