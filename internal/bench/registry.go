@@ -385,6 +385,7 @@ func RunRegistry(ctx context.Context, cfg RegistryConfig) (*Result, error) {
 	reg := &Registry{Tenant: cfg.Tenant, Secret: cfg.Secret, LoadStart: loadAverage()}
 	res.Registry = reg
 	r := &regRun{cfg: cfg, res: res, reg: reg}
+	raiseFileLimit() // before a node is started: it inherits the limit
 	if cfg.AdminURL == "" {
 		dir := cfg.DataDir
 		work := ""
