@@ -67,14 +67,21 @@ func (r *regRun) connectPasses(ctx context.Context, n int) {
 }
 
 func (r *regRun) connectPass(ctx context.Context, name, client string, devs []int) ConnectPass {
-	cp := ConnectPass{Name: name, Client: client, Clients: len(devs), Parallel: r.cfg.ConnectParallel}
+	par := r.cfg.ConnectParallel
+	if name == "cold" {
+		// Cold connects queue for the node's bcrypt workers (GOMAXPROCS
+		// of them): more in flight only wait longer, up to the node's
+		// handshake timeout (then 0x88), without adding throughput.
+		par = r.cfg.ColdParallel
+	}
+	cp := ConnectPass{Name: name, Client: client, Clients: len(devs), Parallel: par}
 	b0, h0 := r.authCounters(ctx)
 	lat := newLockedHist()
 	var errs errorList
 	var ok, failed, next atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
-	for w := 0; w < r.cfg.ConnectParallel; w++ {
+	for w := 0; w < par; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

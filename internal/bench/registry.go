@@ -79,7 +79,8 @@ type RegistryConfig struct {
 
 	ConnectClients  int    // devices in each connect pass (default 1000, at most Devices)
 	ConnectParallel int    // connects in progress at once (default 32)
-	WarmPasses      int    // warm connect passes (default 3)
+	ColdParallel    int    // connects in progress at once in the cold pass (default 8: bcrypt-bound, more only wait)
+	WarmPasses      int    // warm connect passes (default 5)
 	Client          string // raw, paho or both (default raw)
 	Version         int    // MQTT version of the raw client: 3 or 5 (default 5)
 
@@ -132,8 +133,11 @@ func (c *RegistryConfig) defaults() error {
 	if c.ConnectParallel <= 0 {
 		c.ConnectParallel = 32
 	}
+	if c.ColdParallel <= 0 {
+		c.ColdParallel = 8
+	}
 	if c.WarmPasses <= 0 {
-		c.WarmPasses = 3
+		c.WarmPasses = 5
 	}
 	if c.Client == "" {
 		c.Client = "raw"

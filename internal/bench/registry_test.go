@@ -34,7 +34,7 @@ func TestRegistry(t *testing.T) {
 	if len(g.Pages) != 3 || g.Pages[2].Offset != 100 || g.Pages[0].Latency.Count != 5 || g.Pages[1].Bytes == 0 {
 		t.Fatalf("pages %+v", g.Pages)
 	}
-	if len(g.Connect) != 5 {
+	if len(g.Connect) != 7 {
 		t.Fatalf("connect passes %+v", g.Connect)
 	}
 	for _, c := range g.Connect {
@@ -70,7 +70,7 @@ func TestRegistry(t *testing.T) {
 	if c := g.Create; c.Existing != 200 || c.Created != 10 || c.Failed != 0 || g.Registered != 210 || len(r.Errors) > 0 {
 		t.Fatalf("resumed create %+v registered %d errors %v", c, g.Registered, r.Errors)
 	}
-	if len(g.Connect) != 4 || g.Connect[0].OK != 5 || g.Connect[3].OK != 5 {
+	if len(g.Connect) != 6 || g.Connect[0].OK != 5 || g.Connect[5].OK != 5 {
 		t.Fatalf("connect passes after resume %+v", g.Connect)
 	}
 }
