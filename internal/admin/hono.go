@@ -17,7 +17,6 @@ package admin
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -26,7 +25,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"path"
 	"regexp"
 	"sort"
 	"strconv"
@@ -251,17 +249,6 @@ func honoDecode(w http.ResponseWriter, r *http.Request, v any, optional bool, wh
 	return true
 }
 
-// newUUID returns a random (version 4) UUID in lower case, which is also
-// a valid throng tenant name.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
 // ---- tenants
 
 // tenantVersion is a tenant's resource version: the tenant store keeps no
@@ -311,7 +298,7 @@ func (s *Server) v1CreateTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id == "" {
-		id = newUUID()
+		id = registry.NewUUID()
 	}
 	if err := s.checkHonoTenant(id, &iot, nil); err != nil {
 		s.honoFail(w, r, err)
@@ -467,7 +454,7 @@ func (s *Server) v1SearchTenants(w http.ResponseWriter, r *http.Request) {
 	for _, t := range s.cfg.Store.Tenants() {
 		it := honoTenantWithID{ID: t.Name, IoT: honoTenantView(t)}
 		doc := jsonDoc(it)
-		if !matchAll(doc, q.Filters) {
+		if !registry.Match(doc, q.Filters) {
 			continue
 		}
 		items = append(items, it)
@@ -482,7 +469,7 @@ func (s *Server) v1SearchTenants(w http.ResponseWriter, r *http.Request) {
 	for i := range idx {
 		idx[i] = i
 	}
-	sort.SliceStable(idx, func(a, b int) bool { return less(docs[idx[a]], docs[idx[b]], q.Sort) })
+	sort.SliceStable(idx, func(a, b int) bool { return registry.Less(docs[idx[a]], docs[idx[b]], q.Sort) })
 	res := struct {
 		Total  int                `json:"total"`
 		Result []honoTenantWithID `json:"result"`
@@ -768,143 +755,6 @@ func jsonDoc(v any) map[string]any {
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
 	return m
-}
-
-// pointer resolves a JSON pointer (RFC 6901) in a document.
-func pointer(doc any, ptr string) (any, bool) {
-	if ptr == "" {
-		return doc, true
-	}
-	cur := doc
-	for _, tok := range strings.Split(strings.TrimPrefix(ptr, "/"), "/") {
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch c := cur.(type) {
-		case map[string]any:
-			v, ok := c[tok]
-			if !ok {
-				return nil, false
-			}
-			cur = v
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(c) {
-				return nil, false
-			}
-			cur = c[i]
-		default:
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
-func matchAll(doc map[string]any, fs []registry.Filter) bool {
-	for _, f := range fs {
-		v, ok := pointer(doc, f.Field)
-		if !ok {
-			return false
-		}
-		var want any
-		if json.Unmarshal(f.Value, &want) != nil {
-			return false
-		}
-		switch wv := want.(type) {
-		case string:
-			sv, ok := v.(string)
-			if !ok || !wildcard(wv, sv) {
-				return false
-			}
-		default:
-			a, _ := json.Marshal(v)
-			b, _ := json.Marshal(wv)
-			if !bytes.Equal(a, b) {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// wildcard matches Hono's filter wildcards: '*' any run, '?' one character.
-func wildcard(pattern, s string) bool {
-	// path.Match knows '*' and '?' but also '[', '\\' and stops '*' at
-	// '/': escape those so that only Hono's two wildcards remain.
-	var b strings.Builder
-	for _, c := range pattern {
-		switch c {
-		case '[', ']', '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteRune(c)
-	}
-	ok, err := path.Match(strings.ReplaceAll(b.String(), "/", "\x00"), strings.ReplaceAll(s, "/", "\x00"))
-	return err == nil && ok
-}
-
-// less orders two documents by the sort options, then by id.
-func less(a, b map[string]any, sorts []registry.Sort) bool {
-	for _, so := range append(sorts, registry.Sort{Field: "/id"}) {
-		va, _ := pointer(a, so.Field)
-		vb, _ := pointer(b, so.Field)
-		c := compare(va, vb)
-		if c == 0 {
-			continue
-		}
-		if so.Direction == "desc" {
-			return c > 0
-		}
-		return c < 0
-	}
-	return false
-}
-
-// compare orders JSON values: missing first, then numbers, strings,
-// booleans; other kinds by their JSON text.
-func compare(a, b any) int {
-	rank := func(v any) int {
-		switch v.(type) {
-		case nil:
-			return 0
-		case float64:
-			return 1
-		case string:
-			return 2
-		case bool:
-			return 3
-		}
-		return 4
-	}
-	ra, rb := rank(a), rank(b)
-	if ra != rb {
-		return ra - rb
-	}
-	switch x := a.(type) {
-	case float64:
-		y := b.(float64)
-		switch {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
-	case string:
-		return strings.Compare(x, b.(string))
-	case bool:
-		y := b.(bool)
-		switch {
-		case x == y:
-			return 0
-		case !x:
-			return -1
-		}
-		return 1
-	case nil:
-		return 0
-	}
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return bytes.Compare(ja, jb)
 }
 
 // ---- credentials

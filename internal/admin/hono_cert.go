@@ -88,7 +88,7 @@ func (s *Server) checkHonoTenant(id string, iot *tenant.IoT, old *tenant.IoT) er
 			return invalidf("trusted-ca[%d]: %v", i, err)
 		}
 		if ca.ID == "" {
-			ca.ID = newUUID()
+			ca.ID = registry.NewUUID()
 		}
 		if ids[ca.ID] {
 			return invalidf("trusted anchor IDs must be unique within each tenant (%q given twice)", ca.ID)
@@ -269,7 +269,7 @@ func fromClientCert(t *tenant.Tenant, c *registry.Credential, der []byte) error 
 		issuer := issuerDN(cert)
 		for _, ca := range t.IoT.TrustedCA {
 			if ca.SubjectDN == issuer && ca.AuthIDTemplate != "" {
-				c.AuthID = applyTemplate(ca.AuthIDTemplate, dn, cert)
+				c.AuthID = registry.ApplyTemplate(ca.AuthIDTemplate, dn, cert)
 				break
 			}
 		}
@@ -284,22 +284,6 @@ func fromClientCert(t *tenant.Tenant, c *registry.Credential, der []byte) error 
 	}
 	c.Secrets[0].NotBefore, c.Secrets[0].NotAfter = &nb, &na
 	return nil
-}
-
-// applyTemplate replaces Hono's identity template placeholders.
-func applyTemplate(tmpl, dn string, cert *x509.Certificate) string {
-	first := func(v []string) string {
-		if len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
-	return strings.NewReplacer(
-		"{{subject-dn}}", dn,
-		"{{subject-cn}}", cert.Subject.CommonName,
-		"{{subject-ou}}", first(cert.Subject.OrganizationalUnit),
-		"{{subject-o}}", first(cert.Subject.Organization),
-	).Replace(tmpl)
 }
 
 // rpkSecret checks a raw public key secret; given a certificate, the key,

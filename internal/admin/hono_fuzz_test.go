@@ -42,9 +42,9 @@ func FuzzV1SearchParams(f *testing.F) {
 				continue
 			}
 			for _, d := range docs {
-				_ = matchAll(d, query.Filters)
+				_ = registry.Match(d, query.Filters)
 				for _, e := range docs {
-					_ = less(d, e, query.Sort)
+					_ = registry.Less(d, e, query.Sort)
 				}
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/throngmq/throng/internal/registry"
+	"github.com/throngmq/throng/internal/tenant"
 )
 
 func TestIfMatch(t *testing.T) {
@@ -18,21 +19,6 @@ func TestIfMatch(t *testing.T) {
 		}
 		if got := ifMatch(r); got != want {
 			t.Errorf("If-Match %q: %q, want %q", in, got, want)
-		}
-	}
-}
-
-func TestWildcard(t *testing.T) {
-	for _, c := range []struct {
-		pattern, s string
-		want       bool
-	}{
-		{"acme*", "acme-1", true}, {"acme*", "acm", false}, {"a?c", "abc", true}, {"a?c", "ac", false},
-		{"*", "", true}, {"a/*", "a/b/c", true}, {"[x]", "[x]", true}, {"[x]", "x", false}, {`a\b`, `a\b`, true},
-		{"eclipse*", "eclipse", true}, {"x", "X", false},
-	} {
-		if got := wildcard(c.pattern, c.s); got != c.want {
-			t.Errorf("wildcard(%q, %q) = %v", c.pattern, c.s, got)
 		}
 	}
 }
@@ -58,21 +44,21 @@ func TestMatchAndSort(t *testing.T) {
 		{[]registry.Filter{f("/enabled", "true"), f("/ext/n", "2")}, []bool{true, false, false}},
 	} {
 		for i, d := range docs {
-			if got := matchAll(d, c.filters); got != c.want[i] {
+			if got := registry.Match(d, c.filters); got != c.want[i] {
 				t.Errorf("filters %v on %v: %v", c.filters, d, got)
 			}
 		}
 	}
 	// Numbers sort as numbers, missing values first, the id breaks ties.
 	s := []registry.Sort{{Field: "/ext/n"}}
-	if !less(docs[2], docs[0], s) || !less(docs[0], docs[1], s) || less(docs[1], docs[0], s) {
+	if !registry.Less(docs[2], docs[0], s) || !registry.Less(docs[0], docs[1], s) || registry.Less(docs[1], docs[0], s) {
 		t.Error("ascending /ext/n")
 	}
 	s = []registry.Sort{{Field: "/ext/n", Direction: "desc"}}
-	if !less(docs[1], docs[0], s) {
+	if !registry.Less(docs[1], docs[0], s) {
 		t.Error("descending /ext/n")
 	}
-	if !less(docs[1], docs[0], nil) {
+	if !registry.Less(docs[1], docs[0], nil) {
 		t.Error("default order by id")
 	}
 }
@@ -80,8 +66,8 @@ func TestMatchAndSort(t *testing.T) {
 func TestNewUUID(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
-		u := newUUID()
-		if len(u) != 36 || seen[u] || u[14] != '4' {
+		u := registry.NewUUID()
+		if len(u) != 36 || seen[u] || u[14] != '4' || tenant.ValidateName(u) != nil {
 			t.Fatalf("uuid %q", u)
 		}
 		seen[u] = true

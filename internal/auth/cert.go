@@ -26,7 +26,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
@@ -203,7 +202,7 @@ func (a *Authenticator) AuthenticateCert(ctx context.Context, adapter string, cs
 	}
 	authID := dn
 	if ca.AuthIDTemplate != "" {
-		authID = applyTemplate(ca.AuthIDTemplate, leaf, dn)
+		authID = registry.ApplyTemplate(ca.AuthIDTemplate, dn, leaf)
 	}
 	id, err := a.devices.Lookup(ctx, t.Name, registry.TypeX509, authID)
 	if errors.Is(err, registry.ErrNotFound) && ca.AuthIDTemplate == "" {
@@ -262,9 +261,9 @@ func x509SecretValid(c *registry.Credential, now time.Time) bool {
 // certificate, else a random UUID (Hono: "a random unique device
 // identifier"). The credential's secret holds the certificate's validity.
 func (a *Authenticator) autoProvision(ctx context.Context, tenantName string, ca *tenant.TrustedCA, leaf *x509.Certificate, dn, authID string) (*registry.Identity, error) {
-	devID := newUUID()
+	devID := registry.NewUUID()
 	if ca.AutoProvisioningDeviceIDTemplate != "" {
-		devID = applyTemplate(ca.AutoProvisioningDeviceIDTemplate, leaf, dn)
+		devID = registry.ApplyTemplate(ca.AutoProvisioningDeviceIDTemplate, dn, leaf)
 	}
 	nb, na := leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 	cred := registry.Credential{
@@ -280,32 +279,6 @@ func (a *Authenticator) autoProvision(ctx context.Context, tenantName string, ca
 		a.log.Info("device auto-provisioned", "tenant", tenantName, "device_id", id.DeviceID, "auth_id", authID, "gateway", ca.AutoProvisionAsGateway)
 	}
 	return id, err
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-}
-
-// applyTemplate replaces Hono's placeholders {{subject-dn}},
-// {{subject-cn}}, {{subject-ou}} and {{subject-o}}.
-func applyTemplate(tpl string, c *x509.Certificate, dn string) string {
-	first := func(v []string) string {
-		if len(v) > 0 {
-			return v[0]
-		}
-		return ""
-	}
-	return strings.NewReplacer(
-		"{{subject-dn}}", dn,
-		"{{subject-cn}}", c.Subject.CommonName,
-		"{{subject-ou}}", first(c.Subject.OrganizationalUnit),
-		"{{subject-o}}", first(c.Subject.Organization),
-	).Replace(tpl)
 }
 
 // sniTenant returns the tenant among refs that the TLS server name's

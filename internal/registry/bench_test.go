@@ -224,7 +224,7 @@ func TestIndexMemory(t *testing.T) {
 		ids := make([]string, n)
 		for i := range ids {
 			if kind == "uuid" {
-				ids[i] = newUUID()
+				ids[i] = NewUUID()
 			} else {
 				ids[i] = fmt.Sprintf(kind, i)
 			}

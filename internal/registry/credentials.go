@@ -661,7 +661,7 @@ func mergeSecrets(in, old []Credential) ([]Credential, error) {
 		for j := range c.Secrets {
 			sec := &c.Secrets[j]
 			if sec.ID == "" {
-				sec.ID = newUUID()
+				sec.ID = NewUUID()
 				continue
 			}
 			var stored *Secret

@@ -21,8 +21,9 @@ const (
 	MaxPageSize     = 200
 )
 
-// newUUID returns a random (version 4) UUID, Hono's generated device id.
-func newUUID() string {
+// NewUUID returns a random (version 4) UUID in lower case: Hono's
+// generated device id, also a valid throng tenant name.
+func NewUUID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	b[6] = b[6]&0x0f | 0x40
@@ -83,7 +84,7 @@ func (s *Store) createDevice(ctx context.Context, tenantName, id string, d *Devi
 		return "", "", err
 	}
 	if id == "" {
-		id = newUUID()
+		id = NewUUID()
 	} else if err := ValidateDeviceID(id); err != nil {
 		return "", "", err
 	}

@@ -239,3 +239,22 @@ func rdnString(rdns pkix.RDNSequence) string {
 	}
 	return b.String()
 }
+
+// ApplyTemplate replaces Hono's identity template placeholders
+// ({{subject-dn}}, {{subject-cn}}, {{subject-ou}}, {{subject-o}}) in a
+// trust anchor's auth-id-template or auto-provisioning-device-id-template
+// with the client certificate's values; dn is its subject DN (SubjectDN).
+func ApplyTemplate(tmpl, dn string, cert *x509.Certificate) string {
+	first := func(v []string) string {
+		if len(v) > 0 {
+			return v[0]
+		}
+		return ""
+	}
+	return strings.NewReplacer(
+		"{{subject-dn}}", dn,
+		"{{subject-cn}}", cert.Subject.CommonName,
+		"{{subject-ou}}", first(cert.Subject.OrganizationalUnit),
+		"{{subject-o}}", first(cert.Subject.Organization),
+	).Replace(tmpl)
+}

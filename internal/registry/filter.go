@@ -276,3 +276,38 @@ loop:
 	}
 	return Page{Total: len(found), Result: result}, nil
 }
+
+// Match reports whether a decoded JSON document (a device or a tenant as
+// Hono shows it) satisfies every filter of Hono's filterJson. The device
+// search uses it, and so does the /v1 tenant search.
+func Match(doc any, fs []Filter) bool {
+	for _, f := range fs {
+		var want any
+		if json.Unmarshal(f.Value, &want) != nil {
+			return false
+		}
+		v, has := pointer(doc, f.Field)
+		if !has || !matches(v, want) {
+			return false
+		}
+	}
+	return true
+}
+
+// Less orders two decoded JSON documents by Hono's sortJson, then by
+// "/id".
+func Less(a, b any, sorts []Sort) bool {
+	for _, so := range append(sorts[:len(sorts):len(sorts)], Sort{Field: "/id"}) {
+		va, aok := pointer(a, so.Field)
+		vb, bok := pointer(b, so.Field)
+		c := compareValues(va, vb, aok, bok)
+		if c == 0 {
+			continue
+		}
+		if so.Direction == "desc" {
+			return c > 0
+		}
+		return c < 0
+	}
+	return false
+}
