@@ -1,14 +1,17 @@
 package amqp
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/amqp/encoding"
 	"github.com/throngmq/throng/internal/amqp/frames"
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -24,6 +27,12 @@ type link struct {
 	rhandle uint32 // the peer's
 	role    frames.Role
 	addr    string
+	// tenant is the tenant whose router the link uses: the connection's,
+	// or the one a Hono northbound address names (linkTenant).
+	tenant string
+	// cmdTenant is set on a Hono application's command sender (target
+	// command/T): a relay to command/T/<device> of tenant T.
+	cmdTenant string
 
 	detachSent bool // we detached; waiting for the peer's detach
 	gone       bool // torn down: router callbacks still queued are ignored
@@ -152,6 +161,37 @@ func routerError(err error) *encoding.Error {
 // connection of the tenant may send to them: their names are unguessable.
 const tempPrefix = router.TempPrefix
 
+// linkTenant resolves the tenant of an address and authorizes the
+// action on it. A Hono northbound address (telemetry/T, event/T,
+// command/T…, command_response/T/…) names its tenant: a Hono application
+// commonly serves many tenants on one connection (docs/hono.md). T may
+// be the connection's own tenant (then the usual permissions apply), or,
+// for the platform administrator only, another IoT-enabled tenant; any
+// other principal naming another tenant is refused with
+// amqp:unauthorized-access (whether or not T exists, so that nothing is
+// learned about other tenants). Every other name is in the connection's
+// own tenant.
+func (c *conn) linkTenant(name string, action tenant.Action) (string, *encoding.Error) {
+	own := c.principal.Tenant
+	if _, tn, _, ok := hono.Northbound(name); ok && tn != own {
+		if !c.principal.IsAdmin() || c.principal.IsDevice() {
+			return "", &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized for " + name}
+		}
+		if t, ok := c.s.cfg.Tenants.Tenant(tn); !ok || t.IoT == nil {
+			return "", &encoding.Error{Condition: frames.CondNotFound, Description: "no IoT-enabled tenant " + tn}
+		}
+		return tn, nil
+	}
+	if !c.authorized(name, action) {
+		verb := "send to "
+		if action == tenant.ActionReceive {
+			verb = "receive from "
+		}
+		return "", &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized to " + verb + name}
+	}
+	return own, nil
+}
+
 func (c *conn) authorized(name string, action tenant.Action) bool {
 	if action == tenant.ActionSend && strings.HasPrefix(name, tempPrefix) && !c.principal.IsDevice() {
 		return true
@@ -192,19 +232,29 @@ func (l *link) attachReceiver(a *frames.Attach) {
 	default:
 		l.addr = t.Address
 	}
+	l.tenant = c.principal.Tenant
 	if l.addr != "" {
-		if !c.authorized(l.addr, tenant.ActionSend) {
-			l.refuse(a, &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized to send to " + l.addr})
+		tn, e := c.linkTenant(l.addr, tenant.ActionSend)
+		if e != nil {
+			l.refuse(a, e)
 			return
 		}
-		ctx, cancel := ctxTimeout()
-		p, err := c.s.cfg.Router.Producer(ctx, c.principal.Tenant, l.addr)
-		cancel()
-		if err != nil {
-			l.refuse(a, routerError(err))
-			return
+		l.tenant = tn
+		if fam, _, rest, ok := hono.Northbound(l.addr); ok && fam == hono.Command && rest == "" && c.isIoT(tn) {
+			// A Hono application's command sender: each message goes to
+			// the device its "to" names (command/T/<device>).
+			l.cmdTenant = tn
+			l.relay = map[string]*router.Producer{}
+		} else {
+			ctx, cancel := ctxTimeout()
+			p, err := c.s.cfg.Router.Producer(ctx, tn, l.addr)
+			cancel()
+			if err != nil {
+				l.refuse(a, routerError(err))
+				return
+			}
+			l.producer = p
 		}
-		l.producer = p
 	}
 	l.s.write(&frames.Attach{
 		Name: a.Name, Handle: l.handle, Role: frames.RoleReceiver,
@@ -232,6 +282,7 @@ func (l *link) createTemp() (string, error) {
 	c := l.s.c
 	ctx, cancel := ctxTimeout()
 	defer cancel()
+	l.tenant = c.principal.Tenant
 	tmp, err := c.s.cfg.Router.CreateTemp(ctx, c.principal.Tenant)
 	if err != nil {
 		return "", err
@@ -270,10 +321,12 @@ func (l *link) attachSender(a *frames.Attach) {
 			l.refuse(a, &encoding.Error{Condition: frames.CondInvalidField, Description: "source address required"})
 			return
 		}
-		if !c.authorized(l.addr, tenant.ActionReceive) {
-			l.refuse(a, &encoding.Error{Condition: frames.CondUnauthorizedAccess, Description: "not authorized to receive from " + l.addr})
+		tn, e := c.linkTenant(l.addr, tenant.ActionReceive)
+		if e != nil {
+			l.refuse(a, e)
 			return
 		}
+		l.tenant = tn
 		if src.Durable != encoding.DurableNone || src.ExpiryPolicy == encoding.ExpiryNever {
 			// A durable terminus is a durable subscription, resumed by
 			// attaching again with the same container-id and link name.
@@ -310,7 +363,7 @@ func (l *link) attachSender(a *frames.Attach) {
 		c.log.Debug("incomplete unsettled map: no deliveries until the link is attached again", "link", l.name)
 	} else {
 		ctx, cancel := ctxTimeout()
-		cons, err := c.s.cfg.Router.Consume(ctx, c.principal.Tenant, l.addr, opts, func(d *router.Delivery) {
+		cons, err := c.s.cfg.Router.Consume(ctx, l.tenant, l.addr, opts, func(d *router.Delivery) {
 			c.ev.push(event{kind: evDelivery, l: l, d: d})
 		})
 		cancel()
@@ -454,7 +507,7 @@ func (l *link) deleteDurable() {
 	c := l.s.c
 	ctx, cancel := ctxTimeout()
 	defer cancel()
-	if err := c.s.cfg.Router.DeleteDurable(ctx, c.principal.Tenant, l.addr, l.durable); err != nil {
+	if err := c.s.cfg.Router.DeleteDurable(ctx, l.tenant, l.addr, l.durable); err != nil {
 		c.log.Warn("deleting a durable subscription failed", "address", l.addr, "durable", l.durable, "err", err)
 	}
 	l.durable = ""
@@ -707,18 +760,29 @@ func (l *link) publish(id uint32, settled bool, payload []byte) {
 	}
 	m := fromAMQP(am, payload)
 	p := l.producer
+	device := "" // the target device of a Hono command
 	if l.relay != nil {
 		if m.To == "" {
 			l.settleIn(id, settled, rejectedWith(frames.CondPreconditionFailed, "the anonymous relay needs the message's to"))
 			return
 		}
-		if !c.authorized(m.To, tenant.ActionSend) {
-			l.settleIn(id, settled, rejectedWith(frames.CondUnauthorizedAccess, "not authorized to send to "+m.To))
-			return
+		tn := l.cmdTenant
+		if tn != "" {
+			// Hono's command API: malformed commands are rejected.
+			if device, err = hono.CheckCommand(tn, m); err != nil {
+				l.settleIn(id, settled, rejectedWith(frames.CondInvalidField, err.Error()))
+				return
+			}
+		} else {
+			var e *encoding.Error
+			if tn, e = c.linkTenant(m.To, tenant.ActionSend); e != nil {
+				l.settleIn(id, settled, &encoding.Rejected{Error: e})
+				return
+			}
 		}
 		if p = l.relay[m.To]; p == nil {
 			ctx, cancel := ctxTimeout()
-			p, err = c.s.cfg.Router.Producer(ctx, c.principal.Tenant, m.To)
+			p, err = c.s.cfg.Router.Producer(ctx, tn, m.To)
 			cancel()
 			if err != nil {
 				l.settleIn(id, settled, &encoding.Rejected{Error: routerError(err)})
@@ -735,8 +799,30 @@ func (l *link) publish(id uint32, settled bool, payload []byte) {
 	c.inflight++
 	c.inBytes += size
 	p.Publish(m, func(o router.Outcome, err error) {
+		if device != "" && errors.Is(err, router.ErrNoConsumers) && c.s.cfg.Commands != nil {
+			// No subscription of the device's own: its gateways may have
+			// one for all their devices. The registry is asked off the
+			// router's goroutine.
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), commandTimeout)
+				defer cancel()
+				o, err := c.s.cfg.Commands.ViaGateway(ctx, l.cmdTenant, device, m)
+				c.ev.push(event{kind: evOutcome, l: l, id: id, settled: settled, size: size, o: o, err: err})
+			}()
+			return
+		}
 		c.ev.push(event{kind: evOutcome, l: l, id: id, settled: settled, size: size, o: o, err: err})
 	})
+}
+
+// commandTimeout bounds a command's way through a gateway: the anycast
+// wait for a consumer with credit (30 s by default) and the registry.
+const commandTimeout = 35 * time.Second
+
+// isIoT reports whether a tenant is IoT-enabled.
+func (c *conn) isIoT(name string) bool {
+	t, ok := c.s.cfg.Tenants.Tenant(name)
+	return ok && t.IoT != nil
 }
 
 func rejectedWith(cond encoding.Symbol, desc string) *encoding.Rejected {

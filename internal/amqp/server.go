@@ -36,6 +36,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -111,6 +112,16 @@ type Config struct {
 	WriteBuffer int
 	// ContainerID is the server's container-id (default "throng").
 	ContainerID string
+	// Commands, when set, routes a Hono command for a device that has no
+	// command subscription of its own to its gateways
+	// (*hono.Service); nil: such commands are released.
+	Commands Commands
+}
+
+// Commands is what the server needs of the Hono layer for commands
+// (hono.Service.ViaGateway).
+type Commands interface {
+	ViaGateway(ctx context.Context, tenantName, device string, m *message.Message) (router.Outcome, error)
 }
 
 func (c *Config) setDefaults() error {

@@ -43,6 +43,7 @@ import (
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/config"
 	"github.com/throngmq/throng/internal/engine"
+	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/metrics"
 	"github.com/throngmq/throng/internal/registry"
 	"github.com/throngmq/throng/internal/router"
@@ -93,6 +94,7 @@ type App struct {
 	sysConn  *nats.Conn
 	store    *tenant.Store
 	devices  *registry.Store // the device registry (a.registry is the metrics registry)
+	hono     *hono.Service   // Hono's device side, for the front-ends
 	router   *router.Router
 	authn    *auth.Authenticator
 	adminLn  net.Listener
@@ -252,12 +254,14 @@ func (a *App) start(ctx context.Context) error {
 		return errors.New("app: shut down during start")
 	}
 
-	rt, err := router.New(ctx, router.Config{Engine: eng, Store: store, Logger: a.log, Metrics: reg})
+	rt, err := router.New(ctx, router.Config{Engine: eng, Store: store, Logger: a.log, Metrics: reg,
+		Implicit: hono.ImplicitType}) // Hono's addresses of IoT-enabled tenants (docs/hono.md)
 	if err != nil {
 		return fmt.Errorf("app: router: %w", err)
 	}
 	authn := auth.New(store, auth.WithDevices(devices), auth.WithMetrics(reg), auth.WithLogger(a.log))
-	if !a.set(func() { a.router, a.authn = rt, authn }) {
+	honoSvc := hono.New(devices, rt, a.log)
+	if !a.set(func() { a.router, a.authn, a.hono = rt, authn, honoSvc }) {
 		rt.Close()
 		return errors.New("app: shut down during start")
 	}

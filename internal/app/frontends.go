@@ -64,6 +64,7 @@ func (a *App) startFrontEnds() error {
 
 			MaxQueuedMessages: a.cfg.MQTT.MaxQueuedMessages,
 			QueueOverflow:     a.cfg.MQTT.QueueOverflow,
+			Hono:              a.hono,
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)
@@ -96,6 +97,7 @@ func (a *App) startFrontEnds() error {
 			ReadTimeout:      time.Duration(a.cfg.Connections.ReadTimeout),
 			MaxHandshakes:    a.cfg.Connections.MaxHandshakes,
 			HandshakeMemory:  int(a.cfg.Connections.HandshakeMemory),
+			Commands:         a.hono,
 		})
 		if err != nil {
 			return fmt.Errorf("app: amqp: %w", err)

@@ -64,6 +64,7 @@ const (
 	rcTopicAliasInvalid    = 0x94
 	rcPacketTooLarge       = 0x95
 	rcQuotaExceeded        = 0x97
+	rcQoSNotSupported      = 0x9B
 	rcSharedSubUnsupported = 0x9E
 )
 

@@ -728,6 +728,13 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	}
 	c.tenant = p.Tenant
 	c.principal = p
+	if p.IsDevice() {
+		// Hono's MQTT adapter keeps no session state (session present
+		// is always 0) and ignores wills.
+		c.sessExpiry, c.persistent = 0, false
+		pk.Connect.Clean = true
+		pk.Connect.WillFlag = false
+	}
 	c.maxIn = s.maxPacketFor(c.tenant)
 
 	// Client identifier [MQTT-3.1.3-6..8].

@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
 )
@@ -23,9 +24,10 @@ type subscription struct {
 	RH     byte   `json:"rh,omitempty"`
 	ID     int    `json:"id,omitempty"`
 
-	topic string // the filter without the share prefix
-	share string // share group, "" if not shared
-	space bool   // a topic-space subscription that is not shared (overlap.go)
+	topic string                    // the filter without the share prefix
+	share string                    // share group, "" if not shared
+	cmd   *hono.CommandSubscription // a device's command subscription (hono.go)
+	space bool                      // a topic-space subscription that is not shared (overlap.go)
 	refs  []*consumerRef
 }
 
@@ -92,6 +94,9 @@ func (c *conn) durableName() string { return "mqtt/" + c.clientID }
 // subscribe attaches a subscription's router consumers. It returns the
 // granted QoS or a failure reason code.
 func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
+	if c.principal.IsDevice() {
+		return c.subscribeDevice(ctx, sub)
+	}
 	group, topic, shared, err := parseShare(sub.Filter)
 	if err != nil {
 		return 0, reason(rcTopicFilterInvalid, err.Error(), nil)
@@ -321,6 +326,7 @@ func (c *conn) onUnsubscribe(pk *packets.Packet) error {
 			continue
 		}
 		c.closeRefs(sub)
+		c.commandsGone(sub)
 		if c.persistent {
 			c.deleteDurable(ctx, sub)
 		}
@@ -379,6 +385,17 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	}
 	// Options are read under c.mu: a SUBSCRIBE may change them in place.
 	drop, qos, ids := c.shapeLocked(sub, d)
+	topic := d.Address
+	if sub.cmd != nil {
+		// A command for a device: Hono's topic, the subscription's QoS.
+		dn, ok := sub.cmd.CommandTopic(m)
+		if !ok {
+			c.mu.Unlock()
+			go d.Settle(router.Outcome{Kind: router.Rejected, Description: "not a well-formed Hono command"})
+			return
+		}
+		topic, m, qos = dn.Topic, dn.Message, sub.QoS
+	}
 	if drop {
 		post := ref.usedLocked(d)
 		c.mu.Unlock()
@@ -393,7 +410,7 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	}
 	if qos == 0 {
 		// om does not escape: no allocation per QoS 0 delivery.
-		om := outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, retain: retain, ids: ids}
+		om := outMsg{d: d, ref: ref, topic: topic, m: m, sub: sub, retain: retain, ids: ids}
 		b := c.encodePublish(&om, 0)
 		post := ref.usedLocked(d)
 		c.mu.Unlock()
@@ -426,7 +443,7 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 	// A message released unsent (queued for the client when it went
 	// away) goes out without DUP, although the engine counts it again.
 	dup := d.Count > 1 && c.x != nil && c.x.crashResume
-	om := &outMsg{d: d, ref: ref, topic: d.Address, m: m, sub: sub, qos: qos, retain: retain, dup: dup, ids: ids}
+	om := &outMsg{d: d, ref: ref, topic: topic, m: m, sub: sub, qos: qos, retain: retain, dup: dup, ids: ids}
 	var op outPkt
 	if c.mayStartLocked() {
 		op = c.startInflight(om)

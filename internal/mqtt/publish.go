@@ -231,16 +231,35 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		c.completeAck(slot, typ, id, rc, text)
 		return nil
 	}
-	if !c.producers.has(topic) { // a cached producer's name was validated
-		if err := address.ValidateName(topic); err != nil {
-			return fail(rcTopicNameInvalid, err.Error())
+	var m *message.Message
+	device := c.principal.IsDevice()
+	if device {
+		// Hono's MQTT adapter (hono.go): the topic names the message's
+		// kind, and the address is the tenant's telemetry/T, event/T or
+		// command_response/T/<reply-id>.
+		up, re := c.deviceUpstream(topic, qos, pk)
+		if re != nil {
+			if qos == 0 {
+				// Hono closes the connection of a device whose publish
+				// fails (no error subscription: docs/hono.md); a
+				// QoS 1 publish gets its PUBACK code on MQTT 5.
+				return re
+			}
+			return fail(re.Code, re.Reason)
 		}
+		topic, m = up.Address, up.Message
+	} else {
+		if !c.producers.has(topic) { // a cached producer's name was validated
+			if err := address.ValidateName(topic); err != nil {
+				return fail(rcTopicNameInvalid, err.Error())
+			}
+		}
+		if re := c.mayPublish(topic); re != nil {
+			return fail(re.Code, re.Reason)
+		}
+		m = toMessage(topic, qos, pk.FixedHeader.Retain, pk.Payload, &pk.Properties, c.clientID)
 	}
-	if re := c.mayPublish(topic); re != nil {
-		return fail(re.Code, re.Reason)
-	}
-	m := toMessage(topic, qos, pk.FixedHeader.Retain, pk.Payload, &pk.Properties, c.clientID)
-	if pk.FixedHeader.Retain {
+	if pk.FixedHeader.Retain && !device {
 		// [MQTT-3.3.1-5..7]: store (or clear, with an empty payload).
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := c.s.r.Retain(ctx, c.tenant, topic, m)
@@ -264,6 +283,13 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			c.mu.Lock()
 			c.inFlightIn--
 			c.mu.Unlock()
+			if device && rc == rcNoMatchingSubs && c.version != 5 {
+				// Hono: no consumer is an error, and without an error
+				// subscription the adapter closes the connection (no
+				// PUBACK); MQTT 5 gets PUBACK 0x10.
+				c.kick(rcNoMatchingSubs, text)
+				return
+			}
 			if rc >= 0x80 && c.version != 5 {
 				c.kick(rc, text)
 				return

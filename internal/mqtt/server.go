@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -108,6 +109,9 @@ type Config struct {
 	// EnhancedAuth, if set, handles CONNECTs with an authentication
 	// method; without it they are refused with 0x8C.
 	EnhancedAuth EnhancedAuth
+	// Hono, when set, gives device principals Hono's MQTT adapter topics
+	// (hono.go); nil: devices may connect and do nothing else (0x87).
+	Hono *hono.Service
 	// NodeLease is how long this node's lease in the engine lasts without
 	// a heartbeat (refreshed every third of it; default 15s). Sessions and
 	// wills of a node whose lease ran out are taken over by the sweepers

@@ -227,6 +227,13 @@ func (c *conn) cleanup() {
 	for _, sub := range subs {
 		c.closeRefs(sub)
 	}
+	if c.principal != nil && c.principal.IsDevice() {
+		subList := make([]*subscription, 0, len(subs))
+		for _, sub := range subs {
+			subList = append(subList, sub)
+		}
+		c.commandsGone(subList...)
+	}
 	s.unregister(c)
 	c.ti.connected.Add(-1)
 	s.m.connections.WithLabelValues(c.tenant).Dec()

@@ -87,6 +87,13 @@ type Config struct {
 	// DefaultTempGrace). See tempsweep.go.
 	TempSweepInterval time.Duration
 	TempGrace         time.Duration
+	// Implicit, when set, gives the type of names a tenant has without
+	// defining them (hono.ImplicitType: telemetry/T, event/T, … of an
+	// IoT-enabled tenant T). They resolve after defined addresses and
+	// before auto-create rules, are not stored (so not counted against
+	// maxAddresses nor listed), and a queue among them gets its stream on
+	// first use like a defined one. nil: none.
+	Implicit func(t *tenant.Tenant, name string) (address.Type, bool)
 }
 
 // Router routes messages for all tenants.
@@ -351,8 +358,9 @@ type target struct {
 }
 
 // resolve finds what a name means in a tenant: a defined address, a
-// "topic::subscription" reference, an address auto-created by a rule, or
-// the topic space (refused on a strict tenant).
+// "topic::subscription" reference, a temporary address, an implicit
+// address (Config.Implicit), an address auto-created by a rule, or the
+// topic space (refused on a strict tenant).
 func (r *Router) resolve(ctx context.Context, ts *tenantState, name string) (target, error) {
 	if a, ok := r.store.Address(ts.name, name); ok {
 		return r.targetFor(ts, a), nil
@@ -382,6 +390,11 @@ func (r *Router) resolve(ctx context.Context, ts *tenantState, name string) (tar
 	tn, ok := r.store.Tenant(ts.name)
 	if !ok {
 		return target{}, fmt.Errorf("%w: tenant %q", ErrNotFound, ts.name)
+	}
+	if r.cfg.Implicit != nil {
+		if typ, ok := r.cfg.Implicit(tn, name); ok {
+			return target{name: name, typ: typ, def: &address.Address{Name: name, Type: typ}}, nil
+		}
 	}
 	if rule, ok := tn.Rule(name); ok {
 		a := &address.Address{Name: name, Type: rule.Type, Limits: rule.Limits, DeadLetter: rule.DeadLetter, AutoCreated: true}
