@@ -343,8 +343,11 @@ func TestDevicePasswordAuthentication(t *testing.T) {
 		if rc != 0 {
 			t.Fatalf("CONNACK %#x", rc)
 		}
-		// A device has no ordinary addresses: SUBACK and PUBACK say
-		// "not authorized" (0x87).
+		// A device has no ordinary addresses, only Hono's topics
+		// (hono_test.go): SUBACK says "not authorized" (0x87) to
+		// anything but a command subscription, PUBACK "topic name
+		// invalid" (0x90) to a name that is not a Hono topic, and
+		// telemetry without a consumer gets "no matching subscribers".
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		sa, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "#", QoS: 1}, {Topic: "telemetry", QoS: 0}}})
@@ -354,8 +357,12 @@ func TestDevicePasswordAuthentication(t *testing.T) {
 		if len(sa.Reasons) != 2 || sa.Reasons[0] != 0x87 || sa.Reasons[1] != 0x87 {
 			t.Fatalf("SUBACK %v", sa.Reasons)
 		}
-		pr, err := c.Publish(ctx, &paho.Publish{Topic: "telemetry", QoS: 1, Payload: []byte("x")})
-		if pr == nil || pr.ReasonCode != 0x87 {
+		pr, err := c.Publish(ctx, &paho.Publish{Topic: "some/address", QoS: 1, Payload: []byte("x")})
+		if pr == nil || pr.ReasonCode != 0x90 {
+			t.Fatalf("PUBACK %+v %v", pr, err)
+		}
+		pr, err = c.Publish(ctx, &paho.Publish{Topic: "telemetry", QoS: 1, Payload: []byte("x")})
+		if pr == nil || pr.ReasonCode != 0x10 {
 			t.Fatalf("PUBACK %+v %v", pr, err)
 		}
 		if _, rc := e.pahoConnect("sensor1@iot", "wrong", nil); rc != 0x86 {
