@@ -420,7 +420,9 @@ func TestHono(t *testing.T) {
 		}
 		// Request/response.
 		stc := make(chan goamqp.DeliveryState, 1)
-		go func() { stc <- send("command/iot/dev1", "setBrightness", "command_response/iot/app-1", "corr-1", `{"brightness":79}`) }()
+		go func() {
+			stc <- send("command/iot/dev1", "setBrightness", "command_response/iot/app-1", "corr-1", `{"brightness":79}`)
+		}()
 		var p *paho.Publish
 		select {
 		case p = <-got:
