@@ -2,9 +2,10 @@
 // as JSON resources under /api, the OpenAPI document at /openapi.json,
 // health and readiness probes, and Prometheus metrics.
 //
-// Every /api route and /metrics need HTTP Basic credentials of a user with
-// the admin role ("admin" for the default tenant, or "user@tenant"); the
-// probes and the OpenAPI document are public. Errors are always
+// Every /api route and /metrics need HTTP Basic credentials ("admin" for
+// the default tenant, or "user@tenant") of a user whose role allows the
+// request (access.go, one rule for /api and /v1; docs/admin-api.md,
+// "Roles"); the probes and the OpenAPI document are public. Errors are always
 // {"error":{"code","message"}} with the status from the table in errors.go.
 //
 // The package serves an http.Handler; the composition root owns the
@@ -99,48 +100,48 @@ type Server struct {
 // document by the tests.
 type route struct {
 	method, path string
-	admin        bool // requires an administrator
+	need         access // who may call it (access.go)
 	h            func(*Server, http.ResponseWriter, *http.Request)
 }
 
 var routes = []route{
-	{"GET", "/healthz", false, (*Server).healthz},
-	{"GET", "/readyz", false, (*Server).readyz},
-	{"GET", "/openapi.json", false, (*Server).openapi},
-	{"GET", "/metrics", true, (*Server).metrics},
-	{"GET", "/api/status", true, (*Server).status},
-	{"GET", "/api/tenants", true, (*Server).listTenants},
-	{"POST", "/api/tenants", true, (*Server).createTenant},
-	{"GET", "/api/tenants/{tenant}", true, (*Server).getTenant},
-	{"PUT", "/api/tenants/{tenant}", true, (*Server).updateTenant},
-	{"DELETE", "/api/tenants/{tenant}", true, (*Server).deleteTenant},
-	{"GET", "/api/tenants/{tenant}/addresses", true, (*Server).listAddresses},
-	{"POST", "/api/tenants/{tenant}/addresses", true, (*Server).createAddress},
+	{"GET", "/healthz", accessPublic, (*Server).healthz},
+	{"GET", "/readyz", accessPublic, (*Server).readyz},
+	{"GET", "/openapi.json", accessPublic, (*Server).openapi},
+	{"GET", "/metrics", accessPlatform, (*Server).metrics},
+	{"GET", "/api/status", accessPlatform, (*Server).status},
+	{"GET", "/api/tenants", accessPlatform, (*Server).listTenants},
+	{"POST", "/api/tenants", accessPlatform, (*Server).createTenant},
+	{"GET", "/api/tenants/{tenant}", accessTenant, (*Server).getTenant},
+	{"PUT", "/api/tenants/{tenant}", accessTenant, (*Server).updateTenant},
+	{"DELETE", "/api/tenants/{tenant}", accessPlatform, (*Server).deleteTenant},
+	{"GET", "/api/tenants/{tenant}/addresses", accessTenant, (*Server).listAddresses},
+	{"POST", "/api/tenants/{tenant}/addresses", accessTenant, (*Server).createAddress},
 	// Address names contain '/': the last wildcard takes the rest of the
 	// path, unescaped, so "orders/eu" may be sent as is or as orders%2Feu.
-	{"GET", "/api/tenants/{tenant}/addresses/{name...}", true, (*Server).getAddress},
-	{"DELETE", "/api/tenants/{tenant}/addresses/{name...}", true, (*Server).deleteAddress},
-	{"GET", "/api/tenants/{tenant}/users", true, (*Server).listUsers},
-	{"POST", "/api/tenants/{tenant}/users", true, (*Server).createUser},
-	{"GET", "/api/tenants/{tenant}/users/{name}", true, (*Server).getUser},
-	{"DELETE", "/api/tenants/{tenant}/users/{name}", true, (*Server).deleteUser},
-	// Hono's Device Registry Management API (hono.go): its own access
-	// rules (administrators and tenant administrators) and error shape.
-	{"POST", "/v1/tenants", false, (*Server).v1CreateTenant},
-	{"GET", "/v1/tenants", false, (*Server).v1SearchTenants},
-	{"POST", "/v1/tenants/{tenantId}", false, (*Server).v1CreateTenant},
-	{"GET", "/v1/tenants/{tenantId}", false, (*Server).v1GetTenant},
-	{"PUT", "/v1/tenants/{tenantId}", false, (*Server).v1UpdateTenant},
-	{"DELETE", "/v1/tenants/{tenantId}", false, (*Server).v1DeleteTenant},
-	{"POST", "/v1/devices/{tenantId}", false, (*Server).v1CreateDevice},
-	{"GET", "/v1/devices/{tenantId}", false, (*Server).v1SearchDevices},
-	{"DELETE", "/v1/devices/{tenantId}", false, (*Server).v1DeleteDevices},
-	{"POST", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1CreateDevice},
-	{"GET", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1GetDevice},
-	{"PUT", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1UpdateDevice},
-	{"DELETE", "/v1/devices/{tenantId}/{deviceId}", false, (*Server).v1DeleteDevice},
-	{"GET", "/v1/credentials/{tenantId}/{deviceId}", false, (*Server).v1GetCredentials},
-	{"PUT", "/v1/credentials/{tenantId}/{deviceId}", false, (*Server).v1SetCredentials},
+	{"GET", "/api/tenants/{tenant}/addresses/{name...}", accessTenant, (*Server).getAddress},
+	{"DELETE", "/api/tenants/{tenant}/addresses/{name...}", accessTenant, (*Server).deleteAddress},
+	{"GET", "/api/tenants/{tenant}/users", accessTenant, (*Server).listUsers},
+	{"POST", "/api/tenants/{tenant}/users", accessTenant, (*Server).createUser},
+	{"GET", "/api/tenants/{tenant}/users/{name}", accessTenant, (*Server).getUser},
+	{"DELETE", "/api/tenants/{tenant}/users/{name}", accessTenant, (*Server).deleteUser},
+	// Hono's Device Registry Management API (hono.go): its handlers name
+	// the scope (allow, the same rule) and answer in Hono's error shape.
+	{"POST", "/v1/tenants", accessV1, (*Server).v1CreateTenant},
+	{"GET", "/v1/tenants", accessV1, (*Server).v1SearchTenants},
+	{"POST", "/v1/tenants/{tenantId}", accessV1, (*Server).v1CreateTenant},
+	{"GET", "/v1/tenants/{tenantId}", accessV1, (*Server).v1GetTenant},
+	{"PUT", "/v1/tenants/{tenantId}", accessV1, (*Server).v1UpdateTenant},
+	{"DELETE", "/v1/tenants/{tenantId}", accessV1, (*Server).v1DeleteTenant},
+	{"POST", "/v1/devices/{tenantId}", accessV1, (*Server).v1CreateDevice},
+	{"GET", "/v1/devices/{tenantId}", accessV1, (*Server).v1SearchDevices},
+	{"DELETE", "/v1/devices/{tenantId}", accessV1, (*Server).v1DeleteDevices},
+	{"POST", "/v1/devices/{tenantId}/{deviceId}", accessV1, (*Server).v1CreateDevice},
+	{"GET", "/v1/devices/{tenantId}/{deviceId}", accessV1, (*Server).v1GetDevice},
+	{"PUT", "/v1/devices/{tenantId}/{deviceId}", accessV1, (*Server).v1UpdateDevice},
+	{"DELETE", "/v1/devices/{tenantId}/{deviceId}", accessV1, (*Server).v1DeleteDevice},
+	{"GET", "/v1/credentials/{tenantId}/{deviceId}", accessV1, (*Server).v1GetCredentials},
+	{"PUT", "/v1/credentials/{tenantId}/{deviceId}", accessV1, (*Server).v1SetCredentials},
 }
 
 // New returns the API handler.
@@ -179,10 +180,10 @@ func New(cfg Config) (*Server, error) {
 	for _, rt := range routes {
 		h := rt.h
 		var hf http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(s, w, r) })
-		switch {
-		case rt.admin:
-			hf = s.requireAdmin(hf)
-		case isV1(rt.path):
+		switch rt.need {
+		case accessPlatform, accessTenant:
+			hf = s.requireAccess(rt.need, hf)
+		case accessV1:
 			hf = s.requireRegistryUser(hf)
 		}
 		s.mux.Handle(rt.method+" "+rt.path, hf)
@@ -254,30 +255,6 @@ func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *headerRecorder) WriteHeader(code int)        { r.code = code }
 
 type principalKey struct{}
-
-// requireAdmin authenticates the request with HTTP Basic credentials and
-// lets only administrators through.
-func (s *Server) requireAdmin(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name, password, ok := r.BasicAuth()
-		if !ok {
-			writeError(w, CodeUnauthorized, "")
-			return
-		}
-		user, ten := auth.SplitUser(name, tenant.Default)
-		p, err := s.cfg.Auth.Authenticate(ten, user, password)
-		if err != nil {
-			s.log.Info("admin authentication failed", "user", name, "remote", r.RemoteAddr)
-			writeError(w, CodeUnauthorized, "bad user name or password")
-			return
-		}
-		if !p.IsAdmin() {
-			writeError(w, CodeForbidden, "")
-			return
-		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
-	})
-}
 
 func principal(r *http.Request) *auth.Principal {
 	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)

@@ -18,6 +18,7 @@ type client struct {
 	t          *testing.T
 	base       string
 	user, pass string
+	header     http.Header // added to every request
 }
 
 func adminClient(t *testing.T, p *testkit.Platform) *client {
@@ -77,6 +78,9 @@ func (c *client) do(method, path string, body any) result {
 	}
 	if c.user != "" {
 		req.SetBasicAuth(c.user, c.pass)
+	}
+	for k, v := range c.header {
+		req.Header[k] = v
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -293,9 +297,14 @@ func TestUsers(t *testing.T) {
 
 	// An app user authenticates but is not an administrator.
 	c.as("app1@acme", "pw-app1").fails(403, admin.CodeForbidden, "GET", "/api/tenants", nil)
-	// A tenant's user with the admin role administers the platform.
-	c.must(201, "POST", "/api/tenants/acme/users", `{"name":"ops","password":"pw-ops","roles":["admin"]}`)
-	c.as("ops@acme", "pw-ops").must(200, "GET", "/api/tenants", nil)
+	// The admin role is the platform administrator's: a tenant cannot
+	// have one (issue 14 item 1), its administrator is a tenant-admin,
+	// who administers its own tenant only.
+	c.fails(400, admin.CodeInvalid, "POST", "/api/tenants/acme/users", `{"name":"boss","password":"pw-boss","roles":["admin"]}`)
+	c.fails(400, admin.CodeInvalid, "POST", "/api/tenants/acme/users", `{"name":"boss","password":"pw-boss","roles":["app","admin"]}`)
+	c.must(201, "POST", "/api/tenants/acme/users", `{"name":"ops","password":"pw-ops","roles":["tenant-admin"]}`)
+	c.as("ops@acme", "pw-ops").fails(403, admin.CodeForbidden, "GET", "/api/tenants", nil)
+	c.as("ops@acme", "pw-ops").must(200, "GET", "/api/tenants/acme/users", nil)
 	// Nobody deletes the user they are authenticated as.
 	c.as("ops@acme", "pw-ops").fails(409, admin.CodeConflict, "DELETE", "/api/tenants/acme/users/ops", nil)
 

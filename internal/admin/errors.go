@@ -20,7 +20,7 @@ const (
 	CodeInvalidBody      Code = "invalid_body"       // body is not JSON of the expected shape
 	CodeInvalid          Code = "invalid"            // a name, type, limit or other value is not valid
 	CodeUnauthorized     Code = "unauthorized"       // no or bad credentials
-	CodeForbidden        Code = "forbidden"          // authenticated, but not an administrator
+	CodeForbidden        Code = "forbidden"          // authenticated, but the role does not allow it
 	CodeNotFound         Code = "not_found"          // no such resource
 	CodeMethodNotAllowed Code = "method_not_allowed" // the resource exists but not with this method
 	CodeExists           Code = "exists"             // the resource already exists
@@ -40,7 +40,7 @@ var errorTable = map[Code]errorSpec{
 	CodeInvalidBody:      {http.StatusBadRequest, "the request body is not valid JSON for this resource"},
 	CodeInvalid:          {http.StatusBadRequest, "invalid request"},
 	CodeUnauthorized:     {http.StatusUnauthorized, "authentication required"},
-	CodeForbidden:        {http.StatusForbidden, "the admin role is required"},
+	CodeForbidden:        {http.StatusForbidden, "your role does not allow this request"},
 	CodeNotFound:         {http.StatusNotFound, "not found"},
 	CodeMethodNotAllowed: {http.StatusMethodNotAllowed, "method not allowed"},
 	CodeExists:           {http.StatusConflict, "already exists"},

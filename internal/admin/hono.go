@@ -10,9 +10,11 @@ package admin
 // Differences from the /api routes, all Hono's: errors are {"error": "..."}
 // (not {"error":{"code","message"}}), creates answer 201 with {"id"} and a
 // Location, updates 204, and every resource carries an ETag that If-Match
-// may name. Access: the platform administrator manages everything; a
-// tenant-admin manages its own tenant's devices and credentials and may
-// read and update (not create, delete or list) its own tenant.
+// may name. Access (access.go, the rule of the /api routes): the platform
+// administrator manages everything; a tenant-admin manages its own
+// tenant's devices and credentials and may read and update (not create,
+// delete or list, nor change its limits) its own tenant; an operator reads
+// its own tenant, devices and credentials.
 
 import (
 	"bytes"
@@ -126,44 +128,42 @@ func (s *Server) honoFail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
-// requireRegistryUser authenticates a /v1 request: administrators and
-// tenant administrators pass (each handler then checks the tenant).
+// requireRegistryUser authenticates a /v1 request: users with a role of
+// the admin API pass (each handler then checks the tenant with allow).
 func (s *Server) requireRegistryUser(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name, password, ok := r.BasicAuth()
-		if !ok {
+		if _, _, ok := r.BasicAuth(); !ok {
 			honoError(w, http.StatusUnauthorized, "authentication required")
 			return
 		}
-		user, ten := auth.SplitUser(name, tenant.Default)
-		p, err := s.cfg.Auth.Authenticate(ten, user, password)
-		if err != nil {
-			s.log.Info("registry authentication failed", "user", name, "remote", r.RemoteAddr)
+		p, ok := s.authenticate(r)
+		if !ok {
 			honoError(w, http.StatusUnauthorized, "bad user name or password")
 			return
 		}
-		if !p.IsTenantAdmin() {
-			honoError(w, http.StatusForbidden, "the admin or tenant-admin role is required")
+		if !p.MayUseAdminAPI() {
+			honoError(w, http.StatusForbidden, refusal(p, "", auth.ScopePlatform))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 
-// access is what a request does to a tenant.
-type access int
+// v1Access is what a /v1 request does to a tenant.
+type v1Access int
 
 const (
-	accessTenantRead    access = iota // GET /v1/tenants/{t}
-	accessTenantWrite                 // PUT /v1/tenants/{t}
-	accessTenantManage                // create, delete, search tenants: administrators only
-	accessTenantDevices               // devices and credentials of the tenant
+	accessTenantRead    v1Access = iota // GET /v1/tenants/{t}
+	accessTenantWrite                   // PUT /v1/tenants/{t}
+	accessTenantManage                  // create, delete, search tenants: the platform administrator
+	accessTenantDevices                 // devices and credentials of the tenant: GET reads, others write
 )
 
 // allow checks the path's tenant id against throng's name rule (400) and
-// the principal's rights to it (403). A tenant-admin learns nothing about
-// other tenants, not even whether they exist.
-func (s *Server) allow(w http.ResponseWriter, r *http.Request, tenantName string, a access) bool {
+// the principal's rights to it (403), by the rule of the /api routes
+// (refusal). Nobody learns anything about a tenant it may not read, not
+// even whether it exists.
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, tenantName string, a v1Access) bool {
 	if tenantName != "" {
 		if err := tenant.ValidateName(tenantName); err != nil {
 			honoError(w, http.StatusBadRequest, fmt.Sprintf(
@@ -176,15 +176,19 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, tenantName string
 		honoError(w, http.StatusUnauthorized, "authentication required")
 		return false
 	}
-	if p.IsAdmin() {
-		return true
+	var scope auth.Scope
+	switch a {
+	case accessTenantRead:
+		scope = auth.ScopeTenantRead
+	case accessTenantWrite:
+		scope = auth.ScopeTenantWrite
+	case accessTenantManage:
+		scope = auth.ScopePlatform
+	default:
+		scope = scopeOf(r.Method)
 	}
-	if a == accessTenantManage {
-		honoError(w, http.StatusForbidden, "only the platform administrator may create, delete or list tenants")
-		return false
-	}
-	if tenantName != p.Tenant {
-		honoError(w, http.StatusForbidden, fmt.Sprintf("user %s@%s may only manage tenant %q", p.User, p.Tenant, p.Tenant))
+	if msg := refusal(p, tenantName, scope); msg != "" {
+		honoError(w, http.StatusForbidden, msg)
 		return false
 	}
 	return true
@@ -323,7 +327,7 @@ func (s *Server) v1CreateTenant(w http.ResponseWriter, r *http.Request) {
 
 // honoTenant returns the path's tenant after the access check, or writes
 // the error.
-func (s *Server) honoTenant(w http.ResponseWriter, r *http.Request, a access) (*tenant.Tenant, bool) {
+func (s *Server) honoTenant(w http.ResponseWriter, r *http.Request, a v1Access) (*tenant.Tenant, bool) {
 	name := r.PathValue("tenantId")
 	if !s.allow(w, r, name, a) {
 		return nil, false

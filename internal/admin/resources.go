@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"reflect"
 	"time"
 
 	"github.com/throngmq/throng/internal/address"
@@ -102,6 +103,11 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 	t := req.tenant()
 	// The Hono settings are managed under /v1 (hono.go): kept here.
 	t.IoT = old.IoT
+	if p := principal(r); !p.IsAdmin() && !reflect.DeepEqual(t.Limits, old.Limits) {
+		// A tenant's limits are its plan: the platform's to set.
+		writeError(w, CodeForbidden, "only the platform administrator may change a tenant's limits")
+		return
+	}
 	if err := t.Validate(); err != nil {
 		s.fail(w, r, err)
 		return
@@ -297,6 +303,12 @@ func (s *Server) createUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if u.HasRole(tenant.RoleAdmin) && !principal(r).IsAdmin() {
+		// The default tenant's own administrators must not mint platform
+		// administrators either.
+		writeError(w, CodeForbidden, "only the platform administrator may give the admin role")
+		return
+	}
 	if req.Password == "" {
 		writeError(w, CodeInvalid, "a password is required")
 		return
@@ -345,6 +357,10 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
 	if p := principal(r); p != nil && p.Tenant == t.Name && p.User == name {
 		writeError(w, CodeConflict, "you cannot delete the user you are authenticated as")
+		return
+	}
+	if u, ok := s.cfg.Store.User(t.Name, name); ok && u.HasRole(tenant.RoleAdmin) && !principal(r).IsAdmin() {
+		writeError(w, CodeForbidden, "only the platform administrator may delete a user with the admin role")
 		return
 	}
 	if err := s.cfg.Store.DeleteUser(r.Context(), t.Name, name); err != nil {

@@ -94,22 +94,8 @@ func Anonymous(tenantName string) *Principal {
 var anonymousPerms = []tenant.Permission{{Pattern: "#", Actions: []tenant.Action{
 	tenant.ActionSend, tenant.ActionReceive, tenant.ActionView}}}
 
-// IsAdmin reports whether the principal administers the platform.
-func (p *Principal) IsAdmin() bool { return hasRole(p.Roles, tenant.RoleAdmin) }
-
-// IsTenantAdmin reports whether the principal administers its tenant.
-func (p *Principal) IsTenantAdmin() bool {
-	return p.IsAdmin() || hasRole(p.Roles, tenant.RoleTenantAdmin)
-}
-
-func hasRole(rs []tenant.Role, r tenant.Role) bool {
-	for _, x := range rs {
-		if x == r {
-			return true
-		}
-	}
-	return false
-}
+// The roles (IsAdmin, IsTenantAdmin, IsOperator, MayAdminister) are in
+// role.go.
 
 // Users is what the authenticator needs from the tenant store.
 type Users interface {

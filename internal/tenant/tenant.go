@@ -115,10 +115,14 @@ func (t *Tenant) Rule(name string) (AutoCreateRule, bool) {
 type Role string
 
 const (
-	// RoleAdmin administers the whole platform (all tenants).
+	// RoleAdmin administers the whole platform (all tenants); valid in
+	// the default tenant only (see auth/role.go).
 	RoleAdmin Role = "admin"
 	// RoleTenantAdmin administers one tenant and may use all its addresses.
 	RoleTenantAdmin Role = "tenant-admin"
+	// RoleOperator reads its tenant's resources through the admin API
+	// (read-only); on the protocols its permissions apply.
+	RoleOperator Role = "operator"
 	// RoleApp may use the addresses its permissions allow.
 	RoleApp Role = "app"
 )
@@ -189,9 +193,15 @@ func (u *User) Validate() error {
 	}
 	for _, r := range u.Roles {
 		switch r {
-		case RoleAdmin, RoleTenantAdmin, RoleApp:
+		case RoleAdmin:
+			// A tenant must not be able to mint a platform administrator.
+			if u.Tenant != Default {
+				return fmt.Errorf("%w: role %q is the platform administrator's and exists in tenant %q only; a tenant's administrator has role %q",
+					ErrInvalid, r, Default, RoleTenantAdmin)
+			}
+		case RoleTenantAdmin, RoleOperator, RoleApp:
 		default:
-			return fmt.Errorf("%w: unknown role %q (want admin, tenant-admin or app)", ErrInvalid, r)
+			return fmt.Errorf("%w: unknown role %q (want admin, tenant-admin, operator or app)", ErrInvalid, r)
 		}
 	}
 	for i, p := range u.Permissions {
