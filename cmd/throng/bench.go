@@ -62,14 +62,16 @@ type benchCommon struct {
 }
 
 func (c *cli) benchCommonFlags(fs *flag.FlagSet) *benchCommon {
-	return &benchCommon{
+	b := &benchCommon{
 		output:   fs.String("o", "text", "output format: text or json"),
 		label:    fs.String("label", "", "free-form label copied into the result (e.g. broker=mosquitto,shape=fanin)"),
 		quiet:    fs.Bool("quiet", false, "no progress lines on stderr"),
 		user:     fs.String("user", c.env.get("THRONG_BENCH_USER"), "user name (env THRONG_BENCH_USER)"),
-		password: fs.String("password", c.env.get("THRONG_BENCH_PASSWORD"), "password (env THRONG_BENCH_PASSWORD)"),
+		password: new(string),
 		cpuprof:  fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (it shares the machine with the broker)"),
 	}
+	secretVar(fs, b.password, "password", c.env.get("THRONG_BENCH_PASSWORD"), "`password` (env THRONG_BENCH_PASSWORD)")
+	return b
 }
 
 // profile starts the load generator's CPU profile if asked; the returned
@@ -169,7 +171,7 @@ func (c *cli) benchAMQP(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Type, "type", "", "with --admin-url: create the address with this type first (queue, anycast, multicast, topic)")
 	fs.StringVar(&cfg.AdminURL, "admin-url", "", "throng admin API base URL, to create the address (credentials: --admin-user/--admin-password)")
 	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator")
-	fs.StringVar(&cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator password (env THRONG_PASSWORD)")
+	secretVar(fs, &cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator `password` (env THRONG_PASSWORD)")
 	fs.StringVar(&cfg.Tenant, "tenant", "default", "throng tenant of the address")
 	fs.IntVar(&cfg.Senders, "senders", 1, "sending links (one connection each)")
 	fs.IntVar(&cfg.Receivers, "receivers", 1, "receiving links (one connection each)")
@@ -262,7 +264,7 @@ func (c *cli) benchRegistry(ctx context.Context, args []string) error {
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
 	fs.StringVar(&cfg.AdminURL, "admin-url", "", "admin API of a running throng (default: start this binary as 'throng serve' on --data-dir)")
 	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator (with --admin-url)")
-	fs.StringVar(&cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator password (with --admin-url; env THRONG_PASSWORD)")
+	secretVar(fs, &cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator `password` (with --admin-url; env THRONG_PASSWORD)")
 	fs.StringVar(&cfg.Server, "server", "", "MQTT host:port of the running throng (with --admin-url)")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory of the started node, kept: a rerun on it skips the devices that exist (default: a temporary one, removed)")
 	fs.StringVar(&cfg.Bin, "bin", "", "throng binary to start (default: this one)")

@@ -41,7 +41,7 @@ func (c *cli) clientFlags(fs *flag.FlagSet, pwFlag string) *client {
 	}
 	fs.StringVar(&cl.server, "server", server, "admin API base URL (env THRONG_SERVER)")
 	fs.StringVar(&cl.user, "user", user, "user name, 'admin' or 'name@tenant' (env THRONG_USER)")
-	fs.StringVar(&cl.password, pwFlag, c.env.get("THRONG_PASSWORD"), "password of --user (env THRONG_PASSWORD)")
+	secretVar(fs, &cl.password, pwFlag, c.env.get("THRONG_PASSWORD"), "`password` of --user (env THRONG_PASSWORD)")
 	fs.StringVar(&cl.output, "o", "text", "output format: text or json")
 	return cl
 }

@@ -185,6 +185,20 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// secretVar registers a string flag holding a secret (a password) whose
+// default, def, may come from the environment. The flag package prints a
+// flag's default in the usage text (-h, or any flag mistake): a secret's
+// never is, nor its value (secretValue.String is always empty).
+func secretVar(fs *flag.FlagSet, p *string, name, def, usage string) {
+	*p = def
+	fs.Var(secretValue{p}, name, usage)
+}
+
+type secretValue struct{ p *string }
+
+func (s secretValue) String() string     { return "" }
+func (s secretValue) Set(v string) error { *s.p = v; return nil }
+
 // multiFlag is a repeatable string flag.
 type multiFlag []string
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -290,4 +291,45 @@ func TestServeCheck(t *testing.T) {
 	mustCLI(t, nil, 2, "serve", "--check", "--config", filepath.Join(t.TempDir(), "missing.yaml"))
 	mustCLI(t, nil, 2, "serve", "--check", "extra-arg")
 	mustCLI(t, []string{"THRONG_SYNC_ALWAYS=maybe"}, 2, "serve", "--check")
+}
+
+// TestNoSecretInUsage (issue 14 item 6): the usage text, printed for -h
+// and for every flag mistake, never shows a password taken from the
+// environment as a flag default; nor does serve --check.
+func TestNoSecretInUsage(t *testing.T) {
+	const secret = "s3cret-from-env"
+	env := []string{"THRONG_PASSWORD=" + secret, "THRONG_BENCH_PASSWORD=" + secret, "THRONG_ADMIN_PASSWORD=" + secret,
+		"THRONG_SERVER=http://127.0.0.1:1", "THRONG_DATA_DIR=" + t.TempDir()}
+	cmds := [][]string{
+		{"serve"}, {"status"},
+		{"tenant", "create"}, {"tenant", "list"}, {"tenant", "get"}, {"tenant", "delete"},
+		{"address", "create"}, {"address", "list"}, {"address", "get"}, {"address", "delete"},
+		{"user", "create"}, {"user", "list"}, {"user", "delete"},
+		{"device", "create"}, {"device", "list"}, {"device", "get"}, {"device", "delete"},
+		{"credential", "set"}, {"credential", "list"},
+		{"bench", "mqtt"}, {"bench", "amqp"}, {"bench", "conns"}, {"bench", "registry"}, {"bench", "table"},
+		{"soak"},
+	}
+	for _, cmd := range cmds {
+		for _, extra := range [][]string{{"-h"}, {"--pasword", "x"}, {"--no-such-flag"}} {
+			args := append(append([]string{}, cmd...), extra...)
+			r := runCLI(t, env, args...)
+			if strings.Contains(r.stdout+r.stderr, secret) {
+				t.Errorf("throng %s shows the password:\n%s%s", strings.Join(args, " "), r.stdout, r.stderr)
+			}
+			if extra[0] == "-h" && !strings.Contains(r.stderr, "Flags:") && !strings.Contains(r.stderr, "Usage") {
+				t.Errorf("throng %s: no usage text:\n%s", strings.Join(args, " "), r.stderr)
+			}
+		}
+	}
+	r := mustCLI(t, env, 0, "serve", "--check")
+	if strings.Contains(r.stdout+r.stderr, secret) || !strings.Contains(r.stdout, "adminPassword: REDACTED") {
+		t.Errorf("serve --check:\n%s%s", r.stdout, r.stderr)
+	}
+	// The environment's password is still used.
+	c := &cli{env: env, stdout: io.Discard, stderr: io.Discard}
+	cl := c.clientFlags(c.newFlagSet("x", "x"), "password")
+	if cl.password != secret {
+		t.Fatalf("password from the environment not used: %q", cl.password)
+	}
 }
