@@ -136,7 +136,14 @@ func (c *cli) exit(err error) int {
 		fmt.Fprintf(c.stderr, "throng: %s\nRun 'throng help' for usage.\n", ue.msg)
 		return exitUsage
 	case errors.Is(err, config.ErrInvalid):
-		fmt.Fprintf(c.stderr, "throng: %v\n", err)
+		// One problem a line (config.Build reports them all).
+		msg := err.Error()
+		if strings.Contains(msg, "\n") {
+			msg = strings.Replace(msg, config.ErrInvalid.Error()+": ", config.ErrInvalid.Error()+":\n  ", 1)
+			msg = strings.ReplaceAll(msg, "\n", "\n  ")
+			msg = strings.Replace(msg, ":\n    ", ":\n  ", 1)
+		}
+		fmt.Fprintf(c.stderr, "throng: %s\n", msg)
 		return exitUsage
 	case errors.As(err, &locked):
 		fmt.Fprintf(c.stderr, "throng: %v\n", err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -264,13 +265,15 @@ func TestCLIStatusVersionAndErrors(t *testing.T) {
 }
 
 func TestServeCheck(t *testing.T) {
+	// --check checks the data directory: these exist.
+	fromFile, fromOther := t.TempDir(), t.TempDir()
 	file := filepath.Join(t.TempDir(), "throng.yaml")
-	if err := os.WriteFile(file, []byte("dataDir: /from/file\nlisteners:\n  mqtt: ':2883'\n  http: ':2080'\nadminPassword: topsecret\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("dataDir: "+fromFile+"\nlisteners:\n  mqtt: ':2883'\n  http: ':2080'\nadminPassword: topsecret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{"THRONG_CONFIG=" + file, "THRONG_HTTP=:3080", "THRONG_LOG_FORMAT=json"}
 	r := mustCLI(t, env, 0, "serve", "--check", "--http", ":4080")
-	for _, want := range []string{"dataDir: /from/file", "mqtt: :2883", "http: :4080", "format: json", "adminPassword: REDACTED"} {
+	for _, want := range []string{"dataDir: " + fromFile, "mqtt: :2883", "http: :4080", "format: json", "adminPassword: REDACTED"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("--check output lacks %q:\n%s", want, r.stdout)
 		}
@@ -280,11 +283,11 @@ func TestServeCheck(t *testing.T) {
 	}
 	// --config wins over THRONG_CONFIG.
 	other := filepath.Join(t.TempDir(), "other.yaml")
-	os.WriteFile(other, []byte("dataDir: /other\n"), 0o600)
-	if r := mustCLI(t, env, 0, "serve", "--check", "--config", other); !strings.Contains(r.stdout, "dataDir: /other") {
+	os.WriteFile(other, []byte("dataDir: "+fromOther+"\n"), 0o600)
+	if r := mustCLI(t, env, 0, "serve", "--check", "--config", other); !strings.Contains(r.stdout, "dataDir: "+fromOther) {
 		t.Fatalf("--config ignored:\n%s", r.stdout)
 	}
-	r = mustCLI(t, nil, 2, "serve", "--check", "--admin", "nonsense")
+	r = mustCLI(t, []string{"THRONG_DATA_DIR=" + fromFile}, 2, "serve", "--check", "--admin", "nonsense")
 	if !strings.Contains(r.stderr, "listeners.admin") {
 		t.Fatalf("stderr: %s", r.stderr)
 	}
@@ -331,5 +334,38 @@ func TestNoSecretInUsage(t *testing.T) {
 	cl := c.clientFlags(c.newFlagSet("x", "x"), "password")
 	if cl.password != secret {
 		t.Fatalf("password from the environment not used: %q", cl.password)
+	}
+}
+
+// TestServeCheckListsAll (issue 14 items 9 and 12): --check reports every
+// problem, the file's with their line and key (never a Go type), the
+// environment's, the flags' and the data directory's, and exits 2.
+func TestServeCheckListsAll(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "throng.yaml")
+	notDir := filepath.Join(dir, "plain-file")
+	os.WriteFile(notDir, nil, 0o600)
+	os.WriteFile(file, []byte("listners:\n  amqp: ':5672'\nlisteners:\n  mqtt: bad\nengine:\n  maxStore: lots\n"), 0o600)
+	r := mustCLI(t, []string{"THRONG_SYNC_ALWAYS=maybe"}, 2, "serve", "--check", "--config", file, "--admin", "nonsense", "--data-dir", notDir)
+	for _, want := range []string{
+		"line 1: unknown key listners (did you mean listeners?)",
+		`listeners.mqtt: "bad"`,
+		`line 6: engine.maxStore: invalid size "lots"`,
+		"THRONG_SYNC_ALWAYS",
+		"listeners.admin",
+		"data directory " + notDir + ": not a directory",
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+		}
+	}
+	if strings.Contains(r.stderr, "config.Config") || strings.Contains(r.stderr, "not found in type") {
+		t.Errorf("Go internals in the message:\n%s", r.stderr)
+	}
+	if runtime.GOOS == "linux" {
+		r := mustCLI(t, nil, 2, "serve", "--check", "--data-dir", "/proc/nope")
+		if !strings.Contains(r.stderr, "data directory /proc/nope: cannot be created") {
+			t.Errorf("stderr: %s", r.stderr)
+		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 func (c *cli) serve(ctx context.Context, args []string) error {
 	fs := c.newFlagSet("serve", "serve [--config FILE] [--check] [setting flags]")
 	file := fs.String("config", "", "YAML configuration file (env "+config.EnvConfigFile+")")
-	check := fs.Bool("check", false, "validate the configuration, print it (password redacted) and exit")
+	check := fs.Bool("check", false, "validate the configuration and the data directory, print the configuration (password redacted) and exit; lists every problem")
 	fl := config.BindFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -26,7 +26,13 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if *file == "" {
 		*file = c.env.get(config.EnvConfigFile)
 	}
-	cfg, err := config.Build(*file, c.env, fl)
+	var checks []func(*config.Config) error
+	if *check {
+		// Only --check: a starting node checks its data directory itself
+		// (app), and reports that as a start-up failure.
+		checks = append(checks, func(cfg *config.Config) error { return app.CheckDataDir(cfg.DataDir) })
+	}
+	cfg, err := config.Build(*file, c.env, fl, checks...)
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 )
 
 // LockFile is the name of the lock file in the data directory. A node holds
@@ -50,6 +51,9 @@ type dirLock struct {
 // stale PID left in the file is harmless). Each call opens the file anew,
 // so two Apps in one process exclude each other as well.
 func lockDataDir(dir string) (*dirLock, error) {
+	if err := CheckDataDir(dir); err != nil {
+		return nil, fmt.Errorf("app: %w", err)
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("app: data directory: %w", err)
 	}
@@ -102,4 +106,78 @@ func readPID(path string) int {
 		return 0
 	}
 	return pid
+}
+
+// StoreDir is the engine's directory in the data directory.
+const StoreDir = "jetstream"
+
+// CheckDataDir checks that a node can use dir as its data directory: it
+// is a directory, or can be created (the nearest existing parent is a
+// directory where one can be created), it is writable, and its store
+// directory, if there, is a directory. It tries what the node will do
+// (create a file, or a directory in the parent) and removes what it
+// created, because permission bits do not tell (root passes them all,
+// /proc refuses root too, a read-only mount refuses everyone). Used by
+// serve --check and before the node starts, so that a bad directory is
+// reported with its cause instead of as an engine that never gets ready.
+func CheckDataDir(dir string) error {
+	if dir == "" {
+		return errors.New("data directory: not set")
+	}
+	fail := func(err error) error { return fmt.Errorf("data directory %s: %w", dir, err) }
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && !fi.IsDir():
+		return fail(errors.New("not a directory"))
+	case err == nil:
+		f, err := os.CreateTemp(dir, ".throng-check-*")
+		if err != nil {
+			return fail(fmt.Errorf("not writable: %w", cause(err)))
+		}
+		f.Close()
+		os.Remove(f.Name())
+		if fi, err := os.Stat(filepath.Join(dir, StoreDir)); err == nil && !fi.IsDir() {
+			return fail(fmt.Errorf("%s is not a directory (the message store)", filepath.Join(dir, StoreDir)))
+		}
+		return nil
+	case !missing(err):
+		return fail(err)
+	}
+	// Missing: the nearest existing parent must take a new directory.
+	parent := filepath.Dir(filepath.Clean(dir))
+	for {
+		fi, err := os.Stat(parent)
+		if err == nil {
+			if !fi.IsDir() {
+				return fail(fmt.Errorf("cannot be created: %s is not a directory", parent))
+			}
+			break
+		}
+		if !missing(err) || filepath.Dir(parent) == parent {
+			return fail(fmt.Errorf("cannot be created: %w", err))
+		}
+		parent = filepath.Dir(parent)
+	}
+	d, err := os.MkdirTemp(parent, ".throng-check-*")
+	if err != nil {
+		return fail(fmt.Errorf("cannot be created in %s: %w", parent, cause(err)))
+	}
+	os.Remove(d)
+	return nil
+}
+
+// cause strips the path of a *os.PathError (the check's temporary
+// name, which means nothing to the reader).
+func cause(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// missing reports whether a stat error means the path is not there (a
+// file on the way counts: the walk up then names it).
+func missing(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }

@@ -223,6 +223,14 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Validate checks the configuration; the error lists every problem found.
 func (c *Config) Validate() error {
+	if errs := c.problems(); len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	return nil
+}
+
+// problems lists every problem Validate reports.
+func (c *Config) problems() []error {
 	var errs []error
 	bad := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format, args...))
@@ -323,10 +331,7 @@ func (c *Config) Validate() error {
 	if c.MaxMessageSize < 1<<10 || c.MaxMessageSize > message.MaxSize {
 		bad("maxMessageSize: %s must be from 1KiB to 256MiB", c.MaxMessageSize)
 	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	return errs
 }
 
 // checkListenAddr checks "host:port" where host may be empty, an IP or a

@@ -129,14 +129,31 @@ func Start(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	// The server reports a failure to start (JetStream's store above all:
+	// a data directory it cannot use) only through its logger's Fatalf,
+	// then never gets ready: the adapter keeps the first one, so that
+	// Start fails at once and says why instead of waiting out its timeout.
+	logger := slog.New(slog.DiscardHandler)
 	if cfg.Logger != nil {
-		srv.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "engine")}, cfg.Debug, false, false)
+		logger = cfg.Logger.With("component", "engine")
 	}
+	fatal := new(firstFatal)
+	srv.SetLoggerV2(slogAdapter{l: logger, fatal: fatal}, cfg.Debug, false, false)
 	e.srv = srv
 	srv.Start()
-	if !srv.ReadyForConnections(30 * time.Second) {
-		srv.Shutdown()
-		return nil, errors.New("engine: server did not become ready")
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ready := srv.ReadyForConnections(50 * time.Millisecond)
+		if msg := fatal.get(); msg != "" {
+			srv.Shutdown()
+			return nil, fmt.Errorf("engine: %s", msg)
+		}
+		if ready {
+			break
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, errors.New("engine: server did not become ready in 30s")
+		}
 	}
 	if err := e.EnsureAccount(SystemAccount); err != nil {
 		srv.Shutdown()
@@ -275,12 +292,42 @@ func (a authenticator) Check(c server.ClientAuthentication) bool {
 	return true
 }
 
-// slogAdapter adapts slog to the nats-server Logger interface.
-type slogAdapter struct{ l *slog.Logger }
+// slogAdapter adapts slog to the nats-server Logger interface; fatal
+// keeps the first Fatalf message (a server that will not run).
+type slogAdapter struct {
+	l     *slog.Logger
+	fatal *firstFatal
+}
 
 func (s slogAdapter) Noticef(format string, v ...any) { s.l.Info(fmt.Sprintf(format, v...)) }
 func (s slogAdapter) Warnf(format string, v ...any)   { s.l.Warn(fmt.Sprintf(format, v...)) }
-func (s slogAdapter) Fatalf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s slogAdapter) Errorf(format string, v ...any)  { s.l.Error(fmt.Sprintf(format, v...)) }
-func (s slogAdapter) Debugf(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
-func (s slogAdapter) Tracef(format string, v ...any)  { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if s.fatal != nil {
+		s.fatal.set(msg)
+	}
+	s.l.Error(msg)
+}
+func (s slogAdapter) Errorf(format string, v ...any) { s.l.Error(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Debugf(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+func (s slogAdapter) Tracef(format string, v ...any) { s.l.Debug(fmt.Sprintf(format, v...)) }
+
+// firstFatal holds the first fatal message of the server.
+type firstFatal struct {
+	mu  sync.Mutex
+	msg string // guarded by mu
+}
+
+func (f *firstFatal) set(msg string) {
+	f.mu.Lock()
+	if f.msg == "" {
+		f.msg = msg
+	}
+	f.mu.Unlock()
+}
+
+func (f *firstFatal) get() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.msg
+}
