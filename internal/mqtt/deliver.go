@@ -237,6 +237,9 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 	changed := false
 	for i, f := range pk.Filters {
 		sub := &subscription{Filter: f.Filter, QoS: f.Qos, NoLoc: f.NoLocal, RAP: f.RetainAsPublished, RH: f.RetainHandling, ID: f.Identifier}
+		if c.principal.IsDevice() {
+			sub.QoS = min(sub.QoS, 1) // Hono: commands at QoS 0 or 1
+		}
 		if c.version != 5 {
 			sub.NoLoc, sub.RAP, sub.RH, sub.ID = false, false, 0, 0
 		}
@@ -390,8 +393,16 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		// A command for a device: Hono's topic, the subscription's QoS.
 		dn, ok := sub.cmd.CommandTopic(m)
 		if !ok {
+			// Only a sender bypassing the command relay's checks (the
+			// anonymous relay) can send one: rejected, its credit returned.
+			n := ref.creditLocked()
 			c.mu.Unlock()
-			go d.Settle(router.Outcome{Kind: router.Rejected, Description: "not a well-formed Hono command"})
+			go func() {
+				d.Settle(router.Outcome{Kind: router.Rejected, Description: "not a well-formed Hono command"})
+				if n > 0 {
+					ref.rc.AddCredit(n)
+				}
+			}()
 			return
 		}
 		topic, m, qos = dn.Topic, dn.Message, sub.QoS

@@ -98,7 +98,11 @@ func (c *conn) subscribeDevice(ctx context.Context, sub *subscription) (byte, er
 	}
 	// Hono's empty notification: the device is ready for commands until
 	// further notice (ttd -1).
-	go h.Notify(context.Background(), cs.Tenant, c.principal.Device, auth.AdapterMQTT, -1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
+		defer cancel()
+		h.Notify(ctx, cs.Tenant, c.principal.Device, auth.AdapterMQTT, -1)
+	}()
 	return sub.QoS, nil
 }
 
