@@ -141,6 +141,8 @@ func (a Address) Validate() error {
 		if err := ValidateName(a.Topic); err != nil {
 			return fmt.Errorf("topic: %w", err)
 		}
+	} else if a.Topic != "" {
+		return fmt.Errorf("topic %q: only a subscription address names a topic, not a %s", a.Topic, a.Type)
 	}
 	if a.DeadLetter != "" {
 		if err := ValidateName(a.DeadLetter); err != nil {

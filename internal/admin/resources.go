@@ -198,6 +198,10 @@ func (s *Server) createAddress(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeExists, fmt.Sprintf("address %q already exists in tenant %q", a.Name, t.Name))
 		return
 	}
+	if msg := s.checkReferences(t, a); msg != "" {
+		writeError(w, CodeInvalid, msg)
+		return
+	}
 	if err := s.cfg.Router.CreateAddress(r.Context(), t.Name, a); err != nil {
 		s.fail(w, r, err)
 		return
@@ -207,6 +211,36 @@ func (s *Server) createAddress(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/tenants/"+url.PathEscape(t.Name)+"/addresses/"+url.PathEscape(a.Name))
 	writeJSON(w, http.StatusCreated, AddressView{Address: a})
+}
+
+// checkReferences checks the addresses a new address names: its
+// dead-letter address and a subscription's topic must exist (otherwise
+// dead letters would go nowhere, and a subscription would silently
+// collect from the topic space instead of the topic meant). The router
+// resolves both at use, when a mistake is only a log line.
+func (s *Server) checkReferences(t *tenant.Tenant, a *address.Address) string {
+	if dl := a.DeadLetter; dl != "" {
+		d, ok := s.cfg.Store.Address(t.Name, dl)
+		_, byRule := t.Rule(dl)
+		switch {
+		case dl == a.Name:
+			return fmt.Sprintf("address %q cannot be its own dead-letter address", a.Name)
+		case !ok && !byRule:
+			return fmt.Sprintf("dead-letter address %q does not exist in tenant %q: create it first (a queue, usually)", dl, t.Name)
+		case ok && d.Type == address.Anycast:
+			return fmt.Sprintf("dead-letter address %q is anycast: dead letters need an address that keeps or fans out messages (a queue, usually)", dl)
+		}
+	}
+	if a.Type == address.Subscription {
+		top, ok := s.cfg.Store.Address(t.Name, a.Topic)
+		switch {
+		case !ok:
+			return fmt.Sprintf("topic %q does not exist in tenant %q: create it first (type topic); a client consumes the topic space durably as \"TOPIC::NAME\" without defining anything", a.Topic, t.Name)
+		case top.Type != address.Topic:
+			return fmt.Sprintf("%q is a %s, not a topic: a subscription subscribes to a topic address", a.Topic, top.Type)
+		}
+	}
+	return ""
 }
 
 func (s *Server) getAddress(w http.ResponseWriter, r *http.Request) {

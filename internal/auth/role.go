@@ -30,20 +30,22 @@ import "github.com/throngmq/throng/internal/tenant"
 // IsAdmin reports whether the principal is the platform administrator
 // (role admin in the default tenant).
 func (p *Principal) IsAdmin() bool {
-	return !p.IsDevice() && p.Tenant == tenant.Default && hasRole(p.Roles, tenant.RoleAdmin)
+	return p != nil && !p.IsDevice() && p.Tenant == tenant.Default && hasRole(p.Roles, tenant.RoleAdmin)
 }
 
 // IsTenantAdmin reports whether the principal administers its tenant (the
 // platform administrator administers the default tenant too).
 func (p *Principal) IsTenantAdmin() bool {
-	return !p.IsDevice() && (hasRole(p.Roles, tenant.RoleAdmin) || hasRole(p.Roles, tenant.RoleTenantAdmin))
+	return p != nil && !p.IsDevice() && (hasRole(p.Roles, tenant.RoleAdmin) || hasRole(p.Roles, tenant.RoleTenantAdmin))
 }
 
 // IsOperator reports whether the principal has the read-only operator
 // role.
 func (p *Principal) IsOperator() bool {
-	return !p.IsDevice() && hasRole(p.Roles, tenant.RoleOperator)
+	return p != nil && !p.IsDevice() && hasRole(p.Roles, tenant.RoleOperator)
 }
+
+// The predicates are false for a nil principal (no one).
 
 // Scope is how far an admin request reaches.
 type Scope int
