@@ -380,7 +380,7 @@ var userCmds = map[string]command{
 			ten := tenantFlag(fs)
 			pw := fs.String("password", "", "the new user's password (required); the administrator's is --admin-password or THRONG_PASSWORD")
 			var roles, perms multiFlag
-			fs.Var(&roles, "role", "role: admin, tenant-admin or app (repeatable; default app)")
+			fs.Var(&roles, "role", "role: tenant-admin, operator or app; admin only in tenant default (repeatable; default app)")
 			fs.Var(&perms, "permission", "permission PATTERN=ACTION,..., e.g. 'orders/#=send,receive' (repeatable)")
 			return func(ctx context.Context, pos []string) error {
 				name, err := oneName(pos, "user")
