@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/throngmq/throng/internal/amqp"
+	"github.com/throngmq/throng/internal/httpapi"
 	"github.com/throngmq/throng/internal/mqtt"
 )
 
@@ -41,7 +42,7 @@ type runningFront struct {
 func (a *App) startFrontEnds() error {
 	l := a.cfg.Listeners
 	var tlsConf *tls.Config
-	if l.AMQPS != "" || l.MQTTS != "" {
+	if l.AMQPS != "" || l.MQTTS != "" || l.HTTPS != "" {
 		var err error
 		if tlsConf, err = a.serverTLS(); err != nil {
 			return err
@@ -116,8 +117,34 @@ func (a *App) startFrontEnds() error {
 		a.fronts = append(a.fronts, rf)
 		a.mu.Unlock()
 	}
-	if l.HTTP != "" {
-		a.log.Warn("listener not implemented in this build; port not opened", "component", "app", "listener", "http", "addr", l.HTTP)
+	if l.HTTP != "" || l.HTTPS != "" {
+		// Hono's HTTP adapter (docs/hono.md); client certificates on the
+		// TLS listener through the shared tlsConf (auth.ConfigureTLS).
+		srv, err := httpapi.New(httpapi.Config{
+			Router:            a.router,
+			Auth:              a.authn,
+			Hono:              a.hono,
+			Tenants:           a.store,
+			Devices:           a.devices,
+			Logger:            a.log,
+			Metrics:           a.registry,
+			MaxMessageSize:    int64(a.cfg.MaxMessageSize),
+			ReadHeaderTimeout: time.Duration(a.cfg.Connections.HandshakeTimeout),
+			ReadTimeout:       time.Duration(a.cfg.Connections.ReadTimeout),
+		})
+		if err != nil {
+			return fmt.Errorf("app: http: %w", err)
+		}
+		rf := &runningFront{name: "http", fe: srv}
+		if err := a.serveOn(rf, "http", l.HTTP, nil); err != nil {
+			return err
+		}
+		if err := a.serveOn(rf, "https", l.HTTPS, tlsConf); err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.fronts = append(a.fronts, rf)
+		a.mu.Unlock()
 	}
 	return nil
 }
@@ -136,7 +163,7 @@ func (a *App) serveOn(rf *runningFront, name, addr string, tlsConf *tls.Config) 
 	}
 	a.log.Info(name+" listening", "component", "app", "addr", ln.Addr().String())
 	go func() {
-		if err := rf.fe.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, mqtt.ErrServerClosed) && !errors.Is(err, amqp.ErrServerClosed) {
+		if err := rf.fe.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, mqtt.ErrServerClosed) && !errors.Is(err, amqp.ErrServerClosed) && !errors.Is(err, httpapi.ErrServerClosed) {
 			a.log.Error("listener stopped", "component", "app", "listener", name, "err", err)
 		}
 	}()

@@ -120,6 +120,7 @@ type Listeners struct {
 	MQTTS         string `yaml:"mqtts"`
 	MQTTWebSocket string `yaml:"mqttWebSocket"`
 	HTTP          string `yaml:"http"`
+	HTTPS         string `yaml:"https"`
 	Admin         string `yaml:"admin"`
 }
 
@@ -176,6 +177,7 @@ func Default() *Config {
 			MQTT:  ":1883",
 			MQTTS: ":8883",
 			HTTP:  ":8080",
+			HTTPS: ":8443",
 			Admin: ":8161",
 		},
 		Log:            Log{Format: "text", Level: "info"},
@@ -207,6 +209,7 @@ func (l Listeners) Named() []NamedListener {
 		{"mqtts", l.MQTTS, true},
 		{"mqttWebSocket", l.MQTTWebSocket, false},
 		{"http", l.HTTP, false},
+		{"https", l.HTTPS, true},
 		{"admin", l.Admin, false},
 	}
 }

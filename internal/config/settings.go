@@ -93,6 +93,8 @@ var Settings = []Setting{
 		func(c *Config) *string { return &c.Listeners.MQTTWebSocket }),
 	str("listeners.http", "http", "THRONG_HTTP", "HTTP device and REST messaging listen address (empty disables)",
 		func(c *Config) *string { return &c.Listeners.HTTP }),
+	str("listeners.https", "https", "THRONG_HTTPS", "HTTP device adapter over TLS listen address (empty disables)",
+		func(c *Config) *string { return &c.Listeners.HTTPS }),
 	str("listeners.admin", "admin", "THRONG_ADMIN", "admin REST API listen address (empty disables)",
 		func(c *Config) *string { return &c.Listeners.Admin }),
 	str("tls.cert", "tls-cert", "THRONG_TLS_CERT", "PEM certificate (chain) for the TLS listeners",
