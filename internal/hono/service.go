@@ -2,6 +2,7 @@ package hono
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -350,4 +351,31 @@ func (s *Service) Notify(ctx context.Context, tenantName, device, adapter string
 	if _, err := s.pub.Publish(ctx, tenantName, Event+"/"+tenantName, m); err != nil {
 		s.log.Debug("empty notification not sent", "tenant", tenantName, "device", device, "ttd", ttd, "err", err)
 	}
+}
+
+// ErrorPayload is the JSON body of an error message:
+// {"code", "message", "timestamp", "correlation-id"}.
+func ErrorPayload(status int, msg, corrID string, now time.Time) []byte {
+	b, _ := json.Marshal(struct {
+		Code          int    `json:"code"`
+		Message       string `json:"message"`
+		Timestamp     string `json:"timestamp"`
+		CorrelationID string `json:"correlation-id"`
+	}{status, msg, now.UTC().Format(time.RFC3339Nano), corrID})
+	return b
+}
+
+// Status is the HTTP status code Hono reports for an upstream error.
+func Status(err error) int {
+	switch {
+	case errors.Is(err, ErrMalformed):
+		return 400
+	case errors.Is(err, ErrNotAuthorized), errors.Is(err, ErrUnknownDevice):
+		return 403
+	case errors.Is(err, router.ErrNoConsumers), errors.Is(err, router.ErrTimeout), errors.Is(err, router.ErrClosed):
+		return 503
+	case errors.Is(err, router.ErrLimitExceeded):
+		return 429
+	}
+	return 500
 }

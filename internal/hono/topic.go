@@ -403,3 +403,75 @@ func ImplicitType(t *tenant.Tenant, name string) (address.Type, bool) {
 	}
 	return "", false
 }
+
+// ErrorFilter is a device's subscription to Hono's error topic:
+// error/[T]/[D]/# or e/[T]/[D]/# (D "+" for a gateway's devices).
+type ErrorFilter struct {
+	Tenant, Device string
+	Short          bool
+}
+
+// ParseErrorFilter parses an error topic subscription.
+func ParseErrorFilter(filter string) (ErrorFilter, error) {
+	lv := strings.Split(filter, "/")
+	if len(lv) != 4 || lv[3] != "#" || (lv[0] != "error" && lv[0] != "e") {
+		return ErrorFilter{}, fmt.Errorf("%w: %q: an error subscription is error/[tenant]/[device]/#", ErrMalformed, filter)
+	}
+	f := ErrorFilter{Tenant: lv[1], Device: lv[2], Short: lv[0] == "e"}
+	if f.Tenant != "+" {
+		if err := checkTenantDevice(f.Tenant, "", true); err != nil {
+			return ErrorFilter{}, fmt.Errorf("%w: %q: %v", ErrMalformed, filter, err)
+		}
+	}
+	if f.Device != "" && f.Device != "+" && !ValidDeviceID(f.Device) {
+		return ErrorFilter{}, fmt.Errorf("%w: %q: invalid device id", ErrMalformed, filter)
+	}
+	return f, nil
+}
+
+// ErrorTopic is the topic of an error message for a publish of kind k
+// about device (self: the subscriber):
+// error/[T]/[D]/<endpoint>/<correlation-id>/<status>, the tenant and
+// device levels filled as for commands (CommandTopic); ok is false when
+// the filter does not cover the device (a filter naming another device).
+func (f ErrorFilter) ErrorTopic(tenantName, self, device string, k Kind, corrID string, status int) (string, bool) {
+	t, d := "", ""
+	if f.Tenant != "" && f.Tenant != "+" {
+		t = tenantName
+	}
+	switch f.Device {
+	case "":
+		if device != self {
+			return "", false
+		}
+	case "+":
+		if device != self {
+			d = device
+		}
+	default:
+		if device != f.Device {
+			return "", false
+		}
+		d = device
+	}
+	ep := k.String()
+	if k == KindCommandResponse {
+		ep = "command-response"
+	}
+	pfx := "error/"
+	if f.Short {
+		pfx = "e/"
+		switch k {
+		case KindTelemetry:
+			ep = "t"
+		case KindEvent:
+			ep = "e"
+		case KindCommandResponse:
+			ep = "c-s"
+		}
+	}
+	if corrID == "" || address.ValidateName(corrID) != nil || strings.Contains(corrID, "/") {
+		corrID = "-1"
+	}
+	return pfx + t + "/" + d + "/" + ep + "/" + corrID + "/" + strconv.Itoa(status), true
+}

@@ -172,3 +172,39 @@ func TestValidDeviceID(t *testing.T) {
 		}
 	}
 }
+
+func TestErrorFilter(t *testing.T) {
+	cases := []struct {
+		filter       string
+		self, device string
+		kind         Kind
+		corr         string
+		topic        string // "" = not covered
+	}{
+		{"error///#", "d1", "d1", KindTelemetry, "12", "error///telemetry/12/503"},
+		{"error///#", "gw", "d2", KindTelemetry, "12", ""},
+		{"error/acme//#", "d1", "d1", KindEvent, "", "error/acme//event/-1/503"},
+		{"error//+/#", "gw", "d2", KindCommandResponse, "x", "error//d2/command-response/x/503"},
+		{"e/+/+/#", "gw", "gw", KindEvent, "a/b", "e///e/-1/503"},
+		{"e//d2/#", "gw", "d2", KindCommandResponse, "c", "e//d2/c-s/c/503"},
+		{"e//d2/#", "gw", "d3", KindTelemetry, "c", ""},
+	}
+	for _, c := range cases {
+		f, err := ParseErrorFilter(c.filter)
+		if err != nil {
+			t.Fatalf("%q: %v", c.filter, err)
+		}
+		topic, ok := f.ErrorTopic("acme", c.self, c.device, c.kind, c.corr, 503)
+		if ok != (c.topic != "") || topic != c.topic {
+			t.Errorf("%q: %q %v, want %q", c.filter, topic, ok, c.topic)
+		}
+		if ok && !address.Match(c.filter, topic) {
+			t.Errorf("%q does not match %q", c.filter, topic)
+		}
+	}
+	for _, b := range []string{"error///", "error//#", "errors///#", "error//a b/#", "e///x"} {
+		if _, err := ParseErrorFilter(b); err == nil {
+			t.Errorf("%q accepted", b)
+		}
+	}
+}

@@ -27,6 +27,7 @@ type subscription struct {
 	topic string                    // the filter without the share prefix
 	share string                    // share group, "" if not shared
 	cmd   *hono.CommandSubscription // a device's command subscription (hono.go)
+	errf  *hono.ErrorFilter         // a device's error topic subscription (hono.go); no consumers
 	space bool                      // a topic-space subscription that is not shared (overlap.go)
 	refs  []*consumerRef
 }
@@ -255,7 +256,7 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 			c.mu.Unlock()
 			codes[i] = sub.QoS
 			changed = true
-			if sub.RH == 0 {
+			if sub.RH == 0 && !c.principal.IsDevice() {
 				retained = append(retained, old)
 			}
 			continue
@@ -295,7 +296,10 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 			c.closeRefs(old)
 		}
 		changed = true
-		if sub.share == "" && (sub.RH == 0 || (sub.RH == 1 && old == nil)) {
+		// Devices get no retained messages: their filters are Hono's
+		// command and error topics, not the tenant's topic space (where
+		// anyone could retain a message on command///req/…).
+		if sub.share == "" && !c.principal.IsDevice() && (sub.RH == 0 || (sub.RH == 1 && old == nil)) {
 			retained = append(retained, sub)
 		}
 	}

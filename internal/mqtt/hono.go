@@ -3,6 +3,8 @@ package mqtt
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -24,14 +26,15 @@ import (
 // subscribe (gateways).
 const honoTimeout = 10 * time.Second
 
-// deviceUpstream resolves a device's PUBLISH, or the reason to refuse it.
-func (c *conn) deviceUpstream(topic string, qos byte, pk *packets.Packet) (*hono.Upstream, *ReasonError) {
+// deviceUpstream resolves a device's PUBLISH, or the reason to refuse it
+// and the HTTP status Hono reports for it.
+func (c *conn) deviceUpstream(topic string, qos byte, pk *packets.Packet) (*hono.Upstream, *ReasonError, int) {
 	h := c.s.cfg.Hono
 	if h == nil {
-		return nil, reason(rcNotAuthorized, "not authorized", nil)
+		return nil, reason(rcNotAuthorized, "not authorized", nil), 403
 	}
 	if qos > 1 {
-		return nil, reason(rcQoSNotSupported, "Hono devices publish with QoS 0 or 1", nil)
+		return nil, reason(rcQoSNotSupported, "Hono devices publish with QoS 0 or 1", nil), 400
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
 	defer cancel()
@@ -40,12 +43,83 @@ func (c *conn) deviceUpstream(topic string, qos byte, pk *packets.Packet) (*hono
 		ContentType: pk.Properties.ContentType,
 	})
 	if err != nil {
-		return nil, honoReason(err, rcTopicNameInvalid)
+		return nil, honoReason(err, rcTopicNameInvalid), hono.Status(err)
 	}
 	if up.Kind == hono.KindEvent && qos == 0 {
-		return nil, reason(rcQoSNotSupported, "events are published with QoS 1", nil)
+		return nil, reason(rcQoSNotSupported, "events are published with QoS 1", nil), 400
 	}
-	return up, nil
+	return up, nil, 0
+}
+
+// deviceErr is what an error message about a device's publish needs,
+// taken from the PUBLISH before it is routed (the packet is not kept).
+type deviceErr struct {
+	kind   hono.Kind
+	device string // the device the publish was for
+	corr   string // the bag's correlation-id, else the packet id, else "-1"
+}
+
+func (c *conn) deviceErrContext(topic string, qos byte, id uint16) deviceErr {
+	de := deviceErr{kind: hono.KindTelemetry, device: c.principal.Device, corr: "-1"}
+	if pt, err := hono.ParsePublish(topic); err == nil {
+		de.kind = pt.Kind
+		if pt.Device != "" {
+			de.device = pt.Device
+		}
+		if v := pt.Bag.Get("correlation-id"); v != "" {
+			de.corr = v
+		} else if qos > 0 {
+			de.corr = strconv.Itoa(int(id))
+		}
+	} else if strings.HasPrefix(topic, "e") {
+		de.kind = hono.KindEvent
+	}
+	return de
+}
+
+// deviceError sends Hono's error message for a failed publish to the
+// device, if it subscribed to its error topic; false if it did not (the
+// failure then takes its course: PUBACK code or closed connection).
+// Safe on any goroutine (router callbacks).
+func (c *conn) deviceError(de deviceErr, status int, text string) bool {
+	var ef *hono.ErrorFilter
+	c.mu.Lock()
+	for _, s := range c.subs {
+		if s.errf != nil {
+			ef = s.errf
+			break
+		}
+	}
+	gone := c.gone
+	c.mu.Unlock()
+	if ef == nil || gone {
+		return false
+	}
+	topic, ok := ef.ErrorTopic(c.tenant, c.principal.Device, de.device, de.kind, de.corr, status)
+	if !ok {
+		return false
+	}
+	b, ok := appendPublish(nil, c.version, 0, false, false, topic, 0, hono.ErrorPayload(status, text, de.corr, time.Now()))
+	if ok {
+		c.enqueue(b, true, nil)
+	}
+	return true
+}
+
+// deviceStatus is Hono's status for a publish outcome.
+func deviceStatus(o router.Outcome, err error) int {
+	switch {
+	case err != nil:
+		return hono.Status(err)
+	case o.Kind == router.Rejected:
+		return 400
+	}
+	return 503 // released or modified: the application did not take it
+}
+
+func outcomeText(o router.Outcome, err error) string {
+	_, text := publishReason(o, err)
+	return text
 }
 
 // honoReason maps a hono error onto a reason code; invalid is the code
@@ -69,11 +143,21 @@ func (c *conn) subscribeDevice(ctx context.Context, sub *subscription) (byte, er
 	if h == nil {
 		return 0, reason(rcNotAuthorized, "not authorized", nil)
 	}
+	if ef, err := hono.ParseErrorFilter(sub.Filter); err == nil {
+		// Hono's error topic (QoS 0): failed publishes are reported here
+		// (deviceError) instead of closing the connection.
+		if (ef.Tenant != "" && ef.Tenant != "+" && ef.Tenant != c.tenant) ||
+			(ef.Device != "" && ef.Device != "+" && ef.Device != c.principal.Device && h.AuthorizeGateway(ctx, c.tenant, c.principal.Device, ef.Device) != nil) {
+			return 0, reason(rcNotAuthorized, "not authorized", nil)
+		}
+		sub.topic, sub.errf, sub.QoS = sub.Filter, &ef, 0
+		return 0, nil
+	}
 	cs, err := h.Subscribe(ctx, c.principal, sub.Filter)
 	if err != nil {
 		if errors.Is(err, hono.ErrMalformed) {
-			// Not a command filter at all (error/…/# is not built yet): 0x87,
-			// as for any topic a device may not use.
+			// Neither a command nor an error filter: 0x87, as for any
+			// topic a device may not use.
 			return 0, reason(rcNotAuthorized, err.Error(), err)
 		}
 		return 0, honoReason(err, rcTopicFilterInvalid)

@@ -233,12 +233,28 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 	}
 	var m *message.Message
 	device := c.principal.IsDevice()
+	var derr deviceErr // where a failure of a device's publish is reported (hono.go)
 	if device {
 		// Hono's MQTT adapter (hono.go): the topic names the message's
 		// kind, and the address is the tenant's telemetry/T, event/T or
 		// command_response/T/<reply-id>.
-		up, re := c.deviceUpstream(topic, qos, pk)
+		derr = c.deviceErrContext(topic, qos, id)
+		up, re, status := c.deviceUpstream(topic, qos, pk)
 		if re != nil {
+			if qos < 2 && c.deviceError(derr, status, re.Reason) {
+				// Reported on the device's error topic: the publish is
+				// handled (Hono's on-error "default" with an error
+				// subscription), PUBACK 0x00.
+				c.mu.Lock()
+				if qos > 0 {
+					c.inFlightIn--
+				}
+				c.mu.Unlock()
+				if qos > 0 {
+					c.completeAck(slot, packets.Puback, id, rcSuccess, "")
+				}
+				return nil
+			}
 			if qos == 0 {
 				// Hono closes the connection of a device whose publish
 				// fails (no error subscription: docs/hono.md); a
@@ -276,13 +292,24 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 	}
 	switch qos {
 	case 0:
-		p.Publish(m, func(router.Outcome, error) {})
+		if !device {
+			p.Publish(m, func(router.Outcome, error) {})
+			break
+		}
+		p.Publish(m, func(o router.Outcome, err error) {
+			if err != nil || o.Kind != router.Accepted {
+				c.deviceError(derr, deviceStatus(o, err), outcomeText(o, err)) // dropped otherwise, as in Hono
+			}
+		})
 	case 1:
 		p.Publish(m, func(o router.Outcome, err error) {
 			rc, text := publishReason(o, err)
 			c.mu.Lock()
 			c.inFlightIn--
 			c.mu.Unlock()
+			if device && rc != rcSuccess && c.deviceError(derr, deviceStatus(o, err), text) {
+				rc, text = rcSuccess, ""
+			}
 			if device && rc == rcNoMatchingSubs && c.version != 5 {
 				// Hono: no consumer is an error, and without an error
 				// subscription the adapter closes the connection (no

@@ -590,6 +590,55 @@ func TestHono(t *testing.T) {
 		}
 	})
 
+	t.Run("error topic", func(t *testing.T) {
+		e := &honoEnv{e.in(t)}
+		// With an error subscription, a failed publish is reported there
+		// and acknowledged (Hono's on-error "default").
+		dev, got := e.device("sensor1@iot", "secret1")
+		if rc := subscribe(t, dev, "error///#", 1); rc != 0 {
+			t.Fatalf("SUBACK %#x", rc)
+		}
+		expectError := func(prefix, suffix string, code float64) {
+			t.Helper()
+			select {
+			case p := <-got:
+				var body map[string]any
+				if !strings.HasPrefix(p.Topic, prefix) || !strings.HasSuffix(p.Topic, suffix) ||
+					json.Unmarshal(p.Payload, &body) != nil || body["code"] != code || body["timestamp"] == nil {
+					t.Fatalf("error message %q %s", p.Topic, p.Payload)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no error message %s…%s", prefix, suffix)
+			}
+		}
+		if pr := publish(t, dev, "telemetry", 1, "x"); pr == nil || pr.ReasonCode != 0 {
+			t.Fatalf("PUBACK %+v", pr)
+		}
+		expectError("error///telemetry/", "/503", 503)
+		publish(t, dev, "t/?correlation-id=abc", 0, "x")
+		expectError("error///telemetry/abc/503", "", 503)
+		// dev1 is no gateway of dev2, and the error is about dev2, which
+		// "error///#" does not cover: refused as without an error
+		// subscription.
+		if pr := publish(t, dev, "e//dev2", 1, "x"); pr == nil || pr.ReasonCode != 0x87 {
+			t.Fatalf("PUBACK %+v", pr)
+		}
+		if pr := publish(t, dev, "nonsense", 1, "x"); pr == nil || pr.ReasonCode != 0 {
+			t.Fatalf("PUBACK %+v", pr)
+		}
+		expectError("error///telemetry/", "/400", 400)
+		// The short form and a gateway's "+".
+		gw, ggot := e.device("gw@iot", "gw-secret")
+		if rc := subscribe(t, gw, "e//+/#", 0); rc != 0 {
+			t.Fatalf("SUBACK %#x", rc)
+		}
+		if pr := publish(t, gw, "e//dev3/?correlation-id=7", 1, "x"); pr == nil || pr.ReasonCode != 0 {
+			t.Fatalf("PUBACK %+v", pr)
+		}
+		got = ggot
+		expectError("e//dev3/e/7/403", "", 403)
+	})
+
 	t.Run("tenant isolation", func(t *testing.T) {
 		e := &honoEnv{e.in(t)}
 		other := e.app("app@other", "app-secret")
