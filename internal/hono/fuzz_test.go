@@ -14,7 +14,7 @@ import (
 // Seed corpus: testdata/fuzz/FuzzTopics.
 func FuzzTopics(f *testing.F) {
 	for _, s := range []string{"telemetry", "t/?content-type=a%2Fb", "e/acme/dev/?hono-ttl=5", "command///res/abc/200",
-		"command/+/+/req/#", "c//+/q/#", "command_response/acme/r", "command/acme/dev", "telemetry/acme/.."} {
+		"command/+/+/req/#", "c//+/q/#", "error//+/#", "e///#", "command_response/acme/r", "command/acme/dev", "telemetry/acme/.."} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -50,6 +50,19 @@ func FuzzTopics(f *testing.F) {
 			topic := cf.CommandTopic(tn, "self", dev, "rid", "cmd")
 			if !address.Match(s, topic) {
 				t.Fatalf("%q does not match its command topic %q", s, topic)
+			}
+		}
+		if ef, err := ParseErrorFilter(s); err == nil {
+			dev := "self"
+			if ef.Device != "" && ef.Device != "+" {
+				dev = ef.Device
+			}
+			tn := "acme"
+			if ef.Tenant != "" && ef.Tenant != "+" {
+				tn = ef.Tenant
+			}
+			if topic, ok := ef.ErrorTopic(tn, "self", dev, KindEvent, s, 503); !ok || !address.Match(s, topic) {
+				t.Fatalf("%q does not match its error topic %q (%v)", s, topic, ok)
 			}
 		}
 		if fam, tn, rest, ok := Northbound(s); ok {
