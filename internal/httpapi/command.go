@@ -130,13 +130,15 @@ func (s *Server) awaitCommand(w http.ResponseWriter, r *http.Request, cw *comman
 				o.c.AddCredit(1)
 				continue
 			}
+			// Lower-case names, as Hono's adapter writes them (the
+			// map is set directly: Set would canonicalize them).
 			h := w.Header()
-			h.Set(headerCmd, cmd.name)
+			h[headerCmd] = []string{cmd.name}
 			if cmd.reqID != "" {
-				h.Set(headerCmdReqID, cmd.reqID)
+				h[headerCmdReqID] = []string{cmd.reqID}
 			}
 			if cmd.target != p.Device {
-				h.Set(headerCmdTarget, cmd.target)
+				h[headerCmdTarget] = []string{cmd.target}
 			}
 			if cmd.m.ContentType != "" {
 				h.Set("Content-Type", cmd.m.ContentType)

@@ -25,9 +25,9 @@ const (
 	headerQoS          = "Qos-Level"
 	headerTTD          = "Hono-Ttd"
 	headerTTL          = "Hono-Ttl"
-	headerCmd          = "Hono-Command"
-	headerCmdReqID     = "Hono-Cmd-Req-Id"
-	headerCmdTarget    = "Hono-Cmd-Target-Device"
+	headerCmd          = "hono-command" // response headers as Hono writes them
+	headerCmdReqID     = "hono-cmd-req-id"
+	headerCmdTarget    = "hono-cmd-target-device"
 	headerCmdStatus    = "Hono-Cmd-Status"
 	paramTTD           = "hono-ttd"
 	paramTTL           = "hono-ttl"
@@ -54,7 +54,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, per
 		cors(w.Header(), res, false)
 	}
 	if perr != nil {
-		return writeError(w, perr)
+		return s.writeError(w, perr)
 	}
 	// Short forms are POSTed by an authenticated device, long forms PUT
 	// (Hono's routes; another method is 405 with Allow).
@@ -72,7 +72,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, per
 		if de := (*auth.DeviceError)(nil); errors.As(err, &de) || !errors.Is(err, ErrNoCredentials) {
 			s.log.Debug("device refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 		}
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	if res.Endpoint == EndpointCommandResponse {
 		return s.commandResponse(w, r, res, p)
@@ -85,7 +85,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, per
 // the resource, 403 for another method.
 func (s *Server) preflight(w http.ResponseWriter, r *http.Request, res Resource, perr error) int {
 	if perr != nil {
-		return writeError(w, perr)
+		return s.writeError(w, perr)
 	}
 	want := http.MethodPost
 	if res.Long {
@@ -300,18 +300,18 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 		case "1":
 			qos = 1
 		default:
-			return writeError(w, fmt.Errorf("%w: qos-level %q (0 or 1)", ErrBadRequest, v))
+			return s.writeError(w, fmt.Errorf("%w: qos-level %q (0 or 1)", ErrBadRequest, v))
 		}
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		return writeError(w, fmt.Errorf("%w: content-type header missing", ErrBadRequest))
+		return s.writeError(w, fmt.Errorf("%w: content-type header missing", ErrBadRequest))
 	}
 	var ttl time.Duration
 	if v := param(r, headerTTL, paramTTL); v != "" && res.Endpoint == EndpointEvent {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil {
-			return writeError(w, fmt.Errorf("%w: hono-ttl %q", ErrBadRequest, v))
+			return s.writeError(w, fmt.Errorf("%w: hono-ttl %q", ErrBadRequest, v))
 		}
 		ttl = time.Duration(n) * time.Second
 	}
@@ -325,20 +325,20 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 	}
 	body, err := s.readBody(w, r, p.Tenant)
 	if err != nil {
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	empty := isEmptyNotification(ct)
 	switch {
 	case len(body) == 0 && !empty:
-		return writeError(w, fmt.Errorf("%w: an empty body needs content-type %s", ErrBadRequest, hono.ContentTypeEmpty))
+		return s.writeError(w, fmt.Errorf("%w: an empty body needs content-type %s", ErrBadRequest, hono.ContentTypeEmpty))
 	case len(body) > 0 && empty:
-		return writeError(w, fmt.Errorf("%w: an empty notification has no body", ErrBadRequest))
+		return s.writeError(w, fmt.Errorf("%w: an empty notification has no body", ErrBadRequest))
 	}
 	up, err := s.cfg.Hono.Upstream(ctx, p, hono.UpstreamRequest{
 		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct,
 	})
 	if err != nil {
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	m := up.Message
 	m.Properties[hono.PropOrigAddress] = r.URL.RequestURI()
@@ -352,7 +352,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 		m.Properties[hono.PropTTD] = int32(ttd / time.Second)
 		cw, err = s.waitCommands(ctx, p, up)
 		if err != nil {
-			return writeError(w, err)
+			return s.writeError(w, err)
 		}
 		defer cw.close()
 	}
@@ -361,7 +361,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 	// acceptance, an event for the engine's.
 	wait := qos == 1
 	if err := s.publish(ctx, up.Tenant, up.Address, m, wait, true); err != nil {
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	if cw == nil {
 		w.WriteHeader(http.StatusAccepted)
@@ -376,22 +376,22 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 func (s *Server) commandResponse(w http.ResponseWriter, r *http.Request, res Resource, p *auth.Principal) int {
 	status := param(r, headerCmdStatus, paramCmdStatus)
 	if n, err := strconv.Atoi(status); err != nil || len(status) != 3 || n < 200 || n > 599 {
-		return writeError(w, fmt.Errorf("%w: hono-cmd-status %q (an HTTP status code)", ErrBadRequest, status))
+		return s.writeError(w, fmt.Errorf("%w: hono-cmd-status %q (an HTTP status code)", ErrBadRequest, status))
 	}
 	body, err := s.readBody(w, r, p.Tenant)
 	if err != nil {
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	up, err := s.cfg.Hono.Upstream(r.Context(), p, hono.UpstreamRequest{
 		Adapter: auth.AdapterHTTP, Topic: res.topic(status), QoS: 1, Payload: body,
 		ContentType: r.Header.Get("Content-Type"),
 	})
 	if err != nil {
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	// The application's receiver must take it: none (it gave up) is 503.
 	if err := s.publish(r.Context(), up.Tenant, up.Address, up.Message, true, false); err != nil {
-		return writeError(w, err)
+		return s.writeError(w, err)
 	}
 	w.WriteHeader(http.StatusAccepted)
 	return http.StatusAccepted

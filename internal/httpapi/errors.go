@@ -1,9 +1,13 @@
 package httpapi
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/hono"
@@ -55,7 +59,9 @@ func statusOf(err error) int {
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrUnknownDevice), errors.Is(err, hono.ErrUnknownDevice),
 		errors.Is(err, router.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrTooLarge):
+	case errors.Is(err, ErrTooLarge),
+		// The router's size check counts properties too.
+		errors.Is(err, router.ErrLimitExceeded) && strings.Contains(err.Error(), "bytes exceeds"):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, router.ErrLimitExceeded):
 		return http.StatusTooManyRequests
@@ -65,7 +71,8 @@ func statusOf(err error) int {
 		}
 		return http.StatusServiceUnavailable // released, modified: nobody took it
 	case errors.Is(err, router.ErrNoConsumers), errors.Is(err, auth.ErrUnavailable), errors.Is(err, router.ErrClosed),
-		errors.Is(err, router.ErrTimeout):
+		errors.Is(err, router.ErrTimeout), errors.Is(err, nats.ErrTimeout), errors.Is(err, nats.ErrNoResponders),
+		errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -77,8 +84,11 @@ const realm = `Basic realm="Hono"`
 // writeError answers a request with err's status, its headers and a
 // short text body (Hono's adapter answers errors in plain text). The
 // text of authentication failures is not sent: it names the reason.
-func writeError(w http.ResponseWriter, err error) int {
+func (s *Server) writeError(w http.ResponseWriter, err error) int {
 	st := statusOf(err)
+	if st == http.StatusInternalServerError {
+		s.log.Warn("request failed", "err", err)
+	}
 	h := w.Header()
 	switch st {
 	case http.StatusUnauthorized:

@@ -35,6 +35,8 @@ type Platform struct {
 	// when not served).
 	MQTTAddr string
 	AMQPAddr string
+	// HTTPAddr is the HTTP listener's host:port (Hono's HTTP adapter).
+	HTTPAddr string
 	// AdminUser and AdminPassword are the platform administrator's
 	// credentials ("admin" in the default tenant).
 	AdminUser     string
@@ -115,7 +117,10 @@ func (p *Platform) start(t testing.TB) {
 	if addr := a.AdminAddr(); addr != nil {
 		p.AdminURL = "http://" + addr.String()
 	}
-	p.MQTTAddr, p.AMQPAddr = "", ""
+	p.MQTTAddr, p.AMQPAddr, p.HTTPAddr = "", "", ""
+	if addr := a.ListenerAddr("http"); addr != nil {
+		p.HTTPAddr = addr.String()
+	}
 	if addr := a.ListenerAddr("mqtt"); addr != nil {
 		p.MQTTAddr = addr.String()
 	}
