@@ -518,6 +518,22 @@ func selValue(v any) any {
 	switch v := v.(type) {
 	case string, bool, int64, float64:
 		return v
+	case int32:
+		return int64(v)
+	case int16:
+		return int64(v)
+	case int8:
+		return int64(v)
+	case int:
+		return int64(v)
+	case uint32:
+		return int64(v)
+	case uint16:
+		return int64(v)
+	case uint8:
+		return int64(v)
+	case float32:
+		return float64(v)
 	case uint64:
 		if v <= math.MaxInt64 {
 			return int64(v)

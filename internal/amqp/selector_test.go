@@ -8,7 +8,8 @@ import (
 
 func TestSelector(t *testing.T) {
 	m := &message.Message{Subject: "t1", MessageID: "id-1", Priority: 7, Properties: map[string]any{
-		"color": "red", "n": int64(5), "u": uint64(3), "f": 2.5, "ok": true, "name": "sensor_12"}}
+		"color": "red", "n": int64(5), "u": uint64(3), "f": 2.5, "ok": true, "name": "sensor_12",
+		"qos": int32(1), "b": int8(-2), "s": uint16(9), "w": uint32(4), "g": float32(0.5)}}
 	cases := []struct {
 		sel  string
 		want bool
@@ -36,6 +37,10 @@ func TestSelector(t *testing.T) {
 		{"(color = 'blue' OR n = 5) AND NOT ok = FALSE", true},
 		{"color = 'it''s'", false},
 		{"color > 5", false}, // type mismatch: unknown
+		// AMQP int, byte, ushort, uint and float properties (Hono's qos is an int)
+		{"qos = 1", true},
+		{"b < 0 AND s = 9 AND w + qos = 5", true},
+		{"g = 0.5", true},
 	}
 	for _, c := range cases {
 		f, err := compileSelector(c.sel)

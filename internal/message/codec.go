@@ -60,6 +60,11 @@ const (
 	kindUUID
 	kindBool
 	kindFloat
+	// 32-bit integers keep their width, so that an AMQP int (Hono's qos,
+	// ttd and status application properties) stays an int after the
+	// store or another node, not a long.
+	kindInt32
+	kindUint32
 )
 
 // ErrDecode is wrapped by every decoding error.
@@ -186,7 +191,7 @@ func appendValue(b []byte, v any) []byte {
 	case uint64:
 		return binary.AppendUvarint(append(b, kindUint), v)
 	case uint32:
-		return binary.AppendUvarint(append(b, kindUint), uint64(v))
+		return binary.AppendUvarint(append(b, kindUint32), uint64(v))
 	case uint:
 		return binary.AppendUvarint(append(b, kindUint), uint64(v))
 	case int64:
@@ -194,7 +199,7 @@ func appendValue(b []byte, v any) []byte {
 	case int:
 		return binary.AppendVarint(append(b, kindInt), int64(v))
 	case int32:
-		return binary.AppendVarint(append(b, kindInt), int64(v))
+		return binary.AppendVarint(append(b, kindInt32), int64(v))
 	case []byte:
 		return appendBytes(append(b, kindBytes), v)
 	case [16]byte:
@@ -310,6 +315,20 @@ func (d *decoder) value() any {
 		return d.uvarint()
 	case kindInt:
 		return d.varint()
+	case kindInt32:
+		v := d.varint()
+		if v < math.MinInt32 || v > math.MaxInt32 {
+			d.fail("int32 out of range")
+			return nil
+		}
+		return int32(v)
+	case kindUint32:
+		v := d.uvarint()
+		if v > math.MaxUint32 {
+			d.fail("uint32 out of range")
+			return nil
+		}
+		return uint32(v)
 	case kindBytes:
 		return append([]byte(nil), d.bytes()...)
 	case kindUUID:

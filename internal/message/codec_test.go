@@ -2,6 +2,7 @@ package message
 
 import (
 	"bytes"
+	"encoding/binary"
 	"reflect"
 	"testing"
 	"time"
@@ -198,5 +199,31 @@ func TestLargeReference(t *testing.T) {
 	}
 	if _, err := Unmarshal([]byte{version2, tagBodyIn, 0, 0, 1, tagEnd}); err == nil {
 		t.Fatal("body range without native accepted")
+	}
+}
+
+// TestIntegerWidths: 32-bit integer properties come back with their type
+// (Hono's qos, ttd and status are AMQP ints; a Java client reading an
+// Integer rejects a Long), 64-bit ones as before, and an out-of-range
+// 32-bit value is malformed.
+func TestIntegerWidths(t *testing.T) {
+	m := &Message{Properties: map[string]any{"qos": int32(1), "ttd": int32(-1), "u": uint32(7), "l": int64(1 << 40), "n": int(3)}}
+	got, err := Unmarshal(m.Marshal())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"qos": int32(1), "ttd": int32(-1), "u": uint32(7), "l": int64(1 << 40), "n": int64(3)}
+	if !reflect.DeepEqual(got.Properties, want) {
+		t.Fatalf("properties %#v, want %#v", got.Properties, want)
+	}
+	bad := (&Message{Properties: map[string]any{"x": int32(0)}}).Marshal()
+	i := bytes.Index(bad, []byte{1, 'x', kindInt32, 0}) // name "x", kind, varint 0
+	if i < 0 {
+		t.Fatalf("no int32 property in the encoding %x", bad)
+	}
+	i += 3
+	bad = append(append(bad[:i:i], binary.AppendVarint(nil, 1<<40)...), bad[i+1:]...)
+	if _, err := Unmarshal(bad); err == nil {
+		t.Fatal("an int32 out of range decoded")
 	}
 }
