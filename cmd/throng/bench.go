@@ -18,6 +18,7 @@ const benchUsage = `Usage:
   throng bench mqtt  [flags]   MQTT publishers → subscribers on one topic
   throng bench amqp  [flags]   AMQP 1.0 senders → receivers on one address
   throng bench conns [flags]   N idle MQTT connections: connect rate, memory per connection
+  throng bench http  [flags]   HTTP devices POSTing telemetry to Hono's HTTP adapter (keep-alive)
   throng bench registry [flags] device registry: bulk create through /v1, pages, device
                                connects with authentication, reconnect storm (starts a node)
   throng bench table [--out FILE] RESULTS.jsonl...
@@ -42,13 +43,15 @@ func (c *cli) bench(ctx context.Context, args []string) error {
 		return c.benchConns(ctx, args[1:])
 	case "registry":
 		return c.benchRegistry(ctx, args[1:])
+	case "http":
+		return c.benchHTTP(ctx, args[1:])
 	case "table":
 		return c.benchTable(args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.stdout, benchUsage)
 		return nil
 	}
-	return usagef("unknown bench mode %q (want mqtt, amqp, conns, registry or table)", args[0])
+	return usagef("unknown bench mode %q (want mqtt, amqp, conns, http, registry or table)", args[0])
 }
 
 // benchCommon are the flags every load mode has.
