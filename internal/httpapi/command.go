@@ -161,6 +161,10 @@ func (s *Server) awaitCommand(w http.ResponseWriter, r *http.Request, cw *comman
 			s.m.commands.WithLabelValues("expired").Inc()
 			w.WriteHeader(http.StatusAccepted)
 			return http.StatusAccepted
+		case <-s.closing:
+			s.m.commands.WithLabelValues("expired").Inc()
+			w.WriteHeader(http.StatusAccepted)
+			return http.StatusAccepted
 		case <-r.Context().Done():
 			s.m.commands.WithLabelValues("expired").Inc()
 			return 499 // the client went away (nginx's code; metrics only)

@@ -88,6 +88,9 @@ type Server struct {
 
 	pmu       sync.Mutex
 	producers map[string]cachedProducer // tenant \x00 address; guarded by pmu
+
+	closing   chan struct{} // closed by Shutdown: long polls answer at once
+	closeOnce sync.Once
 }
 
 type cachedProducer struct {
@@ -122,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "http"), m: newMetrics(cfg.Metrics),
-		producers: map[string]cachedProducer{}}
+		producers: map[string]cachedProducer{}, closing: make(chan struct{})}
 	s.srv = &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -145,9 +148,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	return s.srv.Serve(ln)
 }
 
-// Shutdown stops accepting, lets requests in progress (long polls
-// included) finish until ctx ends, then closes what is left.
+// Shutdown stops accepting, ends the waits of long polls (hono-ttd: they
+// are answered 202 at once, as if the ttd had passed), lets requests in
+// progress finish until ctx ends, then closes what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() { close(s.closing) })
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		_ = s.srv.Close()

@@ -586,3 +586,45 @@ func TestHonoHTTP(t *testing.T) {
 		}
 	})
 }
+
+// TestHonoHTTPShutdown: a long poll (hono-ttd) does not hold a shutdown
+// for its ttd: it is answered 202 when the node stops.
+func TestHonoHTTPShutdown(t *testing.T) {
+	p := testkit.Start(t)
+	e := &iotEnv{Platform: p, t: t}
+	e.v1("POST", "/v1/tenants/iot", map[string]any{}, 201)
+	e.v1("POST", "/v1/devices/iot/dev1", map[string]any{}, 201)
+	e.v1("PUT", "/v1/credentials/iot/dev1", []any{map[string]any{"type": "hashed-password", "auth-id": "sensor1",
+		"secrets": []any{map[string]any{"pwd-plain": "secret1"}}}}, 204)
+	base := "http://" + p.HTTPAddr
+	done := make(chan int, 1)
+	start := time.Now()
+	go func() {
+		r, _ := http.NewRequest("POST", base+"/event?hono-ttd=60", strings.NewReader("x"))
+		r.SetBasicAuth("sensor1@iot", "secret1")
+		r.Header.Set("Content-Type", "text/plain")
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			done <- 0
+			return
+		}
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	// Wait until the request waits for its command.
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return e.metric("throng_http_requests_total", "endpoint", "event") == 0 && time.Since(start) > 2*time.Second
+	})
+	p.Restart(t)
+	select {
+	case st := <-done:
+		if st != 202 {
+			t.Fatalf("long poll at shutdown: %d", st)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("long poll not answered at shutdown")
+	}
+	if d := time.Since(start); d > 40*time.Second {
+		t.Fatalf("answered after %v", d)
+	}
+}
