@@ -497,6 +497,37 @@ func TestHonoHTTP(t *testing.T) {
 		if r.StatusCode != 200 || r.Header.Get("Hono-Command") != "open" || r.Header.Get("Hono-Cmd-Target-Device") != "dev2" {
 			t.Fatalf("gateway command: %d %v", r.StatusCode, r.Header)
 		}
+		// A gateway waiting for itself gets the commands of its devices
+		// that have no consumer of their own (as MQTT's "+"), with the
+		// target device named.
+		done = make(chan *http.Response, 1)
+		go func() {
+			resp, _ := e.req("POST", "/telemetry?hono-ttd=20", "gw@iot", "gw-secret", map[string]string{"Content-Type": "text/plain"}, "gw")
+			done <- resp
+		}()
+		testkit.Eventually(t, 20*time.Second, func() bool {
+			select {
+			case r := <-done:
+				t.Fatalf("answered before a command: %d %v", r.StatusCode, r.Header)
+			default:
+			}
+			to, name := "command/iot/dev2", "close"
+			m := goamqp.NewMessage([]byte("door"))
+			m.Properties = &goamqp.MessageProperties{To: &to, Subject: &name}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			rc, err := cmd.SendWithReceipt(ctx, m, nil)
+			if err != nil {
+				return false
+			}
+			st, _ := rc.Wait(ctx)
+			_, ok := st.(*goamqp.StateAccepted)
+			return ok
+		})
+		r = <-done
+		if r.StatusCode != 200 || r.Header.Get("Hono-Command") != "close" || r.Header.Get("Hono-Cmd-Target-Device") != "dev2" {
+			t.Fatalf("gateway command through its own wait: %d %v", r.StatusCode, r.Header)
+		}
 		// The event the gateway sent for dev2 is stored.
 		ev, err := e.receiver(admin, "event/iot", 10)
 		if err != nil {
