@@ -39,6 +39,11 @@ const (
 // ServeHTTP serves Hono's HTTP adapter resources (docs/hono.md).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	// Every request sets its connection's write deadline (a long poll
+	// extends it): a deadline left by an earlier request on a kept-alive
+	// connection must not cut a later one, and a device that does not
+	// read its answer must not hold the connection for ever.
+	_ = http.NewResponseController(w).SetWriteDeadline(start.Add(s.cfg.ReadTimeout))
 	res, perr := ParsePath(r.URL.EscapedPath())
 	st := s.serve(w, r, res, perr)
 	ep := res.Endpoint.String()

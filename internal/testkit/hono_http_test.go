@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"os/exec"
 	"strings"
 	"testing"
@@ -657,5 +658,48 @@ func TestHonoHTTPShutdown(t *testing.T) {
 	}
 	if d := time.Since(start); d > 40*time.Second {
 		t.Fatalf("answered after %v", d)
+	}
+}
+
+// TestHonoHTTPKeepAlive: requests on one kept-alive connection after a
+// long poll are not cut by the long poll's write deadline, and the
+// connection is reused.
+func TestHonoHTTPKeepAlive(t *testing.T) {
+	p := testkit.Start(t, func(c *config.Config) { c.Connections.ReadTimeout = config.Duration(time.Second) })
+	e := &iotEnv{Platform: p, t: t}
+	e.v1("POST", "/v1/tenants/iot", map[string]any{}, 201)
+	e.v1("POST", "/v1/devices/iot/dev1", map[string]any{}, 201)
+	e.v1("PUT", "/v1/credentials/iot/dev1", []any{map[string]any{"type": "hashed-password", "auth-id": "sensor1",
+		"secrets": []any{map[string]any{"pwd-plain": "secret1"}}}}, 204)
+	tr := &http.Transport{MaxConnsPerHost: 1}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr}
+	var conns []string
+	for i, ttd := range []string{"1", "", ""} {
+		r, _ := http.NewRequest("POST", "http://"+p.HTTPAddr+"/telemetry", strings.NewReader("x"))
+		r.SetBasicAuth("sensor1@iot", "secret1")
+		r.Header.Set("Content-Type", "text/plain")
+		if ttd != "" {
+			r.Header.Set("Hono-Ttd", ttd)
+		}
+		var local string
+		r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{
+			GotConn: func(ci httptrace.GotConnInfo) { local = ci.Conn.LocalAddr().String() },
+		}))
+		resp, err := c.Do(r)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 202 {
+			t.Fatalf("request %d: %d", i, resp.StatusCode)
+		}
+		conns = append(conns, local)
+		// Past the long poll's deadline (ttd + readTimeout), within the
+		// idle timeout.
+		time.Sleep(2500 * time.Millisecond)
+	}
+	if conns[0] != conns[1] || conns[1] != conns[2] {
+		t.Fatalf("connections %v", conns)
 	}
 }
