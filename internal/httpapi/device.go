@@ -39,13 +39,16 @@ const (
 // ServeHTTP serves Hono's HTTP adapter resources (docs/hono.md).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	// Every request sets its connection's write deadline (a long poll
-	// extends it): a deadline left by an earlier request on a kept-alive
-	// connection must not cut a later one, and a device that does not
-	// read its answer must not hold the connection for ever.
-	_ = http.NewResponseController(w).SetWriteDeadline(start.Add(s.cfg.ReadTimeout))
+	// The write deadline covers writing the answer only (ReadTimeout
+	// from its first byte: a device that does not read its answer does
+	// not hold the connection), not the wait for an application or a
+	// command before it; none is left from an earlier request on a
+	// kept-alive connection.
+	rc := http.NewResponseController(w)
+	_ = rc.SetWriteDeadline(time.Time{})
+	dw := &deadlineWriter{ResponseWriter: w, rc: rc, d: s.cfg.ReadTimeout}
 	res, perr := ParsePath(r.URL.EscapedPath())
-	st := s.serve(w, r, res, perr)
+	st := s.serve(dw, r, res, perr)
 	ep := res.Endpoint.String()
 	s.m.requests.WithLabelValues(ep, strconv.Itoa(st)).Inc()
 	s.m.duration.WithLabelValues(ep).Observe(time.Since(start).Seconds())
@@ -266,7 +269,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, tenantName str
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	// The server's own writer: it closes the connection after a body
+	// cut at the limit.
+	body, err := io.ReadAll(http.MaxBytesReader(unwrap(w), r.Body, limit))
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
@@ -372,7 +377,6 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 		w.WriteHeader(http.StatusAccepted)
 		return http.StatusAccepted
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(ttd + s.cfg.ReadTimeout))
 	return s.awaitCommand(w, r, cw, p, ttd)
 }
 
@@ -404,3 +408,37 @@ func (s *Server) commandResponse(w http.ResponseWriter, r *http.Request, res Res
 
 // compile-time check that the router satisfies Router.
 var _ Router = (*router.Router)(nil)
+
+// deadlineWriter sets the connection's write deadline when the answer
+// starts.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	d       time.Duration
+	started bool
+}
+
+func (w *deadlineWriter) WriteHeader(code int) {
+	if !w.started {
+		w.started = true
+		_ = w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	if !w.started {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the server's writer.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func unwrap(w http.ResponseWriter) http.ResponseWriter {
+	if dw, ok := w.(*deadlineWriter); ok {
+		return dw.ResponseWriter
+	}
+	return w
+}
