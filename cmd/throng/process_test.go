@@ -72,7 +72,7 @@ func startServe(t *testing.T, bin, dataDir string) *proc {
 	cmd := exec.Command(bin, "serve",
 		"--data-dir", dataDir,
 		"--admin", "127.0.0.1:0",
-		"--amqp", "127.0.0.1:0", "--amqps", "", "--mqtt", "127.0.0.1:0", "--mqtts", "", "--http", "127.0.0.1:0",
+		"--amqp", "127.0.0.1:0", "--amqps", "", "--mqtt", "127.0.0.1:0", "--mqtts", "", "--http", "127.0.0.1:0", "--https", "",
 		"--log-format", "json")
 	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD=") // the test wants a generated password
 	stderr, err := cmd.StderrPipe()
@@ -244,7 +244,7 @@ func TestProcessDataDirLock(t *testing.T) {
 	second := exec.Command(bin, "serve",
 		"--data-dir", dataDir,
 		"--admin", "127.0.0.1:0",
-		"--amqp", "127.0.0.1:0", "--amqps", "", "--mqtt", "127.0.0.1:0", "--mqtts", "", "--http", "127.0.0.1:0")
+		"--amqp", "127.0.0.1:0", "--amqps", "", "--mqtt", "127.0.0.1:0", "--mqtts", "", "--http", "127.0.0.1:0", "--https", "")
 	var stderr lockedBuffer
 	second.Stderr = &stderr
 	begin := time.Now()

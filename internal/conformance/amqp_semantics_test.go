@@ -218,7 +218,7 @@ func TestAMQPNodeCrashAcceptedNotRedelivered(t *testing.T) {
 	var node *exec.Cmd
 	start := func() {
 		node = exec.Command(bin, "serve", "--data-dir", data, "--amqp", amqpAddr, "--admin", adminAddr,
-			"--admin-password", "conformance", "--amqps=", "--mqtt=", "--mqtts=", "--http=")
+			"--admin-password", "conformance", "--amqps=", "--mqtt=", "--mqtts=", "--http=", "--https=")
 		node.Stdout, node.Stderr = os.Stderr, os.Stderr
 		if os.Getenv("THRONG_TEST_LOG") == "" {
 			node.Stdout, node.Stderr = nil, nil

@@ -96,7 +96,7 @@ func (n *Node) Start() error {
 	cmd := exec.Command(n.Bin, "serve",
 		"--data-dir", n.DataDir,
 		"--admin", n.Admin, "--amqp", n.AMQP, "--mqtt", n.MQTT,
-		"--amqps", "", "--mqtts", "", "--http", "",
+		"--amqps", "", "--mqtts", "", "--http", "", "--https", "",
 		"--log-format", "json")
 	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD="+n.Password)
 	cmd.Stdout = io.Discard
