@@ -77,7 +77,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, per
 	}
 	p, err := s.authenticate(r, res)
 	if err != nil {
-		if de := (*auth.DeviceError)(nil); errors.As(err, &de) || !errors.Is(err, ErrNoCredentials) {
+		if !errors.Is(err, ErrNoCredentials) {
+			// The client gets only the code; the reason is logged.
 			s.log.Debug("device refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 		}
 		return s.writeError(w, err)
