@@ -61,7 +61,7 @@ func startNode(ctx context.Context, bin, dataDir, logPath string, pprof bool, ex
 		return nil, err
 	}
 	args := []string{"serve", "--data-dir", dataDir, "--admin", n.admin, "--mqtt", n.mqtt,
-		"--amqp", "", "--amqps", "", "--mqtts", "", "--http", "", "--log-format", "json"}
+		"--amqp", "", "--amqps", "", "--mqtts", "", "--http", "", "--https", "", "--log-format", "json"}
 	if n.pprof != "" {
 		args = append(args, "--pprof", n.pprof)
 	}
