@@ -406,8 +406,12 @@ func TestCrashTakesBackInOrder(t *testing.T) {
 		if want := fmt.Sprint("m", i); string(d.Message.Body) != want {
 			t.Fatalf("after the restart got %q, want %q (in order, the dead node's first)", d.Message.Body, want)
 		}
-		if redelivered := d.Count > 1; redelivered != (i < 2) {
-			t.Fatalf("%s: delivery count %d (sent before the crash: %v)", d.Message.Body, d.Count, i < 2)
+		// Only what was sent before the crash may count as redelivered.
+		// (Not necessarily all of it: the engine writes its consumer's
+		// delivered state lazily, and a kill can lose the last of it;
+		// such a message then comes as a first delivery, still in order.)
+		if d.Count > 1 && i >= 2 {
+			t.Fatalf("%s, published after the restart, has delivery count %d", d.Message.Body, d.Count)
 		}
 		d.Settle(Outcome{Kind: Accepted})
 	}
