@@ -5,9 +5,6 @@ package admin
 // raw public keys (rpk).
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -172,7 +169,7 @@ func completeTrustAnchor(ca *tenant.TrustedCA, old *tenant.IoT) error {
 		if err != nil {
 			return fmt.Errorf("cert is not a DER X.509 certificate: %v", err)
 		}
-		alg, err := keyAlgorithm(cert.PublicKey)
+		alg, err := registry.KeyAlgorithm(cert.PublicKey)
 		if err != nil {
 			return err
 		}
@@ -199,7 +196,7 @@ func completeTrustAnchor(ca *tenant.TrustedCA, old *tenant.IoT) error {
 	if err != nil {
 		return fmt.Errorf("public-key is not a DER SubjectPublicKeyInfo: %v", err)
 	}
-	alg, err := keyAlgorithm(pub)
+	alg, err := registry.KeyAlgorithm(pub)
 	if err != nil {
 		return err
 	}
@@ -229,19 +226,6 @@ func hasPlaceholder(tmpl string) bool {
 		}
 	}
 	return false
-}
-
-// keyAlgorithm names a public key's algorithm as Java does ("RSA", "EC").
-func keyAlgorithm(pub any) (string, error) {
-	switch pub.(type) {
-	case *rsa.PublicKey:
-		return "RSA", nil
-	case *ecdsa.PublicKey:
-		return "EC", nil
-	case ed25519.PublicKey:
-		return "Ed25519", nil
-	}
-	return "", fmt.Errorf("unsupported public key type %T (want RSA or EC)", pub)
 }
 
 // issuerDN is a certificate's issuer in the canonical form of
@@ -294,7 +278,7 @@ func rpkSecret(sec *registry.Secret) error {
 		if err != nil {
 			return fmt.Errorf("cert is not a DER X.509 certificate: %v", err)
 		}
-		alg, err := keyAlgorithm(cert.PublicKey)
+		alg, err := registry.KeyAlgorithm(cert.PublicKey)
 		if err != nil {
 			return err
 		}
@@ -316,7 +300,7 @@ func rpkSecret(sec *registry.Secret) error {
 	if err != nil {
 		return fmt.Errorf("key is not a DER SubjectPublicKeyInfo: %v", err)
 	}
-	alg, err := keyAlgorithm(pub)
+	alg, err := registry.KeyAlgorithm(pub)
 	if err != nil {
 		return err
 	}

@@ -594,7 +594,7 @@ func prepareSecret(typ string, sec *Secret) error {
 			if err != nil {
 				return fmt.Errorf("cert: %v", err)
 			}
-			alg, err := keyAlgorithm(cert.PublicKey)
+			alg, err := KeyAlgorithm(cert.PublicKey)
 			if err != nil {
 				return err
 			}
@@ -608,7 +608,7 @@ func prepareSecret(typ string, sec *Secret) error {
 			if err != nil {
 				return fmt.Errorf("key is not a DER SubjectPublicKeyInfo: %v", err)
 			}
-			alg, err := keyAlgorithm(pub)
+			alg, err := KeyAlgorithm(pub)
 			if err != nil {
 				return err
 			}
@@ -627,7 +627,9 @@ func prepareSecret(typ string, sec *Secret) error {
 	return nil
 }
 
-func keyAlgorithm(pub any) (string, error) {
+// KeyAlgorithm names a public key's algorithm as Java does ("RSA", "EC",
+// "Ed25519"): the algorithm of trust anchors and rpk secrets.
+func KeyAlgorithm(pub any) (string, error) {
 	switch pub.(type) {
 	case *ecdsa.PublicKey:
 		return "EC", nil
@@ -636,7 +638,7 @@ func keyAlgorithm(pub any) (string, error) {
 	case ed25519.PublicKey:
 		return "Ed25519", nil
 	}
-	return "", fmt.Errorf("unsupported public key %T", pub)
+	return "", fmt.Errorf("unsupported public key type %T (want RSA or EC)", pub)
 }
 
 func hasMaterial(sec *Secret) bool {

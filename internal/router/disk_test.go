@@ -1,16 +1,13 @@
 package router
 
 import (
-	"context"
 	"errors"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/engine"
 	"github.com/throngmq/throng/internal/message"
-	"github.com/throngmq/throng/internal/tenant"
 )
 
 // TestDiskFullRefusesStored (issue 11, disk full): while the engine's disk
@@ -23,26 +20,9 @@ func TestDiskFullRefusesStored(t *testing.T) {
 	dir := t.TempDir()
 	var free atomic.Int64
 	free.Store(1 << 40)
-	eng, err := engine.Start(engine.Config{DataDir: dir, DiskFreeLimit: 8 << 20,
+	e := startWith(t, engine.Config{DataDir: dir, DiskFreeLimit: 8 << 20,
 		DiskFree: func(string) (int64, error) { return free.Load(), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := eng.Connect(engine.SystemAccount)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	store, err := tenant.Open(ctx, nc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := New(ctx, Config{Engine: eng, Store: store, AnycastTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{dir: dir, eng: eng, store: store, r: r}
-	t.Cleanup(e.stop)
+	r, eng := e.r, e.eng
 
 	mustAddr(t, r, "default", &address.Address{Name: "q", Type: address.Queue})
 	mustAddr(t, r, "default", &address.Address{Name: "events", Type: address.Topic})

@@ -20,9 +20,13 @@ type env struct {
 	r     *Router
 }
 
-func start(t testing.TB, dir string) *env {
+func start(t testing.TB, dir string) *env { return startWith(t, engine.Config{DataDir: dir}) }
+
+// startWith is start with an engine configuration of the test's own.
+func startWith(t testing.TB, ec engine.Config) *env {
 	t.Helper()
-	eng, err := engine.Start(engine.Config{DataDir: dir})
+	dir := ec.DataDir
+	eng, err := engine.Start(ec)
 	if err != nil {
 		t.Fatal(err)
 	}
