@@ -50,6 +50,7 @@ Usage:
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
   throng credential set|list --tenant T --device D           manage a device's credentials
   throng status                                              show a node's status
+  throng hono    app [-H H -P P -u U -p P] consume|command   Hono's command line client (app)
   throng bench   mqtt|amqp|conns|table [flags]               load and comparison tool
   throng soak    [--duration 1h] [flags]                     crash, fault and soak checker
   throng version                                             print the version
@@ -109,6 +110,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.credential(ctx, rest)
 	case "status":
 		err = c.status(ctx, rest)
+	case "hono":
+		err = c.hono(ctx, rest)
 	case "bench":
 		err = c.bench(ctx, rest)
 	case "soak":
