@@ -1,0 +1,47 @@
+package registry
+
+import (
+	"context"
+	"slices"
+	"testing"
+)
+
+func TestGroupMembers(t *testing.T) {
+	_, s, _ := setup(t)
+	ctx := context.Background()
+	mustCreate(t, s, "acme", "gw-b", &Device{MemberOf: []string{"north", "south"}})
+	mustCreate(t, s, "acme", "gw-a", &Device{MemberOf: []string{"north"}})
+	mustCreate(t, s, "acme", "dev", &Device{ViaGroups: []string{"north"}})
+	mustCreate(t, s, "other", "gw-c", &Device{MemberOf: []string{"north"}})
+
+	got, err := s.GroupMembers(ctx, "acme", "north")
+	if err != nil || !slices.Equal(got, []string{"gw-a", "gw-b"}) {
+		t.Fatalf("north = %v, %v", got, err)
+	}
+	if got, _ := s.GroupMembers(ctx, "acme", "south"); !slices.Equal(got, []string{"gw-b"}) {
+		t.Fatalf("south = %v", got)
+	}
+	if got, _ := s.GroupMembers(ctx, "acme", "west"); len(got) != 0 {
+		t.Fatalf("west = %v", got)
+	}
+	if got, _ := s.GroupMembers(ctx, "nobody", "north"); len(got) != 0 {
+		t.Fatalf("unknown tenant = %v", got)
+	}
+	// A writer reads its own writes: leaving a group, and deleting.
+	if _, err := s.UpdateDevice(ctx, "acme", "gw-b", &Device{MemberOf: []string{"south"}}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteDevice(ctx, "acme", "gw-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GroupMembers(ctx, "acme", "north"); len(got) != 0 {
+		t.Fatalf("north after changes = %v", got)
+	}
+	// The Tenant API the hono package reads.
+	if ten, ok := s.Tenant("acme"); !ok || ten.Name != "acme" {
+		t.Fatalf("Tenant(acme) = %v, %v", ten, ok)
+	}
+	if _, ok := s.Tenant("nobody"); ok {
+		t.Fatal("Tenant(nobody) found")
+	}
+}
