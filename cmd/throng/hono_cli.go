@@ -546,26 +546,49 @@ func (c *cli) honoCommand(ctx context.Context, o *honoConn, args []string, in io
 			}
 		}
 	}()
+	// The prompt goes to standard error, so that standard output carries
+	// only the responses ("res ..."). On a terminal it is printed before
+	// each line (the terminal echoes what is typed); from a pipe or a file
+	// it is printed with the line read, so that standard error is the
+	// transcript a terminal would show.
+	interactive := isTerminal(in)
 	for {
-		// The prompt goes to stderr, so that standard output carries only
-		// the responses ("res ..."), as from a pipe.
-		fmt.Fprint(c.stderr, honoCommandPrompt)
+		if interactive {
+			fmt.Fprint(c.stderr, honoCommandPrompt)
+		}
 		var line string
 		var ok bool
 		select {
 		case <-ctx.Done():
-			fmt.Fprintln(c.stderr)
+			if interactive {
+				fmt.Fprintln(c.stderr)
+			}
 			return nil
 		case line, ok = <-lines:
 		}
 		if !ok {
-			fmt.Fprintln(c.stderr)
+			if interactive {
+				fmt.Fprintln(c.stderr)
+			}
 			return nil
+		}
+		if !interactive {
+			fmt.Fprintf(c.stderr, "%s%s\n", honoCommandPrompt, line)
 		}
 		if quit := sh.execute(ctx, line); quit {
 			return nil
 		}
 	}
+}
+
+// isTerminal reports whether r is a terminal (a character device).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 func (sh *honoShell) connect(ctx context.Context) error {

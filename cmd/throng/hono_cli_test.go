@@ -230,7 +230,7 @@ func TestHonoAppAgainstThrong(t *testing.T) {
 	c := &cli{env: env(environ), stdout: cmdOut, stderr: cmdErr}
 	shellDone := make(chan error, 1)
 	go func() { shellDone <- c.honoIO(ctx, append(append([]string{}, conn[1:]...), "command"), in) }()
-	waitFor(t, cmdErr, regexp.QuoteMeta(honoCommandPrompt))
+	waitFor(t, cmdErr, `Connecting to AMQP 1.0 based messaging infrastructure \[`+regexp.QuoteMeta(p.AMQPAddr)+`\]`)
 	typeLine := func(s string) {
 		t.Helper()
 		if _, err := io.WriteString(typed, s+"\n"); err != nil {
@@ -260,6 +260,8 @@ func TestHonoAppAgainstThrong(t *testing.T) {
 	polled := longPoll()
 	waitFor(t, appOut, `(?m)^t dev-1 application/json \{"temp": 6\} \{.*ttd=30.*\}$`)
 	typeLine(`req --tenant ${MY_TENANT} --device ${MY_DEVICE} -n setBrightness --payload '{"level": 87}'`)
+	// From a pipe, standard error is the transcript: prompt and line.
+	waitFor(t, cmdErr, `(?m)^`+regexp.QuoteMeta(honoCommandPrompt+`req --tenant ${MY_TENANT} --device ${MY_DEVICE} -n setBrightness --payload '{"level": 87}'`)+`$`)
 	var resp *http.Response
 	select {
 	case resp = <-polled:
