@@ -6,7 +6,9 @@
 // MQTT devices; this package turns HTTP requests into its calls and its
 // errors into Hono's status codes.
 //
-// The plain REST messaging API of DESIGN.md §4.3 is not built yet.
+// Under /api/v1/ the same listener serves the plain REST messaging API of
+// DESIGN.md §4.3 for applications (messaging*.go, docs/http-messaging.md):
+// publish to an address, receive and lock from queues, stream topics.
 package httpapi
 
 import (
@@ -91,6 +93,8 @@ type Server struct {
 
 	closing   chan struct{} // closed by Shutdown: long polls answer at once
 	closeOnce sync.Once
+
+	msg *messaging // the messaging API's receivers and locks (messaging_pool.go)
 }
 
 type cachedProducer struct {
@@ -126,8 +130,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "http"), m: newMetrics(cfg.Metrics),
 		producers: map[string]cachedProducer{}, closing: make(chan struct{})}
+	s.msg = newMessaging(s, cfg.Metrics)
 	s.srv = &http.Server{
-		Handler:           s,
+		Handler:           http.HandlerFunc(s.route), // /api/: messaging.go; else Hono's adapter
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
 		IdleTimeout:       cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
