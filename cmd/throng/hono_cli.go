@@ -312,7 +312,12 @@ func (c *cli) honoConsume(ctx context.Context, o *honoConn, args []string) error
 	out := &lineWriter{w: c.stdout}
 	first := true
 	for {
-		conn, recvs, err := o.consumers(ctx, c.stderr, sources)
+		// "Connecting to ..." once, not at every attempt to reconnect.
+		progress := c.stderr
+		if !first {
+			progress = io.Discard
+		}
+		conn, recvs, err := o.consumers(ctx, progress, sources)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -687,13 +692,17 @@ func (sh *honoShell) execute(ctx context.Context, line string) bool {
 		err = sh.oneWay(ctx, &o)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			// ctrl-c while waiting: leave quietly.
+			return true
+		}
 		err = honoErrorOf(err)
 		fmt.Fprintln(c.stderr, "Cannot send command to device.")
 		if he := (*honoError)(nil); errors.As(err, &he) && he.status == 503 {
 			fmt.Fprintln(c.stderr, "Check if device is connected to a protocol adapter and has subscribed for commands as described in the protocol adapter user guides.")
 		}
 		fmt.Fprintln(c.stderr, err)
-		if ctx.Err() == nil && sh.conn != nil {
+		if sh.conn != nil {
 			// A broken connection is reopened for the next command.
 			select {
 			case <-sh.conn.Done():
