@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/throngmq/throng/internal/auth"
@@ -45,20 +46,37 @@ type Publisher interface {
 }
 
 // Service is the device side of Hono's APIs, shared by the front-ends.
-// It holds no per-device state: every check asks the registry.
+// It holds no per-device state but caches: every check asks the
+// registry; devices' defaults and tenants' settings are cached
+// (defaults.go).
 type Service struct {
-	reg Registry
-	pub Publisher
-	log *slog.Logger
-	now func() time.Time
+	reg     Registry
+	pub     Publisher
+	tenants Tenants // nil: no tenant defaults, limits, connection events
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu    sync.RWMutex
+	tconf map[string]*tenantConf // by tenant; guarded by mu
+	devs  deviceDefaults
 }
 
-// New returns the service.
+// New returns the service. A registry that also serves tenants (Tenants,
+// as *registry.Store) gives the tenants' defaults, limits and settings;
+// one that reports device changes (OnCredentialsChange) keeps the cache
+// of devices' defaults current.
 func New(reg Registry, pub Publisher, log *slog.Logger) *Service {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{reg: reg, pub: pub, log: log.With("component", "hono"), now: time.Now}
+	s := &Service{reg: reg, pub: pub, log: log.With("component", "hono"), now: time.Now}
+	if t, ok := reg.(Tenants); ok {
+		s.tenants = t
+	}
+	if n, ok := reg.(changeNotifier); ok {
+		n.OnCredentialsChange(s.devs.invalidate)
+	}
+	return s
 }
 
 // Upstream is a device's message resolved: where it goes and what it is.
@@ -77,11 +95,15 @@ type UpstreamRequest struct {
 	QoS         byte
 	Payload     []byte
 	ContentType string // the protocol's own content type (MQTT 5), if any
+	// TTL is the device's time to live for an event given outside the
+	// topic (HTTP's hono-ttl header); the topic's hono-ttl wins.
+	TTL time.Duration
 }
 
 // Upstream resolves a device's publish: parses the topic, checks a
 // gateway's right to publish for the device it names, and builds the
-// message with Hono's properties. Errors wrap ErrMalformed,
+// message with Hono's properties, the tenant's and device's defaults and
+// the tenant's TTL limits (defaults.go). Errors wrap ErrMalformed,
 // ErrNotAuthorized or ErrUnknownDevice.
 func (s *Service) Upstream(ctx context.Context, p *auth.Principal, req UpstreamRequest) (*Upstream, error) {
 	pt, err := ParsePublish(req.Topic)
@@ -111,25 +133,26 @@ func (s *Service) Upstream(ctx context.Context, p *auth.Principal, req UpstreamR
 		m.Properties[PropGatewayID] = p.Device
 	}
 	u := &Upstream{Kind: pt.Kind, Tenant: t, Device: dev, Message: m}
+	var deviceTTL time.Duration
 	switch pt.Kind {
 	case KindTelemetry, KindEvent:
-		if m.ContentType == "" {
-			if len(req.Payload) == 0 {
-				return nil, fmt.Errorf("%w: an empty payload needs a content-type", ErrMalformed)
-			}
-			m.ContentType = ContentTypeDefault
+		// An empty payload needs the message's own content type (Hono:
+		// a default does not count).
+		if m.ContentType == "" && len(req.Payload) == 0 {
+			return nil, fmt.Errorf("%w: an empty payload needs a content-type", ErrMalformed)
 		}
 		m.Properties[PropQoS] = int32(req.QoS)
 		u.Address = Telemetry + "/" + t
 		if pt.Kind == KindEvent {
 			u.Address = Event + "/" + t
 			m.Durable = true
+			deviceTTL = req.TTL
 			if v := pt.Bag.Get("hono-ttl"); v != "" {
 				ttl, err := strconv.ParseUint(v, 10, 32)
 				if err != nil {
 					return nil, fmt.Errorf("%w: hono-ttl %q", ErrMalformed, v)
 				}
-				m.TTL = time.Duration(ttl) * time.Second
+				deviceTTL = time.Duration(ttl) * time.Second
 			}
 		}
 		// Other entries of the bag travel as application properties
@@ -159,6 +182,14 @@ func (s *Service) Upstream(ctx context.Context, p *auth.Principal, req UpstreamR
 	}
 	if m.To == "" {
 		m.To = u.Address
+	}
+	defs, err := s.deviceDefaults(ctx, t, dev)
+	if err != nil {
+		return nil, err
+	}
+	applyDefaults(s.tenantConf(t), defs, m, pt.Kind, req.QoS, deviceTTL)
+	if m.ContentType == "" && pt.Kind != KindCommandResponse {
+		m.ContentType = ContentTypeDefault
 	}
 	return u, nil
 }
@@ -318,24 +349,33 @@ func CheckCommand(tenantName string, m *message.Message) (string, error) {
 }
 
 // ViaGateway sends a command for a device that has no subscription of its
-// own to the first of its gateways (via) that subscribed for all its
-// devices. router.ErrNoConsumers when none did.
+// own to the first of its gateways that subscribed for all its devices:
+// those of via in their order, then the members (memberOf) of its
+// viaGroups (gateways.go). router.ErrNoConsumers when none did.
 func (s *Service) ViaGateway(ctx context.Context, tenantName, device string, m *message.Message) (router.Outcome, error) {
 	d, _, err := s.reg.Device(ctx, tenantName, device)
 	if err != nil || !d.IsEnabled() {
 		return router.Outcome{}, router.ErrNoConsumers
 	}
-	for _, gw := range d.Via {
-		if !ValidDeviceID(gw) {
-			continue
+	tried := make(map[string]bool, len(d.Via))
+	send := func(gws []string) (router.Outcome, error) {
+		for _, gw := range gws {
+			if gw == device || tried[gw] || !ValidDeviceID(gw) {
+				continue
+			}
+			tried[gw] = true
+			o, err := s.pub.Publish(ctx, tenantName, GatewayAddress(tenantName, gw), m)
+			if errors.Is(err, router.ErrNoConsumers) {
+				continue
+			}
+			return o, err
 		}
-		o, err := s.pub.Publish(ctx, tenantName, GatewayAddress(tenantName, gw), m)
-		if errors.Is(err, router.ErrNoConsumers) {
-			continue
-		}
+		return router.Outcome{}, router.ErrNoConsumers
+	}
+	if o, err := send(d.Via); !errors.Is(err, router.ErrNoConsumers) {
 		return o, err
 	}
-	return router.Outcome{}, router.ErrNoConsumers
+	return send(s.groupGateways(ctx, tenantName, d.ViaGroups))
 }
 
 // Notify sends Hono's empty notification for a device on event/T: ttd -1

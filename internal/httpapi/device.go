@@ -346,16 +346,13 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 		return s.writeError(w, fmt.Errorf("%w: an empty notification has no body", ErrBadRequest))
 	}
 	up, err := s.cfg.Hono.Upstream(ctx, p, hono.UpstreamRequest{
-		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct,
+		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct, TTL: ttl,
 	})
 	if err != nil {
 		return s.writeError(w, err)
 	}
 	m := up.Message
 	m.Properties[hono.PropOrigAddress] = r.URL.RequestURI()
-	if ttl > 0 {
-		m.TTL = ttl
-	}
 	var cw *commandWait
 	if ttd > 0 {
 		// Hono's order: ready for a command before the message goes out,

@@ -834,6 +834,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		c.armWill(ctx)
 	}
 	present := rec != nil
+	c.deviceConnected() // Hono's connection event (hono.go)
 
 	ti.connected.Add(1)
 	s.m.connections.WithLabelValues(c.tenant).Inc()

@@ -208,3 +208,43 @@ func (c *conn) commandsGone(subs ...*subscription) {
 		}
 	}
 }
+
+// deviceConnected reports a device's new connection (Hono's connection
+// event, when its tenant turned them on) before CONNACK, so that the
+// event precedes anything the device does on the connection (its empty
+// notifications, its messages). The remote-id is the client identifier,
+// as in Hono's MQTT adapter.
+func (c *conn) deviceConnected() {
+	h := c.s.cfg.Hono
+	if h == nil || c.principal == nil || !c.principal.IsDevice() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
+	defer cancel()
+	h.ConnectionEvent(ctx, c.principal, auth.AdapterMQTT, c.clientID, true)
+}
+
+// deviceGone reports the end of a device's connection, in the
+// background and in Hono's order: the ttd 0 notification if it had a
+// command subscription, then the disconnected connection event.
+func (c *conn) deviceGone(subs []*subscription) {
+	h := c.s.cfg.Hono
+	if h == nil || c.principal == nil || !c.principal.IsDevice() {
+		return
+	}
+	cmd := false
+	for _, s := range subs {
+		if s != nil && s.cmd != nil {
+			cmd = true
+			break
+		}
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
+		defer cancel()
+		if cmd {
+			h.Notify(ctx, c.tenant, c.principal.Device, auth.AdapterMQTT, 0)
+		}
+		h.ConnectionEvent(ctx, c.principal, auth.AdapterMQTT, c.clientID, false)
+	}()
+}

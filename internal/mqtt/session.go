@@ -232,7 +232,7 @@ func (c *conn) cleanup() {
 		for _, sub := range subs {
 			subList = append(subList, sub)
 		}
-		c.commandsGone(subList...)
+		c.deviceGone(subList)
 	}
 	s.unregister(c)
 	c.ti.connected.Add(-1)
