@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/throngmq/throng/internal/app"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/config"
 )
 
@@ -47,6 +48,12 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	logger, err := app.NewLogger(cfg.Log, c.stderr)
 	if err != nil {
 		return err
+	}
+	if f := c.env.get(clock.EnvOffsetFile); f != "" {
+		// Debug only: the soak harness's wall-clock jumps (internal/clock).
+		if err := clock.Watch(ctx, f, logger); err != nil {
+			return err
+		}
 	}
 	a, err := app.New(cfg, app.WithLogger(logger), app.WithStdout(c.stdout))
 	if err != nil {

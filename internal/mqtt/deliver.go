@@ -9,6 +9,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
@@ -707,7 +708,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 		Mods:            packets.Mods{AllowResponseInfo: true, MaxSize: uint32(c.maxOut)},
 	}
 	v5 := c.version == 5
-	fillPublish(pk, om.m, v5, time.Now())
+	fillPublish(pk, om.m, v5, clock.Now()) // the expiry interval left
 	if v5 {
 		if om.ids != nil {
 			pk.Properties.SubscriptionIdentifier = om.ids

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
 )
@@ -80,7 +81,7 @@ func (s *Server) buckets(ctx context.Context, ten string, create bool) (sessions
 		*b.st = st
 	}
 	if create && !ti.serving {
-		lb, _ := json.Marshal(nodeLease{Seen: time.Now()})
+		lb, _ := json.Marshal(nodeLease{Seen: clock.Now()})
 		if _, err := ti.nodes.Put(ctx, s.node, lb); err != nil {
 			return nil, nil, err
 		}
@@ -129,7 +130,7 @@ func (c *conn) loadSession(ctx context.Context, clean bool) (*sessionRecord, err
 			break
 		}
 		_, _, nodes := s.stateOf(c.tenant)
-		if !s.alive(s.liveNodes(ctx, nodes), rec.Node, time.Now()) {
+		if !s.alive(s.liveNodes(ctx, nodes), rec.Node, clock.Now()) {
 			break
 		}
 		select {
@@ -147,9 +148,9 @@ func (c *conn) loadSession(ctx context.Context, clean bool) (*sessionRecord, err
 	}
 	disc := rec.Disconnected
 	if disc.IsZero() && rec.Node != "" && rec.Node != s.node {
-		disc = time.Now() // its node died; the session ends now at the latest
+		disc = clock.Now() // its node died; the session ends now at the latest
 	}
-	if clean || (!disc.IsZero() && time.Since(disc) > time.Duration(rec.Expiry)*time.Second) {
+	if clean || (!disc.IsZero() && clock.Since(disc) > time.Duration(rec.Expiry)*time.Second) {
 		s.dropSession(ctx, c.tenant, c.clientID, &rec, sessions, 0)
 		return nil, nil
 	}
@@ -245,7 +246,7 @@ func (c *conn) cleanup() {
 	defer cancel()
 	if expiry > 0 {
 		c.mu.Lock()
-		c.extraLocked().discAt = time.Now()
+		c.extraLocked().discAt = clock.Now()
 		c.mu.Unlock()
 		c.persistSync(true)
 	} else if c.persistent {
@@ -296,7 +297,7 @@ func (c *conn) cleanup() {
 		return
 	}
 	dw := *w
-	dw.Due = time.Now().Add(time.Duration(delay) * time.Second)
+	dw.Due = clock.Now().Add(time.Duration(delay) * time.Second)
 	dw.Node = ""
 	b, _ := json.Marshal(&dw)
 	if willRev > 0 {
@@ -372,7 +373,7 @@ func (s *Server) sweepTenant(ctx context.Context, ten string, sessionsToo bool) 
 		return // no MQTT state in this tenant yet
 	}
 	_, _, nodes := s.stateOf(ten)
-	now := time.Now()
+	now := clock.Now() // session expiry, will delays, leases: stored wall-clock times
 	seen := s.liveNodes(ctx, nodes)
 	lastSeen := func(node string) time.Time { return seen[node] } // zero: unknown, long dead
 	keys, _ := wills.Keys(ctx)

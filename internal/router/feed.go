@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -558,7 +559,7 @@ func (f *feed) assignLocked(out []give) []give {
 	if total == 0 || len(f.ready) == 0 {
 		return out
 	}
-	now := time.Now()
+	now, wall := time.Now(), clock.Now() // wall: expiry decisions (package clock)
 	kept := f.ready[:0]
 	for i, d := range f.ready {
 		f.ready[i] = nil
@@ -567,7 +568,7 @@ func (f *feed) assignLocked(out []give) []give {
 			continue
 		}
 		switch {
-		case d.Message.Expired(now):
+		case d.Message.Expired(wall):
 			f.r.metrics.dropped.WithLabelValues(f.ts.name, "expired").Inc()
 			go d.entry.consumed(d.Part)
 			continue

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -137,7 +138,7 @@ func (p *Producer) largeTTL(m *message.Message) time.Duration {
 		}
 	}
 	if !m.Expiry.IsZero() {
-		if e := time.Until(m.Expiry) + largeMargin; ttl == 0 || e < ttl {
+		if e := clock.Until(m.Expiry) + largeMargin; ttl == 0 || e < ttl {
 			ttl = e
 		}
 	}

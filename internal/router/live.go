@@ -6,11 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -224,7 +224,7 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 // and returns false; if it is nil, take returns true with c.mu still held
 // so that the caller can make one (holdLocked) and unlock.
 func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPublish) bool {
-	if !m.Expiry.IsZero() && m.Expired(time.Now()) {
+	if !m.Expiry.IsZero() && m.Expired(clock.Now()) {
 		c.drop("expired")
 		return false
 	}

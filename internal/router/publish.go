@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -130,7 +131,7 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 	}
 	m = ownLarge(m) // large.go
 	if m.TTL > 0 && m.Expiry.IsZero() {
-		m.Expiry = time.Now().Add(m.TTL)
+		m.Expiry = clock.Now().Add(m.TTL) // wall clock: stored, compared after restarts
 	}
 	if p.tg.typ != address.Multicast && !(p.tg.space && !m.Durable) {
 		// Counted when the outcome is known (stats.go).
@@ -272,7 +273,7 @@ func ttlHeader(m *message.Message) nats.Header {
 	if m.Expiry.IsZero() {
 		return nil
 	}
-	ttl := time.Until(m.Expiry)
+	ttl := clock.Until(m.Expiry)
 	if ttl < time.Second {
 		ttl = time.Second // the engine's smallest per-message TTL
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
 )
 
@@ -77,7 +78,7 @@ func (r *Router) Retain(ctx context.Context, tenantName, name string, m *message
 	}
 	nm := &nats.Msg{Subject: subj, Data: m.Marshal(), Header: nats.Header{}}
 	if !m.Expiry.IsZero() {
-		ttl := time.Until(m.Expiry)
+		ttl := clock.Until(m.Expiry)
 		if ttl < time.Second {
 			ttl = time.Second
 		}
@@ -120,7 +121,7 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 		if err != nil {
 			return fmt.Errorf("router: read retained: %w", err)
 		}
-		if m, err := message.Unmarshal(raw.Data); err == nil && !m.Expired(time.Now()) {
+		if m, err := message.Unmarshal(raw.Data); err == nil && !m.Expired(clock.Now()) {
 			fn(filter, m)
 		}
 		return nil
@@ -140,7 +141,7 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 	if left > MaxRetainedScan {
 		left = MaxRetainedScan
 	}
-	now := time.Now()
+	now := clock.Now()
 	for left > 0 {
 		batch, err := cons.Fetch(min(left, 256), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
