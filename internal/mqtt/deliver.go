@@ -445,6 +445,7 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 			// PUBRECed before a crash: the client has it, and the engine
 			// had not yet heard (exactly once, [MQTT-4.3.3]).
 			delete(c.x.relDone, k)
+			c.noteCompletedLocked(k) // settled again now: kept in the record a while
 			post := ref.usedLocked(d)
 			c.mu.Unlock()
 			if post != nil {

@@ -1,13 +1,16 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -192,12 +195,7 @@ func (c *conn) recordLocked() *sessionRecord {
 			rec.Out = append(rec.Out, outRef{ID: id, Filter: om.sub.Filter, Seq: om.d.Sequence, Part: om.d.Part})
 		}
 	}
-	now := time.Now()
-	for _, r := range x.recentRel {
-		if now.Sub(r.at) < recentRelKeep {
-			rec.RelOut = append(rec.RelOut, outRef{Filter: r.key.filter, Seq: r.key.seq, Part: r.key.part})
-		}
-	}
+	rec.Done = x.doneRefs(time.Now())
 	for k, id := range x.resume {
 		rec.Out = append(rec.Out, outRef{ID: id, Filter: k.filter, Seq: k.seq, Part: k.part})
 	}
@@ -230,20 +228,94 @@ type recentRel struct {
 }
 
 // recentRelKeep is how long a completed QoS 2 message stays in the session
-// record (well over the router's progress-record delay), and maxRecentRel
-// how many at most.
+// record, and maxRecentRel how many at most. The engine hears of a
+// settlement late: the router's progress record of a batch entry 20 ms
+// after it, the +ACK when the whole entry is settled, and nats-server
+// writes a consumer's state at most every 100 ms; on a node busy with a
+// reconnect storm all of it lags by far more. A crash before it is written
+// makes the engine deliver the message again, and without its key in the
+// record it went out under a new packet id (docs/reliability.md, issue
+// 11: 55 in one storm, when at most 64 keys, a third of a second at the
+// soak's 200 msg/s, were kept). Keys are stored compactly (doneRef).
 const (
-	recentRelKeep = 2 * time.Second
-	maxRecentRel  = 64
+	recentRelKeep = 5 * time.Second
+	maxRecentRel  = 2048
 )
 
 // noteCompleted remembers a completed QoS 2 message (recentRel). c.mu held.
 func (c *conn) noteCompletedLocked(k outKey) {
 	x := c.extraLocked()
-	if len(x.recentRel) >= maxRecentRel {
-		x.recentRel = append(x.recentRel[:0], x.recentRel[1:]...)
+	now := time.Now()
+	i := 0
+	for i < len(x.recentRel) && (now.Sub(x.recentRel[i].at) >= recentRelKeep || len(x.recentRel)-i >= maxRecentRel) {
+		i++
 	}
-	x.recentRel = append(x.recentRel, recentRel{key: k, at: time.Now()})
+	if i > 0 {
+		clear(x.recentRel[:i])
+		x.recentRel = x.recentRel[i:]
+	}
+	x.recentRel = append(x.recentRel, recentRel{key: k, at: now})
+}
+
+// doneRef lists, for one subscription, the stored messages whose QoS 2
+// exchange is over but whose settlement the engine may not know yet:
+// those completed in the last recentRelKeep, and those restored from the
+// previous record that the engine has not redelivered yet (relDone). A
+// redelivery of one of them is settled without being sent (exactly once
+// [MQTT-4.3.3]). SP holds sequence and part pairs, sorted, each sequence
+// as the difference from the one before.
+type doneRef struct {
+	Filter string   `json:"f"`
+	SP     []uint64 `json:"sp"`
+}
+
+// doneRefs encodes recentRel (those kept at now) and relDone. c.mu held.
+func (x *connExtra) doneRefs(now time.Time) []doneRef {
+	var keys []outKey
+	for _, r := range x.recentRel {
+		if now.Sub(r.at) < recentRelKeep {
+			keys = append(keys, r.key)
+		}
+	}
+	// Restored keys not seen again yet are written again: a second crash,
+	// or the next connection of the client, must still know them.
+	for k := range x.relDone {
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	slices.SortFunc(keys, func(a, b outKey) int {
+		if a.filter != b.filter {
+			return strings.Compare(a.filter, b.filter)
+		}
+		if a.seq != b.seq {
+			return cmp.Compare(a.seq, b.seq)
+		}
+		return cmp.Compare(a.part, b.part)
+	})
+	keys = slices.Compact(keys)
+	var out []doneRef
+	var prev uint64
+	for _, k := range keys {
+		if len(out) == 0 || out[len(out)-1].Filter != k.filter {
+			out = append(out, doneRef{Filter: k.filter})
+			prev = 0
+		}
+		d := &out[len(out)-1]
+		d.SP = append(d.SP, k.seq-prev, uint64(k.part))
+		prev = k.seq
+	}
+	return out
+}
+
+// keys decodes a doneRef.
+func (d doneRef) keys(fn func(outKey)) {
+	var seq uint64
+	for i := 0; i+1 < len(d.SP); i += 2 {
+		seq += d.SP[i]
+		fn(outKey{d.Filter, seq, int(d.SP[i+1])})
+	}
 }
 
 // resumeHold bounds how long packet ids of the previous connection stay
@@ -265,15 +337,21 @@ func (c *conn) restoreState(rec *sessionRecord) {
 		c.inFlightIn++
 	}
 	relKeys := map[uint16]outKey{}
-	for _, o := range rec.RelOut { // ID 0: completed just before (recentRel)
-		k := outKey{o.Filter, o.Seq, o.Part}
-		relKeys[o.ID] = k
+	done := func(k outKey) {
 		x := c.extraLocked()
 		if x.relDone == nil {
 			x.relDone = map[outKey]struct{}{}
 			time.AfterFunc(resumeHold, c.endResume)
 		}
 		x.relDone[k] = struct{}{}
+	}
+	for _, o := range rec.RelOut { // ID 0: completed just before (records of earlier versions)
+		k := outKey{o.Filter, o.Seq, o.Part}
+		relKeys[o.ID] = k
+		done(k)
+	}
+	for _, d := range rec.Done {
+		d.keys(done)
 	}
 	for _, id := range rec.Rel {
 		if c.inflight == nil {
@@ -368,7 +446,7 @@ func (s *Server) heartbeat() {
 		tis = append(tis, ti)
 	}
 	s.mu.Unlock()
-	b, _ := json.Marshal(nodeLease{Seen: time.Now()})
+	b, _ := json.Marshal(nodeLease{Seen: clock.Now()})
 	for _, ti := range tis {
 		ti.mu.Lock()
 		nodes := ti.nodes

@@ -37,7 +37,10 @@ type sessionRecord struct {
 	Rel    []uint16        `json:"rel,omitempty"`  // server→client QoS 2 ids PUBRECed, PUBCOMP not yet
 	// RelOut names the stored messages of Rel (those that were stored):
 	// the engine may not have heard of their settlement before a crash.
-	RelOut       []outRef  `json:"relOut,omitempty"`
+	RelOut []outRef `json:"relOut,omitempty"`
+	// Done names stored messages whose QoS 2 exchange is over but whose
+	// settlement the engine may not have recorded (persist.go, doneRef).
+	Done         []doneRef `json:"done,omitempty"`
 	Out          []outRef  `json:"out,omitempty"`  // server→client PUBLISHes not yet acknowledged
 	Node         string    `json:"node,omitempty"` // node holding the connection; empty once disconnected
 	Disconnected time.Time `json:"disconnected,omitzero"`
