@@ -106,11 +106,14 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, key rkey) int
 		}
 		return rc.Flush() == nil
 	}
+	// Credit first: a message published once the client has seen the
+	// stream open must not find the consumer without credit (at-most-once
+	// messages would be dropped).
+	c.AddCredit(streamWindow)
 	w.WriteHeader(http.StatusOK)
 	if !write([]byte("retry: 2000\n\n")) {
 		return http.StatusOK
 	}
-	c.AddCredit(streamWindow)
 	hb := time.NewTicker(streamHeartbeat)
 	defer hb.Stop()
 	var n uint64

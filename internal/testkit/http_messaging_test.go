@@ -627,6 +627,24 @@ func TestHTTPMessaging(t *testing.T) {
 		}
 	})
 
+	t.Run("subscription", func(t *testing.T) {
+		e := &hmEnv{e.Platform, t, e.base}
+		// The first receive creates the durable subscription news::audit,
+		// which then collects the topic's messages while nobody polls.
+		if got := e.receive("news%3A%3Aaudit", ""); got != nil {
+			t.Fatalf("new subscription had %+v", got)
+		}
+		e.publish("news", "kept", nil)
+		m := e.receiveOne("news::audit", "wait=5s")
+		if m.Body != "kept" || (m.Address != "news" && m.Address != "news::audit") {
+			t.Fatalf("subscription message %+v", m)
+		}
+		e.want("DELETE", e.url("news::audit", "/"+m.LockToken), nil, "", 204)
+		if got := e.receive("news::audit", ""); got != nil {
+			t.Fatalf("accepted subscription message came again: %+v", got)
+		}
+	})
+
 	t.Run("anycast", func(t *testing.T) {
 		e := &hmEnv{e.Platform, t, e.base}
 		// An HTTP consumer waits on the anycast address; an HTTP
