@@ -195,12 +195,20 @@ func TestHTTPMessaging(t *testing.T) {
 		e := &hmEnv{e.Platform, t, e.base}
 		resp, b := e.do("POST", e.url("orders", ""), "", "", nil, "x")
 		wantError(t, resp, b, 401, "unauthorized")
+		first := b
 		if got := resp.Header.Get("WWW-Authenticate"); !strings.HasPrefix(got, `Basic realm="throng"`) {
 			t.Fatalf("challenge %q", got)
 		}
 		for _, c := range [][2]string{{"app", "wrong"}, {"ghost", "x"}, {"app@nosuchtenant", hmPass}} {
 			resp, b = e.do("POST", e.url("orders", ""), c[0], c[1], nil, "x")
 			wantError(t, resp, b, 401, "unauthorized")
+			if !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), `Basic realm="throng"`) {
+				t.Fatalf("%s: challenge %q", c[0], resp.Header.Get("WWW-Authenticate"))
+			}
+			if b != first {
+				// Wrong password, unknown user, unknown tenant: one answer.
+				t.Fatalf("%s: the answer tells why: %s (no credentials: %s)", c[0], b, first)
+			}
 		}
 		resp, b = e.do("POST", e.url("orders", ""), "nobody", "nobody-secret", nil, "x")
 		wantError(t, resp, b, 403, "forbidden")
@@ -482,6 +490,9 @@ func TestHTTPMessaging(t *testing.T) {
 			t.Fatalf("a renewed lock's message came again: %+v", got)
 		}
 		e.want("DELETE", e.url("redeliver", "/"+third.LockToken), nil, "", 204)
+		if n := hmMetric(t, e.Platform, "throng_http_api_locks_expired_total"); n < 1 {
+			t.Fatalf("throng_http_api_locks_expired_total %v", n)
+		}
 	})
 
 	t.Run("release-reject", func(t *testing.T) {
@@ -689,6 +700,60 @@ func TestHTTPMessaging(t *testing.T) {
 			t.Fatalf("anycast publish answered %d, want 200 (accepted by the consumer)", st)
 		}
 	})
+}
+
+// TestHTTPMessagingRestart: a message locked when the node stops is not
+// lost: it comes again after the restart; a long poll waiting at shutdown
+// is answered at once.
+func TestHTTPMessagingRestart(t *testing.T) {
+	p := testkit.Start(t)
+	e := &hmEnv{Platform: p, t: t, base: "http://" + p.HTTPAddr + "/api/v1"}
+	e.admin("POST", "/api/tenants/default/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
+	e.admin("POST", "/api/tenants/default/addresses", `{"name":"work","type":"queue"}`)
+	e.admin("POST", "/api/tenants/default/addresses", `{"name":"idle","type":"queue"}`)
+	e.publish("work", "survives", map[string]string{"Message-Id": "w1"})
+	m := e.receiveOne("work", "lock=5m")
+	polled := make(chan int, 1)
+	go func() {
+		st, _ := doReqNoFatal("POST", e.url("idle", "/receive?wait=60s"), hmUser, hmPass, "")
+		polled <- st
+	}()
+	time.Sleep(200 * time.Millisecond) // the poll is (most likely) waiting
+	start := time.Now()
+	p.Restart(t)
+	if st := <-polled; st != 204 {
+		t.Fatalf("long poll at shutdown answered %d", st)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("restart with a waiting long poll took %v", d)
+	}
+	e.base = "http://" + p.HTTPAddr + "/api/v1"
+	again := e.receiveOne("work", "wait=30s")
+	if again.MessageID != "w1" || again.Body != "survives" {
+		t.Fatalf("after the restart: %+v", again)
+	}
+	// The old token belongs to the stopped node.
+	resp, b := e.do("DELETE", e.url("work", "/"+m.LockToken), hmUser, hmPass, nil, "")
+	wantError(t, resp, b, 404, "lock_not_found")
+	e.want("DELETE", e.url("work", "/"+again.LockToken), nil, "", 204)
+}
+
+// hmMetric is the sum of a metric's series in the node's registry.
+func hmMetric(t *testing.T, p *testkit.Platform, name string) float64 {
+	t.Helper()
+	mfs, err := p.App.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // doReqNoFatal is a request for goroutines: status and body, 0 on a
