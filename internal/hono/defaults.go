@@ -181,11 +181,15 @@ func (s *Service) tenantConf(name string) *tenantConf {
 // deviceDefaults caches the devices' defaults: a device's message would
 // otherwise cost a registry read (Hono's adapters cache the registration
 // assertion the same way). An entry is dropped when the registry reports
-// a change of the device (any node), and lives at most devCacheAge.
+// a change of the device (any node); without such reports (a registry
+// that cannot give them) it lives at most devCacheAge. Beyond
+// devCacheSize devices a random entry makes room: a fleet of more active
+// devices costs a registry read per message of an evicted device.
 type deviceDefaults struct {
-	mu    sync.RWMutex
-	epoch uint64 // bumped by every invalidation
-	m     map[string]devEntry
+	mu      sync.RWMutex
+	epoch   uint64 // bumped by every invalidation
+	m       map[string]devEntry
+	watched bool // the registry reports changes: entries do not age
 }
 
 type devEntry struct {
@@ -194,7 +198,7 @@ type devEntry struct {
 }
 
 const (
-	devCacheSize = 16384
+	devCacheSize = 65536 // some 100 bytes each without defaults
 	devCacheAge  = time.Minute
 )
 
@@ -215,7 +219,7 @@ func (s *Service) deviceDefaults(ctx context.Context, tenantName, id string) (ma
 	e, ok := c.m[key]
 	epoch := c.epoch
 	c.mu.RUnlock()
-	if ok && now.Sub(e.at) < devCacheAge && !now.Before(e.at) {
+	if ok && (c.watched || now.Sub(e.at) < devCacheAge && !now.Before(e.at)) {
 		return e.defaults, nil
 	}
 	d, _, err := s.reg.Device(ctx, tenantName, id)

@@ -126,11 +126,15 @@ func TestDefaultsAndTTL(t *testing.T) {
 	if m := up(dev("dev2"), UpstreamRequest{Topic: "t"}).Message; m.Properties["customer"] != "changed" || m.ContentType != "text/x-tenant" {
 		t.Fatalf("after change: %+v", m)
 	}
-	// Entries also age out (a registry without the hook).
+	// Entries do not age with the hook; they do without it.
 	s.now = func() time.Time { return time.Now().Add(2 * devCacheAge) }
 	reg.mu.Lock()
 	reg.devices["iot/dev2"] = &registry.Device{}
 	reg.mu.Unlock()
+	if m := up(dev("dev2"), UpstreamRequest{Topic: "t"}).Message; m.Properties["customer"] != "changed" {
+		t.Fatalf("aged with the hook: %v", m.Properties)
+	}
+	s.devs.watched = false
 	if m := up(dev("dev2"), UpstreamRequest{Topic: "t"}).Message; m.Properties["customer"] != "acme" {
 		t.Fatalf("after aging: %v", m.Properties)
 	}

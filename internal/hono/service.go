@@ -75,6 +75,7 @@ func New(reg Registry, pub Publisher, log *slog.Logger) *Service {
 	}
 	if n, ok := reg.(changeNotifier); ok {
 		n.OnCredentialsChange(s.devs.invalidate)
+		s.devs.watched = true
 	}
 	return s
 }
