@@ -55,6 +55,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	p, ok := parseAPIPath(r.URL.EscapedPath())
 	st := s.serveAPIOp(w, r, p, ok)
 	ep := "api_" + p.op.String()
+	if p.op == opMessages {
+		ep = "api_publish"
+		if r.Method == http.MethodGet {
+			ep = "api_stream"
+		}
+	}
 	s.m.requests.WithLabelValues(ep, strconv.Itoa(st)).Inc()
 	s.m.duration.WithLabelValues(ep).Observe(time.Since(start).Seconds())
 }
@@ -205,6 +211,9 @@ type publishResult struct {
 // headers and answers once the router's outcome is known.
 func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request, key rkey) int {
 	ctx := r.Context()
+	if r.URL.RawQuery != "" {
+		return s.answerError(w, fmt.Errorf("%w: a publish takes no query parameters: properties are headers", ErrBadRequest))
+	}
 	m, err := messageFromHeaders(r.Header, time.Now())
 	if err != nil {
 		return s.answerError(w, err)
@@ -220,6 +229,9 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request, key rkey) in
 	}
 	o, err := p.PublishSync(ctx, m)
 	if err != nil {
+		if ctx.Err() != nil {
+			return 499 // the client went away while the outcome was awaited
+		}
 		return s.answerError(w, err)
 	}
 	if o.Kind != router.Accepted {
@@ -297,6 +309,9 @@ type rejectBody struct {
 
 // apiSettle accepts (DELETE), releases or rejects a locked message.
 func (s *Server) apiSettle(w http.ResponseWriter, r *http.Request, key rkey, p apiPath) int {
+	if r.URL.RawQuery != "" {
+		return s.answerError(w, fmt.Errorf("%w: accept, release and reject take no query parameters", ErrBadRequest))
+	}
 	o := router.Outcome{Kind: router.Accepted}
 	switch p.op {
 	case opRelease:

@@ -343,23 +343,32 @@ func (ms *messaging) receive(ctx context.Context, r *receiver, p receiveParams, 
 // them; nil when the server is shutting down (the caller releases them).
 func (ms *messaging) lockAll(r *receiver, got []*router.Delivery, user string, dur time.Duration, base64Body bool) []apiMessage {
 	deadline := time.Now().Add(dur)
-	out := make([]apiMessage, len(got))
+	toks := make([]string, len(got))
+	for i := range got {
+		var rnd [tokenRandom]byte
+		_, _ = rand.Read(rnd[:])
+		toks[i] = newToken(rnd, deadline)
+	}
 	ms.mu.Lock()
-	defer ms.mu.Unlock()
 	if ms.closed || r.closed {
+		ms.mu.Unlock()
 		return nil
 	}
 	for i, d := range got {
-		var rnd [tokenRandom]byte
-		_, _ = rand.Read(rnd[:])
-		tok := newToken(rnd, deadline)
-		l := &lock{token: tok, r: r, d: d, user: user, deadline: deadline, size: int64(len(d.Message.Body))}
-		ms.locks[tok] = l
+		l := &lock{token: toks[i], r: r, d: d, user: user, deadline: deadline, size: int64(len(d.Message.Body))}
+		ms.locks[l.token] = l
 		r.nlocks++
 		ms.userLocks[user]++
 		ms.lockedBytes += l.size
+	}
+	ms.mu.Unlock()
+	// Rendered outside the lock: bodies may be large. The deliveries stay
+	// valid whatever happens to their locks meanwhile.
+	out := make([]apiMessage, len(got))
+	until := deadline.UTC().Format(timeLayout)
+	for i, d := range got {
 		out[i] = toAPIMessage(d, base64Body)
-		out[i].LockToken, out[i].LockedUntil = tok, deadline.UTC().Format(timeLayout)
+		out[i].LockToken, out[i].LockedUntil = toks[i], until
 	}
 	return out
 }

@@ -251,6 +251,8 @@ func TestHTTPMessaging(t *testing.T) {
 			resp, b = e.do("POST", e.url("orders", ""), hmUser, hmPass, h, "x")
 			wantError(t, resp, b, 400, "bad_request")
 		}
+		resp, b = e.do("POST", e.url("orders", "?ttl=5"), hmUser, hmPass, nil, "x")
+		wantError(t, resp, b, 400, "bad_request")
 		for _, q := range []string{"max=0", "max=101", "wait=forever", "wait=61s", "lock=0", "lock=6m", "encoding=hex", "colour=red"} {
 			resp, b = e.do("POST", e.url("orders", "/receive?"+q), hmUser, hmPass, nil, "")
 			wantError(t, resp, b, 400, "bad_request")
