@@ -40,6 +40,7 @@ type Router interface {
 	UpdateTenant(ctx context.Context, t *tenant.Tenant) error
 	DeleteTenant(ctx context.Context, name string) error
 	CreateAddress(ctx context.Context, tenantName string, a *address.Address) error
+	UpdateAddress(ctx context.Context, tenantName string, a *address.Address) error
 	DeleteAddress(ctx context.Context, tenantName, name string) error
 	AddressStats(ctx context.Context, tenantName, name string) (address.Stats, error)
 }
@@ -120,10 +121,12 @@ var routes = []route{
 	// Address names contain '/': the last wildcard takes the rest of the
 	// path, unescaped, so "orders/eu" may be sent as is or as orders%2Feu.
 	{"GET", "/api/tenants/{tenant}/addresses/{name...}", accessTenant, (*Server).getAddress},
+	{"PUT", "/api/tenants/{tenant}/addresses/{name...}", accessTenant, (*Server).updateAddress},
 	{"DELETE", "/api/tenants/{tenant}/addresses/{name...}", accessTenant, (*Server).deleteAddress},
 	{"GET", "/api/tenants/{tenant}/users", accessTenant, (*Server).listUsers},
 	{"POST", "/api/tenants/{tenant}/users", accessTenant, (*Server).createUser},
 	{"GET", "/api/tenants/{tenant}/users/{name}", accessTenant, (*Server).getUser},
+	{"PUT", "/api/tenants/{tenant}/users/{name}", accessTenant, (*Server).updateUser},
 	{"DELETE", "/api/tenants/{tenant}/users/{name}", accessTenant, (*Server).deleteUser},
 	// Hono's Device Registry Management API (hono.go): its handlers name
 	// the scope (allow, the same rule) and answer in Hono's error shape.

@@ -23,6 +23,7 @@ func (fakeRouter) CreateTenant(context.Context, *tenant.Tenant) error           
 func (fakeRouter) UpdateTenant(context.Context, *tenant.Tenant) error            { return nil }
 func (fakeRouter) DeleteTenant(context.Context, string) error                    { return nil }
 func (fakeRouter) CreateAddress(context.Context, string, *address.Address) error { return nil }
+func (fakeRouter) UpdateAddress(context.Context, string, *address.Address) error { return nil }
 func (fakeRouter) DeleteAddress(context.Context, string, string) error           { return nil }
 func (fakeRouter) AddressStats(context.Context, string, string) (address.Stats, error) {
 	return address.Stats{}, nil

@@ -25,6 +25,7 @@ const (
 	CodeMethodNotAllowed Code = "method_not_allowed" // the resource exists but not with this method
 	CodeExists           Code = "exists"             // the resource already exists
 	CodeConflict         Code = "conflict"           // the request contradicts the current state
+	CodeInUse            Code = "in_use"             // an address with consumers attached (delete without force)
 	CodeLimitExceeded    Code = "limit_exceeded"     // a tenant limit (plan) would be exceeded
 	CodeBodyTooLarge     Code = "body_too_large"     // body over MaxBodyBytes
 	CodeNotReady         Code = "not_ready"          // the platform is starting or stopping
@@ -45,6 +46,7 @@ var errorTable = map[Code]errorSpec{
 	CodeMethodNotAllowed: {http.StatusMethodNotAllowed, "method not allowed"},
 	CodeExists:           {http.StatusConflict, "already exists"},
 	CodeConflict:         {http.StatusConflict, "conflict with the current state"},
+	CodeInUse:            {http.StatusConflict, "the address has consumers attached"},
 	CodeLimitExceeded:    {http.StatusConflict, "a tenant limit would be exceeded"},
 	CodeBodyTooLarge:     {http.StatusRequestEntityTooLarge, "request body larger than 1 MiB"},
 	CodeNotReady:         {http.StatusServiceUnavailable, "not ready"},
@@ -60,11 +62,18 @@ type ErrorBody struct {
 	Error struct {
 		Code    Code   `json:"code"`
 		Message string `json:"message"`
+		// Consumers is the number of consumers attached (in_use only).
+		Consumers int `json:"consumers,omitempty"`
 	} `json:"error"`
 }
 
 // writeError renders an API error; an empty message uses the table's.
 func writeError(w http.ResponseWriter, code Code, message string) {
+	writeErrorBody(w, code, message, func(*ErrorBody) {})
+}
+
+// writeErrorBody is writeError with extra fields set by more.
+func writeErrorBody(w http.ResponseWriter, code Code, message string, more func(*ErrorBody)) {
 	spec, ok := errorTable[code]
 	if !ok {
 		code, spec = CodeInternal, errorTable[CodeInternal]
@@ -74,6 +83,7 @@ func writeError(w http.ResponseWriter, code Code, message string) {
 	}
 	var b ErrorBody
 	b.Error.Code, b.Error.Message = code, message
+	more(&b)
 	if code == CodeUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Basic realm="throng", charset="UTF-8"`)
 	}
@@ -95,6 +105,8 @@ func classify(err error) (Code, string) {
 		return CodeExists, err.Error()
 	case errors.Is(err, tenant.ErrLimit):
 		return CodeLimitExceeded, err.Error()
+	case errors.Is(err, tenant.ErrConflict):
+		return CodeConflict, err.Error()
 	case errors.Is(err, tenant.ErrInvalid), errors.Is(err, address.ErrInvalidName):
 		return CodeInvalid, err.Error()
 	case errors.Is(err, auth.ErrSASLprep):

@@ -272,6 +272,9 @@ func (s *Server) deleteAddress(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeNotFound, fmt.Sprintf("address %q not found in tenant %q", name, t.Name))
 		return
 	}
+	if !s.mayDeleteAddress(w, r, t.Name, name) {
+		return
+	}
 	if err := s.cfg.Router.DeleteAddress(r.Context(), t.Name, name); err != nil {
 		s.fail(w, r, err)
 		return

@@ -40,10 +40,12 @@ var matrix = map[string]need{
 	"GET /api/tenants/{tenant}/addresses":              tenantRW,
 	"POST /api/tenants/{tenant}/addresses":             tenantRW,
 	"GET /api/tenants/{tenant}/addresses/{name...}":    tenantRW,
+	"PUT /api/tenants/{tenant}/addresses/{name...}":    tenantRW,
 	"DELETE /api/tenants/{tenant}/addresses/{name...}": tenantRW,
 	"GET /api/tenants/{tenant}/users":                  tenantRW,
 	"POST /api/tenants/{tenant}/users":                 tenantRW,
 	"GET /api/tenants/{tenant}/users/{name}":           tenantRW,
+	"PUT /api/tenants/{tenant}/users/{name}":           tenantRW,
 	"DELETE /api/tenants/{tenant}/users/{name}":        tenantRW,
 
 	"POST /v1/tenants":              platform,

@@ -31,6 +31,7 @@ type conn struct {
 
 	shutdownCh   chan struct{} // closed by shutdown
 	shutdownOnce sync.Once
+	revoked      chan string // Revoke's cause (auth.Live); buffered 1
 
 	in chan readBatch // reader → loop; small, so a busy loop stops the reader
 	ev eventQueue     // router callbacks → loop
@@ -77,6 +78,7 @@ func newConn(s *Server, nc net.Conn, remote net.Addr) *conn {
 		log:        s.log.With("remote", addrString(remote)),
 		closed:     make(chan struct{}),
 		shutdownCh: make(chan struct{}),
+		revoked:    make(chan string, 1),
 		in:         make(chan readBatch, 4),
 		ev:         eventQueue{signal: make(chan struct{}, 1)},
 		sessions:   map[uint16]*session{},
@@ -92,6 +94,15 @@ func addrString(a net.Addr) string {
 }
 
 func (c *conn) shutdown() { c.shutdownOnce.Do(func() { close(c.shutdownCh) }) }
+
+// Revoke closes the connection with amqp:unauthorized-access: its user,
+// device or tenant lost its access (auth.Live, on any goroutine).
+func (c *conn) Revoke(cause string) {
+	select {
+	case c.revoked <- cause:
+	default:
+	}
+}
 
 func (c *conn) loopback() bool {
 	switch a := c.remote.(type) {
@@ -146,7 +157,10 @@ func (c *conn) serve() {
 	loopDone := make(chan struct{})
 	go c.readLoop(hs.rest, loopDone)
 	c.log.Debug("connection open", "tenant", c.principal.Tenant, "user", c.principal.User, "container", c.containerID)
+	live := c.s.cfg.Auth.Live()
+	live.Register(c, c.principal, auth.AdapterAMQP)
 	c.run()
+	live.Unregister(c, c.principal)
 	close(loopDone)
 	c.teardown()
 	c.flushOut()
@@ -262,6 +276,8 @@ func (c *conn) run() {
 		case <-c.shutdownCh:
 			c.shutdownCh = nil // fires once
 			c.beginShutdown()
+		case cause := <-c.revoked:
+			c.closeWith(&ConnError{Condition: frames.CondUnauthorizedAccess, Description: "access revoked: " + cause})
 		case <-c.w.failed:
 			c.done = true
 		}
@@ -586,6 +602,7 @@ const (
 	evOutcome                 // the outcome of a message published by a receiver link
 	evConsumers               // anycast consumer presence changed
 	evDrained                 // a consumer's drain completed
+	evGone                    // the address of a sender link's consumer was deleted
 )
 
 type event struct {
@@ -660,6 +677,10 @@ func (c *conn) processEvents() {
 			e.l.onConsumers(e.has)
 		case evDrained:
 			e.l.onDrained()
+		case evGone:
+			if !c.done {
+				e.l.detachWith(&encoding.Error{Condition: frames.CondResourceDeleted, Description: "address " + e.l.addr + " deleted"})
+			}
 		}
 	}
 }

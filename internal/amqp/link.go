@@ -362,6 +362,7 @@ func (l *link) attachSender(a *frames.Attach) {
 		// again with the rest, and eventually with a complete map.
 		c.log.Debug("incomplete unsettled map: no deliveries until the link is attached again", "link", l.name)
 	} else {
+		opts.Gone = func() { c.ev.push(event{kind: evGone, l: l}) } // conn.go
 		ctx, cancel := ctxTimeout()
 		cons, err := c.s.cfg.Router.Consume(ctx, l.tenant, l.addr, opts, func(d *router.Delivery) {
 			c.ev.push(event{kind: evDelivery, l: l, d: d})

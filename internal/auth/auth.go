@@ -77,6 +77,10 @@ type Principal struct {
 	// its credential type (registry.TypePassword, registry.TypeX509).
 	AuthID   string
 	AuthType string
+	// hash is the stored password hash a user authenticated against
+	// (empty for other methods): the live-connection registry (live.go)
+	// tells a password change from it.
+	hash string
 }
 
 // IsDevice reports whether the principal is a device.
@@ -111,6 +115,7 @@ type Authenticator struct {
 	m       *authMetrics
 	pool    *pool
 	now     func() time.Time // time of validity checks (tests set it)
+	live    *Live            // live connections (live.go)
 
 	// Client certificates (cert.go): the node's tls.clientCA for users,
 	// the tenants' trust anchors for devices.
@@ -172,6 +177,8 @@ func New(users Users, opts ...Option) *Authenticator {
 	if a.devices != nil {
 		a.devices.OnCredentialsChange(a.forgetDevice)
 	}
+	a.live = newLive(a)
+	a.live.watch()
 	return a
 }
 
@@ -248,7 +255,7 @@ func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName
 	} else {
 		a.m.cacheHits.Inc()
 	}
-	return &Principal{Tenant: tenantName, User: u.Name, Roles: u.Roles, Perms: u.Permissions}, nil
+	return &Principal{Tenant: tenantName, User: u.Name, Roles: u.Roles, Perms: u.Permissions, hash: u.PasswordHash}, nil
 }
 
 var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dummy"), BcryptCost)

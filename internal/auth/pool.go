@@ -58,6 +58,7 @@ type authMetrics struct {
 	bcrypts    prometheus.Counter     // throng_auth_bcrypt_comparisons_total
 	cacheHits  prometheus.Counter     // throng_auth_cache_hits_total
 	queued     prometheus.Gauge       // throng_auth_bcrypt_queued
+	revoked    *prometheus.CounterVec // throng_auth_revocations_total{cause}
 }
 
 func newAuthMetrics() *authMetrics {
@@ -82,6 +83,10 @@ func newAuthMetrics() *authMetrics {
 			Name: "throng_auth_bcrypt_queued",
 			Help: "Password checks waiting for a bcrypt worker.",
 		}),
+		revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_auth_revocations_total",
+			Help: "Live connections closed because a change took their access away, by cause (user deleted, user changed, tenant deleted, tenant disabled, adapter disabled, device revoked).",
+		}, []string{"cause"}),
 	}
 }
 
@@ -89,7 +94,7 @@ func (m *authMetrics) register(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.deviceOK, m.deviceFail, m.bcrypts, m.cacheHits, m.queued} {
+	for _, c := range []prometheus.Collector{m.deviceOK, m.deviceFail, m.bcrypts, m.cacheHits, m.queued, m.revoked} {
 		_ = reg.Register(c)
 	}
 }

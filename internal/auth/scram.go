@@ -218,7 +218,7 @@ func (s *ScramServer) Principal() *Principal {
 		return nil
 	}
 	u := s.user
-	return &Principal{Tenant: u.Tenant, User: u.Name, Roles: u.Roles, Perms: u.Permissions}
+	return &Principal{Tenant: u.Tenant, User: u.Name, Roles: u.Roles, Perms: u.Permissions, hash: u.PasswordHash}
 }
 
 func malformed(format string, a ...any) error {

@@ -357,6 +357,20 @@ func (c *conn) kick(code byte, text string) bool {
 	return true
 }
 
+// Revoke disconnects the client with 0x87 (not authorized; a 3.1.1
+// client is just closed): its user, device or tenant lost its access
+// (auth.Live, on any goroutine).
+func (c *conn) Revoke(cause string) { c.kick(rcNotAuthorized, "access revoked: "+cause) }
+
+// addressGone disconnects the client with 0x8F (topic filter not
+// accepted; 3.1.1: closed): the defined address one of its subscriptions
+// consumed was deleted (router ConsumeOptions.Gone). MQTT has no way to
+// end one subscription; a client that subscribes again gets what the
+// name means now.
+func (c *conn) addressGone(name string) {
+	c.kick(rcTopicFilterInvalid, "address "+name+" deleted")
+}
+
 // flushAndClose closes the connection after the queued packets (such as
 // a DISCONNECT) are written, waiting at most a few seconds.
 func (c *conn) flushAndClose() {
@@ -869,6 +883,9 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		k |= kickProblemInfo
 	}
 	c.kickInfo.Store(k)
+	// From here a change that takes the principal's access away closes
+	// the connection (auth.Live; unregistered in Server.unregister).
+	s.cfg.Auth.Live().Register(c, p, auth.AdapterMQTT)
 	if rec != nil {
 		c.resendRel(rec)
 		c.attach(ctx, rec.Subs)

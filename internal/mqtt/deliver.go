@@ -183,6 +183,7 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 			sp.opts.LiveQueue = c.s.cfg.MaxQueuedMessages
 			sp.opts.Dropped = ref.dropped
 		}
+		sp.opts.Gone = func() { c.addressGone(topic) } // conn.go
 		rc, err := c.s.r.Consume(ctx, c.tenant, topic, sp.opts, ref.deliver)
 		if err != nil {
 			c.closeRefs(sub)

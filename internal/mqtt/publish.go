@@ -396,8 +396,13 @@ func (c *conn) producer(name string) (*router.Producer, error) {
 		pc.l = list.New()
 	}
 	if e, ok := pc.m[name]; ok {
-		pc.l.MoveToFront(e)
-		return e.Value.(*producerEntry).p, nil
+		if p := e.Value.(*producerEntry).p; !p.Stale() {
+			pc.l.MoveToFront(e)
+			return p, nil
+		}
+		// Its address was deleted: the name is resolved again.
+		pc.l.Remove(e)
+		delete(pc.m, name)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -534,6 +534,7 @@ func (s *Server) unregister(c *conn) {
 		delete(s.clients, c.key)
 	}
 	s.mu.Unlock()
+	s.cfg.Auth.Live().Unregister(c, c.principal)
 }
 
 // Clients returns the number of connected clients.

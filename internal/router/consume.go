@@ -49,6 +49,12 @@ type ConsumeOptions struct {
 	// consumer, with the reason ("no_credit", "queue_full", "expired",
 	// "closed"); it must not block.
 	Dropped func(reason string)
+	// Gone, if set, is called once when the defined address the consumer
+	// is attached to is deleted (on any node; lifecycle.go): the router
+	// has closed the consumer (unsettled deliveries released), and the
+	// front-end ends its link or subscription with an error. It must not
+	// block.
+	Gone func()
 }
 
 // Delivery is one message given to a consumer.

@@ -70,6 +70,8 @@ type Producer struct {
 
 	interestCache atomic.Uint64                // generation<<1 | stored interest (see storedInterest)
 	group         atomic.Pointer[anycastGroup] // anycast: this node's consumers, once known
+	checkedGen    atomic.Uint64                // tenantState.addrGen when Stale last looked (lifecycle.go)
+	gone          atomic.Bool                  // the defined address was deleted
 }
 
 // Producer resolves an address for publishing: a defined address, a
@@ -124,6 +126,14 @@ func (p *Producer) Address() *address.Address { return p.tg.def }
 // done may run on an engine goroutine: it must not block. m must not be
 // modified after the call.
 func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
+	if p.Stale() {
+		// Never accepted into nothing (issue 14.4): the address this
+		// producer was resolved to is gone.
+		err := fmt.Errorf("%w: address %q was deleted", ErrDeleted, p.tg.name)
+		p.count(0, Outcome{}, err)
+		done(Outcome{}, err)
+		return
+	}
 	if err := p.checkSize(m); err != nil {
 		p.count(0, Outcome{}, err)
 		done(Outcome{}, err)

@@ -139,6 +139,11 @@ type tenantState struct {
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 
+	// addrGen counts address definition changes of the tenant seen by
+	// this node (lifecycle.go): a producer checks again that its address
+	// still exists when it moved on.
+	addrGen atomic.Uint64
+
 	batchers sync.Map // queue subject → *queueBatcher (batch.go); idle ones pruned (prune.go)
 
 	feeds    map[string]*feed // this node's readers of stored consumers, by stream/consumer (feed.go); guarded by mu
@@ -187,6 +192,8 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			return nil, err
 		}
 	}
+	// Address definitions changed on any node (lifecycle.go).
+	cfg.Store.OnAddressChange(r.addressChanged)
 	r.startTemps()
 	return r, nil
 }
@@ -355,6 +362,10 @@ type target struct {
 	// topicDef is the topic of a subscription address (nil: topic space).
 	topicDef *address.Address
 	subName  string // subscription name for subscription addresses
+	// defined: def is a stored definition (not topic space, implicit,
+	// temporary or a topic::sub reference); a producer or consumer of it
+	// ends with the definition (lifecycle.go).
+	defined bool
 }
 
 // resolve finds what a name means in a tenant: a defined address, a
@@ -413,7 +424,9 @@ func (r *Router) resolve(ctx context.Context, ts *tenantState, name string) (tar
 }
 
 func (r *Router) targetFor(ts *tenantState, a *address.Address) target {
-	tg := target{name: a.Name, typ: a.Type, def: a}
+	// Temporary addresses end with their owner, whose replies then find
+	// no consumer (ErrNoConsumers), as before.
+	tg := target{name: a.Name, typ: a.Type, def: a, defined: !strings.HasPrefix(a.Name, TempPrefix)}
 	if a.Type == address.Subscription {
 		tg.subName = a.Name
 		if td, ok := r.store.Address(ts.name, a.Topic); ok && td.Type == address.Topic {
@@ -633,6 +646,9 @@ func (r *Router) DeleteAddress(ctx context.Context, tenantName, name string) err
 	if err != nil {
 		return err
 	}
+	// This node's consumers go first, told why (other nodes' when their
+	// watch sees the deletion: addressChanged).
+	ts.detach(a, true)
 	switch a.Type {
 	case address.Queue, address.Topic:
 		sn := streamFor(a)

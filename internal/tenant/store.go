@@ -40,7 +40,9 @@ type Store struct {
 	addrMap   map[string]map[string]*address.Address // tenant → name; guarded by mu
 
 	watchers []jetstream.KeyWatcher
-	onAddr   []func(tenant string, a *address.Address, deleted bool) // set before Open returns
+	onAddr   []func(tenant string, a *address.Address, deleted bool) // guarded by mu
+	onUser   []func(tenant, name string)                             // guarded by mu
+	onTenant []func(name string)                                     // guarded by mu
 }
 
 // Open creates the buckets if needed, loads their contents and starts
@@ -102,6 +104,24 @@ func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) 
 func (s *Store) OnAddressChange(f func(tenant string, a *address.Address, deleted bool)) {
 	s.mu.Lock()
 	s.onAddr = append(s.onAddr, f)
+	s.mu.Unlock()
+}
+
+// OnUserChange registers a function called (from the watch goroutine,
+// on every node, after the cache holds the change) whenever a user is
+// stored or deleted; it reads the user with User. It must not block.
+// The live-connection registry (auth/live.go) closes the connections of
+// a user deleted or changed from it.
+func (s *Store) OnUserChange(f func(tenant, name string)) {
+	s.mu.Lock()
+	s.onUser = append(s.onUser, f)
+	s.mu.Unlock()
+}
+
+// OnTenantChange is OnUserChange for tenants.
+func (s *Store) OnTenantChange(f func(name string)) {
+	s.mu.Lock()
+	s.onTenant = append(s.onTenant, f)
 	s.mu.Unlock()
 }
 
@@ -168,7 +188,11 @@ func (s *Store) apply(bucket string, e jetstream.KeyValueEntry) {
 		} else {
 			s.tenantMap[t.Name] = &t
 		}
+		hooks := s.onTenant
 		s.mu.Unlock()
+		for _, f := range hooks {
+			f(e.Key())
+		}
 	case bucketUsers:
 		ten, name, ok := splitKey(e.Key())
 		if !ok {
@@ -184,7 +208,11 @@ func (s *Store) apply(bucket string, e jetstream.KeyValueEntry) {
 		} else {
 			s.putUserLocked(&u)
 		}
+		hooks := s.onUser
 		s.mu.Unlock()
+		for _, f := range hooks {
+			f(ten, name)
+		}
 	case bucketAddresses:
 		ten, name, ok := splitKey(e.Key())
 		if !ok {
@@ -446,6 +474,31 @@ func (s *Store) CreateAddress(ctx context.Context, tenant string, a *address.Add
 	b, _ := json.Marshal(a)
 	if _, err := s.addrs.Create(ctx, key(tenant, a.Name), b); err != nil {
 		return mapKVErr(err, fmt.Sprintf("address %q", a.Name))
+	}
+	s.mu.Lock()
+	s.putAddrLocked(tenant, a)
+	s.mu.Unlock()
+	return nil
+}
+
+// UpdateAddress replaces an existing address definition (same name and
+// type; the caller checks what may change). Its creation time is kept.
+func (s *Store) UpdateAddress(ctx context.Context, tenant string, a *address.Address) error {
+	if err := a.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	old, ok := s.Address(tenant, a.Name)
+	if !ok {
+		return fmt.Errorf("address %q %w", a.Name, ErrNotFound)
+	}
+	if old.Type != a.Type {
+		return fmt.Errorf("%w: address %q is a %s; its type cannot change (delete and create it)", ErrInvalid, a.Name, old.Type)
+	}
+	a.Created = old.Created
+	a.AutoCreated = old.AutoCreated
+	b, _ := json.Marshal(a)
+	if _, err := s.addrs.Put(ctx, key(tenant, a.Name), b); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.putAddrLocked(tenant, a)

@@ -25,6 +25,9 @@ var (
 	ErrExists   = errors.New("already exists")
 	ErrInvalid  = errors.New("invalid")
 	ErrLimit    = errors.New("limit exceeded")
+	// ErrConflict: the change contradicts the current state (an
+	// address's new limits below what it holds now).
+	ErrConflict = errors.New("conflict")
 )
 
 // Tenant is an isolated namespace.
