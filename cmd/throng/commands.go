@@ -127,7 +127,7 @@ func (c *cli) printedJSON(cl *client, raw []byte) bool {
 
 // ---- tenants
 
-var tenantOrder = []string{"create", "list", "get", "delete"}
+var tenantOrder = []string{"create", "list", "get", "update", "delete"}
 
 var tenantCmds = map[string]command{
 	"create": {"tenant create NAME [--strict] [--auto-create 'jobs/#=queue']... [--max-addresses N ...]", "",
@@ -250,7 +250,7 @@ func (c *cli) tenant(ctx context.Context, args []string) error {
 
 // ---- addresses
 
-var addressOrder = []string{"create", "list", "get", "delete"}
+var addressOrder = []string{"create", "list", "get", "update", "delete"}
 
 func tenantFlag(fs *flag.FlagSet) *string {
 	return fs.String("tenant", tenant.Default, "tenant")
@@ -349,15 +349,20 @@ var addressCmds = map[string]command{
 				return nil
 			}
 		}},
-	"delete": {"address delete NAME [--tenant T]", "",
+	"delete": {"address delete NAME [--tenant T] [--force]", "",
 		func(c *cli, fs *flag.FlagSet, cl *client) func(context.Context, []string) error {
 			ten := tenantFlag(fs)
+			force := fs.Bool("force", false, "delete also while consumers are attached (they are detached with an error)")
 			return func(ctx context.Context, pos []string) error {
 				name, err := oneName(pos, "address")
 				if err != nil {
 					return err
 				}
-				if _, err := cl.call(ctx, "DELETE", addrPath(*ten, name), nil, nil); err != nil {
+				path := addrPath(*ten, name)
+				if *force {
+					path += "?force=true"
+				}
+				if _, err := cl.call(ctx, "DELETE", path, nil, nil); err != nil {
 					return err
 				}
 				c.done(cl, nil, "address %s deleted from tenant %s", name, *ten)
@@ -372,7 +377,7 @@ func (c *cli) address(ctx context.Context, args []string) error {
 
 // ---- users
 
-var userOrder = []string{"create", "list", "delete"}
+var userOrder = []string{"create", "list", "get", "update", "delete"}
 
 var userCmds = map[string]command{
 	"create": {"user create NAME --password P [--tenant T] [--role app]... [--permission 'orders/#=send,receive']...", "admin-password",
