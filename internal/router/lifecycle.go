@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -68,7 +69,12 @@ func (r *Router) addressChanged(tenantName string, a *address.Address, deleted b
 	if ts == nil {
 		return
 	}
-	ts.addrGen.Add(1)
+	if !strings.HasPrefix(a.Name, TempPrefix) {
+		// Temporary addresses come and go with request/response links;
+		// no producer is bound to one (targetFor), so they do not make
+		// every producer look again.
+		ts.addrGen.Add(1)
+	}
 	if deleted {
 		ts.forget(a)
 		// Consumer.Close may wait for the engine: not on the watch.
