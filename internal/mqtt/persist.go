@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -399,10 +401,39 @@ func (c *conn) resendRel(rec *sessionRecord) {
 	}
 }
 
-// attach re-attaches a resumed session's subscriptions.
-func (c *conn) attach(ctx context.Context, subs []*subscription) {
+// restoreTimeout bounds the attachment of each subscription of a resumed
+// session; testRestoreTimeout (ns), when set, replaces it (tests).
+const restoreTimeout = 15 * time.Second
+
+var testRestoreTimeout atomic.Int64
+
+// attach re-attaches a resumed session's subscriptions, each with its own
+// time (the connect's may be spent on a busy node). One that can never be
+// attached again (its address is gone, the permission withdrawn) is
+// dropped from the session. One that fails for now — its time ran out on
+// a node busy with a reconnect storm, the engine not available — stays in
+// the session, and the connection is closed (0x89 server busy), so that
+// the client's next connection restores it: a session is resumed whole.
+// It used to be dropped as well, and a client told that its session was
+// present never subscribed again (issue 11: after a storm the soak's two
+// MQTT 3.1.1 persistent sessions received nothing more).
+func (c *conn) attach(_ context.Context, subs []*subscription) {
 	for _, sub := range subs {
-		if _, err := c.subscribe(ctx, sub); err != nil {
+		d := restoreTimeout
+		if t := testRestoreTimeout.Load(); t > 0 {
+			d = time.Duration(t)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		_, err := c.subscribe(ctx, sub)
+		busy := ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, router.ErrClosed)
+		cancel()
+		if err != nil && busy {
+			c.s.log.Warn("cannot restore subscription now; closing the connection so that the next one restores it",
+				"tenant", c.tenant, "client_id", c.clientID, "filter", sub.Filter, "err", err)
+			c.kick(rcServerBusy, "session not restored: server busy")
+			return
+		}
+		if err != nil {
 			c.s.log.Warn("cannot restore subscription", "tenant", c.tenant, "client_id", c.clientID, "filter", sub.Filter, "err", err)
 			c.mu.Lock()
 			if c.subs[sub.Filter] == sub {
@@ -442,12 +473,14 @@ func (s *Server) heartbeat() {
 	}
 	s.mu.Lock()
 	tis := make([]*tenantInfo, 0, len(s.tenants))
-	for _, ti := range s.tenants {
+	names := make([]string, 0, len(s.tenants))
+	for name, ti := range s.tenants {
 		tis = append(tis, ti)
+		names = append(names, name)
 	}
 	s.mu.Unlock()
 	b, _ := json.Marshal(nodeLease{Seen: clock.Now()})
-	for _, ti := range tis {
+	for i, ti := range tis {
 		ti.mu.Lock()
 		nodes := ti.nodes
 		serving := ti.serving
@@ -457,10 +490,29 @@ func (s *Server) heartbeat() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if _, err := nodes.Put(ctx, s.node, b); err != nil {
-			s.log.Warn("node lease not refreshed", "err", err)
+			if _, ok := s.cfg.Store.Tenant(names[i]); !ok {
+				s.forgetTenant(names[i], ti)
+			} else {
+				s.log.Warn("node lease not refreshed", "tenant", names[i], "err", err)
+			}
 		}
 		cancel()
 	}
+}
+
+// forgetTenant drops the state of a deleted tenant: its buckets went
+// with its engine account, and refreshing the lease there failed every
+// heartbeat, forever (issue 14 item 8). A tenant created again under the
+// name is served afresh (buckets).
+func (s *Server) forgetTenant(name string, ti *tenantInfo) {
+	ti.mu.Lock()
+	stop := ti.stopListen
+	ti.sessions, ti.wills, ti.nodes, ti.serving, ti.stopListen = nil, nil, nil, false, nil
+	ti.mu.Unlock()
+	if stop != nil {
+		stop()
+	}
+	s.log.Info("tenant deleted: its MQTT session state is no longer served", "tenant", name)
 }
 
 // liveNodes reads the leases of a tenant: node id → last heartbeat.

@@ -167,3 +167,35 @@ func TestQoS2CompletedNotResentAfterCrashes(t *testing.T) {
 	r.expect(packets.Pubrel, m.PacketID)
 	r.ack(packets.Pubcomp, m.PacketID)
 }
+
+// TestRestoreFailureKeepsSubscription (issue 11): a subscription of a
+// resumed session that cannot be attached in time (a node busy with a
+// reconnect storm) stays in the session: the connection is closed and the
+// client's next connection restores it. It used to be dropped, and the
+// client, told that its session was present, received nothing more.
+func TestRestoreFailureKeepsSubscription(t *testing.T) {
+	e := startEnv(t, t.TempDir(), nil)
+	r := connect311(t, e, "rs")
+	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "rs/#", Qos: 1}}})
+	r.expect(packets.Suback, 1)
+	r.nc.Close()
+	eventually(t, "offline", func() bool { return !e.online("rs") })
+	p := mustV5(t, e, "pub", true, 0)
+	pub(t, p, "rs/1", 1, "kept")
+
+	testRestoreTimeout.Store(int64(time.Nanosecond)) // no time to attach
+	t.Cleanup(func() { testRestoreTimeout.Store(0) })
+	r = connect311(t, e, "rs")
+	if !r.closed() {
+		t.Fatal("the connection stays open without its subscription")
+	}
+	eventually(t, "offline", func() bool { return !e.online("rs") })
+
+	testRestoreTimeout.Store(0)
+	r = connect311(t, e, "rs")
+	m := r.expect(packets.Publish, 0)
+	if string(m.Payload) != "kept" {
+		t.Fatalf("got %q, want %q", m.Payload, "kept")
+	}
+	r.ack(packets.Puback, m.PacketID)
+}
