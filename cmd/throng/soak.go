@@ -15,7 +15,7 @@ const soakSynopsis = `soak [--duration 1h] [--interval 60s] [--rate 200] [--stor
 Runs the crash, fault and soak checker (docs/reliability.md): starts this
 binary as a 'throng serve' child on free loopback ports and a temporary
 data directory, drives MQTT 3.1.1/5 and AMQP clients against it, injects
-faults at intervals (` + "kill9, stopcont, slow, kill9-startup, stuck, kill9-purge, storm, diskfull" + `)
+faults at intervals (` + "kill9, stopcont, slow, kill9-startup, stuck, kill9-purge, storm, diskfull, clockjump" + `)
 and prints progress lines and a final table. Exits non-zero when an
 acknowledged message was lost, order was broken where promised, or a
 message was delivered that was never sent; the rest (duplicates, stalls,

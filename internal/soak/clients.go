@@ -27,6 +27,8 @@ type consumerCtl struct {
 	delay      atomic.Int64  // ns per message
 	stuckUntil atomic.Int64  // unix ns
 	kick       chan struct{} // a send makes the consumer reconnect (buffer 1)
+	away       atomic.Bool   // the consumer stays disconnected (m5Consumer; clockjump fault)
+	online     atomic.Bool   // the consumer is connected (m5Consumer)
 }
 
 func newConsumerCtl() *consumerCtl { return &consumerCtl{kick: make(chan struct{}, 1)} }
@@ -217,6 +219,9 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 		st.recordPkt(p.Payload, p.PacketID)
 	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
+		for ctl.away.Load() && ctx.Err() == nil {
+			sleep(ctx, 50*time.Millisecond)
+		}
 		c, present, err := h.m5Connect(ctx, cid, clean, sess, onMsg, func(why string) { h.lostConn(ctx, st, "consumer", why) })
 		if err != nil {
 			backoff(ctx, attempt)
@@ -242,6 +247,7 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 			first = false
 			ready()
 		}
+		ctl.online.Store(true)
 		select {
 		case <-c.Done():
 		case <-ctl.kick:
@@ -249,6 +255,7 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 		case <-ctx.Done():
 			closeM5(c)
 		}
+		ctl.online.Store(false)
 	}
 }
 

@@ -38,6 +38,7 @@ func init() {
 		"stuck":         faultStuck,
 		"storm":         faultStorm,
 		"diskfull":      faultDiskFull,
+		"clockjump":     faultClockJump,
 	}
 }
 
@@ -167,12 +168,14 @@ func faultStopCont(ctx context.Context, h *harness) (string, error) {
 	return fmt.Sprintf("SIGSTOP for %s", d.Round(10*time.Millisecond)), nil
 }
 
-// pickStreams chooses k distinct streams at random.
+// pickStreams chooses k distinct streams with producers at random.
 func (h *harness) pickStreams(k int) []*Stream {
 	idx := h.rnd.Perm(len(h.streams))
 	var out []*Stream
-	for _, i := range idx[:min(k, len(idx))] {
-		out = append(out, h.streams[i])
+	for _, i := range idx {
+		if len(out) < k && h.streams[i] != h.expiry {
+			out = append(out, h.streams[i])
+		}
 	}
 	return out
 }
@@ -236,7 +239,7 @@ func (h *harness) watchOthers(ctx context.Context, except []*Stream, d time.Dura
 	for _, st := range h.streams {
 		// Anycast has no backlog: nothing to see while its consumer
 		// waits; a two-second window may hold no delivery at low rates.
-		if skip[st] || d < 5*time.Second {
+		if skip[st] || d < 5*time.Second || st == h.expiry { // no producer of its own
 			continue
 		}
 		if st.progress() == before[st] {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Semantics says what a stream promises, and so what the checker may call a
@@ -66,6 +67,123 @@ type Stream struct {
 	dupEx                []string // latest duplicates not allowed
 	reorderEx            []string // latest reorders
 	lastDelivery         int64    // count of deliveries, to see progress
+
+	ttls         map[[2]int]ttlMsg // messages sent with a TTL, by producer and sequence
+	expiredLate  int64             // delivered although expired by the node's wall clock
+	expiredLateE []string
+}
+
+// ttlMsg is a message sent with a TTL (message expiry): it may be dropped
+// once expired, and must not be delivered then.
+type ttlMsg struct {
+	ttl  time.Duration
+	sent time.Time // the harness's clock when it was published
+}
+
+// expirySlack absorbs the time between the harness's reading of its clock
+// and the node's (publish, delivery).
+const expirySlack = 2 * time.Second
+
+// mayHaveExpired: the node may have dropped the message as expired by now
+// — its wall clock (ours plus the offset of the clockjump fault) has
+// reached the expiry it stamped on the message at publish, or the TTL has
+// passed in real time (the engine's per-message TTL, Nats-TTL, counts real
+// time: package clock does not shift nats-server's clock).
+func (m ttlMsg) mayHaveExpired(now time.Time) bool {
+	lo, _ := wallRange(m.sent)
+	return maxWall(m.sent, now) >= lo+m.ttl-expirySlack || now.Sub(m.sent) >= m.ttl-expirySlack
+}
+
+// deliveredExpired: the node's wall clock was past the message's expiry
+// for certain when it was delivered at now (expiry does not work).
+func (m ttlMsg) deliveredExpired(now time.Time) bool {
+	_, hi := wallRange(m.sent)
+	lo, _ := wallRange(now)
+	return lo >= hi+m.ttl+expirySlack
+}
+
+// Wall-clock offsets of the node over time (clockjump fault): the node's
+// wall clock is ours plus the offset. A change is known only between the
+// write of the offset file and the node's acknowledgement, so around it
+// both offsets are possible.
+var clockHist struct {
+	sync.Mutex
+	iv []clockInterval
+}
+
+type clockInterval struct {
+	from, to time.Time // to zero: still in force
+	off      time.Duration
+}
+
+// noteClock records a jump to off, written at written and acknowledged by
+// the node at applied.
+func noteClock(written, applied time.Time, off time.Duration) {
+	clockHist.Lock()
+	defer clockHist.Unlock()
+	if n := len(clockHist.iv); n > 0 && clockHist.iv[n-1].to.IsZero() {
+		clockHist.iv[n-1].to = applied
+	}
+	clockHist.iv = append(clockHist.iv, clockInterval{from: written, off: off})
+}
+
+// wallRange returns the node's earliest and latest possible wall clock
+// (as nanoseconds of ours shifted) at t.
+func wallRange(t time.Time) (lo, hi time.Duration) {
+	clockHist.Lock()
+	defer clockHist.Unlock()
+	base := time.Duration(t.UnixNano())
+	if len(clockHist.iv) == 0 {
+		return base, base
+	}
+	first := true
+	for _, iv := range clockHist.iv {
+		if t.Before(iv.from) || (!iv.to.IsZero() && t.After(iv.to)) {
+			continue
+		}
+		if first || iv.off < lo-base {
+			lo = base + iv.off
+		}
+		if first || iv.off > hi-base {
+			hi = base + iv.off
+		}
+		first = false
+	}
+	if first { // before the first jump
+		return base, base
+	}
+	return lo, hi
+}
+
+// maxWall returns the latest wall clock the node may have had between t0
+// and t1.
+func maxWall(t0, t1 time.Time) time.Duration {
+	_, best := wallRange(t1)
+	clockHist.Lock()
+	defer clockHist.Unlock()
+	for _, iv := range clockHist.iv {
+		if t1.Before(iv.from) || (!iv.to.IsZero() && iv.to.Before(t0)) {
+			continue
+		}
+		end := t1
+		if !iv.to.IsZero() && iv.to.Before(t1) {
+			end = iv.to
+		}
+		best = max(best, time.Duration(end.UnixNano())+iv.off)
+	}
+	return best
+}
+
+// NextTTL is Next for a message sent with a TTL.
+func (s *Stream) NextTTL(pid int, ttl time.Duration) int {
+	seq := s.Next(pid)
+	s.mu.Lock()
+	if s.ttls == nil {
+		s.ttls = map[[2]int]ttlMsg{}
+	}
+	s.ttls[[2]int{pid, seq}] = ttlMsg{ttl: ttl, sent: time.Now()}
+	s.mu.Unlock()
+	return seq
 }
 
 // NewStream returns an empty stream record.
@@ -164,6 +282,13 @@ func (s *Stream) deliver(pid, seq int, pkt uint16) {
 		return
 	}
 	s.delivered++
+	if m, ok := s.ttls[[2]int{pid, seq}]; ok && m.deliveredExpired(time.Now()) {
+		s.expiredLate++
+		s.expiredLateE = append(s.expiredLateE, fmt.Sprintf("p%d#%d (ttl %s, sent %s ago)", pid, seq, m.ttl, time.Since(m.sent).Round(time.Second)))
+		if len(s.expiredLateE) > 3 {
+			s.expiredLateE = s.expiredLateE[1:]
+		}
+	}
 	p.firstEpoch[i] = epoch
 	p.firstPkt[i] = pkt
 	if seq < p.maxFirst {
@@ -200,6 +325,10 @@ type StreamStats struct {
 	DupExamples          []string // latest duplicates not allowed: producer#seq, packet ids
 	ReorderExamples      []string // latest reorders: producer#seq after #highest
 	Lost, Dropped        int64    // Missing split by semantics: MustDeliver → Lost, else Dropped
+	TTLSent              int64    // sent with a TTL
+	Expired              int64    // sent with a TTL, acknowledged, not delivered, may have expired (allowed; not in Missing)
+	ExpiredDelivered     int64    // delivered although expired by the node's wall clock
+	ExpiredExamples      []string // latest of those
 	ReordersFatal        int64    // Reorders where Ordered
 	RefusedButDelivered  int64    // refused, delivered anyway
 	producers            int
@@ -213,10 +342,16 @@ func (s *Stream) Stats() StreamStats {
 	st := StreamStats{Name: s.Name, Sem: s.Sem, Sent: s.sent, Acked: s.acked, Refused: s.refused,
 		Delivered: s.delivered, Dups: s.dups, DupsBad: s.dupsBad, Reorders: s.reorders,
 		Phantoms: s.phantoms, Deliveries: s.lastDelivery, producers: len(s.prods),
-		DupExamples: append([]string(nil), s.dupEx...), ReorderExamples: append([]string(nil), s.reorderEx...)}
+		DupExamples: append([]string(nil), s.dupEx...), ReorderExamples: append([]string(nil), s.reorderEx...),
+		TTLSent: int64(len(s.ttls)), ExpiredDelivered: s.expiredLate, ExpiredExamples: append([]string(nil), s.expiredLateE...)}
+	now := time.Now()
 	for pid, p := range s.prods {
 		for i, f := range p.state {
 			d := p.deliveries[i] > 0
+			if m, ok := s.ttls[[2]int{pid, i + 1}]; ok && !d && f&stAcked != 0 && m.mayHaveExpired(now) {
+				st.Expired++
+				continue
+			}
 			switch {
 			case f&stAcked != 0 && !d, s.Sem.NoAck && f&stRefused == 0 && !d:
 				st.Missing++

@@ -46,6 +46,10 @@ type Node struct {
 	Bin, DataDir, LogPath string
 	Password              string
 	MQTT, AMQP, Admin     string // host:port
+	// ClockFile is the node's THRONG_CLOCK_OFFSET_FILE: the offset of
+	// the wall clock of its expiry decisions (SetClock; internal/clock).
+	// It stays across restarts, as a machine's clock does.
+	ClockFile string
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -56,7 +60,7 @@ type Node struct {
 
 // NewNode picks free loopback ports for a node on dataDir.
 func NewNode(bin, dataDir, logPath string) (*Node, error) {
-	n := &Node{Bin: bin, DataDir: dataDir, LogPath: logPath, Password: "soak-admin-pw"}
+	n := &Node{Bin: bin, DataDir: dataDir, LogPath: logPath, Password: "soak-admin-pw", ClockFile: dataDir + ".clock"}
 	for _, p := range []*string{&n.MQTT, &n.AMQP, &n.Admin} {
 		a, err := freePort()
 		if err != nil {
@@ -98,7 +102,7 @@ func (n *Node) Start() error {
 		"--admin", n.Admin, "--amqp", n.AMQP, "--mqtt", n.MQTT,
 		"--amqps", "", "--mqtts", "", "--http", "", "--https", "",
 		"--log-format", "json")
-	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD="+n.Password)
+	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD="+n.Password, "THRONG_CLOCK_OFFSET_FILE="+n.ClockFile)
 	cmd.Stdout = io.Discard
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
@@ -223,6 +227,30 @@ func (n *Node) Restart(ctx context.Context, timeout time.Duration) error {
 		time.Sleep(250 * time.Millisecond)
 	}
 	return err
+}
+
+// SetClock jumps the node's wall clock (of its expiry decisions) to ours
+// plus off and, while it runs, waits until it has jumped. It returns when
+// the offset was written and when the node acknowledged it.
+func (n *Node) SetClock(ctx context.Context, off time.Duration) (written, applied time.Time, err error) {
+	want := off.String()
+	written = time.Now()
+	if err := os.WriteFile(n.ClockFile, []byte(want+"\n"), 0o644); err != nil {
+		return written, written, err
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, _ := os.ReadFile(n.ClockFile + ".applied")
+		if strings.TrimSpace(string(b)) == want {
+			return written, time.Now(), nil
+		}
+		if !n.Running() {
+			return written, time.Now(), nil // applied when it starts
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return written, time.Now(), fmt.Errorf("soak: node did not apply clock offset %s within 10s (log %s)", want, n.LogPath)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // ProcStats are the node process's figures from /proc and /metrics.

@@ -63,7 +63,7 @@ type Config struct {
 
 // DefaultFaults is the rotation of faults.
 var DefaultFaults = []string{
-	"kill9", "stopcont", "slow", "kill9-startup", "stuck", "kill9-purge", "storm", "diskfull",
+	"kill9", "stopcont", "slow", "kill9-startup", "stuck", "kill9-purge", "storm", "diskfull", "clockjump",
 }
 
 // harness is one run's state.
@@ -79,6 +79,7 @@ type harness struct {
 	gate    sync.RWMutex // producers hold it shared per batch; a check holds it to pause them
 	pids    atomic.Int64
 	streams []*Stream
+	expiry  *Stream                // mqtt5-expiry: fed by the clockjump fault only
 	disk    []*Stream              // the disk-full fault's own node's streams (guarded by mu)
 	last    map[string]StreamStats // figures at the last check (check's goroutine only)
 	ctls    map[*Stream]*consumerCtl
@@ -171,14 +172,15 @@ type Report struct {
 	StormNote string
 }
 
-// Violation is a broken guarantee: Kind is "lost", "reorder" or
-// "phantom".
+// Violation is a broken guarantee: Kind is "lost", "reorder", "phantom"
+// or "expired-delivered".
 type Violation struct {
 	Stream, Kind, Msg string
 }
 
-// Violations lists the broken guarantees: acknowledged messages lost,
-// order broken where promised, messages delivered that were never sent.
+// Violations lists the broken guarantees: acknowledged messages lost
+// (that could not have expired), order broken where promised, messages
+// delivered that were never sent or after they had expired.
 // Everything else the checker saw (duplicates where the protocol does not
 // allow them, drops where allowed, faults that did not go as intended, a
 // full disk not refused or not resumed) is in Findings and the table, for
@@ -194,6 +196,9 @@ func (r *Report) Violations() []Violation {
 		}
 		if s.Phantoms > 0 {
 			vs = append(vs, Violation{s.Name, "phantom", fmt.Sprintf("%s: %d deliveries of messages never sent", s.Name, s.Phantoms)})
+		}
+		if s.ExpiredDelivered > 0 {
+			vs = append(vs, Violation{s.Name, "expired-delivered", fmt.Sprintf("%s: %d messages delivered after their expiry by the node's wall clock (e.g. %s)", s.Name, s.ExpiredDelivered, strings.Join(s.ExpiredExamples, " "))})
 		}
 	}
 	return vs
@@ -387,6 +392,11 @@ func (h *harness) startStreams(ctx context.Context, wg *sync.WaitGroup) error {
 	add("amqp-anycast", Semantics{MustDeliver: true},
 		func(st *Stream, ready func()) { h.amqpConsumer(ctx, st, "soak/anycast", ready) },
 		func(st *Stream) { h.amqpProducer(ctx, st, "soak/anycast") })
+	// Messages with TTLs in a persistent session, published by the
+	// clockjump fault around its wall-clock jumps (clockjump.go).
+	add("mqtt5-expiry", stored,
+		func(st *Stream, ready func()) { h.m5Consumer(ctx, st, expiryTopic+"/#", 1, false, ready) })
+	h.expiry = h.streams[len(h.streams)-1]
 
 	var readyWG sync.WaitGroup
 	for _, d := range defs {
@@ -600,6 +610,8 @@ func (h *harness) deltas() []string {
 		add("reorders", s.Reorders, l.Reorders)
 		add("phantoms", s.Phantoms, l.Phantoms)
 		add("refused", s.Refused, l.Refused)
+		add("expired", s.Expired, l.Expired)
+		add("delivered-after-expiry", s.ExpiredDelivered, l.ExpiredDelivered)
 		if len(parts) > 0 {
 			ex := ""
 			if s.Missing > 0 {
@@ -726,6 +738,16 @@ func (r *Report) WriteTable(w io.Writer) {
 	}
 	fmt.Fprintf(w, "| **total** | %d | %d | %d | %d | %d | %d | **%d** | %d | %d |\n\n", t.Sent, t.Acked, t.Refused,
 		t.Delivered, t.Dups, t.DupsBad, t.Lost, t.Dropped, t.Reorders)
+	for _, s := range r.Streams {
+		if s.TTLSent == 0 {
+			continue
+		}
+		// Messages with a TTL (clockjump): expired ones are not in
+		// "dropped" above; one delivered after its expiry is a failure.
+		fmt.Fprintln(w, "| stream with TTLs | sent with a TTL | expired (allowed) | delivered after expiry | lost |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+		fmt.Fprintf(w, "| %s | %d | %d | **%d** | **%d** |\n\n", s.Name, s.TTLSent, s.Expired, s.ExpiredDelivered, s.Lost)
+	}
 	fmt.Fprintln(w, "| node process | min | max |")
 	fmt.Fprintln(w, "|---|---:|---:|")
 	fmt.Fprintf(w, "| RSS (MiB) | %.1f | %.1f |\n", float64(r.RSSMin)/(1<<20), float64(r.RSSMax)/(1<<20))

@@ -154,3 +154,63 @@ func TestLedger(t *testing.T) {
 		t.Fatalf("%+v", s)
 	}
 }
+
+// TestLedgerTTL checks the bookkeeping of messages with a TTL around the
+// node's wall-clock jumps: one that may have expired is not missing, one
+// that could not have is; one delivered although expired for certain is
+// counted.
+func TestLedgerTTL(t *testing.T) {
+	clockHist.Lock()
+	saved := clockHist.iv
+	clockHist.iv = nil
+	clockHist.Unlock()
+	t.Cleanup(func() {
+		clockHist.Lock()
+		clockHist.iv = saved
+		clockHist.Unlock()
+	})
+	st := NewStream("e", Semantics{MustDeliver: true})
+	short := st.NextTTL(1, time.Minute)
+	long := st.NextTTL(1, time.Hour)
+	late := st.NextTTL(1, time.Minute)
+	plain := st.Next(1)
+	for _, seq := range []int{short, long, late, plain} {
+		st.Ack(1, seq)
+	}
+	if s := st.Stats(); s.Missing != 4 || s.Expired != 0 || s.TTLSent != 3 {
+		t.Fatalf("before any jump: %+v", s)
+	}
+	// Forward by 10 minutes: the 1-minute messages may have expired.
+	now := time.Now()
+	noteClock(now, now.Add(10*time.Millisecond), 10*time.Minute)
+	if s := st.Stats(); s.Missing != 2 || s.Expired != 2 {
+		t.Fatalf("after +10m: missing %d expired %d, want 2 and 2", s.Missing, s.Expired)
+	}
+	st.Deliver(1, long)
+	st.Deliver(1, plain)
+	time.Sleep(20 * time.Millisecond) // after the jump was acknowledged
+	st.Deliver(1, late)               // expired for certain: expiry did not work
+	s := st.Stats()
+	if s.Missing != 0 || s.Lost != 0 || s.Expired != 1 || s.ExpiredDelivered != 1 {
+		t.Fatalf("after the deliveries: %+v", s)
+	}
+	r := &Report{Streams: []StreamStats{s}}
+	if v := r.Violations(); len(v) != 1 || v[0].Kind != "expired-delivered" {
+		t.Fatalf("violations %+v", v)
+	}
+	// Back to 0: a message of a minute sent now must still come, and
+	// one sent at +10 min whose TTL has passed in real time may be gone
+	// (the engine's TTL counts real time).
+	later := time.Now()
+	noteClock(later, later.Add(10*time.Millisecond), 0)
+	time.Sleep(20 * time.Millisecond) // sent after the jump was acknowledged
+	fresh := st.NextTTL(1, time.Minute)
+	st.Ack(1, fresh)
+	if s := st.Stats(); s.Missing != 1 || s.Expired != 1 {
+		t.Fatalf("after -10m: missing %d expired %d, want 1 and 1", s.Missing, s.Expired)
+	}
+	old := ttlMsg{ttl: time.Second, sent: later.Add(-5 * time.Second)}
+	if !old.mayHaveExpired(time.Now()) {
+		t.Fatal("a TTL passed in real time must allow the drop")
+	}
+}
