@@ -152,6 +152,8 @@ func (c *conn) serve() {
 	_ = c.nc.SetDeadline(time.Time{})
 	c.w = newWriter(c.nc, c.s.cfg.WriteBuffer, c.peerIdleHalf)
 	go c.w.loop()
+	// Hono's connection event for a device, before our open (device.go).
+	c.deviceConnected()
 	c.out = hs.out // our open
 	c.flushOut()
 	loopDone := make(chan struct{})
@@ -162,6 +164,7 @@ func (c *conn) serve() {
 	c.run()
 	live.Unregister(c, c.principal)
 	close(loopDone)
+	c.deviceGone() // Hono's ttd 0 notifications and connection event (device.go)
 	c.teardown()
 	c.flushOut()
 	c.w.close()

@@ -73,6 +73,8 @@ type link struct {
 	unsettled    int
 	temp         *router.Temp // temporary address to delete on detach
 	durable      string       // durable subscription name; deleted when the peer closes the link
+
+	dev *deviceLink // a device's link (Hono's AMQP adapter, device.go); nil otherwise
 }
 
 var releasedOutcome = router.Outcome{Kind: router.Released}
@@ -201,6 +203,10 @@ func (c *conn) authorized(name string, action tenant.Action) bool {
 
 func (l *link) attachReceiver(a *frames.Attach) {
 	c := l.s.c
+	if c.principal.IsDevice() {
+		l.attachDeviceReceiver(a)
+		return
+	}
 	t := a.Target
 	if t == nil {
 		if a.Coordinator != nil {
@@ -293,6 +299,10 @@ func (l *link) createTemp() (string, error) {
 
 func (l *link) attachSender(a *frames.Attach) {
 	c := l.s.c
+	if c.principal.IsDevice() {
+		l.attachDeviceSender(a)
+		return
+	}
 	src := a.Source
 	if src == nil {
 		l.refuse(a, &encoding.Error{Condition: frames.CondInvalidField, Description: "attach without source"})
@@ -471,6 +481,9 @@ func (l *link) teardown() {
 	if l.consumer != nil {
 		l.consumer.Close()
 	}
+	if l.dev != nil {
+		l.closeDevice()
+	}
 	if s.cur != nil && s.cur.l == l {
 		s.cur = nil // the peer will not get the rest; the delivery is released by Close
 	}
@@ -570,6 +583,9 @@ func (l *link) onFlow(f *frames.Flow) error {
 // topUp gives the router consumer the credit the peer granted that is not
 // yet covered by router credit or pending deliveries.
 func (l *link) topUp() {
+	if l.dev != nil {
+		l.topUpDevice()
+	}
 	if l.consumer == nil || l.draining {
 		return
 	}
@@ -759,6 +775,10 @@ func (l *link) publish(id uint32, settled bool, payload []byte) {
 		l.settleIn(id, settled, &encoding.Rejected{Error: &encoding.Error{Condition: frames.CondDecodeError, Description: err.Error()}})
 		return
 	}
+	if l.dev != nil {
+		l.publishDevice(id, settled, am)
+		return
+	}
 	m := fromAMQP(am, payload)
 	p := l.producer
 	device := "" // the target device of a Hono command
@@ -893,7 +913,11 @@ func (l *link) onDelivery(d *router.Delivery) {
 		d.Settle(releasedOutcome)
 		return
 	}
-	l.routerCredit--
+	if l.dev == nil {
+		l.routerCredit--
+	} else if !l.deviceDelivery(d) {
+		return // a malformed command, rejected
+	}
 	l.pending.push(d)
 	l.s.pump()
 	if l.drainReq && !l.draining {

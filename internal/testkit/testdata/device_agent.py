@@ -6,8 +6,9 @@ Usage: device_agent.py URL MODE [CA_FILE [CERT_FILE KEY_FILE]]
 URL carries the SASL PLAIN credentials (amqp://auth-id%40tenant:secret@host:port)
 or none (amqps://host:port, SASL EXTERNAL with the client certificate).
 MODE:
-  ok       the connection opens; attaching a sender to "telemetry" and a
-           receiver on "#" is refused (a device has no ordinary addresses)
+  ok       the connection opens; attaching a sender to "orders" and a
+           receiver on "#" is refused (a device has no ordinary addresses;
+           its Hono links are internal/testkit/hono_amqp_test.go's)
   refused  the connection is refused during SASL
 Prints "OK <mode> <detail>" and exits 0 on success; any failure raises.
 """
@@ -40,7 +41,7 @@ def ok():
     c = connect()
     refused = []
     try:
-        c.create_sender("telemetry").send(Message(body="t"))
+        c.create_sender("orders").send(Message(body="t"))
     except (LinkDetached, ConnectionException) as e:
         refused.append("sender:" + str(e))
     try:
