@@ -289,13 +289,16 @@ func (s *Server) apiReceive(w http.ResponseWriter, r *http.Request, p *auth.Prin
 	}
 	if len(got) == 0 {
 		s.msg.release(rc)
+		if s.msg.isGone(rc) {
+			return s.answerError(w, fmt.Errorf("%w: %q while it was received from", router.ErrDeleted, key.name))
+		}
 		return s.answer(w, http.StatusNoContent, nil)
 	}
-	msgs := s.msg.lockAll(rc, got, user, params.lock, params.base64)
+	msgs, err := s.msg.lockAll(rc, got, user, params.lock, params.base64)
 	s.msg.release(rc)
-	if msgs == nil {
+	if err != nil {
 		releaseAll()
-		return s.answerError(w, router.ErrClosed)
+		return s.answerError(w, err)
 	}
 	return s.answerJSON(w, http.StatusOK, receiveResult{Messages: msgs})
 }

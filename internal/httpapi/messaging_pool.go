@@ -87,6 +87,7 @@ type receiver struct {
 	// guarded by messaging.mu
 	busy     bool
 	closed   bool
+	gone     bool // the router closed the consumer: its address was deleted
 	lastUsed time.Time
 	nlocks   int
 
@@ -188,7 +189,7 @@ func (ms *messaging) acquire(ctx context.Context, key rkey) (*receiver, error) {
 	r := &receiver{key: key, busy: true}
 	ms.all[r] = struct{}{} // counted while it is being attached
 	ms.mu.Unlock()
-	c, err := ms.s.cfg.Router.Consume(ctx, key.tenant, key.name, router.ConsumeOptions{}, r.deliver)
+	c, err := ms.s.cfg.Router.Consume(ctx, key.tenant, key.name, router.ConsumeOptions{Gone: func() { ms.gone(r) }}, r.deliver)
 	if err == nil {
 		switch c.Type() {
 		case address.Queue, address.Subscription, address.Anycast:
@@ -225,6 +226,23 @@ func (ms *messaging) release(r *receiver) {
 		ms.idle[r.key] = append(ms.idle[r.key], r)
 		ms.mu.Unlock()
 	}
+}
+
+// gone forgets a receiver whose address was deleted (the router closed
+// its consumer and released what it held): its locks end, and the next
+// receive on the name attaches anew (to a new address of that name, or
+// is refused).
+func (ms *messaging) gone(r *receiver) {
+	ms.mu.Lock()
+	r.gone = true
+	ms.closeLocked(r)
+	ms.mu.Unlock()
+}
+
+func (ms *messaging) isGone(r *receiver) bool {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	return r.gone
 }
 
 // discard closes a receiver that cannot be trusted any more (its drain
@@ -340,8 +358,9 @@ func (ms *messaging) receive(ctx context.Context, r *receiver, p receiveParams, 
 }
 
 // lockAll locks the deliveries of a receive request for user and renders
-// them; nil when the server is shutting down (the caller releases them).
-func (ms *messaging) lockAll(r *receiver, got []*router.Delivery, user string, dur time.Duration, base64Body bool) []apiMessage {
+// them; an error when the server is shutting down or the address was
+// deleted (the caller releases them).
+func (ms *messaging) lockAll(r *receiver, got []*router.Delivery, user string, dur time.Duration, base64Body bool) ([]apiMessage, error) {
 	deadline := time.Now().Add(dur)
 	toks := make([]string, len(got))
 	for i := range got {
@@ -350,9 +369,13 @@ func (ms *messaging) lockAll(r *receiver, got []*router.Delivery, user string, d
 		toks[i] = newToken(rnd, deadline)
 	}
 	ms.mu.Lock()
+	if r.gone {
+		ms.mu.Unlock()
+		return nil, fmt.Errorf("%w: %q while it was received from", router.ErrDeleted, r.key.name)
+	}
 	if ms.closed || r.closed {
 		ms.mu.Unlock()
-		return nil
+		return nil, router.ErrClosed
 	}
 	for i, d := range got {
 		l := &lock{token: toks[i], r: r, d: d, user: user, deadline: deadline, size: int64(len(d.Message.Body))}
@@ -370,7 +393,7 @@ func (ms *messaging) lockAll(r *receiver, got []*router.Delivery, user string, d
 		out[i] = toAPIMessage(d, base64Body)
 		out[i].LockToken, out[i].LockedUntil = toks[i], until
 	}
-	return out
+	return out, nil
 }
 
 // errLock is why a token names no lock here: expired (410) when the

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/throngmq/throng/internal/address"
@@ -64,8 +65,11 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, key rkey) int
 	}
 	defer s.msg.streams.Add(-1)
 	ch := make(chan *router.Delivery, streamWindow)
+	gone := make(chan struct{}) // closed when the address is deleted
+	var goneOnce sync.Once
 	ctx, cancel := context.WithTimeout(r.Context(), registryLookupTime)
-	c, err := s.cfg.Router.Consume(ctx, key.tenant, key.name, router.ConsumeOptions{LiveQueue: streamLiveQueue},
+	opts := router.ConsumeOptions{LiveQueue: streamLiveQueue, Gone: func() { goneOnce.Do(func() { close(gone) }) }}
+	c, err := s.cfg.Router.Consume(ctx, key.tenant, key.name, opts,
 		func(d *router.Delivery) {
 			select {
 			case ch <- d:
@@ -145,6 +149,12 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, key rkey) int
 		case <-r.Context().Done():
 			return http.StatusOK
 		case <-s.closing:
+			return http.StatusOK
+		case <-gone:
+			// The address was deleted: the stream ends with an event
+			// that says so (an EventSource would otherwise reconnect
+			// to a name that is not the same address any more).
+			write([]byte("event: deleted\ndata: {}\n\n"))
 			return http.StatusOK
 		}
 	}

@@ -658,6 +658,52 @@ func TestHTTPMessaging(t *testing.T) {
 		}
 	})
 
+	t.Run("deleted", func(t *testing.T) {
+		e := &hmEnv{e.Platform, t, e.base}
+		// A receiver pooled after a receive is a consumer of the address:
+		// deleting it needs force, and detaches it.
+		e.admin("POST", "/api/tenants/default/addresses", `{"name":"doomed","type":"queue"}`)
+		e.admin("POST", "/api/tenants/default/addresses", `{"name":"doomed-topic","type":"topic"}`)
+		if got := e.receive("doomed", ""); got != nil {
+			t.Fatalf("new queue had %+v", got)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.url("doomed-topic", ""), nil)
+		req.SetBasicAuth(hmUser, hmPass)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", resp, err)
+		}
+		defer resp.Body.Close()
+		lines := make(chan string, 100)
+		go func() {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		hmLine(t, lines, "retry:")
+		e.admin("DELETE", "/api/tenants/default/addresses/doomed?force=true", "")
+		e.admin("DELETE", "/api/tenants/default/addresses/doomed-topic?force=true", "")
+		// The stream ends with an event that says why.
+		hmLine(t, lines, "event: deleted")
+		for range lines {
+		}
+		// The name is the topic space's now (default tenant): not received.
+		r2, b := e.do("POST", e.url("doomed", "/receive"), hmUser, hmPass, nil, "")
+		wantError(t, r2, b, 409, "wrong_address_type")
+		// Defined again, it is a new queue: a new receiver gets its message.
+		e.admin("POST", "/api/tenants/default/addresses", `{"name":"doomed","type":"queue"}`)
+		e.publish("doomed", "second life", nil)
+		m := e.receiveOne("doomed", "wait=5s")
+		if m.Body != "second life" {
+			t.Fatalf("recreated queue: %+v", m)
+		}
+		e.want("DELETE", e.url("doomed", "/"+m.LockToken), nil, "", 204)
+	})
+
 	t.Run("anycast", func(t *testing.T) {
 		e := &hmEnv{e.Platform, t, e.base}
 		// An HTTP consumer waits on the anycast address; an HTTP
