@@ -274,7 +274,11 @@ func (s *Stream) deliver(pid, seq int, pkt uint16) {
 			s.dupsBad++
 			// The latest few, to tie them to a fault and find them
 			// in the node's log.
-			s.dupEx = append(s.dupEx, fmt.Sprintf("p%d#%d pkt %d→%d", pid, seq, p.firstPkt[i], pkt))
+			ex := fmt.Sprintf("p%d#%d pkt %d→%d", pid, seq, p.firstPkt[i], pkt)
+			if p.firstEpoch[i] == epoch {
+				ex += " (no reconnect or fault between)"
+			}
+			s.dupEx = append(s.dupEx, ex)
 			if len(s.dupEx) > 3 {
 				s.dupEx = s.dupEx[1:]
 			}
