@@ -111,7 +111,7 @@ func (s *Server) serveAPIOp(w http.ResponseWriter, r *http.Request, p apiPath, o
 		if r.Method == http.MethodPost {
 			return s.apiPublish(w, r, key)
 		}
-		return s.apiStream(w, r, key)
+		return s.apiStream(w, r, pr, key)
 	case opReceive:
 		return s.apiReceive(w, r, pr, key)
 	case opRenew:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -52,9 +53,24 @@ func parseStream(q url.Values) (base64Body bool, err error) {
 	return base64Body, nil
 }
 
+// streamRevoke is a stream as auth.Live sees it: a live connection that
+// a change of its user (deleted, password, roles or permissions changed)
+// or tenant ends. Other requests authenticate each time; a stream is one
+// request that lasts.
+type streamRevoke struct {
+	once  sync.Once
+	ch    chan struct{}
+	cause string // written before ch is closed
+}
+
+func (sr *streamRevoke) Revoke(cause string) {
+	sr.once.Do(func() { sr.cause = cause; close(sr.ch) })
+}
+
 // apiStream serves an event stream until the client goes, a write
-// fails, or the server shuts down.
-func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, key rkey) int {
+// fails, the server shuts down, the address is deleted or the user's
+// access changes.
+func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, pr *auth.Principal, key rkey) int {
 	base64Body, err := parseStream(r.URL.Query())
 	if err != nil {
 		return s.answerError(w, err)
@@ -98,6 +114,10 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, key rkey) int
 	default:
 		return s.answerError(w, newAPIError(codeWrongType, fmt.Sprintf("%q is a %s: its messages are received (POST …/messages/receive), not streamed", key.name, c.Type())))
 	}
+	revoked := &streamRevoke{ch: make(chan struct{})}
+	live := s.cfg.Auth.Live()
+	live.Register(revoked, pr, "")
+	defer live.Unregister(revoked, pr)
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -149,6 +169,9 @@ func (s *Server) apiStream(w http.ResponseWriter, r *http.Request, key rkey) int
 		case <-r.Context().Done():
 			return http.StatusOK
 		case <-s.closing:
+			return http.StatusOK
+		case <-revoked.ch:
+			write(append(append([]byte("event: revoked\ndata: "), marshalAPI(map[string]string{"reason": revoked.cause})...), "\n\n"...))
 			return http.StatusOK
 		case <-gone:
 			// The address was deleted: the stream ends with an event

@@ -704,6 +704,40 @@ func TestHTTPMessaging(t *testing.T) {
 		e.want("DELETE", e.url("doomed", "/"+m.LockToken), nil, "", 204)
 	})
 
+	t.Run("revoked", func(t *testing.T) {
+		e := &hmEnv{e.Platform, t, e.base}
+		// A stream is one request that lasts: a change of its user's
+		// permissions ends it, as it closes AMQP and MQTT connections.
+		e.admin("POST", "/api/tenants/default/users", `{"name":"streamer","password":"streamer-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["receive"]}]}`)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.url("ticker", ""), nil)
+		req.SetBasicAuth("streamer", "streamer-secret")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("stream: %v %v", resp, err)
+		}
+		defer resp.Body.Close()
+		lines := make(chan string, 100)
+		go func() {
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		hmLine(t, lines, "retry:")
+		e.admin("PUT", "/api/tenants/default/users/streamer", `{"permissions":[{"pattern":"other/#","actions":["receive"]}]}`)
+		hmLine(t, lines, "event: revoked")
+		if l := hmLine(t, lines, "data:"); !strings.Contains(l, "permissions") {
+			t.Fatalf("revoked event %q", l)
+		}
+		for range lines {
+		}
+		r2, b := e.do("GET", e.url("ticker", ""), "streamer", "streamer-secret", nil, "")
+		wantError(t, r2, b, 403, "forbidden")
+	})
+
 	t.Run("anycast", func(t *testing.T) {
 		e := &hmEnv{e.Platform, t, e.base}
 		// An HTTP consumer waits on the anycast address; an HTTP
