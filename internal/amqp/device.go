@@ -66,7 +66,7 @@ type deviceLink struct {
 	// consumer, of command/T/<self>/gateway, where commands for the
 	// devices the gateway serves arrive (hono.Service.ViaGateway). Its
 	// credit follows the link's like the first consumer's (topUpDevice);
-	// a delivery beyond the link credit waits in pending.
+	// a delivery beyond the link credit is released (deviceDelivery).
 	cs       *hono.CommandSubscription
 	gw       *router.Consumer
 	gwAddr   string
@@ -331,10 +331,19 @@ func (l *link) attachDeviceSender(a *frames.Attach) {
 	}()
 }
 
+// commandSettleTimeout is how long a device may take to settle a command
+// before the application is told released (Hono's adapter:
+// sendMessageToDeviceTimeout, 1 s by default; longer here, for devices on
+// slow links). The device's later outcome is then ignored.
+var commandSettleTimeout = 10 * time.Second
+
 // deviceDelivery takes a command from one of a command link's consumers
-// and shapes it for the device; false if it was malformed (then it is
-// rejected with amqp:invalid-field, as on MQTT, and the consumer's credit
-// is given back).
+// and shapes it for the device; false if it is not sent: a malformed
+// command is rejected (amqp:invalid-field, as on MQTT), one beyond the
+// device's credit (both consumers of "command" hold credit for the
+// link's) is released, and the consumer's credit is given back. While
+// the device grants no credit at all, the router holds commands for it
+// (up to its anycast timeout), where Hono's adapter releases them.
 func (l *link) deviceDelivery(d *router.Delivery) bool {
 	fromGW := l.dev.gw != nil && d.Address == l.dev.gwAddr
 	if fromGW {
@@ -343,15 +352,20 @@ func (l *link) deviceDelivery(d *router.Delivery) bool {
 		l.routerCredit--
 	}
 	m, ok := l.dev.cs.AMQPCommand(d.Message)
-	if !ok {
+	switch {
+	case !ok:
 		d.Settle(router.Outcome{Kind: router.Rejected, Condition: string(frames.CondInvalidField), Description: "malformed command"})
-		l.topUp()
-		return false
+	case int(l.credit) <= l.pending.len() || l.detachSent:
+		d.Settle(releasedOutcome)
+	default:
+		// The delivery is this consumer's own (anycast); its message is
+		// replaced, not changed: the application's stays as it was.
+		d.Message = m
+		time.AfterFunc(commandSettleTimeout, func() { d.Settle(releasedOutcome) })
+		return true
 	}
-	// The delivery is this consumer's own (anycast); its message is
-	// replaced, not changed: the application's stays as it was.
-	d.Message = m
-	return true
+	l.topUp()
+	return false
 }
 
 // topUpDevice gives the gateway consumer of a command link the credit the

@@ -562,3 +562,54 @@ func TestDeviceGatewayCommands(t *testing.T) {
 		t.Fatalf("dev1 answering for dev2: %T %v", st, st)
 	}
 }
+
+func TestDeviceCommandCreditAndTimeout(t *testing.T) {
+	old := commandSettleTimeout
+	commandSettleTimeout = 500 * time.Millisecond
+	t.Cleanup(func() { commandSettleTimeout = old })
+	e := startDeviceEnv(t)
+	cmds := sender(t, e.appSession(t), "command/iot", nil)
+	command := func(name string) goamqp.DeliveryState {
+		to := "command/iot/dev1"
+		m := dataMsg("x")
+		m.Properties = &goamqp.MessageProperties{To: &to, Subject: &name}
+		return outcome(t, cmds, m)
+	}
+	dev := e.deviceSession(t, "sensor1")
+	// Manual credit, none yet: the command waits for the device's credit
+	// (up to the router's anycast timeout; Hono's adapter releases it at
+	// once).
+	in := receiver(t, dev, "command", &goamqp.ReceiverOptions{Credit: -1})
+	stc := make(chan goamqp.DeliveryState, 1)
+	go func() { stc <- command("first") }()
+	select {
+	case st := <-stc:
+		t.Fatalf("outcome %T without credit", st)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := in.IssueCredit(1); err != nil {
+		t.Fatal(err)
+	}
+	// The device does not settle: released after commandSettleTimeout;
+	// its late outcome is ignored.
+	m := recv(t, in)
+	if *m.Properties.Subject != "first" {
+		t.Fatalf("command %+v", m.Properties)
+	}
+	if st := <-stc; !stReleased(st) {
+		t.Fatalf("not settled by the device: %T", st)
+	}
+	if err := in.AcceptMessage(ctxT(t), m); err != nil {
+		t.Fatal(err)
+	}
+	// The link goes on.
+	if err := in.IssueCredit(1); err != nil {
+		t.Fatal(err)
+	}
+	go func() { stc <- command("second") }()
+	m = recv(t, in)
+	_ = in.AcceptMessage(ctxT(t), m)
+	if st := <-stc; !stAccepted(st) || *m.Properties.Subject != "second" {
+		t.Fatalf("second: %T %+v", st, m.Properties)
+	}
+}
