@@ -189,7 +189,11 @@ func (s *Service) Upstream(ctx context.Context, p *auth.Principal, req UpstreamR
 		return nil, err
 	}
 	applyDefaults(s.tenantConf(t), defs, m, pt.Kind, req.QoS, deviceTTL)
-	if m.ContentType == "" && pt.Kind != KindCommandResponse {
+	// A response without a body stays without a content type; one with a
+	// body gets the default, as Hono's adapters do (their downstream
+	// message factory sets application/octet-stream whenever a payload
+	// has none).
+	if m.ContentType == "" && (pt.Kind != KindCommandResponse || len(m.Body) > 0) {
 		m.ContentType = ContentTypeDefault
 	}
 	return u, nil

@@ -136,7 +136,8 @@ func TestCommandRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if up.Address != "command_response/iot/app/1" || up.Message.CorrelationID != uint64(7) ||
-		up.Message.Properties["status"] != int32(200) || up.Message.Properties["device_id"] != "dev1" || up.Message.Properties["tenant_id"] != "iot" {
+		up.Message.Properties["status"] != int32(200) || up.Message.Properties["device_id"] != "dev1" || up.Message.Properties["tenant_id"] != "iot" ||
+		up.Message.ContentType != ContentTypeDefault {
 		t.Fatalf("response %+v %+v", up, up.Message)
 	}
 	// One-way.
