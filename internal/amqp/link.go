@@ -10,6 +10,7 @@ import (
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/amqp/encoding"
 	"github.com/throngmq/throng/internal/amqp/frames"
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/router"
@@ -185,6 +186,9 @@ func (c *conn) linkTenant(name string, action tenant.Action) (string, *encoding.
 		return tn, nil
 	}
 	if !c.authorized(name, action) {
+		c.s.cfg.Audit.Record(audit.Event{Kind: audit.Denied, Protocol: audit.AMQP, Remote: addrString(c.remote), Tenant: own,
+			User: c.principal.User + c.principal.AuthID, Device: c.principal.Device, ClientID: c.containerID,
+			Resource: name, Action: string(action), Reason: "no_permission"})
 		verb := "send to "
 		if action == tenant.ActionReceive {
 			verb = "receive from "

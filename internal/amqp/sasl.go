@@ -12,6 +12,7 @@ import (
 
 	"github.com/throngmq/throng/internal/amqp/encoding"
 	"github.com/throngmq/throng/internal/amqp/frames"
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -36,7 +37,9 @@ type handshake struct {
 	out     []byte // our open, for the writer
 	dec     frames.Decoder
 	sasl    bool
-	charged int // bytes of the server's handshake memory budget held
+	charged int    // bytes of the server's handshake memory budget held
+	mech    string // the SASL mechanism chosen, for the audit log
+	user    string // the user name the client claimed (PLAIN), for the audit log
 }
 
 // errHandshakeMemory: the server's handshake memory budget is spent.
@@ -234,7 +237,9 @@ func (h *handshake) runSASL() error {
 		}
 	}
 	code := frames.SASLOk
+	h.mech = string(init.Mechanism)
 	if authErr != nil {
+		c.auditLogin(audit.LoginFailed, h, authErr)
 		code = frames.SASLAuth
 		if errors.Is(authErr, auth.ErrUnavailable) {
 			code = frames.SASLSysTemp // the registry did not answer: the client may retry
@@ -243,7 +248,7 @@ func (h *handshake) runSASL() error {
 		if errors.Is(authErr, auth.ErrNoScramCredential) {
 			c.log.Warn("scram-sha-256 refused: the user has no verifier until its password is set again; PLAIN still works", "err", authErr)
 		} else {
-			c.log.Info("sasl authentication failed", "mechanism", string(init.Mechanism), "err", authErr)
+			c.log.Debug("sasl authentication failed", "mechanism", string(init.Mechanism), "err", authErr)
 		}
 	}
 	if err := h.writeSASL(&frames.SASLOutcome{Code: code, AdditionalData: additional}); err != nil {
@@ -315,6 +320,7 @@ func (h *handshake) plain(resp []byte, hostname string) error {
 		return fmt.Errorf("%w: malformed PLAIN response", errAuth)
 	}
 	authz, user, pass := string(parts[0]), string(parts[1]), string(parts[2])
+	h.user = user
 	c := h.c
 	if c.s.cfg.Auth == nil {
 		return fmt.Errorf("%w: no authenticator", errAuth)
@@ -485,6 +491,9 @@ func (h *handshake) open() error {
 			c.peerIdleHalf = max(time.Duration(o.IdleTimeOut)*time.Millisecond/2, 100*time.Millisecond)
 		}
 		refuse = c.selectTenant(o.Hostname)
+		if refuse != nil {
+			c.auditLogin(audit.LoginFailed, h, refuse)
+		}
 	}
 	h.out, _ = frames.AppendFrame(nil, frames.TypeAMQP, 0, ours, nil)
 	if refuse != nil {
@@ -493,8 +502,25 @@ func (h *handshake) open() error {
 		_ = h.write(h.out)
 		return refuse
 	}
+	c.auditLogin(audit.Login, h, nil)
 	h.rest = h.buf
 	return nil
+}
+
+// auditLogin records a login or a refused one in the audit log.
+func (c *conn) auditLogin(k audit.Kind, h *handshake, err error) {
+	e := audit.Event{Kind: k, Protocol: audit.AMQP, Remote: addrString(c.remote), User: h.user,
+		ClientID: c.containerID, Mechanism: h.mech}
+	if p := c.principal; p != nil && k == audit.Login {
+		e.Tenant, e.User, e.Device = p.Tenant, p.User+p.AuthID, p.Device
+	}
+	if err != nil {
+		e.Reason, e.Detail = "bad_credentials", err.Error()
+		if errors.Is(err, auth.ErrUnavailable) {
+			e.Reason = "unavailable"
+		}
+	}
+	c.s.cfg.Audit.Record(e)
 }
 
 // selectTenant lets the open hostname choose the tenant when the
@@ -513,7 +539,7 @@ func (c *conn) selectTenant(hostname string) *ConnError {
 	defer cancel()
 	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, t, c.plainUser, c.plainPass)
 	if err != nil {
-		c.log.Info("sasl authentication failed", "mechanism", "PLAIN", "err", err)
+		c.log.Debug("sasl authentication failed", "mechanism", "PLAIN", "err", err)
 		c.s.m.authFail.Inc()
 		return connErr(frames.CondUnauthorizedAccess, "not authorized for tenant %q", t)
 	}

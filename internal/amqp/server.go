@@ -35,6 +35,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
@@ -60,6 +61,9 @@ type Config struct {
 	Tenants Tenants
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer // nil: not registered
+	// Audit receives logins, refused ones and permission denials (nil:
+	// none are recorded).
+	Audit *audit.Log
 
 	// AllowAnonymous allows SASL ANONYMOUS (and connections without SASL)
 	// from loopback addresses, to the default tenant.

@@ -40,6 +40,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/throngmq/throng/internal/admin"
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/config"
 	"github.com/throngmq/throng/internal/engine"
@@ -80,6 +81,14 @@ type App struct {
 	log    *slog.Logger
 	stdout io.Writer
 
+	audit      *audit.Log // nil: off
+	auditGiven bool       // WithAudit: the caller owns it
+	// generated is the admin password this start generated, shown once
+	// the node is ready; a start that fails before removes the admin user
+	// again, so that the next start generates (and shows) a new one.
+	// Only the goroutine running Run uses it.
+	generated string
+
 	ready     chan struct{} // closed when everything is started
 	stopped   chan struct{} // closed when Shutdown has finished
 	startOnce sync.Once
@@ -115,6 +124,13 @@ func WithLogger(l *slog.Logger) Option { return func(a *App) { a.log = l } }
 // WithStdout sets where the generated admin password is printed (default
 // os.Stdout). It is the only thing throng writes there.
 func WithStdout(w io.Writer) Option { return func(a *App) { a.stdout = w } }
+
+// WithAudit sets the audit log (docs/security.md, "Audit log"); nil
+// turns it off. The caller closes it after Run. Without this option the
+// App opens the one cfg.Log.Audit names ("stderr": through the logger's
+// handler, so with the diagnostic log and whatever its level) and closes
+// it when it stops.
+func WithAudit(l *audit.Log) Option { return func(a *App) { a.audit, a.auditGiven = l, true } }
 
 // New checks the configuration and returns an App ready to Run.
 func New(cfg *config.Config, opts ...Option) (*App, error) {
@@ -177,6 +193,7 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	if err := a.start(ctx); err != nil {
+		a.forgetGenerated()
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
 		a.Shutdown(sctx)
@@ -199,6 +216,9 @@ func (a *App) start(ctx context.Context) error {
 	log := a.log.With("component", "app")
 	cfg := a.cfg
 	log.Info("starting throng", "version", BuildVersion(), "data_dir", cfg.DataDir)
+	if err := a.openAudit(); err != nil {
+		return err
+	}
 
 	// The lock comes first: a second node must not even start an engine on
 	// a store that another one is writing.
@@ -217,7 +237,7 @@ func (a *App) start(ctx context.Context) error {
 		MaxMemory:  int64(cfg.Engine.MaxMemory),
 		MaxStore:   int64(cfg.Engine.MaxStore),
 		SyncAlways: cfg.Engine.SyncAlways,
-		Logger:     a.log,
+		Logger:     slog.New(newEngineLogFilter(a.log.Handler())), // no banner (enginelog.go)
 
 		DiskFreeLimit: int64(cfg.Engine.DiskFreeLimit),
 	})
@@ -279,9 +299,62 @@ func (a *App) start(ctx context.Context) error {
 		return err
 	}
 
+	if a.generated != "" {
+		// Shown only now: a start that fails before never shows a password
+		// that nobody could use (issue 14 item 10).
+		fmt.Fprintf(a.stdout, "generated admin password: %s\n"+
+			"(user %q of tenant %q; shown only this once, stored hashed; set adminPassword to choose one, or use throng admin reset-password)\n",
+			a.generated, AdminUser, tenant.Default)
+		a.generated = ""
+	}
 	close(a.ready)
 	log.Info("throng ready")
 	return nil
+}
+
+// openAudit opens the audit log cfg.Log.Audit names, unless WithAudit
+// gave one.
+func (a *App) openAudit() error {
+	if a.auditGiven {
+		return nil
+	}
+	var l *audit.Log
+	switch dest := a.cfg.Log.Audit; dest {
+	case "stderr":
+		l = audit.New(a.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "audit")}), audit.Options{})
+	default:
+		var err error
+		if l, err = audit.Open(dest, a.cfg.Log.Format, os.Stderr, audit.Options{}); err != nil {
+			return fmt.Errorf("app: log.audit: %w", err)
+		}
+	}
+	if !a.set(func() { a.audit = l }) {
+		_ = l.Close()
+		return errors.New("app: shut down during start")
+	}
+	return nil
+}
+
+// forgetGenerated removes the admin user that a failed start created with
+// a generated password it never showed, so that the next start generates
+// one again; if that fails, throng admin reset-password is the way in.
+func (a *App) forgetGenerated() {
+	if a.generated == "" {
+		return
+	}
+	a.generated = ""
+	log := a.log.With("component", "app")
+	a.mu.Lock()
+	store := a.store
+	a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := store.DeleteUser(ctx, tenant.Default, AdminUser); err != nil {
+		log.Error("the start failed after creating the admin user, whose generated password was not shown; "+
+			"run 'throng admin reset-password' to set one", "err", err)
+		return
+	}
+	log.Warn("the start failed: the admin user it created was removed again, the next start generates its password")
 }
 
 // set runs f under the lock unless shutdown has begun.
@@ -321,9 +394,7 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 		switch {
 		case err == nil:
 			if generated {
-				fmt.Fprintf(a.stdout, "generated admin password: %s\n"+
-					"(user %q of tenant %q; shown only this once, stored hashed; set adminPassword to choose one)\n",
-					pw, AdminUser, tenant.Default)
+				a.generated = pw // shown when the node is ready
 			}
 			log.Info("created admin user", "user", AdminUser, "tenant", tenant.Default, "generated_password", generated)
 			return nil
@@ -415,7 +486,8 @@ func (a *App) startAdmin() error {
 		return fmt.Errorf("app: admin listener: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           h,
+		Handler: admin.Audited(h, a.audit), // admin changes, refusals, denials
+
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
 		WriteTimeout:      time.Minute,
@@ -502,6 +574,7 @@ func (a *App) Shutdown(ctx context.Context) {
 		a.mu.Lock()
 		a.closing = true
 		srv, rt, store, devices, nc, eng, lock := a.adminSrv, a.router, a.store, a.devices, a.sysConn, a.eng, a.lock
+		auditLog := a.audit
 		if a.pprofSrv != nil {
 			_ = a.pprofSrv.Close()
 		}
@@ -538,6 +611,9 @@ func (a *App) Shutdown(ctx context.Context) {
 		}
 		// 6: only now may another node use the data directory.
 		lock.unlock()
+		if !a.auditGiven {
+			_ = auditLog.Close() // writes the last "suppressed" summaries
+		}
 		log.Info("stopped")
 	})
 	<-a.stopped

@@ -66,6 +66,7 @@ func (a *App) startFrontEnds() error {
 			MaxQueuedMessages: a.cfg.MQTT.MaxQueuedMessages,
 			QueueOverflow:     a.cfg.MQTT.QueueOverflow,
 			Hono:              a.hono,
+			Audit:             a.audit,
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)
@@ -99,6 +100,7 @@ func (a *App) startFrontEnds() error {
 			MaxHandshakes:    a.cfg.Connections.MaxHandshakes,
 			HandshakeMemory:  int(a.cfg.Connections.HandshakeMemory),
 			Commands:         a.hono,
+			Audit:            a.audit,
 		})
 		if err != nil {
 			return fmt.Errorf("app: amqp: %w", err)
@@ -131,6 +133,7 @@ func (a *App) startFrontEnds() error {
 			MaxMessageSize:    int64(a.cfg.MaxMessageSize),
 			ReadHeaderTimeout: time.Duration(a.cfg.Connections.HandshakeTimeout),
 			ReadTimeout:       time.Duration(a.cfg.Connections.ReadTimeout),
+			Audit:             a.audit,
 		})
 		if err != nil {
 			return fmt.Errorf("app: http: %w", err)

@@ -142,6 +142,11 @@ type Log struct {
 	Format string `yaml:"format"`
 	// Level is "debug", "info", "warn" or "error".
 	Level string `yaml:"level"`
+	// Audit is where the audit log goes (logins, refusals, permission
+	// denials, admin changes; docs/security.md): "stderr" (with the
+	// diagnostic log, in its format, whatever its level), "off", or a
+	// file that gets JSON lines, appended. Empty is off.
+	Audit string `yaml:"audit"`
 }
 
 // Engine configures the embedded NATS JetStream engine.
@@ -180,7 +185,7 @@ func Default() *Config {
 			HTTPS: ":8443",
 			Admin: ":8161",
 		},
-		Log:            Log{Format: "text", Level: "info"},
+		Log:            Log{Format: "text", Level: "info", Audit: "stderr"},
 		Anonymous:      true,
 		MaxMessageSize: DefaultMaxMessageSize,
 		MQTT:           MQTT{MaxQueuedMessages: DefaultMaxQueuedMessages, QueueOverflow: DefaultQueueOverflow},

@@ -109,6 +109,8 @@ var Settings = []Setting{
 		func(c *Config) *string { return &c.Log.Format }),
 	str("log.level", "log-level", "THRONG_LOG_LEVEL", "log level: debug, info, warn or error",
 		func(c *Config) *string { return &c.Log.Level }),
+	str("log.audit", "audit-log", "THRONG_AUDIT_LOG", "audit log of logins, refusals, permission denials and admin changes: stderr, a file (JSON lines, appended), or off (or empty)",
+		func(c *Config) *string { return &c.Log.Audit }),
 	boolean("engine.syncAlways", "sync-always", "THRONG_SYNC_ALWAYS", "fsync every write batch before acknowledging",
 		func(c *Config) *bool { return &c.Engine.SyncAlways }),
 	size("engine.maxStore", "max-store", "THRONG_MAX_STORE", "maximum disk used by the store, e.g. 10GiB (0: engine default)",

@@ -80,6 +80,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, per
 		if !errors.Is(err, ErrNoCredentials) {
 			// The client gets only the code; the reason is logged.
 			s.log.Debug("device refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			s.auditAuth(r, nil, err)
 		}
 		return s.writeError(w, err)
 	}
@@ -158,6 +159,9 @@ func (s *Server) authenticate(r *http.Request, res Resource) (*auth.Principal, e
 			return p, perr
 		}
 		p, err := s.cfg.Auth.AuthenticateCert(ctx, auth.AdapterHTTP, r.TLS)
+		if err == nil {
+			s.auditAuth(r, p, nil)
+		}
 		if !errors.Is(err, auth.ErrNoDeviceCert) {
 			if errors.Is(err, auth.ErrUnavailable) {
 				return nil, err // not remembered: the next request may succeed
@@ -188,6 +192,7 @@ func (s *Server) authenticate(r *http.Request, res Resource) (*auth.Principal, e
 		if !p.IsDevice() {
 			return nil, fmt.Errorf("%w: %q of tenant %q is a user", ErrNotDevice, authID, tn)
 		}
+		s.auditAuth(r, p, nil)
 		cs.mu.Lock()
 		cs.authz, cs.p, cs.at = authz, p, now
 		cs.mu.Unlock()

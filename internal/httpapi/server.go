@@ -23,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/message"
@@ -79,6 +80,9 @@ type Config struct {
 	// never). A kept-alive device then costs one registry lookup per
 	// period, not per request.
 	AuthCacheTTL time.Duration
+	// Audit receives devices' logins (each authentication, not each
+	// request of the cache period) and refusals (nil: none are recorded).
+	Audit *audit.Log
 }
 
 // Server is Hono's HTTP adapter.
@@ -243,3 +247,29 @@ func (e *outcomeError) Error() string {
 
 // tlsState returns the request's TLS state, nil over plain TCP.
 func tlsState(r *http.Request) *tls.ConnectionState { return r.TLS }
+
+// auditAuth records a device's login (p) or a refused request (err) in
+// the audit log: 401 and 403 answers to credentials, a certificate or an
+// unauthenticated device that the adapter refused.
+func (s *Server) auditAuth(r *http.Request, p *auth.Principal, err error) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	e := audit.Event{Kind: audit.Login, Protocol: audit.HTTP, Remote: r.RemoteAddr}
+	if p != nil {
+		e.Tenant, e.User, e.Device, e.Mechanism = p.Tenant, p.User+p.AuthID, p.Device, p.AuthType
+	}
+	if err != nil {
+		e.Kind, e.Reason, e.Detail = audit.LoginFailed, "bad_credentials", err.Error()
+		switch statusOf(err) {
+		case http.StatusForbidden:
+			e.Reason = "not_authorized"
+		case http.StatusServiceUnavailable:
+			e.Reason = "unavailable"
+		}
+		if name, _, ok := r.BasicAuth(); ok {
+			e.User = name
+		}
+	}
+	s.cfg.Audit.Record(e)
+}

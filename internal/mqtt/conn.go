@@ -15,16 +15,18 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
 // conn is one client connection and, while it lives, its session.
 type conn struct {
-	s  *Server
-	nc netConn
-	ip net.IP
-	pr *packetReader // nil once the poller reads the connection
+	s     *Server
+	nc    netConn
+	ip    net.IP
+	raddr net.Addr      // the client's address as accepted (nc changes when the poller takes over)
+	pr    *packetReader // nil once the poller reads the connection
 
 	// Set during CONNECT by the reader, read-only afterwards.
 	tenant      string
@@ -146,7 +148,7 @@ type wItem struct {
 }
 
 func newConn(s *Server, nc netConn, ip net.IP) *conn {
-	return &conn{s: s, nc: nc, ip: ip, pr: &packetReader{conn: nc}, discRC: -1}
+	return &conn{s: s, nc: nc, ip: ip, raddr: nc.RemoteAddr(), pr: &packetReader{conn: nc}, discRC: -1}
 }
 
 // closedCh returns a channel that is closed once the connection has
@@ -623,15 +625,37 @@ func newClientID() string {
 // refused: 0x87 (3.1.1: 5) for a device whose tenant or adapter is
 // disabled, 0x88 (3.1.1: 3) when the registry cannot answer, else 0x86
 // (3.1.1: 4). The client learns nothing more; the log has the reason.
-func (c *conn) refuseAuth(v byte, err error) bool {
-	c.s.log.Info("authentication failed", "client_id", c.clientID, "remote", c.ip, "err", err)
+func (c *conn) refuseAuth(v byte, user string, err error) bool {
+	c.s.log.Debug("authentication failed", "client_id", c.clientID, "remote", c.remote(), "user", user, "err", err)
 	switch {
 	case errors.Is(err, auth.ErrNotAuthorized):
+		c.auditRefused(user, "not_authorized", err)
 		return c.refuse(v, rcNotAuthorized, "not authorized", "not_authorized")
 	case errors.Is(err, auth.ErrUnavailable):
+		c.auditRefused(user, "unavailable", err)
 		return c.refuse(v, rcServerUnavailable, "server unavailable", "server_unavailable")
 	}
+	c.auditRefused(user, "bad_credentials", err)
 	return c.refuse(v, rcBadCredentials, "bad user name or password", "bad_credentials")
+}
+
+// remote is the client's address for logs and the audit log.
+func (c *conn) remote() string {
+	if c.raddr != nil {
+		return c.raddr.String()
+	}
+	return c.ip.String()
+}
+
+// auditRefused records a refused CONNECT in the audit log (the rate-
+// limited record of refusals; the log line above is at debug level).
+func (c *conn) auditRefused(user, reason string, err error) {
+	e := audit.Event{Kind: audit.LoginFailed, Protocol: audit.MQTT, Remote: c.remote(),
+		User: user, ClientID: c.clientID, Reason: reason}
+	if err != nil {
+		e.Detail = err.Error()
+	}
+	c.s.cfg.Audit.Record(e)
 }
 
 // tlsState returns the TLS connection state (client certificates), or
@@ -660,7 +684,7 @@ func (c *conn) refuse(version byte, rc byte, text string, result string) bool {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_, _ = c.nc.Write(b)
 	}
-	c.s.log.Debug("connect refused", "client_id", c.clientID, "reason", text)
+	c.s.log.Debug("connect refused", "client_id", c.clientID, "remote", c.remote(), "reason", text)
 	return false
 }
 
@@ -713,6 +737,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		p, err = s.cfg.EnhancedAuth(ctx, props.AuthenticationMethod, props.AuthenticationData, c.clientID)
 		cancel()
 		if err != nil || p == nil {
+			c.auditRefused("", "bad_credentials", err)
 			return c.refuse(v, rcBadCredentials, "authentication failed", "bad_credentials")
 		}
 	case s.cfg.Auth.HasDeviceCert(c.tlsState()):
@@ -724,7 +749,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		p, err = s.cfg.Auth.AuthenticateCert(ctx, auth.AdapterMQTT, c.tlsState())
 		cancel()
 		if err != nil {
-			return c.refuseAuth(v, err)
+			return c.refuseAuth(v, "", err)
 		}
 	case pk.Connect.UsernameFlag:
 		user, ten := auth.SplitUser(string(pk.Connect.Username), tenant.Default)
@@ -733,11 +758,12 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		p, err = s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
 		cancel()
 		if err != nil {
-			return c.refuseAuth(v, err)
+			return c.refuseAuth(v, string(pk.Connect.Username), err)
 		}
 	case s.cfg.AllowAnonymous && c.ip != nil && c.ip.IsLoopback():
 		p = s.anonymous // shared: anonymous permissions do not name ${client_id}
 	default:
+		c.auditRefused("", "anonymous_refused", nil)
 		return c.refuse(v, rcNotAuthorized, "anonymous access not allowed", "not_authorized")
 	}
 	c.tenant = p.Tenant
@@ -875,6 +901,8 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		ap.SharedSubAvailable, ap.SharedSubAvailableFlag = 1, true
 	}
 	c.send(ack)
+	s.cfg.Audit.Record(audit.Event{Kind: audit.Login, Protocol: audit.MQTT, Remote: c.remote(),
+		Tenant: p.Tenant, User: p.User + p.AuthID, Device: p.Device, ClientID: c.clientID})
 	k := uint32(0)
 	if v == 5 {
 		k |= kickV5
@@ -915,6 +943,9 @@ func (c *conn) mayUse(name string, action tenant.Action, invalid byte) *ReasonEr
 		return reason(rcNotAuthorized, err.Error(), err)
 	}
 	if !auth.Authorize(c.principal, name, action) {
+		c.s.cfg.Audit.Record(audit.Event{Kind: audit.Denied, Protocol: audit.MQTT, Remote: c.remote(),
+			Tenant: c.principal.Tenant, User: c.principal.User + c.principal.AuthID, Device: c.principal.Device,
+			ClientID: c.clientID, Resource: name, Action: string(action), Reason: "no_permission"})
 		return reason(rcNotAuthorized, "not authorized", nil)
 	}
 	return nil

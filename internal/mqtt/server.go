@@ -37,6 +37,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/router"
@@ -112,6 +113,9 @@ type Config struct {
 	// Hono, when set, gives device principals Hono's MQTT adapter topics
 	// (hono.go); nil: devices may connect and do nothing else (0x87).
 	Hono *hono.Service
+	// Audit receives logins, refused CONNECTs and permission denials
+	// (nil: none are recorded).
+	Audit *audit.Log
 	// NodeLease is how long this node's lease in the engine lasts without
 	// a heartbeat (refreshed every third of it; default 15s). Sessions and
 	// wills of a node whose lease ran out are taken over by the sweepers

@@ -263,7 +263,10 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 	// ts is filled in below; the handlers only run after a disconnect.
 	var ts *tenantState
 	nc, err := r.eng.Connect(acc, nats.Name("router/"+name),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if err == nil || c.IsClosed() {
+				return // closed on purpose: the tenant was deleted, the node is stopping
+			}
 			r.log.Warn("engine connection lost; reconnecting", "tenant", name, "err", err)
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) {
@@ -281,7 +284,10 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		return nil, err
 	}
 	pub, err := r.eng.Connect(acc, nats.Name("router-pub/"+name),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if err == nil || c.IsClosed() {
+				return // closed on purpose
+			}
 			r.log.Warn("engine publish connection lost; reconnecting", "tenant", name, "err", err)
 		}))
 	if err != nil {
