@@ -336,7 +336,21 @@ var addressCmds = map[string]command{
 				if err != nil || c.printedJSON(cl, raw) {
 					return err
 				}
-				rows := [][]string{{"name", a.Name}, {"type", string(a.Type)}, {"created", ago(a.Created)}}
+				rows := [][]string{{"name", a.Name}, {"type", string(a.Type)}}
+				if a.Type == address.Subscription {
+					rows = append(rows, []string{"topic", orDash(a.Topic)})
+				}
+				if a.Type.Stored() {
+					dl := a.DeadLetter
+					if dl == "" {
+						dl = address.DefaultDeadLetter + " (default)"
+					}
+					rows = append(rows, []string{"deadLetter", dl})
+				}
+				rows = append(rows, []string{"limits", orDash(addrLimitsText(a.Type, a.Limits))}, []string{"created", ago(a.Created)})
+				if a.AutoCreated {
+					rows = append(rows, []string{"autoCreated", "true"})
+				}
 				if a.Stats != nil {
 					rows = append(rows,
 						[]string{"backlog", fmt.Sprint(a.Stats.Backlog)}, []string{"bytes", config.ByteSize(a.Stats.Bytes).String()},
@@ -371,6 +385,36 @@ var addressCmds = map[string]command{
 		}},
 }
 
+// addrLimitsText shows an address's limits, with the defaults that
+// apply where none is set.
+func addrLimitsText(t address.Type, l address.Limits) string {
+	var parts []string
+	if l.MaxMessages != 0 {
+		parts = append(parts, fmt.Sprintf("maxMessages=%d", l.MaxMessages))
+	}
+	if l.MaxBytes != 0 {
+		parts = append(parts, "maxBytes="+config.ByteSize(l.MaxBytes).String())
+	}
+	if l.MaxAge != 0 {
+		parts = append(parts, "maxAge="+time.Duration(l.MaxAge).String())
+	}
+	if l.MaxMessageSize != 0 {
+		parts = append(parts, "maxMessageSize="+config.ByteSize(l.MaxMessageSize).String())
+	}
+	switch {
+	case l.MaxDeliveries > 0:
+		parts = append(parts, fmt.Sprintf("maxDeliveries=%d", l.MaxDeliveries))
+	case l.MaxDeliveries < 0:
+		parts = append(parts, "maxDeliveries=unlimited")
+	case t == address.Queue || t == address.Subscription:
+		parts = append(parts, fmt.Sprintf("maxDeliveries=%d (default)", address.DefaultMaxDeliveries))
+	}
+	if l.Overflow != "" {
+		parts = append(parts, "overflow="+string(l.Overflow))
+	}
+	return strings.Join(parts, " ")
+}
+
 func (c *cli) address(ctx context.Context, args []string) error {
 	return c.dispatch(ctx, "address", addressCmds, addressOrder, args)
 }
@@ -380,10 +424,14 @@ func (c *cli) address(ctx context.Context, args []string) error {
 var userOrder = []string{"create", "list", "get", "update", "delete"}
 
 var userCmds = map[string]command{
-	"create": {"user create NAME --password P [--tenant T] [--role app]... [--permission 'orders/#=send,receive']...", "admin-password",
+	"create": {"user create NAME --user-password P [--tenant T] [--role app]... [--permission 'orders/#=send,receive']...", "",
 		func(c *cli, fs *flag.FlagSet, cl *client) func(context.Context, []string) error {
 			ten := tenantFlag(fs)
-			pw := fs.String("password", "", "the new user's password (required); the administrator's is --admin-password or THRONG_PASSWORD")
+			// --password is the administrator's, as in every command; the
+			// new user's has a name of its own (issue 14 item 12).
+			// --admin-password, its name here before, still works.
+			secretVar(fs, &cl.password, "admin-password", cl.password, "same as --password")
+			pw := fs.String("user-password", "", "the new user's password (required)")
 			var roles, perms multiFlag
 			fs.Var(&roles, "role", "role: tenant-admin, operator or app; admin only in tenant default (repeatable; default app)")
 			fs.Var(&perms, "permission", "permission PATTERN=ACTION,..., e.g. 'orders/#=send,receive' (repeatable)")
@@ -394,7 +442,7 @@ var userCmds = map[string]command{
 				}
 				newPW := *pw
 				if newPW == "" {
-					return usagef("--password is required")
+					return usagef("--user-password is required: the new user's password (--password is the administrator's, as in every command)")
 				}
 				req := admin.UserRequest{Name: name, Password: newPW, Roles: []tenant.Role{}, Permissions: []tenant.Permission{}}
 				if len(roles) == 0 {

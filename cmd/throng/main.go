@@ -50,6 +50,7 @@ Usage:
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
   throng credential set|list --tenant T --device D           manage a device's credentials
   throng status                                              show a node's status
+  throng admin   reset-password [--data-dir DIR]             new admin password, node stopped (local)
   throng hono    app [-H H -P P -u U -p P] consume|command   Hono's command line client (app)
   throng bench   mqtt|amqp|conns|table [flags]               load and comparison tool
   throng soak    [--duration 1h] [flags]                     crash, fault and soak checker
@@ -86,6 +87,12 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// flagError is a flag mistake in command cmd ("tenant list"); it exits
+// with exitUsage and points to the command's -h.
+type flagError struct{ msg, cmd string }
+
+func (e flagError) Error() string { return e.msg }
+
 // run executes the command line and returns the exit code. It is main
 // without the process: tests call it in-process.
 func run(ctx context.Context, args []string, environ []string, stdout, stderr io.Writer) int {
@@ -110,6 +117,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.credential(ctx, rest)
 	case "status":
 		err = c.status(ctx, rest)
+	case "admin":
+		err = c.admin(ctx, rest)
 	case "hono":
 		err = c.hono(ctx, rest)
 	case "bench":
@@ -128,6 +137,7 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 
 func (c *cli) exit(err error) int {
 	var ue usageError
+	var fe flagError
 	var ae *apiError
 	var locked *app.DataDirLockedError
 	switch {
@@ -135,6 +145,9 @@ func (c *cli) exit(err error) int {
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, &fe):
+		fmt.Fprintf(c.stderr, "throng: %s\nRun 'throng %s -h' for its flags.\n", fe.msg, fe.cmd)
+		return exitUsage
 	case errors.As(err, &ue):
 		fmt.Fprintf(c.stderr, "throng: %s\nRun 'throng help' for usage.\n", ue.msg)
 		return exitUsage
@@ -159,14 +172,18 @@ func (c *cli) exit(err error) int {
 	return exitError
 }
 
-// newFlagSet returns a flag set whose errors and help go to stderr and are
-// returned, not fatal.
+// newFlagSet returns a flag set whose errors are returned, not fatal, and
+// whose help (-h) goes to stderr. The flag package's own output is
+// discarded: it would print a mistake, then the whole usage, and exit
+// the mistake again; parseArgs returns it once, with a hint to -h.
 func (c *cli) newFlagSet(name, synopsis string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
 		fmt.Fprintf(c.stderr, "Usage: throng %s\n\nFlags:\n", synopsis)
+		fs.SetOutput(c.stderr)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
@@ -176,12 +193,17 @@ func (c *cli) newFlagSet(name, synopsis string) *flag.FlagSet {
 // the positional ones. After "--" everything is positional.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
+	// The usage text only for -h: a mistake is reported once, by exit.
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				usage()
 				return nil, err
 			}
-			return nil, usageError{err.Error()}
+			return nil, flagError{msg: err.Error(), cmd: fs.Name()}
 		}
 		rest := fs.Args()
 		if consumed := args[:len(args)-len(rest)]; len(consumed) > 0 && consumed[len(consumed)-1] == "--" {

@@ -180,7 +180,7 @@ func TestCLIUsers(t *testing.T) {
 	p := testkit.Start(t)
 	env := platformEnv(p)
 	mustCLI(t, env, 0, "tenant", "create", "acme")
-	mustCLI(t, env, 0, "user", "create", "app1", "--password", "pw1", "--role", "app",
+	mustCLI(t, env, 0, "user", "create", "app1", "--user-password", "pw1", "--role", "app",
 		"--permission", "orders/#=send,receive", "--permission", "status/+=view", "--tenant", "acme")
 	u, ok := p.Store.User("acme", "app1")
 	if !ok || len(u.Permissions) != 2 || len(u.Permissions[0].Actions) != 2 || u.PasswordHash == "" {
@@ -207,14 +207,22 @@ func TestCLIUsers(t *testing.T) {
 	if strings.Contains(out, "$2a$") || strings.Contains(out, "pw1") || !json.Valid([]byte(out)) {
 		t.Fatalf("json list: %s", out)
 	}
-	// The administrator's password may also be given as a flag.
+	// The administrator's password may also be given as a flag: --password,
+	// as in every command (issue 14 item 12), or --admin-password as before.
 	env2 := []string{"THRONG_SERVER=" + p.AdminURL}
-	mustCLI(t, env2, 0, "user", "create", "app2", "--password", "pw2", "--admin-password", p.AdminPassword)
+	mustCLI(t, env2, 0, "user", "create", "app2", "--user-password", "pw2", "--password", p.AdminPassword)
+	mustCLI(t, env2, 0, "user", "create", "app4", "--user-password", "pw4", "--admin-password", p.AdminPassword)
 	mustCLI(t, env2, 0, "user", "delete", "app2", "--password", p.AdminPassword)
+	// The old habit (--password for the new user) is a usage error that
+	// says which flag is which, not an unauthorized call.
+	r := mustCLI(t, env2, 2, "user", "create", "app5", "--password", "pw5")
+	if !strings.Contains(r.stderr, "--user-password is required") {
+		t.Fatalf("stderr: %s", r.stderr)
+	}
 
 	mustCLI(t, env, 2, "user", "create", "app3", "--tenant", "acme")
-	mustCLI(t, env, 2, "user", "create", "app3", "--password", "x", "--permission", "noequals")
-	mustCLI(t, env, 1, "user", "create", "app1", "--password", "x", "--tenant", "acme")
+	mustCLI(t, env, 2, "user", "create", "app3", "--user-password", "x", "--permission", "noequals")
+	mustCLI(t, env, 1, "user", "create", "app1", "--user-password", "x", "--tenant", "acme")
 	mustCLI(t, env, 0, "user", "delete", "app1", "--tenant", "acme")
 	mustCLI(t, env, 1, "user", "delete", "app1", "--tenant", "acme")
 }

@@ -157,7 +157,7 @@ func TestProcessKillAndRestart(t *testing.T) {
 	env := p.env(pw)
 	mustCLI(t, env, 0, "tenant", "create", "acme", "--auto-create", "jobs/#=queue")
 	mustCLI(t, env, 0, "address", "create", "orders/eu", "--type", "queue", "--tenant", "acme", "--max-messages", "10")
-	mustCLI(t, env, 0, "user", "create", "app1", "--password", "pw1", "--tenant", "acme", "--permission", "orders/#=send")
+	mustCLI(t, env, 0, "user", "create", "app1", "--user-password", "pw1", "--tenant", "acme", "--permission", "orders/#=send")
 
 	// kill -9: no graceful shutdown.
 	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
