@@ -306,7 +306,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	case errors.Is(err, io.EOF):
 		writeError(w, CodeInvalidBody, "the request body is empty")
 	default:
-		writeError(w, CodeInvalidBody, "request body: "+strings.TrimPrefix(err.Error(), "json: "))
+		writeError(w, CodeInvalidBody, "request body: "+bodyProblem(err))
 	}
 	return false
 }

@@ -247,7 +247,7 @@ func honoDecode(w http.ResponseWriter, r *http.Request, v any, optional bool, wh
 		err = errors.New("unexpected data after the JSON value")
 	}
 	if err != nil {
-		honoError(w, http.StatusBadRequest, fmt.Sprintf("request does not contain a valid %s: %s", what, strings.TrimPrefix(err.Error(), "json: ")))
+		honoError(w, http.StatusBadRequest, fmt.Sprintf("request does not contain a valid %s: %s", what, bodyProblem(err)))
 		return false
 	}
 	return true
@@ -743,7 +743,7 @@ func strictJSON(s string, v any) error {
 	dec := json.NewDecoder(strings.NewReader(s))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return errors.New(strings.TrimPrefix(err.Error(), "json: "))
+		return errors.New(bodyProblem(err))
 	}
 	if dec.More() {
 		return errors.New("unexpected data after the JSON object")
@@ -837,7 +837,7 @@ func (s *Server) v1SetCredentials(w http.ResponseWriter, r *http.Request) {
 	if err := dec.Decode(&in); err != nil || dec.More() {
 		msg := "unexpected data after the JSON array"
 		if err != nil {
-			msg = strings.TrimPrefix(err.Error(), "json: ")
+			msg = bodyProblem(err)
 		}
 		honoError(w, http.StatusBadRequest, "request body does not contain valid Credentials objects: "+msg)
 		return
