@@ -74,12 +74,19 @@ type apiPath struct {
 // as is or escaped (%2F); each level is unescaped on its own. The path is
 // read from its end, so a name may itself contain a "messages" level. ok
 // is false for any other path (404).
+// maxAPIName bounds an address name in a messaging API path (bytes,
+// unescaped).
+const maxAPIName = 4096
+
 func parseAPIPath(escaped string) (apiPath, bool) {
 	if escaped == apiPrefix+"openapi.json" {
 		return apiPath{op: opOpenAPI}, true
 	}
+	// The name is bounded after unescaping (maxAPIName); the escaped path
+	// may be up to three times longer (%XX per byte), so that a name
+	// accepted once is accepted again in its canonical escaped form.
 	rest, found := strings.CutPrefix(escaped, apiPrefix+"addresses/")
-	if !found || len(rest) > 4096 {
+	if !found || len(rest) > 3*maxAPIName+128 {
 		return apiPath{}, false
 	}
 	lv := strings.Split(rest, "/")
@@ -116,7 +123,7 @@ func parseAPIPath(escaped string) (apiPath, bool) {
 		nameLv[i] = u
 	}
 	p.name = strings.Join(nameLv, "/")
-	if p.name == "" {
+	if p.name == "" || len(p.name) > maxAPIName {
 		return apiPath{}, false
 	}
 	return p, true
