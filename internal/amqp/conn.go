@@ -16,6 +16,7 @@ import (
 	"github.com/throngmq/throng/internal/amqp/encoding"
 	"github.com/throngmq/throng/internal/amqp/frames"
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -28,6 +29,7 @@ type conn struct {
 	remote net.Addr
 	log    *slog.Logger
 	closed chan struct{} // closed when serve returns
+	rate   quota.Bucket  // the connection's message rate bucket (link.go, router/quota.go)
 
 	shutdownCh   chan struct{} // closed by shutdown
 	shutdownOnce sync.Once

@@ -263,6 +263,7 @@ func (l *link) attachReceiver(a *frames.Attach) {
 				l.refuse(a, routerError(err))
 				return
 			}
+			p.SetConn(&c.rate)
 			l.producer = p
 		}
 	}
@@ -816,6 +817,7 @@ func (l *link) publish(id uint32, settled bool, payload []byte) {
 			if len(l.relay) >= 256 {
 				clear(l.relay)
 			}
+			p.SetConn(&c.rate)
 			l.relay[m.To] = p
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/hono"
+	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -39,6 +40,17 @@ var (
 // retryAfter is the Retry-After (seconds) of a 429: tenant limits are
 // plans, not short bursts, but a device retrying at once helps nobody.
 const retryAfter = 5
+
+// retryAfterOf is the Retry-After of err: a message rate limit says when
+// its bucket has a token again (router/quota.go); other errors wait
+// retryAfter.
+func retryAfterOf(err error) int {
+	var qe *quota.Error
+	if errors.As(err, &qe) {
+		return qe.RetryAfterSeconds()
+	}
+	return retryAfter
+}
 
 // statusOf is the one table from errors to Hono's HTTP adapter status
 // codes (Hono's HTTP adapter user guide, "Status Codes" of each
@@ -94,7 +106,7 @@ func (s *Server) writeError(w http.ResponseWriter, err error) int {
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", realm)
 	case http.StatusTooManyRequests:
-		h.Set("Retry-After", strconv.Itoa(retryAfter))
+		h.Set("Retry-After", strconv.Itoa(retryAfterOf(err)))
 	}
 	msg := err.Error()
 	var de *auth.DeviceError

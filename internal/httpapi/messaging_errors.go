@@ -139,7 +139,7 @@ func (s *Server) writeAPIError(w http.ResponseWriter, err error) int {
 	case http.StatusUnauthorized:
 		h.Set("WWW-Authenticate", apiRealm)
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-		h.Set("Retry-After", strconv.Itoa(retryAfter))
+		h.Set("Retry-After", strconv.Itoa(retryAfterOf(err)))
 	}
 	var b apiErrorBody
 	b.Error.Code, b.Error.Message = code, msg

@@ -13,6 +13,7 @@ import (
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
+	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -374,6 +375,9 @@ func (c *conn) onPubrel(id uint16) {
 type producerCache struct {
 	l *list.List
 	m map[string]*list.Element
+	// rate is the connection's message rate bucket, given to each of its
+	// producers (maxMessagesInPerSecondPerConnection, router/quota.go).
+	rate quota.Bucket
 }
 
 type producerEntry struct {
@@ -410,6 +414,7 @@ func (c *conn) producer(name string) (*router.Producer, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.SetConn(&pc.rate)
 	pc.m[name] = pc.l.PushFront(&producerEntry{name: name, p: p})
 	if pc.l.Len() > producerCacheSize {
 		e := pc.l.Back()

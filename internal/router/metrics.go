@@ -11,6 +11,8 @@ type metrics struct {
 	settled *prometheus.CounterVec // throng_router_deliveries_settled_total
 	// throng_router_temp_addresses_deleted_total (tempsweep.go)
 	tempDeleted *prometheus.CounterVec
+	// throng_tenant_quota_refused_total (quota.go)
+	quotaRefused *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -30,9 +32,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		tempDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "throng_router_temp_addresses_deleted_total", Help: "Temporary addresses deleted by the sweeper because their owner and consumers were gone.",
 		}, []string{"tenant"}),
+		quotaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "throng_tenant_quota_refused_total", Help: "Messages refused because the tenant (or its connection) was over a limit of its plan, by limit.",
+		}, []string{"tenant", "limit"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.in, m.out, m.dropped, m.settled, m.tempDeleted)
+		reg.MustRegister(m.in, m.out, m.dropped, m.settled, m.tempDeleted, m.quotaRefused)
 	}
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/clock"
 	"github.com/throngmq/throng/internal/message"
+	"github.com/throngmq/throng/internal/quota"
 )
 
 // OutcomeKind is how a delivery was settled (the AMQP outcomes; MQTT and
@@ -72,6 +73,9 @@ type Producer struct {
 	group         atomic.Pointer[anycastGroup] // anycast: this node's consumers, once known
 	checkedGen    atomic.Uint64                // tenantState.addrGen when Stale last looked (lifecycle.go)
 	gone          atomic.Bool                  // the defined address was deleted
+
+	conn   *quota.Bucket // the publishing connection's rate bucket (SetConn; quota.go)
+	exempt bool          // platform-made messages: no rate limit (quota.go)
 }
 
 // Producer resolves an address for publishing: a defined address, a
@@ -135,6 +139,11 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 		return
 	}
 	if err := p.checkSize(m); err != nil {
+		p.count(0, Outcome{}, err)
+		done(Outcome{}, err)
+		return
+	}
+	if err := p.admit(); err != nil { // rate limits (quota.go)
 		p.count(0, Outcome{}, err)
 		done(Outcome{}, err)
 		return
@@ -230,6 +239,7 @@ func (r *Router) Publish(ctx context.Context, tenantName, name string, m *messag
 	if err != nil {
 		return Outcome{}, err
 	}
+	p.exempt = true // the platform's own messages (wills, events): not rate limited
 	return p.PublishSync(ctx, m)
 }
 

@@ -185,6 +185,7 @@ func (f *feed) toDeadLetter(m *message.Message, reason string, done func(error))
 		done(err)
 		return
 	}
+	p.exempt = true // moving a message is not publishing one (quota.go)
 	p.Publish(&dm, func(_ Outcome, err error) { done(err) })
 }
 

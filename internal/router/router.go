@@ -33,6 +33,7 @@ import (
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/engine"
+	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
@@ -103,8 +104,9 @@ type Router struct {
 	store   *tenant.Store
 	log     *slog.Logger
 	metrics *metrics
-	temps   *tempSweeper // set by New
-	started time.Time    // when New ran (feed.reclaim)
+	quota   quota.Limiter // per-tenant message rate buckets (quota.go)
+	temps   *tempSweeper  // set by New
+	started time.Time     // when New ran (feed.reclaim)
 
 	mu      sync.Mutex
 	tenants map[string]*tenantState // guarded by mu

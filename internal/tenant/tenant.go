@@ -63,6 +63,15 @@ type Limits struct {
 	// the tenant's clients (larger or smaller; at most 256 MiB).
 	MaxMessageSize int   `json:"maxMessageSize,omitempty"`
 	MaxStoredBytes int64 `json:"maxStoredBytes,omitempty"`
+	// MaxMessagesInPerSecond is the tenant's publish rate, a token
+	// bucket refilled at this rate up to Burst (default one second's
+	// worth). Over it a message is refused with the protocol's quota
+	// error (docs/security.md "Plans and quotas").
+	MaxMessagesInPerSecond float64 `json:"maxMessagesInPerSecond,omitempty"`
+	Burst                  int     `json:"burst,omitempty"`
+	// MaxMessagesInPerSecondPerConnection limits each connection of the
+	// tenant (burst one second's worth).
+	MaxMessagesInPerSecondPerConnection float64 `json:"maxMessagesInPerSecondPerConnection,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -95,7 +104,8 @@ func (t *Tenant) Validate() error {
 		}
 	}
 	l := t.Limits
-	if l.MaxConnections < 0 || l.MaxAddresses < 0 || l.MaxUsers < 0 || l.MaxMessageSize < 0 || l.MaxStoredBytes < 0 {
+	if l.MaxConnections < 0 || l.MaxAddresses < 0 || l.MaxUsers < 0 || l.MaxMessageSize < 0 || l.MaxStoredBytes < 0 ||
+		l.MaxMessagesInPerSecond < 0 || l.Burst < 0 || l.MaxMessagesInPerSecondPerConnection < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrInvalid)
 	}
 	if l.MaxMessageSize > message.MaxSize {

@@ -1,0 +1,250 @@
+package testkit_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goamqp "github.com/Azure/go-amqp"
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/throngmq/throng/internal/testkit"
+)
+
+// Message rate limits (DESIGN.md §6, docs/security.md "Plans and
+// quotas") end to end: a tenant at its rate gets each protocol's quota
+// error on real clients — AMQP rejected amqp:resource-limit-exceeded on
+// a link that stays usable, MQTT 5 PUBACK 0x97, HTTP 429 with a
+// Retry-After from the bucket — nothing refused is delivered, nothing
+// accepted is lost, and another tenant on the node is unaffected. The
+// rates are tiny (one token per 100 s) so that the bucket does not
+// refill during the test: no timing assumptions.
+
+type quotaEnv struct {
+	*testkit.Platform
+	t *testing.T
+}
+
+func (e *quotaEnv) admin(method, path, body string) string {
+	e.t.Helper()
+	resp := e.Do(e.t, method, path, strings.NewReader(body))
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		e.t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+func (e *quotaEnv) tenant(name, limits string) {
+	e.t.Helper()
+	e.admin("POST", "/api/tenants", `{"name":"`+name+`","limits":`+limits+`}`)
+	e.admin("POST", "/api/tenants/"+name+"/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
+	e.admin("POST", "/api/tenants/"+name+"/addresses", `{"name":"q","type":"queue"}`)
+}
+
+func (e *quotaEnv) amqpSession(user string) *goamqp.Session {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := goamqp.Dial(ctx, "amqp://"+e.AMQPAddr, &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain(user, "app-secret")})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	s, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
+}
+
+func (e *quotaEnv) mqtt5(user, id string) *paho.Client {
+	e.t.Helper()
+	nc, err := net.DialTimeout("tcp", e.MQTTAddr, 5*time.Second)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: nc})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30,
+		Username: user, UsernameFlag: true, Password: []byte("app-secret"), PasswordFlag: true})
+	if err != nil || ack.ReasonCode != 0 {
+		e.t.Fatalf("mqtt connect %s: %v %+v", user, err, ack)
+	}
+	e.t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+func mqttPublish(t *testing.T, c *paho.Client, topic, body string) byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := c.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)})
+	if r != nil {
+		return r.ReasonCode
+	}
+	if err != nil {
+		t.Fatalf("mqtt publish: %v", err)
+	}
+	return 0
+}
+
+func amqpSend(t *testing.T, s *goamqp.Sender, body string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return s.Send(ctx, goamqp.NewMessage([]byte(body)), nil)
+}
+
+// drain receives what q holds: it fails unless exactly want arrive.
+func drain(t *testing.T, s *goamqp.Session, want []string) {
+	t.Helper()
+	ctx := ctx10(t)
+	r, err := s.NewReceiver(ctx, "q", &goamqp.ReceiverOptions{Credit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range want {
+		m, err := r.Receive(ctx, nil)
+		if err != nil {
+			t.Fatalf("received %q, then: %v", got, err)
+		}
+		_ = r.AcceptMessage(ctx, m)
+		got = append(got, string(m.GetData()))
+	}
+	short, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if m, err := r.Receive(short, nil); err == nil {
+		t.Fatalf("a refused message was delivered: %q", m.GetData())
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("received %q, want %q", got, want)
+	}
+}
+
+func TestQuotaMessageRateIn(t *testing.T) {
+	e := &quotaEnv{Platform: testkit.Start(t), t: t}
+	// Three messages of burst, then one per 100 s.
+	e.tenant("limited", `{"maxMessagesInPerSecond":0.01,"burst":3}`)
+	e.tenant("free", `{}`)
+
+	// AMQP: three accepted, then rejected with the condition, twice on
+	// the same link (it stays attached).
+	as := e.amqpSession("app@limited")
+	snd, err := as.NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := amqpSend(t, snd, "a"+strconv.Itoa(i)); err != nil {
+			t.Fatalf("send %d within the burst: %v", i, err)
+		}
+	}
+	for i := range 2 {
+		err := amqpSend(t, snd, "refused")
+		var ae *goamqp.Error
+		if !errors.As(err, &ae) || ae.Condition != "amqp:resource-limit-exceeded" {
+			t.Fatalf("send over the rate (%d): %v, want rejected amqp:resource-limit-exceeded", i, err)
+		}
+	}
+
+	// MQTT 5, QoS 1: PUBACK 0x97 (quota exceeded), the connection stays.
+	mc := e.mqtt5("app@limited", "quota-m1")
+	for range 2 {
+		if rc := mqttPublish(t, mc, "q", "refused"); rc != 0x97 {
+			t.Fatalf("MQTT publish over the rate: PUBACK %#x, want 0x97", rc)
+		}
+	}
+
+	// HTTP /api/v1: 429, limit_exceeded, Retry-After from the bucket
+	// (about 100 s for the next token).
+	resp, body := doReq(t, http.DefaultClient, "POST", "http://"+e.HTTPAddr+"/api/v1/addresses/q/messages", "app@limited", "app-secret", nil, "refused")
+	wantError(t, resp, body, http.StatusTooManyRequests, "limit_exceeded")
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 50 || ra > 101 {
+		t.Fatalf("Retry-After %q, want about 100 s", resp.Header.Get("Retry-After"))
+	}
+
+	// Nothing refused was delivered, nothing accepted was lost.
+	drain(t, as, []string{"a0", "a1", "a2"})
+
+	// Another tenant on the node: all of its publishes succeed.
+	fs := e.amqpSession("app@free")
+	fsnd, err := fs.NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 20 {
+		b := "f" + strconv.Itoa(i)
+		if err := amqpSend(t, fsnd, b); err != nil {
+			t.Fatalf("free tenant send %d: %v", i, err)
+		}
+		want = append(want, b)
+	}
+	fm := e.mqtt5("app@free", "quota-f1")
+	for i := range 5 {
+		if rc := mqttPublish(t, fm, "q", "m"+strconv.Itoa(i)); rc != 0 {
+			t.Fatalf("free tenant MQTT publish %d: %#x", i, rc)
+		}
+		want = append(want, "m"+strconv.Itoa(i))
+	}
+	drain(t, fs, want)
+
+	// Counted per tenant and limit: 2 AMQP + 2 MQTT + 1 HTTP.
+	if n := quotaRefused(t, e.Platform, "limited", "messagesIn"); n != 5 {
+		t.Fatalf("throng_tenant_quota_refused_total{limited,messagesIn} = %v, want 5", n)
+	}
+	if n := quotaRefused(t, e.Platform, "free", "messagesIn"); n != 0 {
+		t.Fatalf("free tenant refused %v", n)
+	}
+}
+
+func TestQuotaMessageRateInPerConnection(t *testing.T) {
+	e := &quotaEnv{Platform: testkit.Start(t), t: t}
+	// One message per connection (burst: one second's worth, at least 1),
+	// then one per 100 s.
+	e.tenant("perconn", `{"maxMessagesInPerSecondPerConnection":0.01}`)
+	c1 := e.mqtt5("app@perconn", "quota-c1")
+	c2 := e.mqtt5("app@perconn", "quota-c2")
+	if rc := mqttPublish(t, c1, "q", "c1"); rc != 0 {
+		t.Fatalf("c1 first: %#x", rc)
+	}
+	if rc := mqttPublish(t, c1, "q", "refused"); rc != 0x97 {
+		t.Fatalf("c1 second: %#x, want 0x97", rc)
+	}
+	// The other connection has its own bucket.
+	if rc := mqttPublish(t, c2, "q", "c2"); rc != 0 {
+		t.Fatalf("c2 first: %#x", rc)
+	}
+	s := e.amqpSession("app@perconn")
+	snd, err := s.NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := amqpSend(t, snd, "a1"); err != nil {
+		t.Fatalf("AMQP first: %v", err)
+	}
+	var ae *goamqp.Error
+	if err := amqpSend(t, snd, "refused"); !errors.As(err, &ae) || ae.Condition != "amqp:resource-limit-exceeded" {
+		t.Fatalf("AMQP second: %v", err)
+	}
+	drain(t, s, []string{"c1", "c2", "a1"})
+	if n := quotaRefused(t, e.Platform, "perconn", "messagesInPerConnection"); n != 2 {
+		t.Fatalf("refused per connection = %v, want 2", n)
+	}
+}
+
+func quotaRefused(t *testing.T, p *testkit.Platform, tn, limit string) float64 {
+	t.Helper()
+	e := &iotEnv{Platform: p, t: t}
+	return e.metric("throng_tenant_quota_refused_total", "tenant", tn, "limit", limit)
+}
