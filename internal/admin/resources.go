@@ -79,7 +79,7 @@ func (s *Server) lookupTenant(w http.ResponseWriter, r *http.Request) (*tenant.T
 
 func (s *Server) getTenant(w http.ResponseWriter, r *http.Request) {
 	if t, ok := s.lookupTenant(w, r); ok {
-		writeJSON(w, http.StatusOK, tenantView(t))
+		writeJSON(w, http.StatusOK, s.tenantBody(r, t)) // usage.go
 	}
 }
 

@@ -372,6 +372,7 @@ func (c *Consumer) giveUnlock(d *Delivery) {
 	c.mu.Unlock()
 	c.ctr.delivered(d.Message)
 	c.out.Inc()
+	c.r.meters(c.ts.name).out.Add(time.Now()) // usage (quota.go)
 	c.deliver(d)
 }
 

@@ -33,20 +33,50 @@ func (p *Producer) admit() error {
 	if p.exempt {
 		return nil
 	}
+	now := time.Now()
 	t, ok := p.r.store.Tenant(p.ts.name)
 	if !ok {
 		return nil
 	}
 	rs := rates(t.Limits)
 	if rs.In <= 0 && (rs.InPerConnection <= 0 || p.conn == nil) {
+		p.r.meters(p.ts.name).in.Add(now)
 		return nil
 	}
-	err := p.r.quota.Admit(time.Now(), p.ts.name, rs, p.conn)
+	err := p.r.quota.Admit(now, p.ts.name, rs, p.conn)
 	if err == nil {
+		p.r.meters(p.ts.name).in.Add(now)
 		return nil
 	}
 	if qe, ok := err.(*quota.Error); ok {
 		p.r.metrics.quotaRefused.WithLabelValues(p.ts.name, string(qe.Limit)).Inc()
 	}
 	return fmt.Errorf("%w: %w", ErrLimitExceeded, err)
+}
+
+// tenantMeters measure a tenant's message rates on this node, for the
+// admin API's usage (Router.Usage).
+type tenantMeters struct{ in, out quota.Meter }
+
+func (r *Router) meters(tenantName string) *tenantMeters {
+	if m, ok := r.rates.Load(tenantName); ok {
+		return m.(*tenantMeters)
+	}
+	m, _ := r.rates.LoadOrStore(tenantName, new(tenantMeters))
+	return m.(*tenantMeters)
+}
+
+// Rates are a tenant's message rates on this node: messages admitted
+// from its clients and deliveries to its consumers in the last whole
+// second.
+type Rates struct {
+	In  float64 `json:"in"`
+	Out float64 `json:"out"`
+}
+
+// Rates measures a tenant's current message rates on this node.
+func (r *Router) Rates(tenantName string) Rates {
+	m := r.meters(tenantName)
+	now := time.Now()
+	return Rates{In: m.in.Rate(now), Out: m.out.Rate(now)}
 }

@@ -2,6 +2,7 @@ package testkit_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -247,4 +248,71 @@ func quotaRefused(t *testing.T, p *testkit.Platform, tn, limit string) float64 {
 	t.Helper()
 	e := &iotEnv{Platform: p, t: t}
 	return e.metric("throng_tenant_quota_refused_total", "tenant", tn, "limit", limit)
+}
+
+// Usage vs limit in the admin API: an operator reads the tenant with
+// ?usage=true while a device (MQTT) is connected and an application
+// (AMQP) sends and receives.
+func TestQuotaUsage(t *testing.T) {
+	e := &quotaEnv{Platform: testkit.Start(t), t: t}
+	e.tenant("metered", `{"maxConnections":4,"maxAddresses":5,"maxUsers":3,"maxStoredBytes":1000000,"maxMessagesInPerSecond":1000}`)
+	e.mqtt5("app@metered", "usage-m1")
+	s := e.amqpSession("app@metered")
+	snd, err := s.NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stored bytes: one message left in the queue.
+	if err := amqpSend(t, snd, "kept-in-the-queue"); err != nil {
+		t.Fatal(err)
+	}
+	type amount struct{ Used, Limit float64 }
+	var got struct {
+		Name  string
+		Usage struct {
+			MQTTConnections      amount `json:"mqttConnections"`
+			Addresses            amount
+			Users                amount
+			StoredBytes          amount `json:"storedBytes"`
+			MessagesInPerSecond  amount `json:"messagesInPerSecond"`
+			MessagesOutPerSecond amount `json:"messagesOutPerSecond"`
+		}
+	}
+	read := func() {
+		t.Helper()
+		body := e.admin("GET", "/api/tenants/metered?usage=true", "")
+		if err := json.Unmarshal([]byte(body), &got); err != nil {
+			t.Fatalf("%v: %s", err, body)
+		}
+	}
+	read()
+	u := got.Usage
+	if got.Name != "metered" || u.MQTTConnections != (amount{1, 4}) || u.Addresses != (amount{1, 5}) || u.Users != (amount{1, 3}) ||
+		u.StoredBytes.Limit != 1000000 || u.StoredBytes.Used <= 0 || u.MessagesInPerSecond.Limit != 1000 {
+		t.Fatalf("usage %+v", got)
+	}
+	// Rates: messages flowing in and out show in the last whole second.
+	r, err := s.NewReceiver(ctx10(t), "q", &goamqp.ReceiverOptions{Credit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for got.Usage.MessagesInPerSecond.Used == 0 || got.Usage.MessagesOutPerSecond.Used == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("rates never shown: %+v", got.Usage)
+		}
+		if err := amqpSend(t, snd, "flow"); err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.Receive(ctx10(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = r.AcceptMessage(ctx10(t), m)
+		read()
+	}
+	// Without ?usage the body is the tenant as before.
+	if body := e.admin("GET", "/api/tenants/metered", ""); strings.Contains(body, "usage") {
+		t.Fatalf("usage without asking: %s", body)
+	}
 }
