@@ -45,6 +45,7 @@ const usage = `throng — IoT messaging platform
 Usage:
   throng serve [--config FILE] [--check] [setting flags]   run a node
   throng tenant  create|list|get|delete ...                  manage tenants
+  throng plan    create|list|get|update|delete ...           manage plans (named tenant limits)
   throng address create|list|get|delete ... [--tenant T]     manage addresses
   throng user    create|list|delete ... [--tenant T]         manage users
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
@@ -107,6 +108,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.serve(ctx, rest)
 	case "tenant", "tenants":
 		err = c.tenant(ctx, rest)
+	case "plan", "plans":
+		err = c.plan(ctx, rest)
 	case "address", "addresses":
 		err = c.address(ctx, rest)
 	case "user", "users":

@@ -19,6 +19,7 @@ type TenantRequest struct {
 	Strict     bool                    `json:"strict"`
 	AutoCreate []tenant.AutoCreateRule `json:"autoCreate"`
 	Limits     tenant.Limits           `json:"limits"`
+	Plan       string                  `json:"plan,omitempty"` // plans.go
 }
 
 func (tr *TenantRequest) tenant() *tenant.Tenant {
@@ -26,7 +27,7 @@ func (tr *TenantRequest) tenant() *tenant.Tenant {
 	if rules == nil {
 		rules = []tenant.AutoCreateRule{}
 	}
-	return &tenant.Tenant{Name: tr.Name, Strict: tr.Strict, AutoCreate: rules, Limits: tr.Limits}
+	return &tenant.Tenant{Name: tr.Name, Strict: tr.Strict, AutoCreate: rules, Limits: tr.Limits, Plan: tr.Plan}
 }
 
 func tenantView(t *tenant.Tenant) *tenant.Tenant {
@@ -103,9 +104,9 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 	t := req.tenant()
 	// The Hono settings are managed under /v1 (hono.go): kept here.
 	t.IoT = old.IoT
-	if p := principal(r); !p.IsAdmin() && !reflect.DeepEqual(t.Limits, old.Limits) {
+	if p := principal(r); !p.IsAdmin() && (!reflect.DeepEqual(t.Limits, old.Limits) || t.Plan != old.Plan) {
 		// A tenant's limits are its plan: the platform's to set.
-		writeError(w, CodeForbidden, "only the platform administrator may change a tenant's limits")
+		writeError(w, CodeForbidden, "only the platform administrator may change a tenant's limits or plan")
 		return
 	}
 	if err := t.Validate(); err != nil {

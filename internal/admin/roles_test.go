@@ -37,6 +37,12 @@ var matrix = map[string]need{
 	"PUT /api/tenants/{tenant}":    tenantRW,
 	"DELETE /api/tenants/{tenant}": platform,
 
+	"GET /api/plans":           platform,
+	"POST /api/plans":          platform,
+	"GET /api/plans/{plan}":    platform,
+	"PUT /api/plans/{plan}":    platform,
+	"DELETE /api/plans/{plan}": platform,
+
 	"GET /api/tenants/{tenant}/addresses":              tenantRW,
 	"POST /api/tenants/{tenant}/addresses":             tenantRW,
 	"GET /api/tenants/{tenant}/addresses/{name...}":    tenantRW,

@@ -44,7 +44,7 @@ type rater interface {
 }
 
 func (s *Server) usage(ctx context.Context, t *tenant.Tenant) *Usage {
-	l := t.Limits
+	l := t.Effective() // own limits over the plan's
 	u := &Usage{
 		MQTTConnections:      Amount{Limit: float64(l.MaxConnections)},
 		Addresses:            Amount{Used: float64(len(s.cfg.Store.Addresses(t.Name))), Limit: float64(l.MaxAddresses)},

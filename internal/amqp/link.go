@@ -89,8 +89,8 @@ var releasedOutcome = router.Outcome{Kind: router.Released}
 // packet size allows room beside the payload).
 func (c *conn) maxMessageSize() uint64 {
 	if c.principal != nil {
-		if t, ok := c.s.cfg.Tenants.Tenant(c.principal.Tenant); ok && t.Limits.MaxMessageSize > 0 {
-			return uint64(t.Limits.MaxMessageSize) + messageOverhead
+		if t, ok := c.s.cfg.Tenants.Tenant(c.principal.Tenant); ok && t.Effective().MaxMessageSize > 0 {
+			return uint64(t.Effective().MaxMessageSize) + messageOverhead
 		}
 	}
 	return c.s.cfg.MaxMessageSize + messageOverhead

@@ -260,8 +260,8 @@ func (s *Server) maxTTD(tenantName string) time.Duration {
 
 // maxSize is the largest body a device of the tenant may send.
 func (s *Server) maxSize(tenantName string) int64 {
-	if t, ok := s.cfg.Tenants.Tenant(tenantName); ok && t.Limits.MaxMessageSize > 0 {
-		return int64(t.Limits.MaxMessageSize)
+	if t, ok := s.cfg.Tenants.Tenant(tenantName); ok && t.Effective().MaxMessageSize > 0 {
+		return int64(t.Effective().MaxMessageSize)
 	}
 	return s.cfg.MaxMessageSize
 }

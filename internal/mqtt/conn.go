@@ -796,7 +796,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	ti := s.tenantInfo(c.tenant)
 	if t, ok := s.cfg.Store.Tenant(c.tenant); !ok {
 		return c.refuse(v, rcNotAuthorized, "unknown tenant", "not_authorized")
-	} else if t.Limits.MaxConnections > 0 && ti.connected.Load() >= int64(t.Limits.MaxConnections) {
+	} else if limit := t.Effective().MaxConnections; limit > 0 && ti.connected.Load() >= int64(limit) {
 		return c.refuse(v, rcQuotaExceeded, "tenant connection limit reached", "quota_exceeded")
 	}
 

@@ -21,8 +21,8 @@ const maxPacketLimit = 268435455
 // CONNACK (Maximum Packet Size); a larger packet ends the connection
 // with DISCONNECT 0x95 (MQTT 5) or is closed (3.1.1).
 func (s *Server) maxPacketFor(tenantName string) int {
-	if t, ok := s.cfg.Store.Tenant(tenantName); ok && t.Limits.MaxMessageSize > 0 {
-		return PacketSizeFor(t.Limits.MaxMessageSize)
+	if t, ok := s.cfg.Store.Tenant(tenantName); ok && t.Effective().MaxMessageSize > 0 {
+		return PacketSizeFor(t.Effective().MaxMessageSize)
 	}
 	return s.cfg.MaxPacketSize
 }

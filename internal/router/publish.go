@@ -245,8 +245,8 @@ func (r *Router) Publish(ctx context.Context, tenantName, name string, m *messag
 
 func (p *Producer) checkSize(m *message.Message) error {
 	size := m.Size()
-	if t, ok := p.r.store.Tenant(p.ts.name); ok && t.Limits.MaxMessageSize > 0 && size > t.Limits.MaxMessageSize {
-		return fmt.Errorf("%w: message of %d bytes exceeds the tenant's maximum of %d", ErrLimitExceeded, size, t.Limits.MaxMessageSize)
+	if t, ok := p.r.store.Tenant(p.ts.name); ok && t.Effective().MaxMessageSize > 0 && size > t.Effective().MaxMessageSize {
+		return fmt.Errorf("%w: message of %d bytes exceeds the tenant's maximum of %d", ErrLimitExceeded, size, t.Effective().MaxMessageSize)
 	}
 	if p.tg.def != nil && p.tg.def.Limits.MaxMessageSize > 0 && size > int(p.tg.def.Limits.MaxMessageSize) {
 		return fmt.Errorf("%w: message of %d bytes exceeds the address maximum of %d", ErrLimitExceeded, size, p.tg.def.Limits.MaxMessageSize)

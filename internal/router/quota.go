@@ -38,7 +38,7 @@ func (p *Producer) admit() error {
 	if !ok {
 		return nil
 	}
-	rs := rates(t.Limits)
+	rs := rates(t.Effective()) // own limits over the plan's
 	if rs.In <= 0 && (rs.InPerConnection <= 0 || p.conn == nil) {
 		p.r.meters(p.ts.name).in.Add(now)
 		return nil

@@ -32,12 +32,14 @@ const (
 type Store struct {
 	js                    jetstream.JetStream
 	tenants, users, addrs jetstream.KeyValue
+	plans                 jetstream.KeyValue // plan.go
 	log                   *slog.Logger
 
 	mu        sync.RWMutex
 	tenantMap map[string]*Tenant                     // by name; guarded by mu
 	userMap   map[string]map[string]*User            // tenant → name; guarded by mu
 	addrMap   map[string]map[string]*address.Address // tenant → name; guarded by mu
+	planMap   map[string]*Plan                       // by name (plan.go); guarded by mu
 
 	watchers []jetstream.KeyWatcher
 	onAddr   []func(tenant string, a *address.Address, deleted bool) // guarded by mu
@@ -58,11 +60,12 @@ func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) 
 		tenantMap: map[string]*Tenant{},
 		userMap:   map[string]map[string]*User{},
 		addrMap:   map[string]map[string]*address.Address{},
+		planMap:   map[string]*Plan{},
 	}
 	for _, b := range []struct {
 		name string
 		kv   *jetstream.KeyValue
-	}{{bucketTenants, &s.tenants}, {bucketUsers, &s.users}, {bucketAddresses, &s.addrs}} {
+	}{{bucketTenants, &s.tenants}, {bucketUsers, &s.users}, {bucketAddresses, &s.addrs}, {bucketPlans, &s.plans}} {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:  b.name,
 			History: 1,
@@ -75,7 +78,7 @@ func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) 
 	}
 	// Watch each bucket; the initial values arrive before the nil marker,
 	// so after that the cache holds everything stored.
-	for _, kv := range []jetstream.KeyValue{s.tenants, s.users, s.addrs} {
+	for _, kv := range []jetstream.KeyValue{s.plans, s.tenants, s.users, s.addrs} {
 		w, err := kv.WatchAll(context.Background())
 		if err != nil {
 			s.Close()
@@ -177,6 +180,8 @@ func (s *Store) Close() {
 func (s *Store) apply(bucket string, e jetstream.KeyValueEntry) {
 	deleted := e.Operation() != jetstream.KeyValuePut
 	switch bucket {
+	case bucketPlans:
+		s.applyPlan(e.Key(), deleted, e.Value())
 	case bucketTenants:
 		var t Tenant
 		if !deleted && json.Unmarshal(e.Value(), &t) != nil {
@@ -186,7 +191,7 @@ func (s *Store) apply(bucket string, e jetstream.KeyValueEntry) {
 		if deleted {
 			delete(s.tenantMap, e.Key())
 		} else {
-			s.tenantMap[t.Name] = &t
+			s.tenantMap[t.Name] = s.withPlanLocked(&t)
 		}
 		hooks := s.onTenant
 		s.mu.Unlock()
@@ -310,6 +315,9 @@ func (s *Store) CreateTenant(ctx context.Context, t *Tenant) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	if err := s.checkPlan(t); err != nil {
+		return err
+	}
 	if t.Created.IsZero() {
 		t.Created = time.Now().UTC()
 	}
@@ -318,7 +326,7 @@ func (s *Store) CreateTenant(ctx context.Context, t *Tenant) error {
 		return mapKVErr(err, fmt.Sprintf("tenant %q", t.Name))
 	}
 	s.mu.Lock()
-	s.tenantMap[t.Name] = t
+	s.tenantMap[t.Name] = s.withPlanLocked(t)
 	s.mu.Unlock()
 	return nil
 }
@@ -332,13 +340,18 @@ func (s *Store) UpdateTenant(ctx context.Context, t *Tenant) error {
 	if !ok {
 		return fmt.Errorf("tenant %q %w", t.Name, ErrNotFound)
 	}
+	if t.Plan != old.Plan {
+		if err := s.checkPlan(t); err != nil {
+			return err
+		}
+	}
 	t.Created = old.Created
 	b, _ := json.Marshal(t)
 	if _, err := s.tenants.Put(ctx, t.Name, b); err != nil {
 		return err
 	}
 	s.mu.Lock()
-	s.tenantMap[t.Name] = t
+	s.tenantMap[t.Name] = s.withPlanLocked(t)
 	s.mu.Unlock()
 	return nil
 }
@@ -398,8 +411,8 @@ func (s *Store) PutUser(ctx context.Context, u *User, create bool) error {
 	if !ok {
 		return fmt.Errorf("tenant %q %w", u.Tenant, ErrNotFound)
 	}
-	if create && t.Limits.MaxUsers > 0 && len(s.Users(u.Tenant)) >= t.Limits.MaxUsers {
-		return fmt.Errorf("%w: tenant %q allows %d users", ErrLimit, u.Tenant, t.Limits.MaxUsers)
+	if limit := t.Effective().MaxUsers; create && limit > 0 && len(s.Users(u.Tenant)) >= limit {
+		return fmt.Errorf("%w: tenant %q allows %d users", ErrLimit, u.Tenant, limit)
 	}
 	if u.Created.IsZero() {
 		u.Created = time.Now().UTC()
@@ -465,8 +478,8 @@ func (s *Store) CreateAddress(ctx context.Context, tenant string, a *address.Add
 	if !ok {
 		return fmt.Errorf("tenant %q %w", tenant, ErrNotFound)
 	}
-	if t.Limits.MaxAddresses > 0 && len(s.Addresses(tenant)) >= t.Limits.MaxAddresses {
-		return fmt.Errorf("%w: tenant %q allows %d addresses", ErrLimit, tenant, t.Limits.MaxAddresses)
+	if limit := t.Effective().MaxAddresses; limit > 0 && len(s.Addresses(tenant)) >= limit {
+		return fmt.Errorf("%w: tenant %q allows %d addresses", ErrLimit, tenant, limit)
 	}
 	if a.Created.IsZero() {
 		a.Created = time.Now().UTC()

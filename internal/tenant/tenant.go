@@ -38,7 +38,12 @@ type Tenant struct {
 	Strict     bool             `json:"strict"`
 	AutoCreate []AutoCreateRule `json:"autoCreate"`
 	Limits     Limits           `json:"limits"`
-	Created    time.Time        `json:"created"`
+	// Plan names a plan (plan.go) whose limits apply where Limits leaves
+	// a field zero.
+	Plan    string    `json:"plan,omitempty"`
+	Created time.Time `json:"created"`
+	// eff is Limits over the plan's, set by the store's cache (plan.go).
+	eff *Limits
 	// IoT, when set, makes the tenant IoT-enabled: its Eclipse Hono
 	// tenant configuration (trust anchors, adapters, limits), served by
 	// the device registry's /v1/tenants API.
@@ -103,7 +108,16 @@ func (t *Tenant) Validate() error {
 			return fmt.Errorf("%w: autoCreate[%d]: %v", ErrInvalid, i, err)
 		}
 	}
-	l := t.Limits
+	if t.Plan != "" {
+		if err := ValidateName(t.Plan); err != nil {
+			return fmt.Errorf("plan: %w", err)
+		}
+	}
+	return t.Limits.Validate()
+}
+
+// Validate checks limits.
+func (l Limits) Validate() error {
 	if l.MaxConnections < 0 || l.MaxAddresses < 0 || l.MaxUsers < 0 || l.MaxMessageSize < 0 || l.MaxStoredBytes < 0 ||
 		l.MaxMessagesInPerSecond < 0 || l.Burst < 0 || l.MaxMessagesInPerSecondPerConnection < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrInvalid)

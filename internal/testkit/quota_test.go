@@ -316,3 +316,142 @@ func TestQuotaUsage(t *testing.T) {
 		t.Fatalf("usage without asking: %s", body)
 	}
 }
+
+// status sends an admin request and returns the status and body.
+func (e *quotaEnv) status(method, path, body string) (int, string) {
+	e.t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	resp := e.Do(e.t, method, path, rd)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b)
+}
+
+// Named plans: the platform administrator defines a plan, tenants name
+// it, a tenant's own limits override its fields, and a changed plan
+// applies to its tenants' next message.
+func TestQuotaPlans(t *testing.T) {
+	e := &quotaEnv{Platform: testkit.Start(t), t: t}
+	e.admin("POST", "/api/plans", `{"name":"small","limits":{"maxMessagesInPerSecond":0.01,"burst":2,"maxAddresses":3}}`)
+	if st, b := e.status("POST", "/api/plans", `{"name":"small"}`); st != http.StatusConflict {
+		t.Fatalf("second create: %d %s", st, b)
+	}
+	if st, b := e.status("POST", "/api/tenants", `{"name":"nope","plan":"missing"}`); st != http.StatusBadRequest || !strings.Contains(b, "missing") {
+		t.Fatalf("tenant with an unknown plan: %d %s", st, b)
+	}
+	e.admin("POST", "/api/tenants", `{"name":"planned","plan":"small"}`)
+	e.admin("POST", "/api/tenants/planned/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
+	e.admin("POST", "/api/tenants/planned/addresses", `{"name":"q","type":"queue"}`)
+	// Own limits over the plan's: this tenant's rate is its own.
+	e.tenant("own", `{"maxMessagesInPerSecond":1000}`)
+	e.admin("PUT", "/api/tenants/own", `{"name":"own","plan":"small","limits":{"maxMessagesInPerSecond":1000}}`)
+
+	if st, b := e.status("DELETE", "/api/plans/small", ""); st != http.StatusConflict {
+		t.Fatalf("delete of a plan in use: %d %s", st, b)
+	}
+	var lst []struct{ Name string }
+	if err := json.Unmarshal([]byte(e.admin("GET", "/api/plans", "")), &lst); err != nil || len(lst) != 1 || lst[0].Name != "small" {
+		t.Fatalf("plans %+v %v", lst, err)
+	}
+	// Plans are the platform administrator's: a tenant admin is refused.
+	e.admin("POST", "/api/tenants/planned/users", `{"name":"boss","password":"boss-secret","roles":["tenant-admin"]}`)
+	req, _ := http.NewRequest("GET", e.AdminURL+"/api/plans", nil)
+	req.SetBasicAuth("boss@planned", "boss-secret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("tenant admin GET /api/plans: %d", resp.StatusCode)
+	}
+	// Nor may a tenant admin change (or drop) the tenant's plan.
+	req, _ = http.NewRequest("PUT", e.AdminURL+"/api/tenants/planned", strings.NewReader(`{"name":"planned"}`))
+	req.SetBasicAuth("boss@planned", "boss-secret")
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("tenant admin dropping the plan: %d", resp.StatusCode)
+	}
+
+	// The plan's burst of 2, then refused.
+	snd, err := e.amqpSession("app@planned").NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := amqpSend(t, snd, "p"+strconv.Itoa(i)); err != nil {
+			t.Fatalf("send %d within the plan's burst: %v", i, err)
+		}
+	}
+	var ae *goamqp.Error
+	if err := amqpSend(t, snd, "refused"); !errors.As(err, &ae) || ae.Condition != "amqp:resource-limit-exceeded" {
+		t.Fatalf("over the plan's rate: %v", err)
+	}
+	// The plan's maxAddresses applies too (the tenant has 1 of 3).
+	e.admin("POST", "/api/tenants/planned/addresses", `{"name":"q2","type":"queue"}`)
+	e.admin("POST", "/api/tenants/planned/addresses", `{"name":"q3","type":"queue"}`)
+	if st, b := e.status("POST", "/api/tenants/planned/addresses", `{"name":"q4","type":"queue"}`); st/100 != 4 {
+		t.Fatalf("4th address under the plan's maxAddresses 3: %d %s", st, b)
+	}
+	// The tenant with its own rate is not held to the plan's.
+	osnd, err := e.amqpSession("app@own").NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := amqpSend(t, osnd, "o"+strconv.Itoa(i)); err != nil {
+			t.Fatalf("own-limit tenant send %d: %v", i, err)
+		}
+	}
+	// A changed plan applies to its tenants' next message, and its
+	// maxConnections to the next MQTT connection (CONNACK 0x97).
+	e.admin("PUT", "/api/plans/small", `{"limits":{"maxMessagesInPerSecond":1000,"maxAddresses":3,"maxConnections":1}}`)
+	e.mqtt5("app@planned", "plan-m1")
+	nc, err := net.DialTimeout("tcp", e.MQTTAddr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := paho.NewClient(paho.ClientConfig{ClientID: "plan-m2", Conn: nc})
+	ack, _ := second.Connect(ctx10(t), &paho.Connect{ClientID: "plan-m2", CleanStart: true, KeepAlive: 30,
+		Username: "app@planned", UsernameFlag: true, Password: []byte("app-secret"), PasswordFlag: true})
+	if ack == nil || ack.ReasonCode != 0x97 {
+		t.Fatalf("second MQTT connection over the plan's maxConnections 1: %+v", ack)
+	}
+	for i := range 5 {
+		if err := amqpSend(t, snd, "after"+strconv.Itoa(i)); err != nil {
+			t.Fatalf("send %d after the plan was raised: %v", i, err)
+		}
+	}
+	// Usage shows the effective limits.
+	var got struct {
+		Plan  string
+		Usage struct {
+			MessagesInPerSecond struct{ Limit float64 } `json:"messagesInPerSecond"`
+			Addresses           struct{ Used, Limit float64 }
+		}
+	}
+	if err := json.Unmarshal([]byte(e.admin("GET", "/api/tenants/planned?usage=true", "")), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Plan != "small" || got.Usage.MessagesInPerSecond.Limit != 1000 || got.Usage.Addresses.Used != 3 || got.Usage.Addresses.Limit != 3 {
+		t.Fatalf("usage %+v", got)
+	}
+	// Nothing refused was delivered, nothing accepted lost.
+	drain(t, e.amqpSession("app@planned"), []string{"p0", "p1", "after0", "after1", "after2", "after3", "after4"})
+	// A plan no tenant names can be deleted.
+	e.admin("PUT", "/api/tenants/own", `{"name":"own","limits":{}}`)
+	e.admin("PUT", "/api/tenants/planned", `{"name":"planned"}`)
+	if st, b := e.status("DELETE", "/api/plans/small", ""); st != http.StatusNoContent {
+		t.Fatalf("delete of an unused plan: %d %s", st, b)
+	}
+	if st, _ := e.status("GET", "/api/plans/small", ""); st != http.StatusNotFound {
+		t.Fatalf("deleted plan: %d", st)
+	}
+}
