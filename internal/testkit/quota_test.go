@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -454,4 +455,27 @@ func TestQuotaPlans(t *testing.T) {
 	if st, _ := e.status("GET", "/api/plans/small", ""); st != http.StatusNotFound {
 		t.Fatalf("deleted plan: %d", st)
 	}
+}
+
+// MQTT 3.1.1 has no negative PUBACK: a QoS 1 publish over the rate closes
+// the connection (mosquitto_pub fails), and the refused message is not
+// delivered.
+func TestQuotaMessageRateInMQTT311(t *testing.T) {
+	pub := needClient(t, "mosquitto_pub")
+	e := &quotaEnv{Platform: testkit.Start(t), t: t}
+	e.tenant("v311", `{"maxMessagesInPerSecond":0.01,"burst":1}`)
+	host, port, _ := net.SplitHostPort(e.MQTTAddr)
+	send := func(id, msg string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		return exec.CommandContext(ctx, pub, "-V", "mqttv311", "-h", host, "-p", port, "-i", id,
+			"-u", "app@v311", "-P", "app-secret", "-q", "1", "-t", "q", "-m", msg).Run()
+	}
+	if err := send("v311-a", "first"); err != nil {
+		t.Fatalf("first publish: %v", err)
+	}
+	if err := send("v311-b", "refused"); err == nil {
+		t.Fatal("publish over the rate succeeded on MQTT 3.1.1")
+	}
+	drain(t, e.amqpSession("app@v311"), []string{"first"})
 }
