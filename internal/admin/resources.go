@@ -244,17 +244,26 @@ func (s *Server) checkReferences(t *tenant.Tenant, a *address.Address) string {
 	return ""
 }
 
+// lookupAddress finds the address {name} of tenant t, or answers 404.
+func (s *Server) lookupAddress(w http.ResponseWriter, r *http.Request, t *tenant.Tenant) (*address.Address, bool) {
+	name := r.PathValue("name")
+	a, ok := s.cfg.Store.Address(t.Name, name)
+	if !ok {
+		writeError(w, CodeNotFound, fmt.Sprintf("address %q not found in tenant %q", name, t.Name))
+	}
+	return a, ok
+}
+
 func (s *Server) getAddress(w http.ResponseWriter, r *http.Request) {
 	t, ok := s.lookupTenant(w, r)
 	if !ok {
 		return
 	}
-	name := r.PathValue("name")
-	a, ok := s.cfg.Store.Address(t.Name, name)
+	a, ok := s.lookupAddress(w, r, t)
 	if !ok {
-		writeError(w, CodeNotFound, fmt.Sprintf("address %q not found in tenant %q", name, t.Name))
 		return
 	}
+	name := r.PathValue("name")
 	st, err := s.cfg.Router.AddressStats(r.Context(), t.Name, name)
 	if err != nil {
 		s.fail(w, r, err)
@@ -268,11 +277,10 @@ func (s *Server) deleteAddress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	name := r.PathValue("name")
-	if _, ok := s.cfg.Store.Address(t.Name, name); !ok {
-		writeError(w, CodeNotFound, fmt.Sprintf("address %q not found in tenant %q", name, t.Name))
+	if _, ok := s.lookupAddress(w, r, t); !ok {
 		return
 	}
+	name := r.PathValue("name")
 	if !s.mayDeleteAddress(w, r, t.Name, name) {
 		return
 	}

@@ -102,12 +102,11 @@ func (s *Server) updateAddress(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	name := r.PathValue("name")
-	old, ok := s.cfg.Store.Address(t.Name, name)
+	old, ok := s.lookupAddress(w, r, t)
 	if !ok {
-		writeError(w, CodeNotFound, fmt.Sprintf("address %q not found in tenant %q", name, t.Name))
 		return
 	}
+	name := r.PathValue("name")
 	switch {
 	case req.Name != "" && req.Name != name:
 		writeError(w, CodeInvalid, fmt.Sprintf("the body names address %q but the path %q; addresses cannot be renamed", req.Name, name))
