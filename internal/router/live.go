@@ -256,14 +256,17 @@ func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPu
 	}
 	var release []*heldPublish
 	switch {
-	case c.credit > 0 && len(c.lv.queue) == 0:
+	case c.credit > 0 && len(c.lv.queue) == 0 && !c.lv.pumping:
+		// While the pump runs it may be handing over the last queued
+		// message outside c.mu: delivering this one now could overtake
+		// it, so it joins the queue instead (the pump takes it next).
 		c.credit--
 		c.lv.behind = c.lv.behind || c.credit < c.maxCredit/4 || c.lv.queued > liveQueuedHigh
 		if c.lv.behind && c.caughtUpLocked() {
 			c.lv.behind, release = false, c.lv.waiters
 			c.lv.waiters = nil
 		}
-	case !m.Durable:
+	case !m.Durable && c.credit <= 0:
 		c.mu.Unlock()
 		c.drop("no_credit")
 		return false
