@@ -26,6 +26,36 @@ func (m *Meter) Add(now time.Time) {
 	m.cur.Add(1)
 }
 
+// Inc counts one event now, read from a clock that ticks ten times a
+// second (coarseSecond) instead of time.Now: it sits on the delivery path,
+// once per delivery, where a clock read per message cost ~3 % of the CPU
+// of a 1 → 100 fan-out.
+func (m *Meter) Inc() {
+	if s := coarseSecond(); m.sec.Load() != s {
+		m.roll(s)
+	}
+	m.cur.Add(1)
+}
+
+// coarse is the current Unix second, kept by one goroutine started on
+// first use; it lags the wall clock by at most 100 ms.
+var coarse struct {
+	once sync.Once
+	sec  atomic.Int64
+}
+
+func coarseSecond() int64 {
+	coarse.once.Do(func() {
+		coarse.sec.Store(time.Now().Unix())
+		go func() {
+			for t := range time.Tick(100 * time.Millisecond) {
+				coarse.sec.Store(t.Unix())
+			}
+		}()
+	})
+	return coarse.sec.Load()
+}
+
 // Rate is the number of events in the last whole second before now.
 func (m *Meter) Rate(now time.Time) float64 {
 	s := now.Unix()

@@ -24,3 +24,23 @@ func TestMeter(t *testing.T) {
 		t.Fatalf("rate after a quiet spell = %v, want 0", r)
 	}
 }
+
+func TestMeterInc(t *testing.T) {
+	for {
+		var m Meter
+		s := coarseSecond()
+		m.Inc()
+		m.Inc()
+		m.Inc()
+		if coarseSecond() != s {
+			continue // a second boundary fell between the events: again
+		}
+		if r := m.Rate(time.Unix(s+1, 0)); r != 3 {
+			t.Fatalf("rate %v, want 3", r)
+		}
+		if d := time.Now().Unix() - s; d < 0 || d > 1 {
+			t.Fatalf("coarse second %d is %d s away from the clock", s, d)
+		}
+		return
+	}
+}

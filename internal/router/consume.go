@@ -123,6 +123,7 @@ type Consumer struct {
 	opts         ConsumeOptions
 	deliver      func(*Delivery)
 	ctr          *addrCounters
+	meters       *tenantMeters                    // the tenant's usage meters (quota.go), resolved once
 	typ          string                           // metrics label
 	out          prometheus.Counter               // metrics.out for this tenant and type, resolved once
 	settled      [Modified + 1]prometheus.Counter // metrics.settled by outcome kind
@@ -170,7 +171,7 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 	} else if tg, err = r.resolve(ctx, ts, name); err != nil {
 		return nil, err
 	}
-	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ)}
+	c := &Consumer{r: r, ts: ts, tg: tg, opts: opts, deliver: deliver, ctr: ts.counter(name), typ: string(tg.typ), meters: r.meters(ts.name)}
 	if tg.space {
 		c.typ = "topicspace"
 	}
@@ -372,7 +373,7 @@ func (c *Consumer) giveUnlock(d *Delivery) {
 	c.mu.Unlock()
 	c.ctr.delivered(d.Message)
 	c.out.Inc()
-	c.r.meters(c.ts.name).out.Add(time.Now()) // usage (quota.go)
+	c.meters.out.Inc() // usage (quota.go)
 	c.deliver(d)
 }
 
