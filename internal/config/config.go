@@ -52,6 +52,7 @@ type Config struct {
 	Connections    Connections `yaml:"connections"`
 }
 
+	Cluster        Cluster     `yaml:"cluster"`
 // MQTT holds settings of the MQTT front-end only.
 type MQTT struct {
 	// MaxKeepAlive caps the keep-alive a client may ask for (whole
@@ -198,7 +199,7 @@ func Default() *Config {
 	}
 }
 
-// Clone returns a deep copy (the tree has no shared references).
+// Clone returns a deep copy.
 func (c *Config) Clone() *Config {
 	cp := *c
 	return &cp
@@ -251,6 +252,7 @@ func (c *Config) problems() []error {
 		port       int
 	}
 	var used []bound
+	cp.Cluster.Peers = append(List(nil), c.Cluster.Peers...)
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	for _, l := range c.Listeners.Named() {
 		if l.Addr == "" {
@@ -389,3 +391,7 @@ func (c *Config) YAML() ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
+	errs = append(errs, c.Cluster.problems()...)
+	if cp.Cluster.Secret != "" {
+		cp.Cluster.Secret = "REDACTED"
+	}

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +122,21 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 			val = "x"
 		case strings.HasPrefix(s.Key, "tls."):
 			continue // needs files; covered by TestTLSValidation
+		case s.Key == "cluster.name" || s.Key == "cluster.nodeName":
+			val = "node-1"
+		case s.Key == "cluster.replicas":
+			val = "3"
+		}
+		// A cluster setting is valid only in a cluster.
+		var extra []string
+		if strings.HasPrefix(s.Key, "cluster.") && s.Key != "cluster.listen" {
+			extra = append(extra, "--cluster-listen=:6222")
+		}
+		if strings.HasPrefix(s.Key, "cluster.") && s.Key != "cluster.secret" {
+			extra = append(extra, "--cluster-secret=s")
+		}
+		if strings.HasPrefix(s.Key, "cluster.") && s.Key != "cluster.peers" {
+			extra = append(extra, "--peers=127.0.0.1:9")
 		}
 		c := Default()
 		if err := c.applyEnv([]string{s.Env + "=" + val}); err != nil {
@@ -129,7 +145,7 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 		if got := s.Get(c); got != val {
 			t.Errorf("env %s: got %q want %q", s.Env, got, val)
 		}
-		c2, err := Build("", nil, flagsFor(t, "--"+s.Flag+"="+val))
+		c2, err := Build("", nil, flagsFor(t, append(extra, "--"+s.Flag+"="+val)...))
 		if err != nil {
 			t.Fatalf("--%s: %v", s.Flag, err)
 		}
@@ -280,7 +296,7 @@ func TestYAMLRoundTripRedacted(t *testing.T) {
 		t.Fatal(err)
 	}
 	back.AdminPassword = c.AdminPassword
-	if back != *c {
+	if !reflect.DeepEqual(back, *c) {
 		t.Fatalf("round trip differs:\n%+v\n%+v", back, *c)
 	}
 }
@@ -424,5 +440,55 @@ func TestMQTTQueueSettings(t *testing.T) {
 	}
 	if _, err := Load("", []string{"THRONG_MQTT_QUEUE_OVERFLOW=Drop"}, nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("queueOverflow Drop accepted: %v", err)
+	}
+}
+
+// TestClusterSettings (issue 16): the cluster section from YAML (peers
+// as a list or a comma-separated string), flags and environment, and its
+// validation.
+func TestClusterSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "throng.yaml")
+	if err := os.WriteFile(file, []byte("cluster:\n  name: c1\n  listen: \":6222\"\n  peers:\n    - h1:6222\n    - h2:6222\n  secret: s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(file, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Cluster.Enabled() || c.Cluster.Name != "c1" || !reflect.DeepEqual(c.Cluster.Peers, List{"h1:6222", "h2:6222"}) {
+		t.Fatalf("cluster from YAML: %+v", c.Cluster)
+	}
+	out, err := c.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "s3cret") {
+		t.Fatalf("cluster secret printed:\n%s", out)
+	}
+	c, err = Load("", []string{"THRONG_CLUSTER_LISTEN=:6222", "THRONG_PEERS=h1:6222, h2:6222,h3:6222", "THRONG_CLUSTER_SECRET=x"},
+		[]string{"--node-name", "n2", "--replicas", "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Cluster.Peers) != 3 || c.Cluster.NodeName != "n2" || c.Cluster.Replicas != 1 {
+		t.Fatalf("cluster from env and flags: %+v", c.Cluster)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--peers", "h1:6222"}, "cluster.peers: given without cluster.listen"},
+		{[]string{"--cluster-listen", ":6222"}, "cluster.secret: required"},
+		{[]string{"--cluster-listen", ":6222", "--cluster-secret", "x", "--peers", "h1"}, `cluster.peers: "h1"`},
+		{[]string{"--cluster-listen", ":0", "--cluster-secret", "x", "--peers", "h1:6222"}, "fixed port"},
+		{[]string{"--cluster-listen", ":6222", "--cluster-secret", "x"}, "cluster.peers: required"},
+		{[]string{"--cluster-listen", ":6222", "--cluster-secret", "x", "--peers", "h1:6222", "--replicas", "7"}, "cluster.replicas: 7"},
+		{[]string{"--cluster-listen", ":6222", "--cluster-secret", "x", "--peers", "h1:6222", "--node-name", "a b"}, "cluster.nodeName"},
+	} {
+		_, err := Load("", nil, tc.args)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.args, err, tc.want)
+		}
 	}
 }

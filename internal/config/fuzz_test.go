@@ -26,6 +26,7 @@ func FuzzParseYAML(f *testing.F) {
 		"a: &a [*a]\n",
 		"engine: {maxStore: -1}\n",
 		"---\ndataDir: x\n---\ndataDir: y\n",
+		"cluster:\n  listen: :6222\n  peers: [h1:6222, \"h2:6222,h3:6222\"]\n  secret: s\n  replicas: 2\n",
 	} {
 		f.Add([]byte(s))
 	}

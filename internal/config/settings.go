@@ -143,6 +143,31 @@ var Settings = []Setting{
 
 // ByteSize is a number of bytes; it reads "1024", "512KiB", "10MB",
 // "2GiB" (binary and decimal suffixes, case-insensitive, optional "B") and
+	integer("connections.ratePerSource", "rate-per-source", "THRONG_RATE_PER_SOURCE", "new connections per second one source address may open, all listeners together (0: off)",
+		func(c *Config) *int { return &c.Connections.RatePerSource }),
+	integer("connections.burstPerSource", "burst-per-source", "THRONG_BURST_PER_SOURCE", "new connections one source address may open at once (0: twice the rate)",
+		func(c *Config) *int { return &c.Connections.BurstPerSource }),
+	integer("connections.maxHalfOpen", "max-half-open", "THRONG_MAX_HALF_OPEN", "connections in their handshake on the node, all protocols; beyond it new ones are refused (0: off)",
+		func(c *Config) *int { return &c.Connections.MaxHalfOpen }),
+	integer("connections.maxHalfOpenPerSource", "max-half-open-per-source", "THRONG_MAX_HALF_OPEN_PER_SOURCE", "connections in their handshake from one source address; beyond it new ones are refused (0: off)",
+		func(c *Config) *int { return &c.Connections.MaxHalfOpenPerSource }),
+	str("connections.unlimitedSources", "unlimited-sources", "THRONG_UNLIMITED_SOURCES", "addresses and prefixes, comma-separated, exempt from the per-source limits and login backoff (empty: none)",
+		func(c *Config) *string { return &c.Connections.UnlimitedSources }),
+	duration("connections.loginBackoff", "login-backoff", "THRONG_LOGIN_BACKOFF", "longest delay of a refused login after repeated failures of a user or source address (0: off)",
+		func(c *Config) *Duration { return &c.Connections.LoginBackoff }),
+	str("cluster.name", "cluster-name", "THRONG_CLUSTER_NAME", "cluster name, the same on every node (default throng)",
+		func(c *Config) *string { return &c.Cluster.Name }),
+	str("cluster.listen", "cluster-listen", "THRONG_CLUSTER_LISTEN", "route listen address of this node, e.g. :6222 (empty: a single node)",
+		func(c *Config) *string { return &c.Cluster.Listen }),
+	Setting{Key: "cluster.peers", Flag: "peers", Env: "THRONG_PEERS", Usage: "route addresses of the cluster's nodes, comma-separated host:port (this node may be among them)",
+		get: func(c *Config) string { return c.Cluster.Peers.String() },
+		set: func(c *Config, v string) error { return c.Cluster.Peers.UnmarshalText([]byte(v)) }},
+	str("cluster.nodeName", "node-name", "THRONG_NODE_NAME", "this node's unique and stable name (default: the host name)",
+		func(c *Config) *string { return &c.Cluster.NodeName }),
+	str("cluster.secret", "cluster-secret", "THRONG_CLUSTER_SECRET", "shared secret authenticating the routes between nodes (required when clustered)",
+		func(c *Config) *string { return &c.Cluster.Secret }),
+	integer("cluster.replicas", "replicas", "THRONG_REPLICAS", "replicas of every stream and bucket (0: min(3, nodes))",
+		func(c *Config) *int { return &c.Cluster.Replicas }),
 // writes the shortest exact binary form.
 type ByteSize int64
 

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +61,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Debug enables the server's debug logging.
 	Debug bool
+	// Cluster, when enabled, joins the engine to other nodes
+	// (cluster.go); nil or empty is a single node.
+	Cluster *Cluster
 }
 
 // Engine is a running embedded NATS server.
@@ -68,9 +72,18 @@ type Engine struct {
 	secret string     // password of in-process connections; never leaves the process
 	disk   *diskGuard // nil when disabled
 
-	mu       sync.Mutex
-	accounts map[string]*server.Account // guarded by mu
-	peers    map[string]*atomic.Int64   // live peers by account (JoinPeers); guarded by mu
+	// Set by Start, read-only afterwards.
+	dataDir      string
+	cluster      *Cluster // nil: single node
+	nodeName     string
+	replicas     int
+	log          *slog.Logger
+	announceConn *nats.Conn // system-account connection of account announcements (cluster.go)
+
+	mu        sync.Mutex
+	accounts  map[string]*server.Account // guarded by mu
+	announced map[string]chan struct{}   // by account: closed once announced to the cluster (cluster.go); guarded by mu
+	peers     map[string]*atomic.Int64   // live peers by account (JoinPeers); guarded by mu
 }
 
 // ErrNotRunning is returned by Connect after Shutdown.
@@ -85,7 +98,12 @@ func Start(cfg Config) (*Engine, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, err
 	}
-	e := &Engine{secret: hex.EncodeToString(secret), accounts: map[string]*server.Account{}, peers: map[string]*atomic.Int64{}}
+	logger := slog.New(slog.DiscardHandler)
+	if cfg.Logger != nil {
+		logger = cfg.Logger.With("component", "engine")
+	}
+	e := &Engine{secret: hex.EncodeToString(secret), accounts: map[string]*server.Account{}, peers: map[string]*atomic.Int64{},
+		announced: map[string]chan struct{}{}, dataDir: cfg.DataDir, nodeName: "throng", replicas: 1, log: logger}
 	opts := &server.Options{
 		ServerName: "throng",
 		// No network listener: every client is in-process.
@@ -101,6 +119,16 @@ func Start(cfg Config) (*Engine, error) {
 		MaxPayload:                 16 << 20,
 		CustomClientAuthentication: authenticator{e},
 		Debug:                      cfg.Debug,
+	}
+	var known []string
+	if cfg.Cluster.Enabled() {
+		c := *cfg.Cluster
+		c.Peers = slices.Clone(c.Peers)
+		e.cluster, e.nodeName, e.replicas = &c, c.NodeName, c.replicas()
+		var err error
+		if known, err = clusterOptions(opts, &c, cfg.DataDir); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.DiskFreeLimit >= 0 {
 		limit := cfg.DiskFreeLimit
@@ -133,10 +161,6 @@ func Start(cfg Config) (*Engine, error) {
 	// a data directory it cannot use) only through its logger's Fatalf,
 	// then never gets ready: the adapter keeps the first one, so that
 	// Start fails at once and says why instead of waiting out its timeout.
-	logger := slog.New(slog.DiscardHandler)
-	if cfg.Logger != nil {
-		logger = cfg.Logger.With("component", "engine")
-	}
 	fatal := new(firstFatal)
 	srv.SetLoggerV2(slogAdapter{l: logger, fatal: fatal}, cfg.Debug, false, false)
 	e.srv = srv
@@ -155,22 +179,59 @@ func Start(cfg Config) (*Engine, error) {
 			return nil, errors.New("engine: server did not become ready in 30s")
 		}
 	}
+	// Accounts registered before the start (a clustered node's known
+	// accounts) have JetStream already; they only need to be looked up.
+	for _, a := range known {
+		if _, err := e.registerLocal(a); err != nil {
+			srv.Shutdown()
+			return nil, err
+		}
+	}
 	if err := e.EnsureAccount(SystemAccount); err != nil {
 		srv.Shutdown()
 		return nil, err
 	}
+	if e.cluster != nil {
+		stop := func() {
+			if e.announceConn != nil {
+				e.announceConn.Close()
+			}
+			srv.Shutdown()
+			srv.WaitForShutdown() // the disk guard is closed by the deferred function
+		}
+		if err := e.startAnnouncements(); err != nil {
+			stop()
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		if err := e.waitForCluster(e.cluster.JoinTimeout); err != nil {
+			stop()
+			return nil, err
+		}
+	}
 	return e, nil
 }
+
+// Replicas is the replica count of every stream and bucket: 1 on a
+// single node; in a cluster the configured count, else min(3, nodes).
+// Every creation of a stream or bucket takes it from here (router,
+// tenant and registry stores).
+func (e *Engine) Replicas() int { return e.replicas }
+
+// NodeName is the node's name ("throng" for a single node).
+func (e *Engine) NodeName() string { return e.nodeName }
 
 // JoinPeers registers one more node exchanging live (core, unstored)
 // messages in the account through this engine, and returns a function
 // counting them and one to leave. A router publishes its live messages to
 // the engine only when it has peers: its own consumers get them directly,
 // and the engine's interest count cannot tell its subscriptions from
-// another node's (Account.Interest stops at the first match). Today an
-// engine is standalone, so the peers are the routers sharing it (tests
-// run several); an engine joined to a cluster must count the other nodes
-// as peers too.
+// another node's (Account.Interest stops at the first match). On a
+// standalone engine the peers are the routers sharing it (tests run
+// several). A clustered engine always counts the other nodes as one more
+// peer, connected or not: a route may come up at any moment, and a node
+// that believed itself alone would skip the engine copy that the other
+// nodes' consumers need, and reclaim deliveries in progress on them
+// (docs/cluster.md).
 func (e *Engine) JoinPeers(account string) (count func() int, leave func()) {
 	e.mu.Lock()
 	n, ok := e.peers[account]
@@ -180,25 +241,75 @@ func (e *Engine) JoinPeers(account string) (count func() int, leave func()) {
 	}
 	e.mu.Unlock()
 	n.Add(1)
+	others := int64(0)
+	if e.cluster != nil {
+		others = 1
+	}
 	var once sync.Once
-	return func() int { return int(n.Load()) }, func() { once.Do(func() { n.Add(-1) }) }
+	return func() int { return int(n.Load() + others) }, func() { once.Do(func() { n.Add(-1) }) }
 }
 
 // EnsureAccount registers the named account (if needed) and enables
 // JetStream on it. Enabling JetStream recovers the account's streams and
 // consumers from disk, so after a restart an account must be ensured before
 // its data is used. It is idempotent and safe for concurrent use.
+//
+// On a clustered engine, the first EnsureAccount of an account in this
+// process also announces it to the other nodes and returns once every
+// node online registered it (or after announceTimeout): streams created
+// in it afterwards may be placed on any of them (cluster.go).
 func (e *Engine) EnsureAccount(name string) error {
+	if _, err := e.registerLocal(name); err != nil {
+		return err
+	}
+	if e.cluster == nil || name == SystemAccount {
+		return nil
+	}
+	// Once per account and process, whoever registered it here: the
+	// replicated tenant list may have registered it on this node before
+	// the other nodes' lists had it.
+	e.mu.Lock()
+	ch, ok := e.announced[name]
+	if !ok {
+		ch = make(chan struct{})
+		e.announced[name] = ch
+		e.mu.Unlock()
+		e.announce(name)
+		close(ch)
+		return nil
+	}
+	e.mu.Unlock()
+	<-ch // another caller is announcing it
+	return nil
+}
+
+// RegisterAccount registers the account on this node only: for an
+// account another node announced, or that the replicated tenant list
+// names.
+func (e *Engine) RegisterAccount(name string) error {
+	_, err := e.registerLocal(name)
+	return err
+}
+
+// registerLocal registers the account here and enables JetStream on it;
+// isNew says this call did it.
+func (e *Engine) registerLocal(name string) (isNew bool, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if _, ok := e.accounts[name]; ok {
-		return nil
+		return false, nil
 	}
 	acc, err := e.srv.LookupAccount(name)
 	if err != nil {
 		acc, err = e.srv.RegisterAccount(name)
 		if err != nil {
-			return fmt.Errorf("engine: register account %q: %w", name, err)
+			return false, fmt.Errorf("engine: register account %q: %w", name, err)
+		}
+		if e.cluster != nil {
+			// Registered before the server starts next time (cluster.go).
+			if err := e.rememberAccount(name); err != nil {
+				return false, err
+			}
 		}
 	}
 	if !acc.JetStreamEnabled() {
@@ -208,11 +319,11 @@ func (e *Engine) EnsureAccount(name string) error {
 			"": {MaxMemory: -1, MaxStore: -1, MaxStreams: -1, MaxConsumers: -1},
 		}
 		if err := acc.EnableJetStream(limits, nil); err != nil {
-			return fmt.Errorf("engine: enable jetstream for %q: %w", name, err)
+			return false, fmt.Errorf("engine: enable jetstream for %q: %w", name, err)
 		}
 	}
 	e.accounts[name] = acc
-	return nil
+	return true, nil
 }
 
 // Connect opens an in-process client connection bound to the account, which
@@ -265,6 +376,9 @@ func (e *Engine) Running() bool { return e.srv.Running() }
 // Shutdown stops the server; JetStream flushes its stores. It blocks until
 // the server has stopped.
 func (e *Engine) Shutdown() {
+	if e.announceConn != nil {
+		e.announceConn.Close()
+	}
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
 	if e.disk != nil {
