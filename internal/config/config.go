@@ -50,9 +50,9 @@ type Config struct {
 	MaxMessageSize ByteSize    `yaml:"maxMessageSize"`
 	MQTT           MQTT        `yaml:"mqtt"`
 	Connections    Connections `yaml:"connections"`
+	Cluster        Cluster     `yaml:"cluster"`
 }
 
-	Cluster        Cluster     `yaml:"cluster"`
 // MQTT holds settings of the MQTT front-end only.
 type MQTT struct {
 	// MaxKeepAlive caps the keep-alive a client may ask for (whole
@@ -202,6 +202,7 @@ func Default() *Config {
 // Clone returns a deep copy.
 func (c *Config) Clone() *Config {
 	cp := *c
+	cp.Cluster.Peers = append(List(nil), c.Cluster.Peers...)
 	return &cp
 }
 
@@ -252,7 +253,6 @@ func (c *Config) problems() []error {
 		port       int
 	}
 	var used []bound
-	cp.Cluster.Peers = append(List(nil), c.Cluster.Peers...)
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	for _, l := range c.Listeners.Named() {
 		if l.Addr == "" {
@@ -341,6 +341,7 @@ func (c *Config) problems() []error {
 	if c.MaxMessageSize < 1<<10 || c.MaxMessageSize > message.MaxSize {
 		bad("maxMessageSize: %s must be from 1KiB to 256MiB", c.MaxMessageSize)
 	}
+	errs = append(errs, c.Cluster.problems()...)
 	return errs
 }
 
@@ -375,6 +376,9 @@ func (c *Config) Redacted() *Config {
 	if cp.AdminPassword != "" {
 		cp.AdminPassword = "REDACTED"
 	}
+	if cp.Cluster.Secret != "" {
+		cp.Cluster.Secret = "REDACTED"
+	}
 	return cp
 }
 
@@ -391,7 +395,3 @@ func (c *Config) YAML() ([]byte, error) {
 	}
 	return b.Bytes(), nil
 }
-	errs = append(errs, c.Cluster.problems()...)
-	if cp.Cluster.Secret != "" {
-		cp.Cluster.Secret = "REDACTED"
-	}

@@ -137,24 +137,6 @@ var Settings = []Setting{
 		func(c *Config) *int { return &c.Connections.MaxHandshakes }),
 	size("connections.handshakeMemory", "handshake-memory", "THRONG_HANDSHAKE_MEMORY", "bytes buffered by connections in their handshake, per protocol; beyond it a connection is closed",
 		func(c *Config) *ByteSize { return &c.Connections.HandshakeMemory }),
-	size("maxMessageSize", "max-message-size", "THRONG_MAX_MESSAGE_SIZE", "largest message a client may send, e.g. 128MiB (at most 256MiB; a tenant's maxMessageSize limit replaces it)",
-		func(c *Config) *ByteSize { return &c.MaxMessageSize }),
-}
-
-// ByteSize is a number of bytes; it reads "1024", "512KiB", "10MB",
-// "2GiB" (binary and decimal suffixes, case-insensitive, optional "B") and
-	integer("connections.ratePerSource", "rate-per-source", "THRONG_RATE_PER_SOURCE", "new connections per second one source address may open, all listeners together (0: off)",
-		func(c *Config) *int { return &c.Connections.RatePerSource }),
-	integer("connections.burstPerSource", "burst-per-source", "THRONG_BURST_PER_SOURCE", "new connections one source address may open at once (0: twice the rate)",
-		func(c *Config) *int { return &c.Connections.BurstPerSource }),
-	integer("connections.maxHalfOpen", "max-half-open", "THRONG_MAX_HALF_OPEN", "connections in their handshake on the node, all protocols; beyond it new ones are refused (0: off)",
-		func(c *Config) *int { return &c.Connections.MaxHalfOpen }),
-	integer("connections.maxHalfOpenPerSource", "max-half-open-per-source", "THRONG_MAX_HALF_OPEN_PER_SOURCE", "connections in their handshake from one source address; beyond it new ones are refused (0: off)",
-		func(c *Config) *int { return &c.Connections.MaxHalfOpenPerSource }),
-	str("connections.unlimitedSources", "unlimited-sources", "THRONG_UNLIMITED_SOURCES", "addresses and prefixes, comma-separated, exempt from the per-source limits and login backoff (empty: none)",
-		func(c *Config) *string { return &c.Connections.UnlimitedSources }),
-	duration("connections.loginBackoff", "login-backoff", "THRONG_LOGIN_BACKOFF", "longest delay of a refused login after repeated failures of a user or source address (0: off)",
-		func(c *Config) *Duration { return &c.Connections.LoginBackoff }),
 	str("cluster.name", "cluster-name", "THRONG_CLUSTER_NAME", "cluster name, the same on every node (default throng)",
 		func(c *Config) *string { return &c.Cluster.Name }),
 	str("cluster.listen", "cluster-listen", "THRONG_CLUSTER_LISTEN", "route listen address of this node, e.g. :6222 (empty: a single node)",
@@ -168,6 +150,12 @@ var Settings = []Setting{
 		func(c *Config) *string { return &c.Cluster.Secret }),
 	integer("cluster.replicas", "replicas", "THRONG_REPLICAS", "replicas of every stream and bucket (0: min(3, nodes))",
 		func(c *Config) *int { return &c.Cluster.Replicas }),
+	size("maxMessageSize", "max-message-size", "THRONG_MAX_MESSAGE_SIZE", "largest message a client may send, e.g. 128MiB (at most 256MiB; a tenant's maxMessageSize limit replaces it)",
+		func(c *Config) *ByteSize { return &c.MaxMessageSize }),
+}
+
+// ByteSize is a number of bytes; it reads "1024", "512KiB", "10MB",
+// "2GiB" (binary and decimal suffixes, case-insensitive, optional "B") and
 // writes the shortest exact binary form.
 type ByteSize int64
 
