@@ -47,6 +47,8 @@ Usage:
   throng tenant  create|list|get|delete ...                  manage tenants
   throng plan    create|list|get|update|delete ...           manage plans (named tenant limits)
   throng address create|list|get|delete ... [--tenant T]     manage addresses
+  throng address purge|peek|move NAME [--tenant T]           a queue's messages: remove, look at, move
+  throng connection list|get|close [--tenant T]              live connections
   throng user    create|list|delete ... [--tenant T]         manage users
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
   throng credential set|list --tenant T --device D           manage a device's credentials
@@ -114,6 +116,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.address(ctx, rest)
 	case "user", "users":
 		err = c.user(ctx, rest)
+	case "connection", "connections":
+		err = c.connection(ctx, rest)
 	case "device", "devices":
 		err = c.device(ctx, rest)
 	case "credential", "credentials":

@@ -82,6 +82,9 @@ type Config struct {
 	// Registry serves Hono's device registry API under /v1 (hono.go); nil
 	// answers 404 for devices and credentials.
 	Registry Registry
+	// Observe serves connections, queue actions and history
+	// (connections.go); its nil parts answer 404.
+	Observe Observe
 }
 
 // MaxBodyBytes bounds request bodies; larger ones get 413.

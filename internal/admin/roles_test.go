@@ -54,6 +54,22 @@ var matrix = map[string]need{
 	"PUT /api/tenants/{tenant}/users/{name}":           tenantRW,
 	"DELETE /api/tenants/{tenant}/users/{name}":        tenantRW,
 
+	// Observation (connections.go, queues.go, history.go).
+	"GET /api/connections":                               platform,
+	"GET /api/connections/{id}":                          platform,
+	"DELETE /api/connections/{id}":                       platform,
+	"GET /api/connections/{id}/history":                  platform,
+	"GET /api/history":                                   platform,
+	"GET /api/tenants/{tenant}/connections":              tenantRW,
+	"GET /api/tenants/{tenant}/connections/{id}":         tenantRW,
+	"DELETE /api/tenants/{tenant}/connections/{id}":      tenantRW,
+	"GET /api/tenants/{tenant}/connections/{id}/history": tenantRW,
+	"GET /api/tenants/{tenant}/history":                  tenantRW,
+	"GET /api/tenants/{tenant}/history/{name...}":        tenantRW,
+	"POST /api/tenants/{tenant}/purge/{name...}":         tenantRW,
+	"GET /api/tenants/{tenant}/messages/{name...}":       tenantRW,
+	"POST /api/tenants/{tenant}/move/{name...}":          tenantRW,
+
 	"POST /v1/tenants":              platform,
 	"GET /v1/tenants":               platform,
 	"POST /v1/tenants/{tenantId}":   platform,

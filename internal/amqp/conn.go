@@ -16,6 +16,7 @@ import (
 	"github.com/throngmq/throng/internal/amqp/encoding"
 	"github.com/throngmq/throng/internal/amqp/frames"
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/conns"
 	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/router"
 )
@@ -33,7 +34,9 @@ type conn struct {
 
 	shutdownCh   chan struct{} // closed by shutdown
 	shutdownOnce sync.Once
-	revoked      chan string // Revoke's cause (auth.Live); buffered 1
+	revoked      chan string  // Revoke's cause (auth.Live); buffered 1
+	admin        chan func()  // the registry's requests, run by the loop (observe.go)
+	ce           *conns.Entry // the connection in the registry (observe.go); nil before open
 
 	in chan readBatch // reader → loop; small, so a busy loop stops the reader
 	ev eventQueue     // router callbacks → loop
@@ -81,6 +84,7 @@ func newConn(s *Server, nc net.Conn, remote net.Addr) *conn {
 		closed:     make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		revoked:    make(chan string, 1),
+		admin:      make(chan func()),
 		in:         make(chan readBatch, 4),
 		ev:         eventQueue{signal: make(chan struct{}, 1)},
 		sessions:   map[uint16]*session{},
@@ -163,7 +167,9 @@ func (c *conn) serve() {
 	c.log.Debug("connection open", "tenant", c.principal.Tenant, "user", c.principal.User, "container", c.containerID)
 	live := c.s.cfg.Auth.Live()
 	live.Register(c, c.principal, auth.AdapterAMQP)
+	c.observe()
 	c.run()
+	c.s.cfg.Conns.Unregister(c.ce)
 	live.Unregister(c, c.principal)
 	close(loopDone)
 	c.deviceGone() // Hono's ttd 0 notifications and connection event (device.go)
@@ -283,6 +289,8 @@ func (c *conn) run() {
 			c.beginShutdown()
 		case cause := <-c.revoked:
 			c.closeWith(&ConnError{Condition: frames.CondUnauthorizedAccess, Description: "access revoked: " + cause})
+		case f := <-c.admin:
+			f()
 		case <-c.w.failed:
 			c.done = true
 		}

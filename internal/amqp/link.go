@@ -775,6 +775,7 @@ func (l *link) onTransfer(t *frames.Transfer, payload []byte) error {
 func (l *link) publish(id uint32, settled bool, payload []byte) {
 	c := l.s.c
 	c.s.m.msgsIn.Inc()
+	c.ce.In(len(payload))
 	am, err := encoding.DecodeMessage(payload)
 	if err != nil {
 		l.settleIn(id, settled, &encoding.Rejected{Error: &encoding.Error{Condition: frames.CondDecodeError, Description: err.Error()}})

@@ -37,6 +37,7 @@ import (
 
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/conns"
 	"github.com/throngmq/throng/internal/message"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
@@ -64,6 +65,8 @@ type Config struct {
 	// Audit receives logins, refused ones and permission denials (nil:
 	// none are recorded).
 	Audit *audit.Log
+	// Conns is the node's connection registry (observe.go); nil: none.
+	Conns *conns.Registry
 
 	// AllowAnonymous allows SASL ANONYMOUS (and connections without SASL)
 	// from loopback addresses, to the default tenant.

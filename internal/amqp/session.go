@@ -426,6 +426,7 @@ func (s *session) continueSend() {
 		if x.off == len(x.payload) {
 			s.cur = nil
 			s.c.s.m.msgsOut.Inc()
+			s.c.ce.Out(len(x.payload))
 			if x.settled && x.d != nil {
 				x.d.Settle(router.Outcome{Kind: router.Accepted}) // at-most-once: settled on send
 			}

@@ -113,6 +113,7 @@ type App struct {
 	closing  bool                    // Shutdown has begun; start stops where it is
 	fronts   []*runningFront         // protocol front-ends, in start order
 	lns      map[string]net.Listener // bound protocol listeners by setting name
+	obs      *observer               // connection registry and sampler (observe.go)
 }
 
 // Option adjusts an App.
@@ -285,6 +286,7 @@ func (a *App) start(ctx context.Context) error {
 		rt.Close()
 		return errors.New("app: shut down during start")
 	}
+	a.startObserver(rt)
 
 	if err := a.bootstrapAdmin(ctx); err != nil {
 		return err
@@ -477,6 +479,7 @@ func (a *App) startAdmin() error {
 		Ready:      a.isReady,
 		Version:    BuildVersion(),
 		Logger:     a.log,
+		Observe:    a.obs.adminConfig(),
 	})
 	if err != nil {
 		return err
@@ -578,11 +581,12 @@ func (a *App) Shutdown(ctx context.Context) {
 		if a.pprofSrv != nil {
 			_ = a.pprofSrv.Close()
 		}
-		fronts := a.fronts
+		fronts, obs := a.fronts, a.obs
 		a.mu.Unlock()
 		log := a.log.With("component", "app")
 		log.Info("shutting down")
 		a.stopFrontEnds(ctx, fronts)
+		obs.stop()
 
 		// 1 and 2: stop accepting and drain connections.
 		if srv != nil {

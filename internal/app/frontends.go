@@ -67,6 +67,7 @@ func (a *App) startFrontEnds() error {
 			QueueOverflow:     a.cfg.MQTT.QueueOverflow,
 			Hono:              a.hono,
 			Audit:             a.audit,
+			Conns:             a.obs.registry(),
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)
@@ -101,6 +102,7 @@ func (a *App) startFrontEnds() error {
 			HandshakeMemory:  int(a.cfg.Connections.HandshakeMemory),
 			Commands:         a.hono,
 			Audit:            a.audit,
+			Conns:            a.obs.registry(),
 		})
 		if err != nil {
 			return fmt.Errorf("app: amqp: %w", err)

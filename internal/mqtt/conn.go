@@ -17,6 +17,7 @@ import (
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/conns"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
@@ -45,6 +46,9 @@ type conn struct {
 	// know of the above: set once CONNACK is queued, 0 before (then no
 	// DISCONNECT goes out: it may not precede CONNACK).
 	kickInfo atomic.Uint32 // kickV5 | kickProblemInfo
+	// ce is the connection in the registry (observe.go), set once
+	// CONNECT is accepted; nil before and without a registry.
+	ce atomic.Pointer[conns.Entry]
 
 	// Owned by the reader (goroutine, or the read-pool worker holding
 	// the connection).
@@ -914,6 +918,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	// From here a change that takes the principal's access away closes
 	// the connection (auth.Live; unregistered in Server.unregister).
 	s.cfg.Auth.Live().Register(c, p, auth.AdapterMQTT)
+	c.observe(p)
 	if rec != nil {
 		c.resendRel(rec)
 		c.attach(ctx, rec.Subs)

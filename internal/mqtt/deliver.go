@@ -699,6 +699,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 			}
 			c.ti.sent.Add(1)
 			c.ti.mSent.Inc()
+			c.ce.Load().Out(len(om.m.Body))
 			return b
 		}
 	}
@@ -740,6 +741,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 	}
 	c.ti.sent.Add(1)
 	c.ti.mSent.Inc()
+	c.ce.Load().Out(len(om.m.Body))
 	return b
 }
 

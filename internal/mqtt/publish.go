@@ -188,6 +188,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 	}
 	c.ti.received.Add(1)
 	c.ti.mReceived.Inc()
+	c.ce.Load().In(len(pk.Payload))
 	id := pk.PacketID
 	var slot *ackSlot
 	if qos > 0 {

@@ -39,6 +39,7 @@ import (
 
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
+	"github.com/throngmq/throng/internal/conns"
 	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
@@ -116,6 +117,8 @@ type Config struct {
 	// Audit receives logins, refused CONNECTs and permission denials
 	// (nil: none are recorded).
 	Audit *audit.Log
+	// Conns is the node's connection registry (observe.go); nil: none.
+	Conns *conns.Registry
 	// NodeLease is how long this node's lease in the engine lasts without
 	// a heartbeat (refreshed every third of it; default 15s). Sessions and
 	// wills of a node whose lease ran out are taken over by the sweepers
@@ -539,6 +542,7 @@ func (s *Server) unregister(c *conn) {
 	}
 	s.mu.Unlock()
 	s.cfg.Auth.Live().Unregister(c, c.principal)
+	s.cfg.Conns.Unregister(c.ce.Load())
 }
 
 // Clients returns the number of connected clients.

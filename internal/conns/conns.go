@@ -1,0 +1,404 @@
+// Package conns is the node's registry of live client connections, for
+// observation: the admin API lists them, shows one with its links or
+// subscriptions, and closes one at an administrator's request
+// (docs/admin-api.md, "Connections"; docs/console.md).
+//
+// The registry has one owner per connection: the front-end that accepted
+// it (internal/amqp, internal/mqtt) registers it once it is authenticated
+// and unregisters it when it ends. It is not auth.Live, the registry of
+// connections by identity that revocation uses: that one is keyed by
+// user and device and closes with amqp:unauthorized-access or 0x87; this
+// one is keyed by id, carries the counters and closes with
+// amqp:connection:forced or 0x98. Merging them would put the counters
+// behind auth's per-identity lock.
+//
+// HTTP requests are not connections here: Hono's HTTP adapter and the
+// messaging API authenticate every request, a keep-alive TCP connection
+// carries no identity between requests, and a request lasts
+// milliseconds. The HTTP adapter's traffic shows in the address, tenant
+// and node rates (internal/history) instead.
+//
+// Hot path: the front-end counts each message on the connection's own
+// Entry (two uncontended atomic adds, no lock, no map); the rates are
+// computed from those counters by Sample, every 5 s.
+//
+// Ids are unique across nodes: the node's name, '-', a sequence number
+// (n1-42). The node's name comes from the cluster configuration; the
+// sequence restarts with the process, so an id names a connection only
+// while the node runs — a restarted node's new connections reuse small
+// numbers, which is harmless because the old connections are gone.
+package conns
+
+import (
+	"cmp"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Protocols, as the API names them.
+const (
+	AMQP  = "amqp"
+	MQTT3 = "mqtt3" // MQTT 3.1.1
+	MQTT5 = "mqtt5"
+)
+
+// Conn is the front-end's side of a registered connection.
+type Conn interface {
+	// CloseByAdmin ends the connection at an administrator's request:
+	// AMQP closes it with amqp:connection:forced, MQTT 5 sends DISCONNECT
+	// 0x98 (administrative action), MQTT 3.1.1 closes the network
+	// connection. It must not block and may be called more than once.
+	CloseByAdmin(reason string)
+	// Links lists the connection's AMQP links or MQTT subscriptions. It
+	// may wait briefly for the connection's goroutine; it is not called
+	// on any hot path.
+	Links() []Link
+}
+
+// Link is one AMQP link or MQTT subscription of a connection.
+type Link struct {
+	Kind    string `json:"kind"` // "sender" (to the client), "receiver" (from it), "subscription"
+	Name    string `json:"name,omitempty"`
+	Address string `json:"address"`
+	QoS     *int   `json:"qos,omitempty"`
+	Credit  *int64 `json:"credit,omitempty"`
+	// Unsettled: deliveries sent to the client and not yet settled.
+	Unsettled *int `json:"unsettled,omitempty"`
+	Backlog   *int `json:"backlog,omitempty"`
+}
+
+// Info describes a connection; it does not change once registered.
+type Info struct {
+	Tenant   string
+	Protocol string
+	ClientID string // MQTT client id, AMQP container id
+	User     string
+	Device   string
+	Remote   string
+	TLS      bool
+}
+
+// Entry is a registered connection. Its counters are written by the
+// connection's own goroutines (In, Out) and read by Sample and the API.
+// A nil *Entry counts nothing, so front-ends without a registry need no
+// checks.
+type Entry struct {
+	seq   uint64
+	id    string
+	info  Info
+	since time.Time
+	conn  Conn
+
+	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+
+	// Written by Sample only (under Registry.sampleMu), read by anyone.
+	rateIn, rateOut atomic.Uint64 // float64 bits, messages per second
+	lastIn, lastOut uint64        // the counters at the last sample
+}
+
+// In counts a message of n payload bytes received from the client.
+func (e *Entry) In(n int) {
+	if e != nil {
+		e.msgsIn.Add(1)
+		e.bytesIn.Add(uint64(n))
+	}
+}
+
+// Out counts a message of n payload bytes sent to the client.
+func (e *Entry) Out(n int) {
+	if e != nil {
+		e.msgsOut.Add(1)
+		e.bytesOut.Add(uint64(n))
+	}
+}
+
+// ID is the connection's id ("" for nil).
+func (e *Entry) ID() string {
+	if e == nil {
+		return ""
+	}
+	return e.id
+}
+
+// Info returns what the connection was registered with.
+func (e *Entry) Info() Info { return e.info }
+
+// Counters returns the messages and payload bytes in and out so far.
+func (e *Entry) Counters() (msgsIn, msgsOut, bytesIn, bytesOut uint64) {
+	return e.msgsIn.Load(), e.msgsOut.Load(), e.bytesIn.Load(), e.bytesOut.Load()
+}
+
+// Close asks the front-end to close the connection (Conn.CloseByAdmin).
+func (e *Entry) Close(reason string) { e.conn.CloseByAdmin(reason) }
+
+// Links lists the connection's links or subscriptions (Conn.Links).
+func (e *Entry) Links() []Link { return e.conn.Links() }
+
+// Snapshot is an Entry as the API shows it.
+type Snapshot struct {
+	ID          string    `json:"id"`
+	Node        string    `json:"node"`
+	Tenant      string    `json:"tenant"`
+	Protocol    string    `json:"protocol"`
+	ClientID    string    `json:"clientId,omitempty"`
+	User        string    `json:"user,omitempty"`
+	Device      string    `json:"device,omitempty"`
+	Remote      string    `json:"remoteAddress,omitempty"`
+	TLS         bool      `json:"tls"`
+	Since       time.Time `json:"connectedSince"`
+	MessagesIn  uint64    `json:"messagesIn"`
+	MessagesOut uint64    `json:"messagesOut"`
+	BytesIn     uint64    `json:"bytesIn"`
+	BytesOut    uint64    `json:"bytesOut"`
+	RateIn      float64   `json:"messagesInPerSecond"`
+	RateOut     float64   `json:"messagesOutPerSecond"`
+	Links       int       `json:"links"`
+	LinkList    []Link    `json:"linkList,omitempty"`
+}
+
+// Snapshot returns the connection's state now; withLinks lists its links
+// (LinkList), otherwise only their number is given.
+func (e *Entry) Snapshot(node string, withLinks bool) Snapshot {
+	mi, mo, bi, bo := e.Counters()
+	links := e.conn.Links()
+	s := Snapshot{
+		ID: e.id, Node: node, Tenant: e.info.Tenant, Protocol: e.info.Protocol,
+		ClientID: e.info.ClientID, User: e.info.User, Device: e.info.Device,
+		Remote: e.info.Remote, TLS: e.info.TLS, Since: e.since,
+		MessagesIn: mi, MessagesOut: mo, BytesIn: bi, BytesOut: bo,
+		RateIn:  math.Float64frombits(e.rateIn.Load()),
+		RateOut: math.Float64frombits(e.rateOut.Load()),
+		Links:   len(links),
+	}
+	if withLinks {
+		s.LinkList = links
+		if s.LinkList == nil {
+			s.LinkList = []Link{}
+		}
+	}
+	return s
+}
+
+// Registry holds the node's live connections by id.
+type Registry struct {
+	node string
+	seq  atomic.Uint64
+	now  func() time.Time
+
+	mu   sync.RWMutex
+	byID map[uint64]*Entry // guarded by mu
+	// closed sums the messages of each tenant's closed connections, so
+	// that Totals does not go down when a connection ends.
+	closed map[string]*[2]uint64 // guarded by mu
+
+	sampleMu   sync.Mutex // serializes Sample
+	lastSample time.Time  // guarded by sampleMu
+}
+
+// New returns an empty registry of node (the name in the ids).
+func New(node string) *Registry {
+	if node == "" {
+		node = "node"
+	}
+	return &Registry{node: node, now: time.Now, byID: map[uint64]*Entry{}, closed: map[string]*[2]uint64{}}
+}
+
+// Node is the node's name, as in the ids.
+func (r *Registry) Node() string {
+	if r == nil {
+		return ""
+	}
+	return r.node
+}
+
+// Register adds a connection and returns its entry, which the front-end
+// keeps to count on and passes to Unregister. A nil registry registers
+// nothing and returns nil (which counts nothing).
+func (r *Registry) Register(info Info, c Conn) *Entry {
+	if r == nil {
+		return nil
+	}
+	seq := r.seq.Add(1)
+	e := &Entry{seq: seq, id: r.node + "-" + strconv.FormatUint(seq, 10), info: info, since: r.now(), conn: c}
+	r.mu.Lock()
+	r.byID[seq] = e
+	r.mu.Unlock()
+	return e
+}
+
+// Unregister removes the connection of e (nil: nothing).
+func (r *Registry) Unregister(e *Entry) {
+	if r == nil || e == nil {
+		return
+	}
+	r.mu.Lock()
+	if r.byID[e.seq] == e {
+		delete(r.byID, e.seq)
+		t := r.closed[e.info.Tenant]
+		if t == nil {
+			t = new([2]uint64)
+			r.closed[e.info.Tenant] = t
+		}
+		t[0] += e.msgsIn.Load()
+		t[1] += e.msgsOut.Load()
+	}
+	r.mu.Unlock()
+}
+
+// Totals calls f with each tenant's messages received from and sent to
+// its clients on this node since it started, closed connections
+// included (a count or two of a connection closing meanwhile may move
+// to the next reading).
+func (r *Registry) Totals(f func(tenantName string, in, out uint64)) {
+	if r == nil {
+		return
+	}
+	sum := map[string][2]uint64{}
+	r.mu.RLock()
+	for t, c := range r.closed {
+		sum[t] = *c
+	}
+	for _, e := range r.byID {
+		s := sum[e.info.Tenant]
+		s[0] += e.msgsIn.Load()
+		s[1] += e.msgsOut.Load()
+		sum[e.info.Tenant] = s
+	}
+	r.mu.RUnlock()
+	for t, s := range sum {
+		f(t, s[0], s[1])
+	}
+}
+
+// Len is the number of registered connections.
+func (r *Registry) Len() int {
+	if r == nil {
+		return 0
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.byID)
+}
+
+// parseID splits an id into its node and sequence.
+func parseID(id string) (node string, seq uint64, ok bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i <= 0 {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseUint(id[i+1:], 10, 64)
+	if err != nil || seq == 0 {
+		return "", 0, false
+	}
+	return id[:i], seq, true
+}
+
+// Get returns the connection of id on this node. An id of another node
+// is not found here (the cluster's forwarding is not built yet).
+func (r *Registry) Get(id string) (*Entry, bool) {
+	if r == nil {
+		return nil, false
+	}
+	node, seq, ok := parseID(id)
+	if !ok || node != r.node {
+		return nil, false
+	}
+	r.mu.RLock()
+	e, ok := r.byID[seq]
+	r.mu.RUnlock()
+	return e, ok
+}
+
+// Filter selects connections for List; empty fields match all.
+type Filter struct {
+	Tenant, Protocol, User, Device, ClientID string
+}
+
+func (f Filter) match(e *Entry) bool {
+	return (f.Tenant == "" || e.info.Tenant == f.Tenant) &&
+		(f.Protocol == "" || e.info.Protocol == f.Protocol) &&
+		(f.User == "" || e.info.User == f.User) &&
+		(f.Device == "" || e.info.Device == f.Device) &&
+		(f.ClientID == "" || e.info.ClientID == f.ClientID)
+}
+
+// List returns up to limit connections matching f, oldest first, those
+// after the connection id after ("" from the start), and the id to pass
+// as after for the next page ("" on the last page). An after that is no
+// longer registered still pages correctly: the order is by sequence.
+//
+// Cost: one pass over the registry under its read lock and a sort of the
+// matches (100,000 connections: a few milliseconds); the front-ends'
+// Register and Unregister wait for the pass, their counters do not.
+func (r *Registry) List(f Filter, after string, limit int) ([]*Entry, string) {
+	if r == nil {
+		return nil, ""
+	}
+	var from uint64
+	if after != "" {
+		if _, seq, ok := parseID(after); ok {
+			from = seq
+		}
+	}
+	r.mu.RLock()
+	var out []*Entry
+	for seq, e := range r.byID {
+		if seq > from && f.match(e) {
+			out = append(out, e)
+		}
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Entry) int { return cmp.Compare(a.seq, b.seq) })
+	if limit > 0 && len(out) > limit {
+		return out[:limit], out[limit-1].id
+	}
+	return out, ""
+}
+
+// Each calls f for every registered connection (in no order), outside
+// the registry's lock.
+func (r *Registry) Each(f func(*Entry)) {
+	if r == nil {
+		return
+	}
+	r.mu.RLock()
+	all := make([]*Entry, 0, len(r.byID))
+	for _, e := range r.byID {
+		all = append(all, e)
+	}
+	r.mu.RUnlock()
+	for _, e := range all {
+		f(e)
+	}
+}
+
+// Sample updates every connection's rates from its counters since the
+// last sample (the history sampler calls it every 5 s). The first sample
+// of a connection counts from its registration.
+func (r *Registry) Sample(now time.Time) {
+	if r == nil {
+		return
+	}
+	r.sampleMu.Lock()
+	defer r.sampleMu.Unlock()
+	last := r.lastSample
+	r.lastSample = now
+	r.Each(func(e *Entry) {
+		from := last
+		if from.IsZero() || e.since.After(from) {
+			from = e.since
+		}
+		dt := now.Sub(from).Seconds()
+		in, out := e.msgsIn.Load(), e.msgsOut.Load()
+		if dt > 0 {
+			e.rateIn.Store(math.Float64bits(float64(in-e.lastIn) / dt))
+			e.rateOut.Store(math.Float64bits(float64(out-e.lastOut) / dt))
+		}
+		e.lastIn, e.lastOut = in, out
+	})
+}

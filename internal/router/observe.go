@@ -1,0 +1,63 @@
+package router
+
+import (
+	"context"
+	"maps"
+	"slices"
+)
+
+// What the history sampler reads (internal/history, internal/app): the
+// address counters of this node and what each address stores. Neither
+// is on a message path.
+
+// tenantStates is a snapshot of the tenants this node has set up.
+func (r *Router) tenantStates() []*tenantState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Collect(maps.Values(r.tenants))
+}
+
+// AddressCounters calls f with the cumulative messages in and out of
+// every defined address that has counters on this node (those published
+// to or consumed from since the node started; AddressStats's
+// messagesIn and messagesOut).
+func (r *Router) AddressCounters(f func(tenantName, name string, in, out uint64)) {
+	type named struct {
+		name string
+		c    *addrCounters
+	}
+	for _, ts := range r.tenantStates() {
+		ts.mu.Lock()
+		list := make([]named, 0, len(ts.counters))
+		for name, c := range ts.counters {
+			list = append(list, named{name, c})
+		}
+		ts.mu.Unlock()
+		for _, n := range list {
+			f(ts.name, n.name, n.c.in.Load(), n.c.out.Load())
+		}
+	}
+}
+
+// StoredCounts calls f with the number of engine entries each queue and
+// topic address stores, for every tenant this node has set up: one
+// stream listing per tenant (the engine answers up to 256 streams a
+// request), not a request per address. A queue's batch entry counts
+// once here (AddressStats's backlog counts its messages; batches form
+// only under load, so the history's backlog of a busy queue is a lower
+// bound). Subscriptions are not listed.
+func (r *Router) StoredCounts(ctx context.Context, f func(tenantName, name string, stored int64)) error {
+	var first error
+	for _, ts := range r.tenantStates() {
+		l := ts.js.ListStreams(ctx)
+		for info := range l.Info() {
+			if name := info.Config.Metadata["throng.address"]; name != "" {
+				f(ts.name, name, int64(info.State.Msgs))
+			}
+		}
+		if err := l.Err(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
