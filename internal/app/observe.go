@@ -31,7 +31,10 @@ const sampleInterval = 5 * time.Second
 // startObserver makes the observer and starts its sampler; stopped by
 // Shutdown (stopObserver).
 func (a *App) startObserver(rt *router.Router) {
-	node, _ := os.Hostname()
+	node := a.cfg.Cluster.NodeName // the connection ids name it
+	if node == "" {
+		node, _ = os.Hostname()
+	}
 	o := &observer{
 		conns:  conns.New(node),
 		router: rt,

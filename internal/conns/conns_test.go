@@ -2,6 +2,7 @@ package conns
 
 import (
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,4 +105,34 @@ func TestCountersDoNotAllocate(t *testing.T) {
 	if n := testing.AllocsPerRun(1000, func() { e.In(10); e.Out(10) }); n != 0 {
 		t.Fatalf("%v allocations per message", n)
 	}
+}
+
+// TestBytesPerConnection measures what the registry costs per connection
+// (docs/console.md): the entry, its id and the map's share; the Info
+// strings are the front-end's.
+func TestBytesPerConnection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	const n = 100_000
+	r := New("node-1")
+	infos := make([]Info, n)
+	for i := range infos {
+		infos[i] = Info{Tenant: "acme", Protocol: MQTT3, ClientID: fmt.Sprint("device-", i), Remote: "10.0.0.1:1234"}
+	}
+	c := &fakeConn{}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, in := range infos {
+		r.Register(in, c)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.0f bytes per registered connection; 100,000: %.1f MiB", per, per*n/(1<<20))
+	if per > 300 {
+		t.Errorf("%.0f bytes per connection, more than documented (docs/console.md)", per)
+	}
+	runtime.KeepAlive(r)
 }
