@@ -90,9 +90,9 @@ func (o *observer) adminConfig() admin.Observe {
 // sample reads the counters into the history (every sampleInterval):
 //   - an address: its router counters (messages accepted in, handed out)
 //     and the entries its stream stores;
-//   - a tenant: the messages its clients sent and received (AMQP, MQTT;
-//     closed connections included) and the sum of its addresses' stored
-//     entries;
+//   - a tenant: the messages the router accepted and delivered for it
+//     (every protocol, HTTP included, and the topic space's undefined
+//     names) and the sum of its addresses' stored entries;
 //   - the node: the sums of the tenants;
 //   - a connection: its own counters.
 //
@@ -133,7 +133,7 @@ func (o *observer) sample(now time.Time) {
 		}
 		return x
 	}
-	o.conns.Totals(func(t string, in, out uint64) {
+	o.router.TenantCounters(func(t string, in, out uint64) {
 		x := tget(t)
 		x.in, x.out = in, out
 	})

@@ -192,9 +192,6 @@ type Registry struct {
 
 	mu   sync.RWMutex
 	byID map[uint64]*Entry // guarded by mu
-	// closed sums the messages of each tenant's closed connections, so
-	// that Totals does not go down when a connection ends.
-	closed map[string]*[2]uint64 // guarded by mu
 
 	sampleMu   sync.Mutex // serializes Sample
 	lastSample time.Time  // guarded by sampleMu
@@ -205,7 +202,7 @@ func New(node string) *Registry {
 	if node == "" {
 		node = "node"
 	}
-	return &Registry{node: node, now: time.Now, byID: map[uint64]*Entry{}, closed: map[string]*[2]uint64{}}
+	return &Registry{node: node, now: time.Now, byID: map[uint64]*Entry{}}
 }
 
 // Node is the node's name, as in the ids.
@@ -239,40 +236,8 @@ func (r *Registry) Unregister(e *Entry) {
 	r.mu.Lock()
 	if r.byID[e.seq] == e {
 		delete(r.byID, e.seq)
-		t := r.closed[e.info.Tenant]
-		if t == nil {
-			t = new([2]uint64)
-			r.closed[e.info.Tenant] = t
-		}
-		t[0] += e.msgsIn.Load()
-		t[1] += e.msgsOut.Load()
 	}
 	r.mu.Unlock()
-}
-
-// Totals calls f with each tenant's messages received from and sent to
-// its clients on this node since it started, closed connections
-// included (a count or two of a connection closing meanwhile may move
-// to the next reading).
-func (r *Registry) Totals(f func(tenantName string, in, out uint64)) {
-	if r == nil {
-		return
-	}
-	sum := map[string][2]uint64{}
-	r.mu.RLock()
-	for t, c := range r.closed {
-		sum[t] = *c
-	}
-	for _, e := range r.byID {
-		s := sum[e.info.Tenant]
-		s[0] += e.msgsIn.Load()
-		s[1] += e.msgsOut.Load()
-		sum[e.info.Tenant] = s
-	}
-	r.mu.RUnlock()
-	for t, s := range sum {
-		f(t, s[0], s[1])
-	}
 }
 
 // Len is the number of registered connections.

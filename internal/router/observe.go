@@ -4,6 +4,9 @@ import (
 	"context"
 	"maps"
 	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // What the history sampler reads (internal/history, internal/app): the
@@ -60,4 +63,42 @@ func (r *Router) StoredCounts(ctx context.Context, f func(tenantName, name strin
 		}
 	}
 	return first
+}
+
+// TenantCounters calls f with each tenant's messages accepted for
+// routing and delivered to consumers on this node since it started, over
+// every protocol and address, the topic space's undefined names included
+// (throng_router_messages_in_total and _out_total, summed over address
+// types).
+func (r *Router) TenantCounters(f func(tenantName string, in, out uint64)) {
+	in, out := sumByTenant(r.metrics.in), sumByTenant(r.metrics.out)
+	for t, v := range in {
+		f(t, uint64(v), uint64(out[t]))
+		delete(out, t)
+	}
+	for t, v := range out {
+		f(t, 0, uint64(v))
+	}
+}
+
+// sumByTenant reads a counter vector labelled by tenant.
+func sumByTenant(cv *prometheus.CounterVec) map[string]float64 {
+	ch := make(chan prometheus.Metric, 64)
+	go func() {
+		cv.Collect(ch)
+		close(ch)
+	}()
+	sum := map[string]float64{}
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) != nil || d.Counter == nil {
+			continue
+		}
+		for _, l := range d.Label {
+			if l.GetName() == "tenant" {
+				sum[l.GetValue()] += d.Counter.GetValue()
+			}
+		}
+	}
+	return sum
 }
