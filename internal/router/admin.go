@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
@@ -23,8 +24,10 @@ import (
 // (pulled by the feed, in flight to the client) are delivered still; a
 // purged or moved entry's settlement then finds it gone and does
 // nothing. A subscription's messages live in its topic's stream (or the
-// topic space) behind the subscription's durable consumer; purging or
-// peeking them is not built yet (409).
+// topic space) behind the subscription's durable consumer, shared with
+// other subscriptions: purge acknowledges them through the consumer
+// (subscriptionPurge), peek reads the stream from the consumer's
+// acknowledgement floor with its filters (subscriptionPeek).
 
 // StoredMessage is a message as a peek returns it.
 type StoredMessage struct {
@@ -41,7 +44,7 @@ func (r *Router) storedStream(ctx context.Context, tenantName, name string, queu
 		return nil, nil, nil, fmt.Errorf("address %q %w", name, tenant.ErrNotFound)
 	}
 	if a.Type != address.Queue && (queueOnly || a.Type != address.Topic) {
-		what := "queues and topics"
+		what := "queues, topics and subscriptions"
 		if queueOnly {
 			what = "queues"
 		}
@@ -66,6 +69,9 @@ func (r *Router) storedStream(ctx context.Context, tenantName, name string, queu
 // returns how many (a queue's batch entries count their messages, as
 // its backlog does).
 func (r *Router) Purge(ctx context.Context, tenantName, name string) (int64, error) {
+	if a, ok := r.store.Address(tenantName, name); ok && a.Type == address.Subscription {
+		return r.subscriptionPurge(ctx, tenantName, a)
+	}
 	_, a, s, err := r.storedStream(ctx, tenantName, name, false)
 	if err != nil {
 		return 0, err
@@ -92,6 +98,9 @@ func (r *Router) Purge(ctx context.Context, tenantName, name string) (int64, err
 // not loaded (Message.Large tells its size). A queue's batch entry that
 // is partly consumed shows its consumed messages too.
 func (r *Router) Peek(ctx context.Context, tenantName, name string, limit int) ([]StoredMessage, error) {
+	if a, ok := r.store.Address(tenantName, name); ok && a.Type == address.Subscription {
+		return r.subscriptionPeek(ctx, tenantName, a, limit)
+	}
 	_, _, s, err := r.storedStream(ctx, tenantName, name, false)
 	if err != nil {
 		return nil, err
@@ -195,4 +204,131 @@ func (r *Router) Move(ctx context.Context, tenantName, from, to string, limit in
 		moved += int64(len(msgs))
 	}
 	return moved, nil
+}
+
+// subscriptionConsumer finds a subscription's stream, durable consumer
+// and the subjects it takes (none: the whole stream).
+func (r *Router) subscriptionSource(ctx context.Context, tenantName string, a *address.Address) (jetstream.Stream, jetstream.Consumer, []string, error) {
+	ts, err := r.tenant(ctx, tenantName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tg := r.targetFor(ts, a)
+	if err := r.ensureSubscription(ctx, ts, tg); err != nil {
+		return nil, nil, nil, err
+	}
+	sname, cname := subscriptionConsumer(tg)
+	s, err := ts.js.Stream(ctx, sname)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c, err := s.Consumer(ctx, cname)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ci := c.CachedInfo()
+	filters := ci.Config.FilterSubjects
+	if ci.Config.FilterSubject != "" {
+		filters = []string{ci.Config.FilterSubject}
+	}
+	if len(filters) == 0 {
+		filters = []string{">"}
+	}
+	return s, c, filters, nil
+}
+
+// subscriptionPurge acknowledges every message pending for the
+// subscription up to the stream's last entry now: it pulls them through
+// the durable consumer, as a member would, and acknowledges each. The
+// topic's other subscriptions keep theirs. Messages a member holds
+// unacknowledged are not reached (they are in flight).
+func (r *Router) subscriptionPurge(ctx context.Context, tenantName string, a *address.Address) (int64, error) {
+	s, c, _, err := r.subscriptionSource(ctx, tenantName, a)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	last := info.State.LastSeq
+	var n int64
+	for {
+		batch, err := c.Fetch(256, jetstream.FetchMaxWait(250*time.Millisecond))
+		if err != nil {
+			return n, err
+		}
+		got, done := 0, false
+		for m := range batch.Messages() {
+			got++
+			meta, err := m.Metadata()
+			if err != nil || meta.Sequence.Stream > last {
+				_ = m.Nak() // stored after the purge began: stays
+				done = true
+				continue
+			}
+			if err := m.DoubleAck(ctx); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			return n, err
+		}
+		if got == 0 || done {
+			return n, nil
+		}
+	}
+}
+
+// subscriptionPeek reads the first limit messages pending for the
+// subscription from its stream: above the consumer's acknowledgement
+// floor, matching its filters. A message acknowledged out of order above
+// the floor shows too.
+func (r *Router) subscriptionPeek(ctx context.Context, tenantName string, a *address.Address, limit int) ([]StoredMessage, error) {
+	s, c, filters, err := r.subscriptionSource(ctx, tenantName, a)
+	if err != nil {
+		return nil, err
+	}
+	ci, err := c.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []StoredMessage{}
+	seq := ci.AckFloor.Stream + 1
+	if ci.Delivered.Stream == 0 && ci.AckFloor.Stream == 0 {
+		// Nothing delivered yet: pending starts at the first entry the
+		// consumer may take (it was made with DeliverNew).
+		seq = max(seq, ci.Config.OptStartSeq)
+	}
+	for len(out) < limit && ci.NumPending+uint64(ci.NumAckPending) > 0 {
+		// The next entry at or after seq that matches any filter.
+		var next *jetstream.RawStreamMsg
+		for _, f := range filters {
+			raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(f))
+			if errors.Is(err, jetstream.ErrMsgNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if next == nil || raw.Sequence < next.Sequence {
+				next = raw
+			}
+		}
+		if next == nil {
+			break
+		}
+		_, msgs, err := decodeEntry(next.Data)
+		if err != nil {
+			return nil, fmt.Errorf("router: entry %d of %q: %w", next.Sequence, a.Name, err)
+		}
+		for _, m := range msgs {
+			if len(out) < limit {
+				out = append(out, StoredMessage{Sequence: next.Sequence, Time: next.Time, Message: m})
+			}
+		}
+		seq = next.Sequence + 1
+	}
+	return out, nil
 }

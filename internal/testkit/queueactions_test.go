@@ -54,7 +54,7 @@ func (e *liveEnv) backlog(ten, name string) int64 {
 
 func TestQueueActionsAndHistory(t *testing.T) {
 	e := startLive(t)
-	e.user("default", "app1", "pw-app1", "jobs", "jobs/dlq", "events")
+	e.user("default", "app1", "pw-app1", "jobs", "jobs/dlq", "events", "news")
 	e.api("POST", "/api/tenants/default/addresses", map[string]any{"name": "jobs", "type": "queue"}, 201)
 	e.api("POST", "/api/tenants/default/addresses", map[string]any{"name": "jobs/dlq", "type": "queue"}, 201)
 	e.api("POST", "/api/tenants/default/addresses", map[string]any{"name": "events", "type": "multicast"}, 201)
@@ -166,6 +166,32 @@ func TestQueueActionsAndHistory(t *testing.T) {
 	}
 	if p := e.peek("/api/tenants/default/messages/jobs"); len(p.Messages) != 0 {
 		t.Fatalf("peek after purge: %+v", p)
+	}
+
+	// A subscription: its pending messages peeked and purged; the
+	// topic's stream and its other subscription keep theirs.
+	e.api("POST", "/api/tenants/default/addresses", map[string]any{"name": "news", "type": "topic"}, 201)
+	e.api("POST", "/api/tenants/default/addresses", map[string]any{"name": "news-a", "type": "subscription", "topic": "news"}, 201)
+	e.api("POST", "/api/tenants/default/addresses", map[string]any{"name": "news-b", "type": "subscription", "topic": "news"}, 201)
+	for i := range 3 {
+		if _, err := c5.Publish(ctx, &paho.Publish{Topic: "news", QoS: 1, Payload: []byte(fmt.Sprintf("news %d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p := e.peek("/api/tenants/default/messages/news-a"); len(p.Messages) != 3 || p.Messages[2].Body != "news 2" {
+		t.Fatalf("subscription peek: %+v", p)
+	}
+	if err := json.Unmarshal(e.api("POST", "/api/tenants/default/purge/news-a", nil, 200), &pg); err != nil || pg.Purged != 3 {
+		t.Fatalf("subscription purge: %+v %v", pg, err)
+	}
+	if p := e.peek("/api/tenants/default/messages/news-a"); len(p.Messages) != 0 {
+		t.Fatalf("subscription after purge: %+v", p)
+	}
+	if b := e.backlog("default", "news-a"); b != 0 {
+		t.Fatalf("subscription backlog after purge %d", b)
+	}
+	if p := e.peek("/api/tenants/default/messages/news-b"); len(p.Messages) != 3 {
+		t.Fatalf("the other subscription lost messages: %+v", p)
 	}
 
 	// Errors.
