@@ -36,11 +36,11 @@ func connTenantFlag(fs *flag.FlagSet) *string {
 func rate(v float64) string { return strconv.FormatFloat(v, 'f', 1, 64) }
 
 var connectionCmds = map[string]command{
-	"list": {"connection list [--tenant T] [--protocol amqp|mqtt3|mqtt5] [--user U] [--device D] [--client-id ID] [--limit N] [--after ID]", "",
+	"list": {"connection list [--tenant T] [--protocol amqp|mqtt3|mqtt5] [--of-user U] [--device D] [--client-id ID] [--limit N] [--after ID]", "",
 		func(c *cli, fs *flag.FlagSet, cl *client) func(context.Context, []string) error {
 			ten := connTenantFlag(fs)
 			proto := fs.String("protocol", "", "only this protocol: amqp, mqtt3, mqtt5")
-			user := fs.String("user", "", "only this user's")
+			user := fs.String("of-user", "", "only this user's connections (--user is who asks)")
 			device := fs.String("device", "", "only this device's")
 			clientID := fs.String("client-id", "", "only this MQTT client id or AMQP container id")
 			limit := fs.Int("limit", 100, "at most this many (1 to 1000)")
@@ -70,7 +70,7 @@ var connectionCmds = map[string]command{
 					rows = append(rows, []string{s.ID, s.Tenant, s.Protocol, orDash(s.ClientID), orDash(who), s.Remote,
 						fmt.Sprint(s.MessagesIn), fmt.Sprint(s.MessagesOut), rate(s.RateIn), rate(s.RateOut), fmt.Sprint(s.Links), ago(s.Since)})
 				}
-				table(c.stdout, "ID\tTENANT\tPROTOCOL\tCLIENT ID\tUSER\tREMOTE\tMSGS IN\tMSGS OUT\tIN/S\tOUT/S\tLINKS\tSINCE", rows)
+				table(c.stdout, "ID\tTENANT\tPROTOCOL\tCLIENT\tWHO\tREMOTE\tIN\tOUT\tIN/S\tOUT/S\tLINKS\tSINCE", rows)
 				if l.Next != "" {
 					fmt.Fprintf(c.stdout, "more: --after %s\n", l.Next)
 				}
