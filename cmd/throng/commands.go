@@ -140,6 +140,8 @@ var tenantCmds = map[string]command{
 			fs.IntVar(&lim.MaxAddresses, "max-addresses", 0, "maximum addresses (0: unlimited)")
 			fs.IntVar(&lim.MaxUsers, "max-users", 0, "maximum users (0: unlimited)")
 			fs.IntVar(&lim.MaxMessageSize, "max-message-size", 0, "maximum message size in bytes (0: unlimited)")
+			fs.IntVar(&lim.MaxSessions, "max-sessions", 0, "maximum persistent MQTT sessions (0: unlimited)")
+			fs.IntVar(&lim.MaxRetained, "max-retained", 0, "maximum retained messages (0: unlimited)")
 			var stored config.ByteSize
 			fs.TextVar(&stored, "max-stored-bytes", config.ByteSize(0), "maximum stored bytes, e.g. 10GiB (0: unlimited)")
 			return func(ctx context.Context, pos []string) error {
@@ -238,6 +240,8 @@ func limitsText(l tenant.Limits) string {
 	add("addresses", int64(l.MaxAddresses))
 	add("users", int64(l.MaxUsers))
 	add("messageSize", int64(l.MaxMessageSize))
+	add("sessions", int64(l.MaxSessions))
+	add("retained", int64(l.MaxRetained))
 	if l.MaxStoredBytes != 0 {
 		parts = append(parts, "storedBytes="+config.ByteSize(l.MaxStoredBytes).String())
 	}

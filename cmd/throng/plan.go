@@ -22,11 +22,14 @@ func planLimitFlags(fs *flag.FlagSet) func() tenant.Limits {
 	fs.IntVar(&lim.MaxAddresses, "max-addresses", 0, "maximum addresses (0: unlimited)")
 	fs.IntVar(&lim.MaxUsers, "max-users", 0, "maximum users (0: unlimited)")
 	fs.IntVar(&lim.MaxMessageSize, "max-message-size", 0, "maximum message size in bytes (0: unlimited)")
+	fs.IntVar(&lim.MaxSessions, "max-sessions", 0, "maximum persistent MQTT sessions (0: unlimited)")
+	fs.IntVar(&lim.MaxRetained, "max-retained", 0, "maximum retained messages (0: unlimited)")
 	var stored config.ByteSize
 	fs.TextVar(&stored, "max-stored-bytes", config.ByteSize(0), "maximum stored bytes, e.g. 10GiB (0: unlimited)")
 	fs.Float64Var(&lim.MaxMessagesInPerSecond, "max-messages-in-per-second", 0, "messages the tenant may publish per second (0: unlimited)")
 	fs.IntVar(&lim.Burst, "burst", 0, "messages at once after a quiet spell (0: one second's worth)")
 	fs.Float64Var(&lim.MaxMessagesInPerSecondPerConnection, "max-messages-in-per-second-per-connection", 0, "messages each connection may publish per second (0: unlimited)")
+	fs.Float64Var(&lim.MaxMessagesOutPerSecond, "max-messages-out-per-second", 0, "deliveries to the tenant's consumers per second (0: unlimited)")
 	return func() tenant.Limits {
 		l := lim
 		l.MaxStoredBytes = int64(stored)
@@ -47,6 +50,7 @@ func planLimitsText(l tenant.Limits) string {
 	add("messagesInPerSecond", l.MaxMessagesInPerSecond)
 	add("burst", float64(l.Burst))
 	add("messagesInPerSecondPerConnection", l.MaxMessagesInPerSecondPerConnection)
+	add("messagesOutPerSecond", l.MaxMessagesOutPerSecond)
 	return s
 }
 

@@ -41,6 +41,8 @@ var tenantUpdate = command{"tenant update NAME [--strict=true|false] [--auto-cre
 		fs.IntVar(&lim.MaxAddresses, "max-addresses", 0, "maximum addresses (0: unlimited)")
 		fs.IntVar(&lim.MaxUsers, "max-users", 0, "maximum users (0: unlimited)")
 		fs.IntVar(&lim.MaxMessageSize, "max-message-size", 0, "maximum message size in bytes (0: unlimited)")
+		fs.IntVar(&lim.MaxSessions, "max-sessions", 0, "maximum persistent MQTT sessions (0: unlimited)")
+		fs.IntVar(&lim.MaxRetained, "max-retained", 0, "maximum retained messages (0: unlimited)")
 		var stored config.ByteSize
 		fs.TextVar(&stored, "max-stored-bytes", config.ByteSize(0), "maximum stored bytes, e.g. 10GiB (0: unlimited)")
 		return func(ctx context.Context, pos []string) error {
@@ -81,6 +83,8 @@ var tenantUpdate = command{"tenant update NAME [--strict=true|false] [--auto-cre
 				"max-addresses":    {&req.Limits.MaxAddresses, lim.MaxAddresses},
 				"max-users":        {&req.Limits.MaxUsers, lim.MaxUsers},
 				"max-message-size": {&req.Limits.MaxMessageSize, lim.MaxMessageSize},
+				"max-sessions":     {&req.Limits.MaxSessions, lim.MaxSessions},
+				"max-retained":     {&req.Limits.MaxRetained, lim.MaxRetained},
 			} {
 				if set[f] {
 					*v.to = v.from

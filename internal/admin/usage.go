@@ -22,14 +22,18 @@ type Amount struct {
 
 // Usage is a tenant's use of its limits on this node.
 type Usage struct {
-	// MQTTConnections counts the tenant's MQTT connections on this node
-	// (maxConnections applies to MQTT).
-	MQTTConnections      Amount `json:"mqttConnections"`
+	// Connections counts the tenant's connections on this node, every
+	// protocol (HTTP: requests in progress), against maxConnections.
+	Connections          Amount `json:"connections"`
 	Addresses            Amount `json:"addresses"`
 	Users                Amount `json:"users"`
 	StoredBytes          Amount `json:"storedBytes"`
 	MessagesInPerSecond  Amount `json:"messagesInPerSecond"`
 	MessagesOutPerSecond Amount `json:"messagesOutPerSecond"`
+	// Sessions counts the tenant's persistent MQTT sessions (all nodes).
+	Sessions Amount `json:"sessions"`
+	// Retained counts the tenant's retained messages (all nodes).
+	Retained Amount `json:"retained"`
 }
 
 // tenantWithUsage is a tenant with its usage.
@@ -43,15 +47,30 @@ type rater interface {
 	Rates(tenantName string) router.Rates
 }
 
+// connCounter is the router's count of a tenant's connections
+// (*router.Router).
+type connCounter interface {
+	Connections(tenantName string) int64
+}
+
+// stateCounter counts a tenant's stored MQTT sessions and retained
+// messages (*router.Router).
+type stateCounter interface {
+	Sessions(ctx context.Context, tenantName string) (int, error)
+	RetainedCount(ctx context.Context, tenantName string) (int64, error)
+}
+
 func (s *Server) usage(ctx context.Context, t *tenant.Tenant) *Usage {
 	l := t.Effective() // own limits over the plan's
 	u := &Usage{
-		MQTTConnections:      Amount{Limit: float64(l.MaxConnections)},
+		Connections:          Amount{Limit: float64(l.MaxConnections)},
 		Addresses:            Amount{Used: float64(len(s.cfg.Store.Addresses(t.Name))), Limit: float64(l.MaxAddresses)},
 		Users:                Amount{Used: float64(len(s.cfg.Store.Users(t.Name))), Limit: float64(l.MaxUsers)},
 		StoredBytes:          Amount{Limit: float64(l.MaxStoredBytes)},
 		MessagesInPerSecond:  Amount{Limit: l.MaxMessagesInPerSecond},
-		MessagesOutPerSecond: Amount{},
+		MessagesOutPerSecond: Amount{Limit: l.MaxMessagesOutPerSecond},
+		Sessions:             Amount{Limit: float64(l.MaxSessions)},
+		Retained:             Amount{Limit: float64(l.MaxRetained)},
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -67,21 +86,16 @@ func (s *Server) usage(ctx context.Context, t *tenant.Tenant) *Usage {
 		r := rt.Rates(t.Name)
 		u.MessagesInPerSecond.Used, u.MessagesOutPerSecond.Used = r.In, r.Out
 	}
-	if s.cfg.Gatherer != nil {
-		if mfs, err := s.cfg.Gatherer.Gather(); err == nil {
-			for _, mf := range mfs {
-				if mf.GetName() != "throng_mqtt_connections" {
-					continue
-				}
-				for _, m := range mf.GetMetric() {
-					for _, lp := range m.GetLabel() {
-						if lp.GetName() == "tenant" && lp.GetValue() == t.Name {
-							u.MQTTConnections.Used += m.GetGauge().GetValue()
-						}
-					}
-				}
-			}
+	if sc, ok := s.cfg.Router.(stateCounter); ok {
+		if n, err := sc.Sessions(ctx, t.Name); err == nil {
+			u.Sessions.Used = float64(n)
 		}
+		if n, err := sc.RetainedCount(ctx, t.Name); err == nil {
+			u.Retained.Used = float64(n)
+		}
+	}
+	if cc, ok := s.cfg.Router.(connCounter); ok {
+		u.Connections.Used = float64(cc.Connections(t.Name))
 	}
 	return u
 }

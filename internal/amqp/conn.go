@@ -31,6 +31,9 @@ type conn struct {
 	log    *slog.Logger
 	closed chan struct{} // closed when serve returns
 	rate   quota.Bucket  // the connection's message rate bucket (link.go, router/quota.go)
+	// releaseConn uncounts the connection from its tenant's
+	// maxConnections (set by open; called by serve).
+	releaseConn func()
 
 	shutdownCh   chan struct{} // closed by shutdown
 	shutdownOnce sync.Once
@@ -134,6 +137,11 @@ func netipAddrPort(s string) (*net.TCPAddr, error) {
 // serve runs the connection to its end.
 func (c *conn) serve() {
 	defer close(c.closed)
+	defer func() {
+		if c.releaseConn != nil {
+			c.releaseConn()
+		}
+	}()
 	c.s.m.conns.Inc()
 	defer c.s.m.conns.Dec()
 	_ = c.nc.SetDeadline(time.Now().Add(c.s.cfg.HandshakeTimeout))

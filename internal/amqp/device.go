@@ -180,6 +180,7 @@ func (l *link) publishDevice(id uint32, settled bool, am *encoding.Message) {
 		if len(l.relay) >= 64 {
 			clear(l.relay)
 		}
+		p.SetConn(&c.rate) // maxMessagesInPerSecondPerConnection, as MQTT's
 		l.relay[up.Address] = p
 	}
 	size := len(payload)

@@ -493,6 +493,12 @@ func (h *handshake) open() error {
 		refuse = c.selectTenant(o.Hostname)
 		if refuse != nil {
 			c.auditLogin(audit.LoginFailed, h, refuse)
+		} else if release, err := c.s.cfg.Router.OpenConn(c.principal.Tenant); err != nil {
+			// The tenant's maxConnections on this node (router/quota.go):
+			// open, then close with the condition (part 2.4.1).
+			refuse = connErr(frames.CondResourceLimitExceeded, "%v", err)
+		} else {
+			c.releaseConn = release // serve calls it when the connection ends
 		}
 	}
 	h.out, _ = frames.AppendFrame(nil, frames.TypeAMQP, 0, ours, nil)

@@ -84,6 +84,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, per
 		}
 		return s.writeError(w, err)
 	}
+	release, err := s.openConn(p.Tenant)
+	if err != nil {
+		return s.writeError(w, err) // 429
+	}
+	defer release()
 	if res.Endpoint == EndpointCommandResponse {
 		return s.commandResponse(w, r, res, p)
 	}

@@ -105,6 +105,11 @@ func (s *Server) serveAPIOp(w http.ResponseWriter, r *http.Request, p apiPath, o
 	if err != nil {
 		return s.answerError(w, err)
 	}
+	release, err := s.openConn(tn)
+	if err != nil {
+		return s.answerError(w, err) // 429 limit_exceeded
+	}
+	defer release()
 	key := rkey{tenant: tn, name: p.name}
 	switch p.op {
 	case opMessages:

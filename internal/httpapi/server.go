@@ -41,6 +41,22 @@ type Router interface {
 	Consume(ctx context.Context, tenantName, name string, opts router.ConsumeOptions, deliver func(*router.Delivery)) (*router.Consumer, error)
 }
 
+// connCounter is optionally implemented by Router (*router.Router): a
+// request counts as one of its tenant's connections while it is served
+// (maxConnections, docs/security.md "Plans and quotas").
+type connCounter interface {
+	OpenConn(tenantName string) (release func(), err error)
+}
+
+// openConn counts a request of tenantName against its maxConnections
+// once it is authenticated; release when the answer is written.
+func (s *Server) openConn(tenantName string) (release func(), err error) {
+	if cc, ok := s.cfg.Router.(connCounter); ok {
+		return cc.OpenConn(tenantName)
+	}
+	return func() {}, nil
+}
+
 // Tenants is what the adapter needs from the tenant store (*tenant.Store).
 type Tenants interface {
 	Tenant(name string) (*tenant.Tenant, bool)

@@ -18,6 +18,7 @@ import (
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/conns"
+	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
@@ -32,6 +33,7 @@ type conn struct {
 	// Set during CONNECT by the reader, read-only afterwards.
 	tenant      string
 	ti          *tenantInfo
+	releaseConn func() // uncounts the connection from maxConnections (cleanup)
 	clientID    string
 	key         string
 	principal   *auth.Principal
@@ -101,7 +103,6 @@ type conn struct {
 	// bools: conn stays at 512 bytes (docs/mqtt.md, memory per idle
 	// connection).
 	fillWanted bool
-	bridge     bool    // the CONNECT had the bridge bit (bridge.go); set before connect, read-only afterwards
 	nextNC     netConn // replaces nc when the writer is idle (see watch)
 }
 
@@ -236,7 +237,6 @@ func (c *conn) handshake() bool {
 		c.s.m.connects.WithLabelValues("protocol_error").Inc()
 		return false
 	}
-	c.bridge = stripBridgeBit(body) // bridge.go
 	var pk packets.Packet
 	if err := decodePacket(fh, body, 0, &pk); err != nil {
 		c.s.m.connects.WithLabelValues("malformed").Inc()
@@ -800,11 +800,22 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	}
 
 	ti := s.tenantInfo(c.tenant)
-	if t, ok := s.cfg.Store.Tenant(c.tenant); !ok {
+	if _, ok := s.cfg.Store.Tenant(c.tenant); !ok {
 		return c.refuse(v, rcNotAuthorized, "unknown tenant", "not_authorized")
-	} else if limit := t.Effective().MaxConnections; limit > 0 && ti.connected.Load() >= int64(limit) {
+	}
+	// maxConnections counts the tenant's connections of every protocol
+	// on this node (router/quota.go); released by cleanup, or below when
+	// the CONNECT is refused after all.
+	releaseConn, err := s.r.OpenConn(c.tenant)
+	if err != nil {
 		return c.refuse(v, rcQuotaExceeded, "tenant connection limit reached", "quota_exceeded")
 	}
+	accepted := false
+	defer func() {
+		if !accepted {
+			releaseConn()
+		}
+	}()
 
 	// Will [MQTT-3.1.2-8].
 	if pk.Connect.WillFlag {
@@ -842,6 +853,15 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	if _, _, err := s.buckets(ctx, c.tenant, true); err != nil {
 		s.log.Warn("session store unavailable", "tenant", c.tenant, "err", err)
 		return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
+	}
+	if c.persistent {
+		// maxSessions (quota.go), before anything is registered.
+		if err := c.checkSessions(ctx); errors.Is(err, router.ErrLimitExceeded) {
+			return c.refuse(v, rcQuotaExceeded, "tenant session limit reached", "quota_exceeded")
+		} else if err != nil {
+			s.log.Warn("session store unavailable", "tenant", c.tenant, "err", err)
+			return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
+		}
 	}
 
 	// Session takeover [MQTT-3.1.4-2]: on this node, then on the others
@@ -883,6 +903,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	c.deviceConnected() // Hono's connection event (hono.go)
 
 	ti.connected.Add(1)
+	accepted, c.releaseConn = true, releaseConn
 	s.m.connections.WithLabelValues(c.tenant).Inc()
 	s.m.connects.WithLabelValues("accepted").Inc()
 
@@ -933,9 +954,6 @@ func (c *conn) connect(pk *packets.Packet) bool {
 // such as "$share/…"; 0x87 for the reserved "$SYS/…" and for a missing
 // permission). Other '$' topics are application topics (auth.Reserved).
 func (c *conn) mayPublish(topic string) *ReasonError {
-	if c.ownBridgeState(topic) {
-		return nil // a bridge's own state topic (bridge.go)
-	}
 	return c.mayUse(topic, tenant.ActionSend, rcTopicNameInvalid)
 }
 

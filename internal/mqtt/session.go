@@ -22,7 +22,7 @@ import (
 // subscriptions named "mqtt/<client id>"; retained messages by the
 // router's retained store.
 const (
-	sessionsBucket = "mqtt_sessions"
+	sessionsBucket = router.SessionsBucket // the admin API's usage counts its keys
 	willsBucket    = "mqtt_wills"
 )
 
@@ -240,6 +240,9 @@ func (c *conn) cleanup() {
 	}
 	s.unregister(c)
 	c.ti.connected.Add(-1)
+	if c.releaseConn != nil {
+		c.releaseConn()
+	}
 	s.m.connections.WithLabelValues(c.tenant).Dec()
 	if s.halted.Load() {
 		return // test hook: the process died, nothing is written

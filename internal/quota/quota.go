@@ -59,17 +59,32 @@ const (
 	MessagesIn Limit = "messagesIn"
 	// MessagesInPerConnection is maxMessagesInPerSecondPerConnection.
 	MessagesInPerConnection Limit = "messagesInPerConnection"
+	// Connections is maxConnections: the tenant's connections on a node,
+	// all protocols together (HTTP: requests in progress).
+	Connections Limit = "connections"
+	// Sessions is maxSessions: the tenant's persistent MQTT sessions.
+	Sessions Limit = "sessions"
+	// Retained is maxRetained: the tenant's retained messages.
+	Retained Limit = "retained"
 )
 
-// Error is a refused message: which limit, and when to retry.
+// Error is a refusal: which limit, and when to retry.
 type Error struct {
-	Tenant     string
-	Limit      Limit
-	Rate       float64 // messages per second allowed
+	Tenant string
+	Limit  Limit
+	Rate   float64 // messages per second allowed (rate limits)
+	// Max is the count allowed (limits on counts: connections, sessions,
+	// retained messages, stored bytes).
+	Max        int64
 	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {
+	switch e.Limit {
+	case MessagesIn, MessagesInPerConnection:
+	default:
+		return fmt.Sprintf("tenant %q: %s limit of %d reached", e.Tenant, e.Limit, e.Max)
+	}
 	what := "the tenant's"
 	if e.Limit == MessagesInPerConnection {
 		what = "the connection's"

@@ -76,6 +76,9 @@ func (r *Router) Retain(ctx context.Context, tenantName, name string, m *message
 		}
 		return nil
 	}
+	if err := r.checkRetained(ctx, ts, subj); err != nil {
+		return err
+	}
 	nm := &nats.Msg{Subject: subj, Data: m.Marshal(), Header: nats.Header{}}
 	if !m.Expiry.IsZero() {
 		ttl := clock.Until(m.Expiry)

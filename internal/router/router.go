@@ -105,6 +105,7 @@ type Router struct {
 	log     *slog.Logger
 	metrics *metrics
 	quota   quota.Limiter // per-tenant message rate buckets (quota.go)
+	conns   quota.Conns   // per-tenant connections on this node (quota.go)
 	rates   sync.Map      // tenant name → *tenantMeters (quota.go)
 	temps   *tempSweeper  // set by New
 	started time.Time     // when New ran (feed.reclaim)

@@ -62,6 +62,9 @@ func (l Limits) Over(base Limits) Limits {
 		out.Burst = pick(l.Burst, base.Burst)
 	}
 	out.MaxMessagesInPerSecondPerConnection = pickf(l.MaxMessagesInPerSecondPerConnection, base.MaxMessagesInPerSecondPerConnection)
+	out.MaxMessagesOutPerSecond = pickf(l.MaxMessagesOutPerSecond, base.MaxMessagesOutPerSecond)
+	out.MaxSessions = pick(l.MaxSessions, base.MaxSessions)
+	out.MaxRetained = pick(l.MaxRetained, base.MaxRetained)
 	return out
 }
 

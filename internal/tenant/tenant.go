@@ -77,6 +77,18 @@ type Limits struct {
 	// MaxMessagesInPerSecondPerConnection limits each connection of the
 	// tenant (burst one second's worth).
 	MaxMessagesInPerSecondPerConnection float64 `json:"maxMessagesInPerSecondPerConnection,omitempty"`
+	// MaxMessagesOutPerSecond is the tenant's delivery rate (a token
+	// bucket, burst one second's worth): stored deliveries (queues,
+	// topics, durable subscriptions) are slowed down to it, live
+	// at-most-once ones (multicast, MQTT QoS 0) beyond it are dropped.
+	MaxMessagesOutPerSecond float64 `json:"maxMessagesOutPerSecond,omitempty"`
+	// MaxSessions bounds the tenant's persistent MQTT sessions, stored
+	// ones included (a new one beyond it: CONNACK quota exceeded).
+	MaxSessions int `json:"maxSessions,omitempty"`
+	// MaxRetained bounds the tenant's retained messages (a retained
+	// publish that would add one beyond it is refused; replacing or
+	// clearing one always works).
+	MaxRetained int `json:"maxRetained,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -119,7 +131,8 @@ func (t *Tenant) Validate() error {
 // Validate checks limits.
 func (l Limits) Validate() error {
 	if l.MaxConnections < 0 || l.MaxAddresses < 0 || l.MaxUsers < 0 || l.MaxMessageSize < 0 || l.MaxStoredBytes < 0 ||
-		l.MaxMessagesInPerSecond < 0 || l.Burst < 0 || l.MaxMessagesInPerSecondPerConnection < 0 {
+		l.MaxMessagesInPerSecond < 0 || l.Burst < 0 || l.MaxMessagesInPerSecondPerConnection < 0 ||
+		l.MaxSessions < 0 || l.MaxRetained < 0 || l.MaxMessagesOutPerSecond < 0 {
 		return fmt.Errorf("%w: limits must not be negative", ErrInvalid)
 	}
 	if l.MaxMessageSize > message.MaxSize {

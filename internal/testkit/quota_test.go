@@ -271,7 +271,7 @@ func TestQuotaUsage(t *testing.T) {
 	var got struct {
 		Name  string
 		Usage struct {
-			MQTTConnections      amount `json:"mqttConnections"`
+			Connections          amount
 			Addresses            amount
 			Users                amount
 			StoredBytes          amount `json:"storedBytes"`
@@ -288,7 +288,7 @@ func TestQuotaUsage(t *testing.T) {
 	}
 	read()
 	u := got.Usage
-	if got.Name != "metered" || u.MQTTConnections != (amount{1, 4}) || u.Addresses != (amount{1, 5}) || u.Users != (amount{1, 3}) ||
+	if got.Name != "metered" || u.Connections != (amount{2, 4}) || u.Addresses != (amount{1, 5}) || u.Users != (amount{1, 3}) ||
 		u.StoredBytes.Limit != 1000000 || u.StoredBytes.Used <= 0 || u.MessagesInPerSecond.Limit != 1000 {
 		t.Fatalf("usage %+v", got)
 	}
@@ -412,8 +412,9 @@ func TestQuotaPlans(t *testing.T) {
 		}
 	}
 	// A changed plan applies to its tenants' next message, and its
-	// maxConnections to the next MQTT connection (CONNACK 0x97).
-	e.admin("PUT", "/api/plans/small", `{"limits":{"maxMessagesInPerSecond":1000,"maxAddresses":3,"maxConnections":1}}`)
+	// maxConnections to the next MQTT connection (CONNACK 0x97): the
+	// AMQP connection above and plan-m1 fill 2 (every protocol counts).
+	e.admin("PUT", "/api/plans/small", `{"limits":{"maxMessagesInPerSecond":1000,"maxAddresses":3,"maxConnections":2}}`)
 	e.mqtt5("app@planned", "plan-m1")
 	nc, err := net.DialTimeout("tcp", e.MQTTAddr, 5*time.Second)
 	if err != nil {
@@ -423,7 +424,7 @@ func TestQuotaPlans(t *testing.T) {
 	ack, _ := second.Connect(ctx10(t), &paho.Connect{ClientID: "plan-m2", CleanStart: true, KeepAlive: 30,
 		Username: "app@planned", UsernameFlag: true, Password: []byte("app-secret"), PasswordFlag: true})
 	if ack == nil || ack.ReasonCode != 0x97 {
-		t.Fatalf("second MQTT connection over the plan's maxConnections 1: %+v", ack)
+		t.Fatalf("third connection over the plan's maxConnections 2: %+v", ack)
 	}
 	for i := range 5 {
 		if err := amqpSend(t, snd, "after"+strconv.Itoa(i)); err != nil {
@@ -444,7 +445,9 @@ func TestQuotaPlans(t *testing.T) {
 	if got.Plan != "small" || got.Usage.MessagesInPerSecond.Limit != 1000 || got.Usage.Addresses.Used != 3 || got.Usage.Addresses.Limit != 3 {
 		t.Fatalf("usage %+v", got)
 	}
-	// Nothing refused was delivered, nothing accepted lost.
+	// Nothing refused was delivered, nothing accepted lost (on a third
+	// connection: the plan makes room for it).
+	e.admin("PUT", "/api/plans/small", `{"limits":{"maxMessagesInPerSecond":1000,"maxAddresses":3,"maxConnections":3}}`)
 	drain(t, e.amqpSession("app@planned"), []string{"p0", "p1", "after0", "after1", "after2", "after3", "after4"})
 	// A plan no tenant names can be deleted.
 	e.admin("PUT", "/api/tenants/own", `{"name":"own","limits":{}}`)
