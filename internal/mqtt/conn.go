@@ -103,6 +103,7 @@ type conn struct {
 	// bools: conn stays at 512 bytes (docs/mqtt.md, memory per idle
 	// connection).
 	fillWanted bool
+	bridge     bool    // the CONNECT had the bridge bit (bridge.go); set before connect, read-only afterwards
 	nextNC     netConn // replaces nc when the writer is idle (see watch)
 }
 
@@ -237,6 +238,7 @@ func (c *conn) handshake() bool {
 		c.s.m.connects.WithLabelValues("protocol_error").Inc()
 		return false
 	}
+	c.bridge = stripBridgeBit(body) // bridge.go
 	var pk packets.Packet
 	if err := decodePacket(fh, body, 0, &pk); err != nil {
 		c.s.m.connects.WithLabelValues("malformed").Inc()
@@ -954,6 +956,9 @@ func (c *conn) connect(pk *packets.Packet) bool {
 // such as "$share/…"; 0x87 for the reserved "$SYS/…" and for a missing
 // permission). Other '$' topics are application topics (auth.Reserved).
 func (c *conn) mayPublish(topic string) *ReasonError {
+	if c.ownBridgeState(topic) {
+		return nil // a bridge's own state topic (bridge.go)
+	}
 	return c.mayUse(topic, tenant.ActionSend, rcTopicNameInvalid)
 }
 

@@ -246,6 +246,13 @@ func (c *conn) onSubscribe(pk *packets.Packet) error {
 		if c.version != 5 {
 			sub.NoLoc, sub.RAP, sub.RH, sub.ID = false, false, 0, 0
 		}
+		if c.bridge {
+			// A bridge (bridge.go): its own messages do not come back,
+			// retained flags pass through. No-local is a protocol error
+			// on a shared subscription [MQTT-3.8.3-4].
+			sub.NoLoc = sub.NoLoc || !strings.HasPrefix(sub.Filter, "$share/")
+			sub.RAP = true
+		}
 		c.mu.Lock()
 		old := c.subs[sub.Filter]
 		if old != nil && old.sameConsumers(sub) {
