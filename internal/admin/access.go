@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/tenant"
@@ -50,6 +51,12 @@ func refusal(p *auth.Principal, tenantName string, s auth.Scope) string {
 	}
 }
 
+// sourceAuthenticator is an Authenticator that takes the login's source
+// address (*auth.Authenticator).
+type sourceAuthenticator interface {
+	AuthenticateFor(ctx context.Context, adapter, tenantName, user, password string) (*auth.Principal, error)
+}
+
 // authenticate checks the request's HTTP Basic credentials ("name" in the
 // default tenant or "name@tenant").
 func (s *Server) authenticate(r *http.Request) (*auth.Principal, bool) {
@@ -58,7 +65,16 @@ func (s *Server) authenticate(r *http.Request) (*auth.Principal, bool) {
 		return nil, false
 	}
 	user, ten := auth.SplitUser(name, tenant.Default)
-	p, err := s.cfg.Auth.Authenticate(ten, user, password)
+	var p *auth.Principal
+	var err error
+	if af, ok := s.cfg.Auth.(sourceAuthenticator); ok {
+		// The source address counts in the login backoff (auth/backoff.go).
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		p, err = af.AuthenticateFor(auth.WithSourceAddr(ctx, r.RemoteAddr), "", ten, user, password)
+		cancel()
+	} else {
+		p, err = s.cfg.Auth.Authenticate(ten, user, password)
+	}
 	if err != nil {
 		s.log.Info("admin authentication failed", "user", name, "remote", r.RemoteAddr)
 		return nil, false

@@ -17,6 +17,7 @@ import (
 	"github.com/throngmq/throng/internal/amqp/frames"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/conns"
+	"github.com/throngmq/throng/internal/guard"
 	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/router"
 )
@@ -148,6 +149,7 @@ func (c *conn) serve() {
 	if tc, ok := c.nc.(*tls.Conn); ok {
 		if err := tc.Handshake(); err != nil {
 			c.s.leaveHandshake()
+			guard.HandshakeDone(c.nc)
 			c.log.Debug("tls handshake failed", "err", err)
 			c.nc.Close()
 			return
@@ -158,6 +160,7 @@ func (c *conn) serve() {
 	err := hs.run()
 	hs.refund()
 	c.s.leaveHandshake()
+	guard.HandshakeDone(c.nc) // the node's count of connections in their handshake
 	if err != nil {
 		c.log.Debug("handshake failed", "err", err)
 		c.nc.Close()

@@ -344,7 +344,7 @@ func (h *handshake) plain(resp []byte, hostname string) error {
 	}
 	ctx, cancel := context.WithTimeout(c.s.authCtx, c.s.cfg.HandshakeTimeout)
 	defer cancel()
-	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, ten, name, pass)
+	p, err := c.s.cfg.Auth.AuthenticateFor(auth.WithSourceAddr(ctx, addrString(c.remote)), auth.AdapterAMQP, ten, name, pass)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errAuth, err)
 	}
@@ -543,7 +543,7 @@ func (c *conn) selectTenant(hostname string) *ConnError {
 	}
 	ctx, cancel := context.WithTimeout(c.s.authCtx, c.s.cfg.HandshakeTimeout)
 	defer cancel()
-	p, err := c.s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterAMQP, t, c.plainUser, c.plainPass)
+	p, err := c.s.cfg.Auth.AuthenticateFor(auth.WithSourceAddr(ctx, addrString(c.remote)), auth.AdapterAMQP, t, c.plainUser, c.plainPass)
 	if err != nil {
 		c.log.Debug("sasl authentication failed", "mechanism", "PLAIN", "err", err)
 		c.s.m.authFail.Inc()
@@ -558,6 +558,10 @@ type prefixConn struct {
 	net.Conn
 	pre []byte
 }
+
+// NetConn returns the connection read after pre (guard.HandshakeDone
+// finds the accepted connection through it).
+func (p *prefixConn) NetConn() net.Conn { return p.Conn }
 
 func (p *prefixConn) Read(b []byte) (int, error) {
 	if len(p.pre) > 0 {

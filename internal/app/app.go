@@ -44,6 +44,7 @@ import (
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/config"
 	"github.com/throngmq/throng/internal/engine"
+	"github.com/throngmq/throng/internal/guard"
 	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/metrics"
 	"github.com/throngmq/throng/internal/registry"
@@ -113,6 +114,7 @@ type App struct {
 	closing  bool                    // Shutdown has begun; start stops where it is
 	fronts   []*runningFront         // protocol front-ends, in start order
 	lns      map[string]net.Listener // bound protocol listeners by setting name
+	guard    *guard.Guard            // admits new connections on every listener (frontends.go)
 	obs      *observer               // connection registry and sampler (observe.go)
 }
 
@@ -280,7 +282,10 @@ func (a *App) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("app: router: %w", err)
 	}
-	authn := auth.New(store, auth.WithDevices(devices), auth.WithMetrics(reg), auth.WithLogger(a.log))
+	unlimited, _ := config.Prefixes(a.cfg.Connections.UnlimitedSources) // validated
+	authn := auth.New(store, auth.WithDevices(devices), auth.WithMetrics(reg), auth.WithLogger(a.log),
+		auth.WithLoginBackoff(auth.Backoff{Max: time.Duration(a.cfg.Connections.LoginBackoff), Exempt: unlimited}))
+	a.newGuard(reg, unlimited) // before any listener (frontends.go)
 	honoSvc := hono.New(devices, rt, a.log)
 	if !a.set(func() { a.router, a.authn, a.hono = rt, authn, honoSvc }) {
 		rt.Close()
@@ -488,6 +493,7 @@ func (a *App) startAdmin() error {
 	if err != nil {
 		return fmt.Errorf("app: admin listener: %w", err)
 	}
+	ln = a.guarded(ln, "admin")
 	srv := &http.Server{
 		Handler: admin.Audited(h, a.audit), // admin changes, refusals, denials
 

@@ -13,11 +13,16 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/throngmq/throng/internal/amqp"
+	"github.com/throngmq/throng/internal/config"
+	"github.com/throngmq/throng/internal/guard"
 	"github.com/throngmq/throng/internal/httpapi"
 	"github.com/throngmq/throng/internal/mqtt"
 )
@@ -163,6 +168,7 @@ func (a *App) serveOn(rf *runningFront, name, addr string, tlsConf *tls.Config) 
 		return fmt.Errorf("app: %s listener %s: %w", name, addr, err)
 	}
 	a.recordListener(name, ln)
+	ln = a.guarded(ln, name) // below TLS: a refusal costs no handshake
 	if tlsConf != nil {
 		ln = tls.NewListener(ln, tlsConf)
 	}
@@ -184,6 +190,7 @@ func (a *App) serveWS(rf *runningFront, name, addr, path string, h http.Handler)
 		return fmt.Errorf("app: %s listener %s: %w", name, addr, err)
 	}
 	a.recordListener(name, ln)
+	ln = a.guarded(ln, name)
 	mux := http.NewServeMux()
 	mux.Handle(path, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -225,12 +232,71 @@ func (a *App) stopFrontEnds(ctx context.Context, fronts []*runningFront) {
 	}
 }
 
-// serverTLS builds the TLS configuration shared by every TLS listener.
-// Without a configured certificate a self-signed one is generated for
-// development, with a warning: clients must then skip verification.
+// newGuard makes the node's connection guard (internal/guard): one for
+// every listener, so its caps count all protocols together.
+func (a *App) newGuard(reg prometheus.Registerer, unlimited []netip.Prefix) {
+	c := a.cfg.Connections
+	a.guard = guard.New(guard.Config{
+		RatePerSource:        float64(c.RatePerSource),
+		BurstPerSource:       c.BurstPerSource,
+		MaxHalfOpen:          c.MaxHalfOpen,
+		MaxHalfOpenPerSource: c.MaxHalfOpenPerSource,
+		Exempt:               unlimited,
+		HandshakeTimeout:     time.Duration(c.HandshakeTimeout),
+		Metrics:              reg,
+		Logger:               a.log,
+	})
+}
+
+// guarded wraps a listener (by its setting name) in the node's guard,
+// with its protocol's refusal: MQTT closes (nothing to answer before
+// CONNECT), AMQP sends its protocol header and closes, HTTP answers
+// 429; TLS listeners close, since the refusal comes before the TLS
+// handshake.
+func (a *App) guarded(ln net.Listener, name string) net.Listener {
+	if a.guard == nil {
+		return ln
+	}
+	switch name {
+	case "mqtt", "mqtts":
+		return a.guard.Listener(ln, "mqtt", guard.RefuseClose, guard.Reported)
+	case "amqp":
+		return a.guard.Listener(ln, "amqp", guard.RefuseAMQP, guard.Reported)
+	case "amqps":
+		return a.guard.Listener(ln, "amqp", guard.RefuseClose, guard.Reported)
+	case "https":
+		return a.guard.Listener(ln, "http", guard.RefuseClose, guard.FirstByte)
+	case "mqttWebSocket":
+		return a.guard.Listener(ln, "mqtt", guard.RefuseHTTP, guard.FirstByte)
+	case "amqpWebSocket":
+		return a.guard.Listener(ln, "amqp", guard.RefuseHTTP, guard.FirstByte)
+	case "admin":
+		return a.guard.Listener(ln, "admin", guard.RefuseHTTP, guard.FirstByte)
+	default: // http
+		return a.guard.Listener(ln, "http", guard.RefuseHTTP, guard.FirstByte)
+	}
+}
+
+// Guard returns the node's connection guard (tests read its counts).
+func (a *App) Guard() *guard.Guard { return a.guard }
+
+// serverTLS builds the TLS configuration shared by every TLS listener:
+// tls.minVersion and tls.ciphers, the certificate (reloaded when its file
+// changes), client certificates (auth.ConfigureTLS) and the revocation
+// list (tls.crl, reloaded the same way). Without a configured certificate
+// a self-signed one is generated for development, with a warning: clients
+// must then skip verification.
 func (a *App) serverTLS() (*tls.Config, error) {
 	c := a.cfg.TLS
-	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	minVersion, err := config.TLSVersion(c.MinVersion)
+	if err != nil {
+		return nil, fmt.Errorf("app: tls.minVersion: %w", err)
+	}
+	suites, err := config.CipherSuites(c.Ciphers)
+	if err != nil {
+		return nil, fmt.Errorf("app: tls.ciphers: %w", err)
+	}
+	conf := &tls.Config{MinVersion: minVersion, CipherSuites: suites}
 	if c.Cert != "" {
 		// Reloaded on every handshake when the files change, so a renewed
 		// certificate is picked up without a restart.
@@ -263,6 +329,13 @@ func (a *App) serverTLS() (*tls.Config, error) {
 	// tenants' trust anchors, which change at run time: auth sets up
 	// the verification of both.
 	a.authn.ConfigureTLS(conf, clientCAs)
+	if c.CRL != "" {
+		r := &crlReloader{file: c.CRL, log: a.log}
+		if err := r.load(); err != nil {
+			return nil, err
+		}
+		withCRL(conf, r)
+	}
 	return conf, nil
 }
 

@@ -116,6 +116,7 @@ type Authenticator struct {
 	pool    *pool
 	now     func() time.Time // time of validity checks (tests set it)
 	live    *Live            // live connections (live.go)
+	backoff *backoff         // login backoff (backoff.go); nil: off
 
 	// Client certificates (cert.go): the node's tls.clientCA for users,
 	// the tenants' trust anchors for devices.
@@ -219,18 +220,59 @@ func (a *Authenticator) Authenticate(tenantName, user, password string) (*Princi
 // wrap ErrBadCredentials, ErrNotAuthorized (disabled tenant or adapter),
 // ErrUnknownTenant or ErrUnavailable; their text names the reason, for
 // logs, and must not be sent to the client.
+//
+// With the login backoff on (WithLoginBackoff, backoff.go), a password
+// check of a (tenant, user) or source address (WithSource) with failures
+// waits its turn, and a refusal is answered after the backoff's delay.
 func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName, user, password string) (*Principal, error) {
 	t, ok := a.users.Tenant(tenantName)
 	if !ok {
 		return nil, ErrUnknownTenant
 	}
+	if a.backoff == nil {
+		return a.authenticatePassword(ctx, adapter, t, tenantName, user, password)
+	}
+	keys := a.backoff.keysFor(ctx, tenantName, user)
+	p, err := a.authenticatePassword(context.WithValue(ctx, turnKeys{}, keys), adapter, t, tenantName, user, password)
+	switch {
+	case err == nil:
+		a.backoff.succeeded(keys)
+	case errors.Is(err, ErrBadCredentials):
+		if d := a.backoff.failed(keys); d > 0 {
+			a.m.delayed.Inc()
+			tm := time.NewTimer(d)
+			select {
+			case <-tm.C:
+			case <-ctx.Done():
+			}
+			tm.Stop()
+		}
+	}
+	return p, err
+}
+
+// turnKeys carries a check's backoff keys to compare.
+type turnKeys struct{}
+
+// compare is pool.compare after the backoff's turn of the check's keys.
+func (a *Authenticator) compare(ctx context.Context, hash []byte, password string) (bool, error) {
+	if keys, ok := ctx.Value(turnKeys{}).([]string); ok {
+		if err := a.backoff.turn(ctx, keys); err != nil {
+			return false, err
+		}
+	}
+	return a.pool.compare(ctx, hash, password)
+}
+
+// authenticatePassword is AuthenticateFor in a known tenant.
+func (a *Authenticator) authenticatePassword(ctx context.Context, adapter string, t *tenant.Tenant, tenantName, user, password string) (*Principal, error) {
 	u, ok := a.users.User(tenantName, user)
 	if (!ok || u.PasswordHash == "") && t.IoT != nil && a.devices != nil {
 		return a.authenticateDevice(ctx, adapter, t, user, password)
 	}
 	if !ok || u.PasswordHash == "" {
 		// Spend comparable time so that probing for user names is not cheaper.
-		_, _ = a.pool.compare(ctx, dummyHash, password)
+		_, _ = a.compare(ctx, dummyHash, password)
 		return nil, ErrBadCredentials
 	}
 	key := tenantName + "\x00" + user
@@ -239,7 +281,7 @@ func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName
 	v, hit := a.cache[key]
 	a.mu.Unlock()
 	if !hit || v.hash != u.PasswordHash || subtle.ConstantTimeCompare(v.sum[:], sum[:]) != 1 {
-		match, err := a.pool.compare(ctx, []byte(u.PasswordHash), password)
+		match, err := a.compare(ctx, []byte(u.PasswordHash), password)
 		if err != nil {
 			return nil, err
 		}

@@ -123,7 +123,7 @@ func (a *Authenticator) authenticateDevice(ctx context.Context, adapter string, 
 	}
 	id, err := a.devices.Lookup(ctx, t.Name, registry.TypePassword, authID)
 	if errors.Is(err, registry.ErrNotFound) {
-		_, _ = a.pool.compare(ctx, dummyHash, password)
+		_, _ = a.compare(ctx, dummyHash, password)
 		return nil, a.refuse(adapter, ReasonUnknownAuthID, t, authID, nil)
 	}
 	if err != nil {
@@ -148,7 +148,7 @@ func (a *Authenticator) authenticateDevice(ctx context.Context, adapter string, 
 		}
 	}
 	if reason != "" {
-		_, _ = a.pool.compare(ctx, dummyHash, password)
+		_, _ = a.compare(ctx, dummyHash, password)
 		return nil, a.refuse(adapter, reason, t, authID, nil)
 	}
 	ok, err := a.matchSecrets(ctx, t.Name, id.DeviceID, authID, candidates, password)
@@ -191,7 +191,7 @@ func (a *Authenticator) matchSecrets(ctx context.Context, tenantName, deviceID, 
 		}
 	}
 	for _, s := range slow {
-		match, err := a.pool.compare(ctx, []byte(s.PwdHash), password)
+		match, err := a.compare(ctx, []byte(s.PwdHash), password)
 		if err != nil {
 			return false, err
 		}

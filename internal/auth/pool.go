@@ -59,6 +59,7 @@ type authMetrics struct {
 	cacheHits  prometheus.Counter     // throng_auth_cache_hits_total
 	queued     prometheus.Gauge       // throng_auth_bcrypt_queued
 	revoked    *prometheus.CounterVec // throng_auth_revocations_total{cause}
+	delayed    prometheus.Counter     // throng_auth_login_delays_total
 }
 
 func newAuthMetrics() *authMetrics {
@@ -87,6 +88,10 @@ func newAuthMetrics() *authMetrics {
 			Name: "throng_auth_revocations_total",
 			Help: "Live connections closed because a change took their access away, by cause (user deleted, user changed, tenant deleted, tenant disabled, adapter disabled, device revoked).",
 		}, []string{"cause"}),
+		delayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "throng_auth_login_delays_total",
+			Help: "Refused logins answered after the login backoff's delay (repeated failures of a user or source address).",
+		}),
 	}
 }
 
@@ -94,7 +99,7 @@ func (m *authMetrics) register(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.deviceOK, m.deviceFail, m.bcrypts, m.cacheHits, m.queued, m.revoked} {
+	for _, c := range []prometheus.Collector{m.deviceOK, m.deviceFail, m.bcrypts, m.cacheHits, m.queued, m.revoked, m.delayed} {
 		_ = reg.Register(c)
 	}
 }

@@ -13,9 +13,11 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -97,6 +99,28 @@ type Connections struct {
 	// handshake may buffer, per front-end; a connection that would
 	// exceed it is closed.
 	HandshakeMemory ByteSize `yaml:"handshakeMemory"`
+
+	// Abuse resistance (internal/guard, docs/security.md "Abuse"), on
+	// every listener of the node together. Zero turns a limit off.
+	//
+	// RatePerSource is the new connections one source address may open
+	// per second, BurstPerSource how many at once (0: twice the rate).
+	RatePerSource  int `yaml:"ratePerSource"`
+	BurstPerSource int `yaml:"burstPerSource"`
+	// MaxHalfOpen bounds the connections in their handshake on the node
+	// (all protocols), MaxHalfOpenPerSource those of one source address;
+	// beyond them new connections are refused at once (unlike
+	// MaxHandshakes, where the listener waits).
+	MaxHalfOpen          int `yaml:"maxHalfOpen"`
+	MaxHalfOpenPerSource int `yaml:"maxHalfOpenPerSource"`
+	// UnlimitedSources are addresses or prefixes, comma-separated, that
+	// the per-source limits and the login backoff per source do not
+	// apply to (local tools, a load balancer that hides the clients'
+	// addresses).
+	UnlimitedSources string `yaml:"unlimitedSources"`
+	// LoginBackoff is the longest delay of a refused login after
+	// repeated failures of a user or source address (0: off).
+	LoginBackoff Duration `yaml:"loginBackoff"`
 }
 
 // Defaults of Connections.
@@ -105,6 +129,13 @@ const (
 	DefaultReadTimeout      = Duration(30 * time.Second)
 	DefaultMaxHandshakes    = 4096
 	DefaultHandshakeMemory  = ByteSize(32 << 20)
+
+	DefaultRatePerSource        = 200
+	DefaultBurstPerSource       = 400
+	DefaultMaxHalfOpen          = 4096
+	DefaultMaxHalfOpenPerSource = 256
+	DefaultUnlimitedSources     = "127.0.0.1, ::1"
+	DefaultLoginBackoff         = Duration(5 * time.Second)
 )
 
 // DefaultMaxMessageSize is the default of Config.MaxMessageSize (DESIGN.md
@@ -132,6 +163,17 @@ type TLS struct {
 	// ClientCA, if set, is the CA bundle that client certificates are
 	// verified against (they are then requested, not required).
 	ClientCA string `yaml:"clientCA"`
+	// MinVersion is the lowest TLS version accepted: 1.0, 1.1, 1.2
+	// (default) or 1.3.
+	MinVersion string `yaml:"minVersion"`
+	// Ciphers are the TLS 1.0-1.2 cipher suites offered, by their Go
+	// (IANA) names, comma-separated; empty: Go's defaults. TLS 1.3
+	// suites are not configurable.
+	Ciphers string `yaml:"ciphers"`
+	// CRL is a PEM or DER certificate revocation list (or several PEM
+	// ones in one file): client certificates it revokes are refused,
+	// users' and devices' alike. Reloaded when the file changes.
+	CRL string `yaml:"crl"`
 }
 
 // Enabled reports whether a certificate is configured.
@@ -195,7 +237,15 @@ func Default() *Config {
 			ReadTimeout:      DefaultReadTimeout,
 			MaxHandshakes:    DefaultMaxHandshakes,
 			HandshakeMemory:  DefaultHandshakeMemory,
+
+			RatePerSource:        DefaultRatePerSource,
+			BurstPerSource:       DefaultBurstPerSource,
+			MaxHalfOpen:          DefaultMaxHalfOpen,
+			MaxHalfOpenPerSource: DefaultMaxHalfOpenPerSource,
+			UnlimitedSources:     DefaultUnlimitedSources,
+			LoginBackoff:         DefaultLoginBackoff,
 		},
+		TLS: TLS{MinVersion: "1.2"},
 	}
 }
 
@@ -296,6 +346,19 @@ func (c *Config) problems() []error {
 			bad("tls.clientCA: %s holds no PEM certificate", c.TLS.ClientCA)
 		}
 	}
+	if _, err := TLSVersion(c.TLS.MinVersion); err != nil {
+		bad("tls.minVersion: %v", err)
+	}
+	if _, err := CipherSuites(c.TLS.Ciphers); err != nil {
+		bad("tls.ciphers: %v", err)
+	}
+	if c.TLS.CRL != "" {
+		if b, err := os.ReadFile(c.TLS.CRL); err != nil {
+			bad("tls.crl: %v", err)
+		} else if _, err := ParseCRLs(b); err != nil {
+			bad("tls.crl: %s: %v", c.TLS.CRL, err)
+		}
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
@@ -337,6 +400,18 @@ func (c *Config) problems() []error {
 	}
 	if c.Connections.HandshakeMemory < 64<<10 {
 		bad("connections.handshakeMemory: %s must be at least 64KiB", c.Connections.HandshakeMemory)
+	}
+	if c.Connections.RatePerSource < 0 || c.Connections.BurstPerSource < 0 {
+		bad("connections.ratePerSource, burstPerSource: must not be negative (0: off, default)")
+	}
+	if c.Connections.MaxHalfOpen < 0 || c.Connections.MaxHalfOpenPerSource < 0 {
+		bad("connections.maxHalfOpen, maxHalfOpenPerSource: must not be negative (0: off)")
+	}
+	if _, err := Prefixes(c.Connections.UnlimitedSources); err != nil {
+		bad("connections.unlimitedSources: %v", err)
+	}
+	if c.Connections.LoginBackoff < 0 {
+		bad("connections.loginBackoff: must not be negative (0: off)")
 	}
 	if c.MaxMessageSize < 1<<10 || c.MaxMessageSize > message.MaxSize {
 		bad("maxMessageSize: %s must be from 1KiB to 256MiB", c.MaxMessageSize)
@@ -394,4 +469,102 @@ func (c *Config) YAML() ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// Prefixes parses a comma-separated list of IP addresses and prefixes
+// ("127.0.0.1, 10.0.0.0/8, ::1").
+func Prefixes(s string) ([]netip.Prefix, error) {
+	var ps []netip.Prefix
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if a, err := netip.ParseAddr(f); err == nil {
+			ps = append(ps, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address or prefix (e.g. 10.0.0.0/8)", f)
+		}
+		ps = append(ps, p.Masked())
+	}
+	return ps, nil
+}
+
+// TLSVersion parses a TLS version: "1.0", "1.1", "1.2", "1.3" (a "TLS"
+// prefix is allowed); empty is 1.2.
+func TLSVersion(s string) (uint16, error) {
+	v := strings.TrimPrefix(strings.TrimPrefix(strings.ToLower(strings.TrimSpace(s)), "tls"), "v")
+	switch strings.TrimSpace(v) {
+	case "1.0", "10":
+		return tls.VersionTLS10, nil
+	case "1.1", "11":
+		return tls.VersionTLS11, nil
+	case "", "1.2", "12":
+		return tls.VersionTLS12, nil
+	case "1.3", "13":
+		return tls.VersionTLS13, nil
+	}
+	return 0, fmt.Errorf("%q (want 1.0, 1.1, 1.2 or 1.3)", s)
+}
+
+// CipherSuites parses comma-separated cipher suite names as crypto/tls
+// names them (TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, ...); empty: nil,
+// Go's defaults. TLS 1.3 suites are refused: they are not configurable.
+func CipherSuites(s string) ([]uint16, error) {
+	known := map[string]uint16{}
+	for _, c := range tls.CipherSuites() {
+		known[c.Name] = c.ID
+	}
+	for _, c := range tls.InsecureCipherSuites() {
+		known[c.Name] = c.ID
+	}
+	var ids []uint16
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		id, ok := known[f]
+		if !ok {
+			return nil, fmt.Errorf("unknown cipher suite %q (names as in Go's crypto/tls, e.g. TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)", f)
+		}
+		if id == tls.TLS_AES_128_GCM_SHA256 || id == tls.TLS_AES_256_GCM_SHA384 || id == tls.TLS_CHACHA20_POLY1305_SHA256 {
+			return nil, fmt.Errorf("%s is a TLS 1.3 suite: TLS 1.3 suites are not configurable", f)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// ParseCRLs parses one DER certificate revocation list or any number of
+// PEM ones ("X509 CRL" blocks).
+func ParseCRLs(b []byte) ([]*x509.RevocationList, error) {
+	var crls []*x509.RevocationList
+	rest := b
+	for {
+		var blk *pem.Block
+		blk, rest = pem.Decode(rest)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "X509 CRL" {
+			continue
+		}
+		crl, err := x509.ParseRevocationList(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		crls = append(crls, crl)
+	}
+	if len(crls) > 0 {
+		return crls, nil
+	}
+	crl, err := x509.ParseRevocationList(b)
+	if err != nil {
+		return nil, errors.New("no PEM X509 CRL block and not a DER CRL")
+	}
+	return []*x509.RevocationList{crl}, nil
 }

@@ -108,10 +108,14 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 			val = boolString(!mustBool(s.Get(Default())))
 		case strings.HasPrefix(s.Key, "engine.max"), s.Key == "engine.diskFreeLimit", s.Key == "maxMessageSize", s.Key == "connections.handshakeMemory":
 			val = "3MiB"
-		case s.Key == "mqtt.maxKeepAlive", strings.HasSuffix(s.Key, "Timeout"):
+		case s.Key == "mqtt.maxKeepAlive", strings.HasSuffix(s.Key, "Timeout"), s.Key == "connections.loginBackoff":
 			val = "1m30s"
-		case s.Key == "connections.maxHandshakes", s.Key == "mqtt.maxQueuedMessages":
+		case s.Key == "connections.maxHandshakes", s.Key == "mqtt.maxQueuedMessages",
+			s.Key == "connections.ratePerSource", s.Key == "connections.burstPerSource",
+			s.Key == "connections.maxHalfOpen", s.Key == "connections.maxHalfOpenPerSource":
 			val = "7"
+		case s.Key == "connections.unlimitedSources":
+			val = "10.0.0.0/8"
 		case s.Key == "mqtt.queueOverflow":
 			val = "disconnect"
 		case s.Key == "log.format":
@@ -369,7 +373,9 @@ func TestDocumented(t *testing.T) {
 func TestConnectionLimits(t *testing.T) {
 	d := Default()
 	if d.MQTT.MaxKeepAlive != 0 || d.Connections != (Connections{HandshakeTimeout: Duration(10 * time.Second),
-		ReadTimeout: Duration(30 * time.Second), MaxHandshakes: 4096, HandshakeMemory: 32 << 20}) {
+		ReadTimeout: Duration(30 * time.Second), MaxHandshakes: 4096, HandshakeMemory: 32 << 20,
+		RatePerSource: 200, BurstPerSource: 400, MaxHalfOpen: 4096, MaxHalfOpenPerSource: 256,
+		UnlimitedSources: "127.0.0.1, ::1", LoginBackoff: Duration(5 * time.Second)}) {
 		t.Fatalf("defaults %+v %+v", d.MQTT, d.Connections)
 	}
 	f := filepath.Join(t.TempDir(), "c.yaml")

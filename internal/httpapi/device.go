@@ -190,7 +190,7 @@ func (s *Server) authenticate(r *http.Request, res Resource) (*auth.Principal, e
 			return p, nil
 		}
 		authID, tn := auth.SplitUser(user, tenant.Default)
-		p, err := s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterHTTP, tn, authID, pw)
+		p, err := s.cfg.Auth.AuthenticateFor(auth.WithSourceAddr(ctx, r.RemoteAddr), auth.AdapterHTTP, tn, authID, pw)
 		if err != nil {
 			return nil, err
 		}

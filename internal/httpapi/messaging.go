@@ -146,7 +146,7 @@ func (s *Server) apiPrincipal(r *http.Request) (*auth.Principal, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), registryLookupTime)
 	defer cancel()
 	authID, tn := auth.SplitUser(user, tenant.Default)
-	return s.cfg.Auth.AuthenticateFor(ctx, "", tn, authID, pw)
+	return s.cfg.Auth.AuthenticateFor(auth.WithSourceAddr(ctx, r.RemoteAddr), "", tn, authID, pw)
 }
 
 // apiTenant finds the tenant of an address and authorizes the action on

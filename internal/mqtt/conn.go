@@ -18,6 +18,7 @@ import (
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/conns"
+	"github.com/throngmq/throng/internal/guard"
 	"github.com/throngmq/throng/internal/router"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -192,6 +193,7 @@ func (c *conn) markEnded() {
 func (c *conn) serve() (handedOff bool) {
 	ok := c.handshake()
 	c.s.leaveHandshake()
+	guard.HandshakeDone(c.nc) // the node's count of connections in their handshake
 	if !ok {
 		c.flushAndClose()
 		c.markEnded()
@@ -763,7 +765,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		user, ten := auth.SplitUser(string(pk.Connect.Username), tenant.Default)
 		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
-		p, err = s.cfg.Auth.AuthenticateFor(ctx, auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
+		p, err = s.cfg.Auth.AuthenticateFor(auth.WithSource(ctx, c.ip), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
 		cancel()
 		if err != nil {
 			return c.refuseAuth(v, string(pk.Connect.Username), err)

@@ -1,0 +1,159 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/throngmq/throng/internal/tenant"
+)
+
+func backoffUsers(t *testing.T, names ...string) *fakeUsers {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte("right"), bcrypt.MinCost) // fast under -race
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeUsers{tenants: map[string]*tenant.Tenant{"acme": {Name: "acme"}}, users: map[string]*tenant.User{}}
+	for _, n := range names {
+		f.users["acme/"+n] = &tenant.User{Name: n, Tenant: "acme", PasswordHash: string(h)}
+	}
+	return f
+}
+
+func TestBackoffDelays(t *testing.T) {
+	b := newBackoff(Backoff{Max: 5 * time.Second})
+	var got []time.Duration
+	for n := 1; n <= 10; n++ {
+		got = append(got, b.delay(n, 3))
+	}
+	ms := time.Millisecond
+	want := []time.Duration{0, 0, 0, 250 * ms, 500 * ms, 1000 * ms, 2000 * ms, 4000 * ms, 5000 * ms, 5000 * ms}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("delays %v, want %v", got, want)
+		}
+	}
+}
+
+// timed runs one login and returns how long it took and its error.
+func timed(a *Authenticator, ctx context.Context, user, pw string) (time.Duration, error) {
+	t0 := time.Now()
+	_, err := a.AuthenticateFor(ctx, "", "acme", user, pw)
+	return time.Since(t0), err
+}
+
+func TestLoginBackoffPerUser(t *testing.T) {
+	// Long enough to tell from a bcrypt check, which takes up to a few
+	// hundred milliseconds under -race even at the minimum cost.
+	const first, maxD = 500 * time.Millisecond, time.Second
+	a := New(backoffUsers(t, "app", "other"), WithLoginBackoff(Backoff{First: first, Max: maxD}))
+	ctx := context.Background()
+	// A login with the right password before the attack: cached.
+	if _, err := timed(a, ctx, "app", "right"); err != nil {
+		t.Fatal(err)
+	}
+	// Three free failures, then 500 ms, 1 s, 1 s.
+	wantAtLeast := []time.Duration{0, 0, 0, first, maxD, maxD}
+	for i, w := range wantAtLeast {
+		d, err := timed(a, ctx, "app", "guess")
+		if !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("guess %d: %v", i+1, err)
+		}
+		if d < w || (w == 0 && d > first*9/10) || d > w+2*time.Second {
+			t.Fatalf("guess %d answered after %v, want %v", i+1, d, w)
+		}
+	}
+	// Other users are not slowed; the attacked user's cached password
+	// is not either.
+	for _, u := range []string{"other", "app"} {
+		if d, err := timed(a, ctx, u, "right"); err != nil || d > first*9/10 {
+			t.Fatalf("%s's login took %v (%v) during the attack", u, d, err)
+		}
+	}
+	// The success forgot the user's failures.
+	if d, err := timed(a, ctx, "app", "guess"); !errors.Is(err, ErrBadCredentials) || d > first*9/10 {
+		t.Fatalf("first failure after a success: %v %v", d, err)
+	}
+}
+
+func TestLoginBackoffParallel(t *testing.T) {
+	// Guesses on parallel connections take turns: four of them, in
+	// backoff at 100 ms, take at least 3 x 100 ms together (each waits for
+	// the one before), not 100 ms.
+	const first = 100 * time.Millisecond
+	a := New(backoffUsers(t, "app"), WithLoginBackoff(Backoff{First: first, Max: first, FreeUser: 1}))
+	ctx := context.Background()
+	for _, g := range []string{"g0", "g1"} { // the second failure starts the backoff
+		if _, err := timed(a, ctx, "app", g); !errors.Is(err, ErrBadCredentials) {
+			t.Fatal(err)
+		}
+	}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := timed(a, ctx, "app", "g"); !errors.Is(err, ErrBadCredentials) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(t0); d < 3*first {
+		t.Fatalf("4 parallel guesses answered within %v, want at least %v", d, 3*first)
+	}
+	// A context that ends while waiting for the turn: unavailable.
+	for range 3 { // queue turns up
+		go timed(a, ctx, "app", "g")
+	}
+	time.Sleep(10 * time.Millisecond)
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if _, err := timed(a, short, "app", "g"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("ended while waiting: %v", err)
+	}
+}
+
+func TestLoginBackoffPerSource(t *testing.T) {
+	const first = 500 * time.Millisecond
+	// Known users only: an unknown one costs a bcrypt of the real cost.
+	a := New(backoffUsers(t, "u1", "n1", "n2", "n3", "n4", "n5", "na", "nb", "nc", "nd", "ne", "nf"), WithLoginBackoff(Backoff{First: first, Max: first, FreeSource: 4,
+		Exempt: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}}))
+	guesser := WithSource(context.Background(), net.ParseIP("192.0.2.7"))
+	// Four free failures from the address, one per user name (each user
+	// key stays free), then the fifth waits.
+	for i, u := range []string{"n1", "n2", "n3", "n4", "n5"} {
+		d, err := timed(a, guesser, u, "x")
+		if !errors.Is(err, ErrBadCredentials) {
+			t.Fatal(err)
+		}
+		if (i < 4 && d > first*9/10) || (i == 4 && d < first) {
+			t.Fatalf("failure %d from the address took %v", i+1, d)
+		}
+	}
+	// Another address, and an exempt one, are not slowed.
+	for _, src := range []string{"192.0.2.8", "10.1.2.3"} {
+		ctx := WithSourceAddr(context.Background(), net.JoinHostPort(src, "5555"))
+		if d, err := timed(a, ctx, "u1", "right"); err != nil || d > first*9/10 {
+			t.Fatalf("login from %s took %v (%v)", src, d, err)
+		}
+	}
+	exempt := WithSource(context.Background(), net.ParseIP("10.9.9.9"))
+	for i := range 6 {
+		if d, _ := timed(a, exempt, "n"+string(rune('a'+i)), "x"); d > first*9/10 {
+			t.Fatalf("failure %d from an exempt address took %v", i+1, d)
+		}
+	}
+	// Unknown tenants are not counted (and cost nothing).
+	for range 20 {
+		if _, err := a.AuthenticateFor(guesser, "", "nope", "u", "x"); !errors.Is(err, ErrUnknownTenant) {
+			t.Fatal(err)
+		}
+	}
+}
