@@ -41,6 +41,7 @@ type conn struct {
 	revoked      chan string  // Revoke's cause (auth.Live); buffered 1
 	admin        chan func()  // the registry's requests, run by the loop (observe.go)
 	ce           *conns.Entry // the connection in the registry (observe.go); nil before open
+	nlinks       linkCounter  // attached links, for the registry's lists (observe.go)
 
 	in chan readBatch // reader → loop; small, so a busy loop stops the reader
 	ev eventQueue     // router callbacks → loop

@@ -117,6 +117,7 @@ func (s *session) onAttach(a *frames.Attach) error {
 	l := &link{s: s, name: a.Name, handle: h, rhandle: a.Handle, maxMsg: s.c.maxMessageSize()}
 	s.links[a.Handle] = l
 	s.handles[h] = l
+	s.c.nlinks.Add(1) // observe.go
 	if a.Role == frames.RoleSender {
 		l.role = frames.RoleReceiver
 		l.attachReceiver(a)
@@ -454,6 +455,7 @@ func (s *session) onDetach(d *frames.Detach) error {
 	}
 	delete(s.links, l.rhandle)
 	delete(s.handles, l.handle)
+	s.c.nlinks.Add(-1) // observe.go
 	return nil
 }
 

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"crypto/tls"
+	"sync/atomic"
 	"time"
 
 	"github.com/throngmq/throng/internal/amqp/frames"
@@ -85,3 +86,11 @@ func (l *link) view() conns.Link {
 	backlog := l.pending.len()
 	return conns.Link{Kind: "sender", Name: l.name, Address: l.addr, Credit: &credit, Unsettled: &unsettled, Backlog: &backlog}
 }
+
+// LinkCount is the number of attached links (conns.Conn), kept by the
+// loop as links attach and detach (nlinks), so a list waits for no loop.
+func (c *conn) LinkCount() int { return int(c.nlinks.Load()) }
+
+// linkCounter counts a connection's attached links: written by the loop,
+// read by the registry's lists.
+type linkCounter struct{ atomic.Int32 }

@@ -135,6 +135,7 @@ func (s *session) teardown() {
 	for _, l := range s.links {
 		l.teardown()
 	}
+	s.c.nlinks.Add(-int32(len(s.links))) // observe.go
 	s.links = map[uint32]*link{}
 	s.handles = map[uint32]*link{}
 	s.senders = nil

@@ -58,6 +58,8 @@ type Conn interface {
 	// may wait briefly for the connection's goroutine; it is not called
 	// on any hot path.
 	Links() []Link
+	// LinkCount is how many there are, without waiting (for lists).
+	LinkCount() int
 }
 
 // Link is one AMQP link or MQTT subscription of a connection.
@@ -165,7 +167,14 @@ type Snapshot struct {
 // (LinkList), otherwise only their number is given.
 func (e *Entry) Snapshot(node string, withLinks bool) Snapshot {
 	mi, mo, bi, bo := e.Counters()
-	links := e.conn.Links()
+	var links []Link
+	n := 0
+	if withLinks {
+		links = e.conn.Links()
+		n = len(links)
+	} else {
+		n = e.conn.LinkCount()
+	}
 	s := Snapshot{
 		ID: e.id, Node: node, Tenant: e.info.Tenant, Protocol: e.info.Protocol,
 		ClientID: e.info.ClientID, User: e.info.User, Device: e.info.Device,
@@ -173,7 +182,7 @@ func (e *Entry) Snapshot(node string, withLinks bool) Snapshot {
 		MessagesIn: mi, MessagesOut: mo, BytesIn: bi, BytesOut: bo,
 		RateIn:  math.Float64frombits(e.rateIn.Load()),
 		RateOut: math.Float64frombits(e.rateOut.Load()),
-		Links:   len(links),
+		Links:   n,
 	}
 	if withLinks {
 		s.LinkList = links

@@ -12,6 +12,7 @@ type fakeConn struct{ closed atomic.Int32 }
 
 func (f *fakeConn) CloseByAdmin(string) { f.closed.Add(1) }
 func (f *fakeConn) Links() []Link       { return []Link{{Kind: "subscription", Address: "a/#"}} }
+func (f *fakeConn) LinkCount() int      { return 1 }
 
 func TestRegistry(t *testing.T) {
 	r := New("n1")
@@ -129,4 +130,14 @@ func TestBytesPerConnection(t *testing.T) {
 		t.Errorf("%.0f bytes per connection, more than documented (docs/console.md)", per)
 	}
 	runtime.KeepAlive(r)
+}
+
+// BenchmarkCounters is the front-ends' per-message cost: In and Out on a
+// connection's entry (docs/console.md).
+func BenchmarkCounters(b *testing.B) {
+	e := New("n1").Register(Info{}, &fakeConn{})
+	for b.Loop() {
+		e.In(64)
+		e.Out(64)
+	}
 }

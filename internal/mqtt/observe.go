@@ -47,3 +47,10 @@ func (c *conn) Links() []conns.Link {
 	}
 	return out
 }
+
+// LinkCount is the number of subscriptions (conns.Conn).
+func (c *conn) LinkCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.subs)
+}

@@ -104,7 +104,7 @@ func TestConnectionsListInspectClose(t *testing.T) {
 			amqpConn = &all.Connections[i]
 		}
 	}
-	if amqpConn == nil || amqpConn.User != "app1" || amqpConn.ClientID == "" {
+	if amqpConn == nil || amqpConn.User != "app1" || amqpConn.ClientID == "" || amqpConn.Links != 1 || byClient(all, "c3").Links != 1 {
 		t.Fatalf("amqp: %+v", all)
 	}
 
