@@ -48,6 +48,13 @@ func (c *conn) deviceUpstream(topic string, qos byte, pk *packets.Packet) (*hono
 	if up.Kind == hono.KindEvent && qos == 0 {
 		return nil, reason(rcQoSNotSupported, "events are published with QoS 1", nil), 400
 	}
+	if pk.FixedHeader.Retain && up.Kind != hono.KindCommandResponse {
+		// Hono retains nothing but tells the application: the
+		// x-opt-retain annotation on telemetry and events.
+		if err := hono.MarkRetain(up.Message); err != nil {
+			return nil, reason(rcUnspecified, err.Error(), err), 500
+		}
+	}
 	return up, nil, 0
 }
 
@@ -57,22 +64,83 @@ type deviceErr struct {
 	kind   hono.Kind
 	device string // the device the publish was for
 	corr   string // the bag's correlation-id, else the packet id, else "-1"
+	mode   string // the bag's on-error: "disconnect", "ignore", "skip-ack", else "" (default)
+}
+
+// Hono's on-error values (MQTT adapter user guide, "Error Handling").
+const (
+	onErrorDisconnect = "disconnect"
+	onErrorIgnore     = "ignore"
+	onErrorSkipAck    = "skip-ack"
+)
+
+// errAction is what becomes of a device's failed publish.
+type errAction int
+
+const (
+	// actDefault: the failure takes its course (MQTT 5: the PUBACK's
+	// reason code; 3.1.1: the connection is closed; QoS 0 telemetry
+	// nobody consumes is dropped).
+	actDefault errAction = iota
+	actAck               // PUBACK 0x00: the error is ignored
+	actSkip              // no PUBACK: the error is ignored
+	actClose             // the connection is closed (MQTT 5: DISCONNECT with the code)
+)
+
+// disconnectCode is the DISCONNECT reason code for a publish refused
+// with rc: a PUBACK's 0x10 (no matching subscribers) is no reason to
+// disconnect in MQTT 5, so it becomes 0x80 (unspecified error).
+func disconnectCode(rc byte) byte {
+	if rc < 0x80 {
+		return rcUnspecified
+	}
+	return rc
+}
+
+// deviceFailure reports a failed publish on the device's error topic, if
+// it subscribed to one, and decides by the publish's on-error what
+// becomes of it (Hono's table): disconnect closes the connection, ignore
+// acknowledges it, skip-ack leaves it unacknowledged; default (or none,
+// or another value) acknowledges it once reported on the error topic,
+// else takes its course.
+func (c *conn) deviceFailure(de deviceErr, status int, text string) errAction {
+	reported := c.deviceError(de, status, text)
+	switch de.mode {
+	case onErrorDisconnect:
+		return actClose
+	case onErrorIgnore:
+		return actAck
+	case onErrorSkipAck:
+		return actSkip
+	}
+	if reported {
+		return actAck
+	}
+	return actDefault
 }
 
 func (c *conn) deviceErrContext(topic string, qos byte, id uint16) deviceErr {
 	de := deviceErr{kind: hono.KindTelemetry, device: c.principal.Device, corr: "-1"}
+	if qos > 0 {
+		de.corr = strconv.Itoa(int(id))
+	}
 	if pt, err := hono.ParsePublish(topic); err == nil {
 		de.kind = pt.Kind
 		if pt.Device != "" {
 			de.device = pt.Device
 		}
-		if v := pt.Bag.Get("correlation-id"); v != "" {
-			de.corr = v
-		} else if qos > 0 {
-			de.corr = strconv.Itoa(int(id))
-		}
 	} else if strings.HasPrefix(topic, "e") {
 		de.kind = hono.KindEvent
+	}
+	// The bag counts even on a topic that is not Hono's.
+	if _, bag, err := hono.SplitBag(topic); err == nil {
+		switch m := bag.Get("on-error"); m {
+		case onErrorDisconnect, onErrorIgnore, onErrorSkipAck:
+			de.mode = m
+		}
+		if v := bag.Get("correlation-id"); v != "" {
+			de.corr = v
+		}
 	}
 	return de
 }
@@ -185,7 +253,7 @@ func (c *conn) subscribeDevice(ctx context.Context, sub *subscription) (byte, er
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
 		defer cancel()
-		h.Notify(ctx, cs.Tenant, c.principal.Device, auth.AdapterMQTT, -1)
+		h.Notify(ctx, cs.Tenant, cs.Self, auth.AdapterMQTT, -1)
 	}()
 	return sub.QoS, nil
 }
@@ -199,10 +267,11 @@ func (c *conn) commandsGone(subs ...*subscription) {
 	}
 	for _, s := range subs {
 		if s != nil && s.cmd != nil {
+			cs := s.cmd
 			go func() {
 				ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
 				defer cancel()
-				h.Notify(ctx, c.tenant, c.principal.Device, auth.AdapterMQTT, 0)
+				h.Notify(ctx, cs.Tenant, cs.Self, auth.AdapterMQTT, 0)
 			}()
 			return
 		}
@@ -232,18 +301,18 @@ func (c *conn) deviceGone(subs []*subscription) {
 	if h == nil || c.principal == nil || !c.principal.IsDevice() {
 		return
 	}
-	cmd := false
+	var cmd *hono.CommandSubscription
 	for _, s := range subs {
 		if s != nil && s.cmd != nil {
-			cmd = true
+			cmd = s.cmd
 			break
 		}
 	}
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), honoTimeout)
 		defer cancel()
-		if cmd {
-			h.Notify(ctx, c.tenant, c.principal.Device, auth.AdapterMQTT, 0)
+		if cmd != nil {
+			h.Notify(ctx, cmd.Tenant, cmd.Self, auth.AdapterMQTT, 0)
 		}
 		h.ConnectionEvent(ctx, c.principal, auth.AdapterMQTT, c.clientID, false)
 	}()

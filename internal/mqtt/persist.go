@@ -52,7 +52,30 @@ func (c *conn) completeAck(s *ackSlot, typ byte, id uint16, rc byte, text string
 	s.b, s.ready = b, true
 	n := 0
 	for n < len(x.ackq) && x.ackq[n].ready {
-		c.enqueue(x.ackq[n].b, false, nil)
+		if x.ackq[n].b != nil { // nil: skipped (skipAck)
+			c.enqueue(x.ackq[n].b, false, nil)
+		}
+		x.ackq[n] = nil
+		n++
+	}
+	x.ackq = x.ackq[n:]
+	if len(x.ackq) == 0 {
+		x.ackq = nil
+	}
+	x.amu.Unlock()
+}
+
+// skipAck completes a slot without an acknowledgement (a device's
+// publish with Hono's on-error skip-ack): the ones after it go out.
+func (c *conn) skipAck(s *ackSlot) {
+	x := s.x
+	x.amu.Lock()
+	s.ready = true
+	n := 0
+	for n < len(x.ackq) && x.ackq[n].ready {
+		if x.ackq[n].b != nil {
+			c.enqueue(x.ackq[n].b, false, nil)
+		}
 		x.ackq[n] = nil
 		n++
 	}

@@ -243,19 +243,26 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		derr = c.deviceErrContext(topic, qos, id)
 		up, re, status := c.deviceUpstream(topic, qos, pk)
 		if re != nil {
-			if qos < 2 && c.deviceError(derr, status, re.Reason) {
-				// Reported on the device's error topic: the publish is
-				// handled (Hono's on-error "default" with an error
-				// subscription), PUBACK 0x00.
+			act := actDefault
+			if qos < 2 {
+				// Hono's on-error and error topic (hono.go).
+				act = c.deviceFailure(derr, status, re.Reason)
+			}
+			switch act {
+			case actAck, actSkip:
 				c.mu.Lock()
 				if qos > 0 {
 					c.inFlightIn--
 				}
 				c.mu.Unlock()
-				if qos > 0 {
+				if qos > 0 && act == actAck {
 					c.completeAck(slot, packets.Puback, id, rcSuccess, "")
+				} else if qos > 0 {
+					c.skipAck(slot)
 				}
 				return nil
+			case actClose:
+				return re
 			}
 			if qos == 0 {
 				// Hono closes the connection of a device whose publish
@@ -300,7 +307,11 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		}
 		p.Publish(m, func(o router.Outcome, err error) {
 			if err != nil || o.Kind != router.Accepted {
-				c.deviceError(derr, deviceStatus(o, err), outcomeText(o, err)) // dropped otherwise, as in Hono
+				// Dropped unless reported or on-error is disconnect.
+				if c.deviceFailure(derr, deviceStatus(o, err), outcomeText(o, err)) == actClose {
+					rc, text := publishReason(o, err)
+					c.kick(disconnectCode(rc), text)
+				}
 			}
 		})
 	case 1:
@@ -309,8 +320,17 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			c.mu.Lock()
 			c.inFlightIn--
 			c.mu.Unlock()
-			if device && rc != rcSuccess && c.deviceError(derr, deviceStatus(o, err), text) {
-				rc, text = rcSuccess, ""
+			if device && rc != rcSuccess {
+				switch c.deviceFailure(derr, deviceStatus(o, err), text) {
+				case actAck:
+					rc, text = rcSuccess, ""
+				case actSkip:
+					c.skipAck(slot)
+					return
+				case actClose:
+					c.kick(disconnectCode(rc), text)
+					return
+				}
 			}
 			if device && rc == rcNoMatchingSubs && c.version != 5 {
 				// Hono: no consumer is an error, and without an error
