@@ -8,9 +8,10 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 LDFLAGS  := -X github.com/throngmq/throng/internal/app.Version=$(VERSION)
 
 # Debian packages the interoperability tests use (real AMQP and MQTT
-# clients and a reference broker). `make test` installs the missing ones
-# when run as root (interop tests fail under CI=true when a client is missing).
-TEST_APT_PACKAGES ?= python3-qpid-proton python3-paho-mqtt mosquitto-clients mosquitto
+# clients and a reference broker; chromium for the console's browser
+# tests). `make test` installs the missing ones when run as root (interop
+# tests fail under CI=true when a client is missing).
+TEST_APT_PACKAGES ?= python3-qpid-proton python3-paho-mqtt mosquitto-clients mosquitto chromium
 
 .PHONY: all build test test-deps bench lint fuzz clean
 
@@ -61,6 +62,13 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Regenerates the console screenshots in docs/console/ (headless chromium,
+# a platform with sample data and an MQTT publisher; about 40 s).
+.PHONY: screenshots
+screenshots:
+	mkdir -p docs/console
+	THRONG_SCREENSHOTS=$(CURDIR)/docs/console $(GO) test -count=1 -run '^TestConsoleScreenshots$$' ./internal/console
 
 # Runs throng bench against throng, mosquitto, nats-server and RabbitMQ on
 # loopback and writes the table into docs/benchmarks.md (about 25 minutes

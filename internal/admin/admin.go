@@ -82,6 +82,9 @@ type Config struct {
 	// Registry serves Hono's device registry API under /v1 (hono.go); nil
 	// answers 404 for devices and credentials.
 	Registry Registry
+	// Console serves every path that is not the API's (/api, /v1 and the
+	// routes above): the web console (internal/console); nil answers 404.
+	Console http.Handler
 	// Observe serves connections, queue actions and history
 	// (connections.go); its nil parts answer 404.
 	Observe Observe
@@ -205,6 +208,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", sw.code)
 	}()
 	h, pattern := s.mux.Handler(r)
+	if pattern == "" && s.cfg.Console != nil && !isAPIPath(r.URL.Path) {
+		s.cfg.Console.ServeHTTP(sw, r)
+		return
+	}
 	if pattern != "" {
 		// ServeHTTP (not h) so that the path values are set on r.
 		s.mux.ServeHTTP(sw, r)
@@ -236,6 +243,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// isAPIPath reports whether p is the API's rather than the console's.
+func isAPIPath(p string) bool {
+	return p == "/api" || strings.HasPrefix(p, "/api/") || isV1(p) ||
+		p == "/metrics" || p == "/healthz" || p == "/readyz" || p == "/openapi.json"
+}
+
 // isV1 reports whether a path belongs to Hono's registry API.
 func isV1(p string) bool { return p == "/v1" || strings.HasPrefix(p, "/v1/") }
 
@@ -261,6 +274,14 @@ func (r *headerRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *headerRecorder) WriteHeader(code int)        { r.code = code }
 
 type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p as the authenticated caller: a
+// request with it skips the Basic credentials check and is held to p's
+// rights by the same rule (access.go). Only code in this process can set
+// it; the web console calls the API this way for its logged-in user.
+func WithPrincipal(ctx context.Context, p *auth.Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
 
 func principal(r *http.Request) *auth.Principal {
 	p, _ := r.Context().Value(principalKey{}).(*auth.Principal)

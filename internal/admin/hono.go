@@ -132,11 +132,14 @@ func (s *Server) honoFail(w http.ResponseWriter, r *http.Request, err error) {
 // the admin API pass (each handler then checks the tenant with allow).
 func (s *Server) requireRegistryUser(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, _, ok := r.BasicAuth(); !ok {
+		p, ok := principal(r), true // WithPrincipal: authenticated in-process
+		if _, _, given := r.BasicAuth(); !given && p == nil {
 			honoError(w, http.StatusUnauthorized, "authentication required")
 			return
 		}
-		p, ok := s.authenticate(r)
+		if p == nil {
+			p, ok = s.authenticate(r)
+		}
 		if !ok {
 			honoError(w, http.StatusUnauthorized, "bad user name or password")
 			return

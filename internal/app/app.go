@@ -43,6 +43,7 @@ import (
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
 	"github.com/throngmq/throng/internal/config"
+	"github.com/throngmq/throng/internal/console"
 	"github.com/throngmq/throng/internal/engine"
 	"github.com/throngmq/throng/internal/guard"
 	"github.com/throngmq/throng/internal/hono"
@@ -306,6 +307,14 @@ func (a *App) start(ctx context.Context) error {
 		return err
 	}
 
+	if addr := a.AdminAddr(); addr != nil {
+		// The console's address (issue 15), before the password it needs.
+		pw := "the adminPassword configured"
+		if a.generated != "" {
+			pw = "the generated password below"
+		}
+		fmt.Fprintf(a.stdout, "console: %s (log in as %q with %s)\n", ConsoleURL(addr), AdminUser, pw)
+	}
 	if a.generated != "" {
 		// Shown only now: a start that fails before never shows a password
 		// that nobody could use (issue 14 item 10).
@@ -474,7 +483,23 @@ func (a *App) startAdmin() error {
 		a.log.Info("admin listener disabled", "component", "admin")
 		return nil
 	}
+	// The web console (internal/console) is served by the admin API at
+	// "/" and calls it, audited, as its logged-in user.
+	var api http.Handler
+	cons, err := console.New(console.Config{
+		API:       http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { api.ServeHTTP(w, r) }),
+		Auth:      a.authn,
+		Producers: a.router,
+		Audit:     a.audit,
+		DataDir:   a.cfg.DataDir,
+		Version:   BuildVersion(),
+		Logger:    a.log,
+	})
+	if err != nil {
+		return err
+	}
 	h, err := admin.New(admin.Config{
+		Console:    cons,
 		Router:     a.router,
 		Store:      a.store,
 		Registry:   a.devices,
@@ -494,8 +519,9 @@ func (a *App) startAdmin() error {
 		return fmt.Errorf("app: admin listener: %w", err)
 	}
 	ln = a.guarded(ln, "admin")
+	api = admin.Audited(h, a.audit) // admin changes, refusals, denials
 	srv := &http.Server{
-		Handler: admin.Audited(h, a.audit), // admin changes, refusals, denials
+		Handler: api,
 
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       time.Minute,
@@ -531,6 +557,19 @@ func (a *App) isReady() bool {
 	default:
 		return false
 	}
+}
+
+// ConsoleURL is the web console's URL on the admin listener addr: a
+// wildcard host is shown as localhost.
+func ConsoleURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + "/"
 }
 
 // AdminAddr returns the bound address of the admin listener, or nil if it
