@@ -53,6 +53,11 @@ type connCounter interface {
 	Connections(tenantName string) int64
 }
 
+// storeCounter is the bytes a tenant stores (*router.Router).
+type storeCounter interface {
+	StoredBytes(tenantName string) int64
+}
+
 // stateCounter counts a tenant's stored MQTT sessions and retained
 // messages (*router.Router).
 type stateCounter interface {
@@ -74,12 +79,17 @@ func (s *Server) usage(ctx context.Context, t *tenant.Tenant) *Usage {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for _, a := range s.cfg.Store.Addresses(t.Name) {
-		if a.Type != address.Queue && a.Type != address.Topic {
-			continue
-		}
-		if st, err := s.cfg.Router.AddressStats(ctx, t.Name, a.Name); err == nil {
-			u.StoredBytes.Used += float64(st.Bytes)
+	if sb, ok := s.cfg.Router.(storeCounter); ok {
+		// What maxStoredBytes bounds: the tenant's account's bytes.
+		u.StoredBytes.Used = float64(sb.StoredBytes(t.Name))
+	} else {
+		for _, a := range s.cfg.Store.Addresses(t.Name) {
+			if a.Type != address.Queue && a.Type != address.Topic {
+				continue
+			}
+			if st, err := s.cfg.Router.AddressStats(ctx, t.Name, a.Name); err == nil {
+				u.StoredBytes.Used += float64(st.Bytes)
+			}
 		}
 	}
 	if rt, ok := s.cfg.Router.(rater); ok {

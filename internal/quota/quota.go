@@ -66,6 +66,11 @@ const (
 	Sessions Limit = "sessions"
 	// Retained is maxRetained: the tenant's retained messages.
 	Retained Limit = "retained"
+	// MessagesOut is maxMessagesOutPerSecond (a live at-most-once
+	// delivery dropped; the metric's reason "rate_out").
+	MessagesOut Limit = "messagesOut"
+	// StoredBytes is maxStoredBytes: the bytes the tenant stores.
+	StoredBytes Limit = "storedBytes"
 )
 
 // Error is a refusal: which limit, and when to retry.
@@ -113,7 +118,8 @@ type Rates struct {
 
 // Limiter owns the per-tenant buckets of one node.
 type Limiter struct {
-	tenants sync.Map // tenant name → *Bucket
+	tenants sync.Map // tenant name → *Bucket (messages in)
+	outs    sync.Map // tenant name → *Bucket (deliveries out)
 }
 
 // Admit takes a token for one message of tenant from the connection's
@@ -138,5 +144,23 @@ func (l *Limiter) Admit(now time.Time, tenant string, r Rates, conn *Bucket) err
 	return nil
 }
 
-// Forget drops a tenant's bucket (the tenant was deleted).
-func (l *Limiter) Forget(tenant string) { l.tenants.Delete(tenant) }
+// TakeOut takes a token for one delivery to tenant's consumers from its
+// maxMessagesOutPerSecond bucket (burst one second's worth; rate <= 0:
+// unlimited). When none is left it takes nothing and says how long until
+// one is there.
+func (l *Limiter) TakeOut(now time.Time, tenant string, rate float64) (ok bool, wait time.Duration) {
+	if rate <= 0 {
+		return true, 0
+	}
+	b, found := l.outs.Load(tenant)
+	if !found {
+		b, _ = l.outs.LoadOrStore(tenant, new(Bucket))
+	}
+	return b.(*Bucket).Take(now, rate, 0)
+}
+
+// Forget drops a tenant's buckets (the tenant was deleted).
+func (l *Limiter) Forget(tenant string) {
+	l.tenants.Delete(tenant)
+	l.outs.Delete(tenant)
+}

@@ -169,6 +169,9 @@ func (b *queueBatcher) sendLocked(items []batchItem) error {
 	if len(items) > 1 {
 		subject = batchSubject(b.subject, len(items))
 	}
+	if err := b.ts.checkStored(len(subject) + len(data)); err != nil {
+		return err // maxStoredBytes (quota.go)
+	}
 	return b.ts.sendEntry(subject, b.name, data, hdr, func(o Outcome, err error) {
 		b.finished(items, o, err)
 	})

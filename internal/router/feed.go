@@ -76,6 +76,7 @@ type feed struct {
 	idleArmed   bool                // guarded by mu
 	lastGive    time.Time           // when a message was last given; guarded by mu
 	closed      bool                // guarded by mu
+	outPaused   bool                // the tenant's rate out is used up; run again is armed (quota.go); guarded by mu
 	excluded    map[partKey][]*Consumer
 	// excluded: members a message must not go to again (modified with
 	// undeliverable-here), until it is consumed or they leave, also
@@ -560,6 +561,7 @@ func (f *feed) assignLocked(out []give) []give {
 		return out
 	}
 	now, wall := time.Now(), clock.Now() // wall: expiry decisions (package clock)
+	outRate := f.r.outRate(f.ts.name)    // maxMessagesOutPerSecond (quota.go)
 	kept := f.ready[:0]
 	for i, d := range f.ready {
 		f.ready[i] = nil
@@ -585,6 +587,13 @@ func (f *feed) assignLocked(out []give) []give {
 				continue
 			}
 			kept = append(kept, d)
+			continue
+		}
+		if outRate > 0 && !f.takeOutLocked(now, outRate) {
+			// Slowed down, not dropped: it and those after it wait, in
+			// order, until the tenant's bucket has a token.
+			kept = append(kept, d)
+			total = 0
 			continue
 		}
 		m.credit--

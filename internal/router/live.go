@@ -234,6 +234,10 @@ func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPu
 	if c.tg.space && strings.HasPrefix(name, "$") && !strings.HasPrefix(c.tg.name, "$") {
 		return false // MQTT: wildcards at the first level do not match $-names
 	}
+	if (!c.tg.space || !m.Durable) && !c.r.admitLiveOut(c.ts.name) {
+		c.drop("rate_out") // maxMessagesOutPerSecond, at most once (quota.go)
+		return false
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

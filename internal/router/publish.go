@@ -285,7 +285,12 @@ func (p *Producer) publishStored(subject string, m *message.Message, done func(O
 	if !ok {
 		return
 	}
-	p.ts.storeEntry(subject, p.tg.name, m.Marshal(), ttlHeader(m), done)
+	data := m.Marshal()
+	if err := p.ts.checkStored(len(subject) + len(data)); err != nil {
+		done(Outcome{}, err) // maxStoredBytes (quota.go)
+		return
+	}
+	p.ts.storeEntry(subject, p.tg.name, data, ttlHeader(m), done)
 }
 
 // ttlHeader is the engine's per-message TTL for a message with an expiry.
@@ -332,7 +337,7 @@ func (ts *tenantState) sendEntry(subject, name string, data []byte, hdr nats.Hea
 			return
 		}
 		if ack.Error != nil {
-			done(Outcome{}, mapStoreError(ack.Error.ErrCode, ack.Error.Description))
+			done(Outcome{}, ts.storeError(ack.Error.ErrCode, ack.Error.Description))
 			return
 		}
 		done(Outcome{Kind: Accepted}, nil)

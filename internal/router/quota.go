@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/engine"
 	"github.com/throngmq/throng/internal/quota"
 	"github.com/throngmq/throng/internal/tenant"
 )
@@ -208,4 +209,169 @@ func (r *Router) RetainedCount(ctx context.Context, tenantName string) (int64, e
 	}
 	n, err := tenantRetained(ctx, s, s.CachedInfo().State.Msgs)
 	return int64(n), err
+}
+
+// Stored bytes (maxStoredBytes). Two bounds:
+//
+//   - the router refuses a stored message (publishStored, the queue
+//     batcher, Retain) once the tenant's account stores maxStoredBytes
+//     (checkStored): the account's figure is read from the engine at most
+//     once a second while it is far from the limit, and at every message
+//     near it. Progress records and dead-letter bookkeeping are not
+//     checked (only the second bound applies to them);
+//   - the engine refuses any write beyond maxStoredBytes plus a reserve
+//     (storeReserve): the account's JetStream MaxStore (engine/limits.go),
+//     set when the router first uses the account on this node and
+//     whenever the tenant's effective limits change (its own, or its
+//     plan's: the store's watch, on every node). It catches messages
+//     racing past the first bound, and the reserve keeps room for the
+//     front-ends' state in the same account (MQTT node leases, sessions,
+//     wills), which must still be written when the tenant's messages fill
+//     its quota.
+//
+// storeError turns the engine's refusal into the same quota error.
+
+// storeReserve is the room above maxStoredBytes left for the front-ends'
+// state: a tenth of the limit, at least 1 MiB.
+func storeReserve(limit int64) int64 { return max(limit/10, 1<<20) }
+
+// applyStoreLimit sets the tenant's account MaxStore on this node. An
+// account not used here yet gets it when it is (Router.tenant).
+func (r *Router) applyStoreLimit(tenantName string) {
+	t, ok := r.store.Tenant(tenantName)
+	if !ok {
+		return
+	}
+	hard := t.Effective().MaxStoredBytes
+	if hard > 0 {
+		hard += storeReserve(hard)
+	}
+	if err := r.eng.SetStoreLimit(engine.AccountFor(tenantName), hard); err != nil {
+		r.log.Debug("store limit not applied", "tenant", tenantName, "err", err)
+	}
+	r.stored.Delete(tenantName) // read the figure again at the next message
+}
+
+func (r *Router) tenantLimitsChanged(tenantName string) {
+	r.mu.Lock()
+	_, used := r.tenants[tenantName]
+	r.mu.Unlock()
+	if used {
+		r.applyStoreLimit(tenantName)
+	}
+}
+
+// storeGauge is the router's view of a tenant's stored bytes: the
+// engine's figure when it was read, plus what was stored since.
+type storeGauge struct {
+	mu    sync.Mutex
+	at    time.Time // when used was read; zero: never
+	used  int64
+	since int64 // bytes of the messages admitted since
+}
+
+// checkStored admits a stored message of about n bytes, or refuses it
+// with the tenant's maxStoredBytes quota error.
+func (ts *tenantState) checkStored(n int) error {
+	t, ok := ts.store.Tenant(ts.name)
+	if !ok {
+		return nil
+	}
+	limit := t.Effective().MaxStoredBytes
+	if limit <= 0 {
+		return nil
+	}
+	r := ts.r
+	v, ok := r.stored.Load(ts.name)
+	if !ok {
+		v, _ = r.stored.LoadOrStore(ts.name, new(storeGauge))
+	}
+	g := v.(*storeGauge)
+	now := time.Now()
+	g.mu.Lock()
+	if now.Sub(g.at) > time.Second || g.used+g.since+int64(n) > limit {
+		g.used, g.since, g.at = r.StoredBytes(ts.name), 0, now
+	}
+	over := g.used+int64(n) > limit
+	if !over {
+		g.since += int64(n)
+	}
+	g.mu.Unlock()
+	if !over {
+		return nil
+	}
+	r.metrics.quotaRefused.WithLabelValues(ts.name, string(quota.StoredBytes)).Inc()
+	return fmt.Errorf("%w: %w", ErrLimitExceeded, &quota.Error{Tenant: ts.name, Limit: quota.StoredBytes, Max: limit})
+}
+
+// storeError maps a stored message's engine error: the account's limit
+// is the tenant's maxStoredBytes (counted in
+// throng_tenant_quota_refused_total{limit="storedBytes"}); others as
+// mapStoreError.
+func (ts *tenantState) storeError(code int, desc string) error {
+	if code != engine.ErrAccountLimit {
+		return mapStoreError(code, desc)
+	}
+	var limit int64
+	if t, ok := ts.store.Tenant(ts.name); ok {
+		limit = t.Effective().MaxStoredBytes
+	}
+	ts.r.metrics.quotaRefused.WithLabelValues(ts.name, string(quota.StoredBytes)).Inc()
+	return fmt.Errorf("%w: %w", ErrLimitExceeded, &quota.Error{Tenant: ts.name, Limit: quota.StoredBytes, Max: limit})
+}
+
+// StoredBytes is what the tenant's account stores on this node: its
+// messages and the front-ends' state, the figure maxStoredBytes bounds.
+func (r *Router) StoredBytes(tenantName string) int64 {
+	return r.eng.StoreUsed(engine.AccountFor(tenantName))
+}
+
+// Message rate out (maxMessagesOutPerSecond): every delivery to the
+// tenant's consumers takes a token from its out bucket (burst one
+// second's worth). Stored deliveries are slowed down, never dropped: a
+// feed whose tenant has no token left keeps its ready messages, in
+// order, and runs again when the bucket has one (feed.pauseOutLocked).
+// Live at-most-once deliveries (multicast, non-durable topic-space
+// messages: MQTT QoS 0) beyond it are dropped and counted in
+// throng_router_messages_dropped_total{reason="rate_out"}. Live durable
+// topic-space deliveries (MQTT QoS 1/2 to connected subscribers without
+// a stored subscription) and anycast are not limited: their publishers
+// wait for them, so slowing them would slow the publishers down
+// (docs/security.md).
+
+// outRate is the tenant's maxMessagesOutPerSecond (0: unlimited).
+func (r *Router) outRate(tenantName string) float64 {
+	if t, ok := r.store.Tenant(tenantName); ok {
+		return t.Effective().MaxMessagesOutPerSecond
+	}
+	return 0
+}
+
+// admitLiveOut takes a token for a live at-most-once delivery.
+func (r *Router) admitLiveOut(tenantName string) bool {
+	rate := r.outRate(tenantName)
+	if rate <= 0 {
+		return true
+	}
+	ok, _ := r.quota.TakeOut(time.Now(), tenantName, rate)
+	return ok
+}
+
+// takeOutLocked takes a token for a stored delivery of the feed (rate >
+// 0); without one it arms the feed's pause and reports false. f.mu held.
+func (f *feed) takeOutLocked(now time.Time, rate float64) bool {
+	ok, wait := f.r.quota.TakeOut(now, f.ts.name, rate)
+	if ok {
+		return true
+	}
+	if !f.outPaused {
+		f.outPaused = true
+		time.AfterFunc(wait, func() {
+			f.mu.Lock()
+			f.outPaused = false
+			f.mu.Unlock()
+			f.run()
+		})
+	}
+	return false
 }

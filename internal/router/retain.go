@@ -87,10 +87,13 @@ func (r *Router) Retain(ctx context.Context, tenantName, name string, m *message
 		}
 		nm.Header.Set("Nats-TTL", fmt.Sprintf("%ds", int64((ttl+time.Second-1)/time.Second)))
 	}
+	if err := ts.checkStored(len(subj) + len(nm.Data)); err != nil {
+		return err // maxStoredBytes (quota.go)
+	}
 	if _, err := ts.js.PublishMsg(ctx, nm); err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) {
-			return mapStoreError(int(apiErr.ErrorCode), apiErr.Description)
+			return ts.storeError(int(apiErr.ErrorCode), apiErr.Description)
 		}
 		return fmt.Errorf("router: retain %q: %w", name, err)
 	}

@@ -106,6 +106,7 @@ type Router struct {
 	metrics *metrics
 	quota   quota.Limiter // per-tenant message rate buckets (quota.go)
 	conns   quota.Conns   // per-tenant connections on this node (quota.go)
+	stored  sync.Map      // tenant name → *storeGauge (quota.go)
 	rates   sync.Map      // tenant name → *tenantMeters (quota.go)
 	temps   *tempSweeper  // set by New
 	started time.Time     // when New ran (feed.reclaim)
@@ -123,6 +124,7 @@ type tenantState struct {
 	js    jetstream.JetStream
 	mux   *replyMux
 	store *tenant.Store
+	r     *Router // for the quota errors of stored messages (quota.go)
 
 	mu        sync.Mutex
 	streams   map[string]bool          // stream names known to exist; guarded by mu
@@ -198,6 +200,8 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 	}
 	// Address definitions changed on any node (lifecycle.go).
 	cfg.Store.OnAddressChange(r.addressChanged)
+	// A tenant's maxStoredBytes changed on any node (quota.go).
+	cfg.Store.OnTenantChange(r.tenantLimitsChanged)
 	r.startTemps()
 	return r, nil
 }
@@ -264,6 +268,7 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 	if err := r.eng.EnsureAccount(acc); err != nil {
 		return nil, err
 	}
+	r.applyStoreLimit(name) // maxStoredBytes (quota.go)
 	// ts is filled in below; the handlers only run after a disconnect.
 	var ts *tenantState
 	nc, err := r.eng.Connect(acc, nats.Name("router/"+name),
@@ -321,7 +326,7 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		return nil, err
 	}
 	ts = &tenantState{
-		name: name, nc: nc, live: live, js: js, mux: mux, pub: pub, pubMux: pubMux, store: r.store,
+		name: name, nc: nc, live: live, js: js, mux: mux, pub: pub, pubMux: pubMux, store: r.store, r: r,
 		streams:   map[string]bool{},
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},

@@ -112,7 +112,21 @@ func (s *Store) applyPlan(key string, deleted bool, value []byte) {
 		s.planMap[p.Name] = &p
 	}
 	s.replanLocked(key)
+	var names []string
+	for n, t := range s.tenantMap {
+		if t.Plan == key {
+			names = append(names, n)
+		}
+	}
+	hooks := s.onTenant
 	s.mu.Unlock()
+	// The plan's tenants' effective limits changed: what watches tenants
+	// (the router's store limits) hears of it as of a tenant change.
+	for _, n := range names {
+		for _, f := range hooks {
+			f(n)
+		}
+	}
 }
 
 // Plan returns a plan by name.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -390,5 +392,161 @@ func TestQuotaSessionsAndRetained(t *testing.T) {
 	}
 	if got := quotaRefused(t, p, "sess", "retained"); got < 2 {
 		t.Fatalf("throng_tenant_quota_refused_total{limit=retained} = %v, want at least 2", got)
+	}
+}
+
+// TestQuotaStoredBytes: maxStoredBytes bounds what a tenant stores. An
+// AMQP application sends 1000-byte messages until one is rejected with
+// amqp:resource-limit-exceeded; then an MQTT 5 client (connecting only
+// now: the front-ends' state still has room) gets PUBACK 0x97 and
+// /api/v1 429; another tenant stores on. Every accepted message is
+// received, none refused; once the queue is drained the tenant stores
+// again.
+func TestQuotaStoredBytes(t *testing.T) {
+	p := testkit.Start(t)
+	e := &quotaEnv{Platform: p, t: t}
+	e.tenant("tiny", `{"maxStoredBytes":20000}`)
+	e.tenant("roomy", `{}`)
+	body := func(i int) string { return fmt.Sprintf("m-%03d-%s", i, strings.Repeat("x", 994)) }
+
+	snd, err := e.amqpSession("app@tiny").NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted []string
+	for i := 0; ; i++ {
+		if i == 100 {
+			t.Fatal("100 messages of 1000 bytes stored under a limit of 20000 bytes")
+		}
+		err := amqpSend(t, snd, body(i))
+		if err == nil {
+			accepted = append(accepted, body(i))
+			continue
+		}
+		var ae *goamqp.Error
+		if !errors.As(err, &ae) || ae.Condition != "amqp:resource-limit-exceeded" {
+			t.Fatalf("send %d: %v, want rejected amqp:resource-limit-exceeded", i, err)
+		}
+		break
+	}
+	if len(accepted) < 10 {
+		t.Fatalf("only %d messages of 1000 bytes stored under 20000 bytes", len(accepted))
+	}
+	mq, rc := mqttConnect(t, p.MQTTAddr, "app@tiny", "app-secret", "tiny-pub", true, 0)
+	if rc != 0 {
+		t.Fatalf("MQTT connect at the store limit: CONNACK %#x", rc)
+	}
+	if rc := mqttPublish(t, mq, "q", "refused-mqtt"); rc != 0x97 {
+		t.Fatalf("MQTT publish at the store limit: PUBACK %#x, want 0x97", rc)
+	}
+	base := "http://" + p.HTTPAddr
+	if st, _, b := httpStatus(t, "POST", base+"/api/v1/addresses/q/messages", "app@tiny", "app-secret", "refused-http"); st != 429 ||
+		!strings.Contains(b, `"limit_exceeded"`) {
+		t.Fatalf("/api/v1 publish at the store limit: %d %s, want 429 limit_exceeded", st, b)
+	}
+	var u struct {
+		Usage struct{ StoredBytes struct{ Used, Limit float64 } }
+	}
+	getJSON(t, e, "/api/tenants/tiny?usage=true", &u)
+	if u.Usage.StoredBytes.Limit != 20000 || u.Usage.StoredBytes.Used < float64(len(accepted)*1000) {
+		t.Fatalf("usage storedBytes %+v with %d messages stored", u.Usage.StoredBytes, len(accepted))
+	}
+	if got := quotaRefused(t, p, "tiny", "storedBytes"); got < 3 {
+		t.Fatalf("throng_tenant_quota_refused_total{limit=storedBytes} = %v, want at least 3", got)
+	}
+
+	// Another tenant is unaffected.
+	other, err := e.amqpSession("app@roomy").NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 40 {
+		if err := amqpSend(t, other, body(i)); err != nil {
+			t.Fatalf("other tenant, send %d: %v", i, err)
+		}
+	}
+
+	// Nothing accepted is lost, nothing refused stored.
+	drain(t, e.amqpSession("app@tiny"), accepted)
+	testkit.Eventually(t, 10*time.Second, func() bool { return amqpSend(t, snd, "after-drain") == nil })
+}
+
+// TestQuotaRateOut: maxMessagesOutPerSecond 5. Live QoS 0 messages to
+// an MQTT subscriber beyond the rate are dropped and counted
+// (reason="rate_out"); a queue's stored messages are slowed down to the
+// rate — all of them arrive, in order, none dropped.
+func TestQuotaRateOut(t *testing.T) {
+	p := testkit.Start(t)
+	e := &quotaEnv{Platform: p, t: t}
+	e.tenant("slow", `{"maxMessagesOutPerSecond":5}`)
+	ie := &iotEnv{Platform: p, t: t}
+
+	// Live, at most once: dropped beyond the rate.
+	sub, rc := mqttConnect(t, p.MQTTAddr, "app@slow", "app-secret", "live-sub", true, 0)
+	if rc != 0 {
+		t.Fatalf("subscriber: CONNACK %#x", rc)
+	}
+	got := make(chan string, 100)
+	sub.AddOnPublishReceived(func(pr paho.PublishReceived) (bool, error) {
+		got <- string(pr.Packet.Payload)
+		return true, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "live/x", QoS: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	pub, rc := mqttConnect(t, p.MQTTAddr, "app@slow", "app-secret", "live-pub", true, 0)
+	if rc != 0 {
+		t.Fatalf("publisher: CONNACK %#x", rc)
+	}
+	const sent = 30
+	start := time.Now()
+	for i := range sent {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "live/x", QoS: 0, Payload: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropped := func() float64 {
+		return ie.metric("throng_router_messages_dropped_total", "tenant", "slow", "reason", "rate_out")
+	}
+	received := 0
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		for {
+			select {
+			case <-got:
+				received++
+				continue
+			default:
+			}
+			break
+		}
+		return received+int(dropped()) == sent
+	})
+	if limit := 5 + int(time.Since(start).Seconds()*5) + 1; received == 0 || received > limit {
+		t.Fatalf("live QoS 0: %d of %d delivered within %s at 5/s (at most %d)", received, sent, time.Since(start), limit)
+	}
+
+	// Stored: slowed down, all delivered in order.
+	s := e.amqpSession("app@slow")
+	snd, err := s.NewSender(ctx10(t), "q", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := range 15 {
+		want = append(want, "stored-"+strconv.Itoa(i))
+		if err := amqpSend(t, snd, want[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := dropped()
+	start = time.Now()
+	drain(t, s, want)
+	if took := time.Since(start); took < 1500*time.Millisecond {
+		t.Fatalf("15 stored messages delivered in %s at 5/s (burst 5): not slowed down", took)
+	}
+	if after := dropped(); after != before {
+		t.Fatalf("stored deliveries dropped: %v", after-before)
 	}
 }
