@@ -50,6 +50,7 @@ Usage:
   throng address purge|peek|move NAME [--tenant T]           a queue's messages: remove, look at, move
   throng connection list|get|close [--tenant T]              live connections
   throng user    create|list|delete ... [--tenant T]         manage users
+  throng bridge  create|list|get|delete ... [--tenant T]     manage bridges to other brokers
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
   throng credential set|list --tenant T --device D           manage a device's credentials
   throng status                                              show a node's status
@@ -116,6 +117,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.address(ctx, rest)
 	case "user", "users":
 		err = c.user(ctx, rest)
+	case "bridge", "bridges":
+		err = c.bridge(ctx, rest)
 	case "connection", "connections":
 		err = c.connection(ctx, rest)
 	case "device", "devices":

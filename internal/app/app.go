@@ -115,6 +115,7 @@ type App struct {
 	closing  bool                    // Shutdown has begun; start stops where it is
 	fronts   []*runningFront         // protocol front-ends, in start order
 	lns      map[string]net.Listener // bound protocol listeners by setting name
+	bridges  bridgeSet               // bridges.go
 	guard    *guard.Guard            // admits new connections on every listener (frontends.go)
 	obs      *observer               // connection registry and sampler (observe.go)
 }
@@ -294,6 +295,9 @@ func (a *App) start(ctx context.Context) error {
 	}
 	a.startObserver(rt)
 
+	if err := a.startBridges(ctx); err != nil { // bridges.go
+		return err
+	}
 	if err := a.bootstrapAdmin(ctx); err != nil {
 		return err
 	}
@@ -501,7 +505,7 @@ func (a *App) startAdmin() error {
 	h, err := admin.New(admin.Config{
 		Console:    cons,
 		Router:     a.router,
-		Store:      a.store,
+		Store:      a.adminStore(), // tenants and bridges (bridges.go)
 		Registry:   a.devices,
 		Auth:       a.authn,
 		Gatherer:   a.registry,
@@ -640,6 +644,7 @@ func (a *App) Shutdown(ctx context.Context) {
 				_ = srv.Close()
 			}
 		}
+		a.stopBridges() // they use the router (bridges.go)
 		// 3: router.
 		if rt != nil {
 			rt.Close()

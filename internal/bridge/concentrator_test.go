@@ -19,6 +19,8 @@ func TestBridges(t *testing.T) {
 	p := testkit.Start(t)
 	api(t, p, "POST", "/api/tenants/default/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
 	t.Run("MosquittoConcentrator", func(t *testing.T) { testConcentrator(t, p) })
+	t.Run("MQTTBridgeToMosquitto", func(t *testing.T) { testMQTTBridge(t, p) })
+	t.Run("APIErrors", func(t *testing.T) { testAPIErrors(t, p) })
 }
 
 // mosquitto as a concentrator (docs/bridges.md): devices publish to a

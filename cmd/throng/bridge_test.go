@@ -1,0 +1,44 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/throngmq/throng/internal/testkit"
+)
+
+// throng bridge create|list|get|delete against a platform (the remote is
+// not running: the bridge shows as connecting, with its last error).
+func TestCLIBridges(t *testing.T) {
+	p := testkit.Start(t)
+	env := platformEnv(p)
+
+	r := mustCLI(t, env, 0, "bridge", "create", "cloud", "--url", "mqtt://127.0.0.1:1", "--direction", "both",
+		"--map", "sensors/#", "--map", "cmd/#,,site1/", "--username", "u", "--remote-password", "secret", "--overflow", "drop-oldest")
+	if !strings.Contains(r.stdout, "bridge cloud created") {
+		t.Fatalf("stdout: %s", r.stdout)
+	}
+	rows := columns(t, mustCLI(t, env, 0, "bridge", "list").stdout)
+	if len(rows) != 1 || rows[0][0] != "cloud" || rows[0][1] != "mqtt" || rows[0][2] != "both" || rows[0][4] != "connecting" {
+		t.Fatalf("rows %q", rows)
+	}
+	get := mustCLI(t, env, 0, "bridge", "get", "cloud").stdout
+	for _, want := range []string{"sensors/#", "cmd/# → site1/cmd/#", "drop-oldest", "connecting"} {
+		if !strings.Contains(get, want) {
+			t.Fatalf("get lacks %q:\n%s", want, get)
+		}
+	}
+	if j := mustCLI(t, env, 0, "bridge", "get", "cloud", "-o", "json").stdout; strings.Contains(j, "secret") || !strings.Contains(j, "********") {
+		t.Fatalf("json shows the password or no mask:\n%s", j)
+	}
+	if r := mustCLI(t, env, 1, "bridge", "create", "cloud", "--url", "mqtt://127.0.0.1:1", "--map", "x"); !strings.Contains(r.stderr, "exists") {
+		t.Fatalf("stderr: %s", r.stderr)
+	}
+	if r := mustCLI(t, env, 1, "bridge", "create", "bad", "--url", "ftp://x", "--map", "x"); !strings.Contains(r.stderr, "scheme") {
+		t.Fatalf("stderr: %s", r.stderr)
+	}
+	mustCLI(t, env, 0, "bridge", "delete", "cloud")
+	if r := mustCLI(t, env, 1, "bridge", "get", "cloud"); !strings.Contains(r.stderr, "404") {
+		t.Fatalf("stderr: %s", r.stderr)
+	}
+}
