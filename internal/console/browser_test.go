@@ -485,7 +485,7 @@ func TestConsoleScreenshots(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 		defer cancel()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG (below: JPEG)
 		if err != nil {
 			t.Fatal(err)
 		}
