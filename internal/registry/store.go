@@ -123,9 +123,22 @@ type storedCredentials struct {
 // tenant's index.
 var purgeMarker = []byte("purged")
 
+// Option adjusts Open.
+type Option func(*openOptions)
+
+type openOptions struct{ replicas int }
+
+// WithReplicas sets the replica count of the buckets (engine.Replicas;
+// default 1).
+func WithReplicas(n int) Option { return func(o *openOptions) { o.replicas = n } }
+
 // Open creates the buckets if needed and loads the indexes. nc must be a
 // connection to the engine's system account. The log may be nil.
-func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger) (*Store, error) {
+func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger, opts ...Option) (*Store, error) {
+	oo := openOptions{replicas: 1}
+	for _, o := range opts {
+		o(&oo)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -148,11 +161,18 @@ func Open(ctx context.Context, nc *nats.Conn, tenants Tenants, log *slog.Logger)
 		name string
 		kv   *jetstream.KeyValue
 	}{{bucketDevices, &s.devs}, {bucketCredentials, &s.creds}, {bucketAuthIDs, &s.authIDs}} {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:  b.name,
-			History: 1,
-			Storage: jetstream.FileStorage,
-		})
+		// An existing bucket is used as it is: in a cluster an update
+		// needs every replica's node, and a node restarting while
+		// another is down must still start.
+		kv, err := js.KeyValue(ctx, b.name)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:   b.name,
+				History:  1,
+				Storage:  jetstream.FileStorage,
+				Replicas: oo.replicas,
+			})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("registry: bucket %s: %w", b.name, err)
 		}

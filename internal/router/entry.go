@@ -196,7 +196,7 @@ func (p *progressStore) ensure(ts *tenantState) (jetstream.Stream, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	s, err := ts.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s, err := ts.createOrUpdate(ctx, (jetstream.StreamConfig{
 		Name:              progressStream,
 		Subjects:          []string{"p.>"},
 		Storage:           jetstream.FileStorage,
@@ -205,7 +205,7 @@ func (p *progressStore) ensure(ts *tenantState) (jetstream.Stream, error) {
 		Discard:           jetstream.DiscardOld,
 		AllowDirect:       true,
 		Description:       "which messages of partly settled entries were consumed",
-	})
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("router: progress stream: %w", err)
 	}

@@ -73,6 +73,7 @@ type feed struct {
 	again       bool                // work arrived while running; guarded by mu
 	open        map[*entry]struct{} // entries not settled in full; guarded by mu
 	keepArmed   bool                // guarded by mu
+	expiryArmed bool                // pullexpiry.go; guarded by mu
 	idleArmed   bool                // guarded by mu
 	lastGive    time.Time           // when a message was last given; guarded by mu
 	closed      bool                // guarded by mu
@@ -102,8 +103,9 @@ type partKey struct {
 
 // pullReq is a pull request in flight.
 type pullReq struct {
-	id  string
-	due int // entries still to come
+	id   string
+	due  int       // entries still to come
+	sent time.Time // a long poll not answered by sent+pullExpiry+pullGrace is dropped (pullexpiry.go)
 }
 
 // pullRequest is JetStream's "next messages" request.
@@ -731,8 +733,9 @@ func (f *feed) requestLocked(n int, noWait bool) string {
 	if err := f.ts.nc.PublishRequest(subj, f.inbox+"."+id, body); err != nil {
 		return ""
 	}
-	f.reqs = append(f.reqs, pullReq{id: id, due: n})
+	f.reqs = append(f.reqs, pullReq{id: id, due: n, sent: time.Now()})
 	f.outstanding += n
+	f.armExpiryLocked()
 	return id
 }
 
@@ -762,9 +765,13 @@ func (f *feed) onPulled(msg *nats.Msg) {
 			}
 		}
 		if status == "409" && !f.hasDrainerLocked() {
-			// The consumer is gone or at a limit: asking again at once
-			// would spin; the next credit or drain asks again.
+			// The consumer is gone or at a limit, or its leader changed
+			// (a cluster node failed): asking again at once would spin;
+			// the next credit or drain asks again, and a second from now
+			// in any case, since consumers waiting with their credit
+			// given would never ask (pullexpiry.go).
 			f.mu.Unlock()
+			time.AfterFunc(time.Second, f.run)
 			return
 		}
 		f.mu.Unlock()

@@ -154,7 +154,7 @@ func (r *Router) ensureLarge(ctx context.Context, ts *tenantState) error {
 	if ok {
 		return nil
 	}
-	_, err := ts.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := ts.createOrUpdate(ctx, (jetstream.StreamConfig{
 		Name:        largeStream,
 		Subjects:    []string{"lg.>"},
 		Storage:     jetstream.FileStorage,
@@ -163,7 +163,7 @@ func (r *Router) ensureLarge(ctx context.Context, ts *tenantState) error {
 		AllowDirect: true,
 		AllowMsgTTL: true,
 		Description: "chunks of large messages",
-	})
+	}))
 	if err != nil {
 		return fmt.Errorf("router: chunk stream: %w", err)
 	}

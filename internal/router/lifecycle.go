@@ -155,7 +155,7 @@ func (r *Router) UpdateAddress(ctx context.Context, tenantName string, a *addres
 					return fmt.Errorf("%w: address %q holds %d bytes, more than maxBytes %d would allow; consume some first", tenant.ErrConflict, a.Name, st.State.Bytes, l.MaxBytes)
 				}
 			}
-			if _, err := ts.js.UpdateStream(ctx, streamConfig(a)); err != nil {
+			if _, err := ts.js.UpdateStream(ctx, ts.replicated(streamConfig(a))); err != nil {
 				return fmt.Errorf("router: update stream of %q: %w", a.Name, err)
 			}
 		}

@@ -324,6 +324,12 @@ func (ts *tenantState) sendEntry(subject, name string, data []byte, hdr nats.Hea
 			return
 		}
 		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+			if ts.replicas > 1 {
+				// In a cluster: the stream has no leader for the moment
+				// (its node failed, an election is on); worth a retry.
+				done(Outcome{}, fmt.Errorf("%w: no leader for the stream of %q yet", ErrTimeout, name))
+				return
+			}
 			done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, name))
 			return
 		}

@@ -31,7 +31,7 @@ func (r *Router) ensureRetained(ctx context.Context, ts *tenantState) error {
 	if ok {
 		return nil
 	}
-	_, err := ts.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	_, err := ts.createOrUpdate(ctx, (jetstream.StreamConfig{
 		Name:              retainedStream,
 		Subjects:          []string{"r.>"},
 		Storage:           jetstream.FileStorage,
@@ -41,7 +41,7 @@ func (r *Router) ensureRetained(ctx context.Context, ts *tenantState) error {
 		AllowMsgTTL:       true,
 		AllowRollup:       true,
 		Description:       "retained messages, one per name",
-	})
+	}))
 	if err != nil {
 		return fmt.Errorf("router: retained stream: %w", err)
 	}

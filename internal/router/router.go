@@ -141,7 +141,10 @@ type tenantState struct {
 	pubMux *replyMux
 	index  liveIndex  // this node's live consumers by t.-subject filter (local.go)
 	peers  func() int // nodes exchanging live messages in the account, this one included
-	leave  func()
+	// replicas of the streams and buckets created in the account
+	// (engine.Replicas; replicas.go)
+	replicas int
+	leave    func()
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 
@@ -333,6 +336,7 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		feeds:     map[string]*feed{},
 	}
 	ts.peers, ts.leave = r.eng.JoinPeers(acc)
+	ts.replicas = r.eng.Replicas()
 	r.tenants[name] = ts
 	return ts, nil
 }
@@ -514,7 +518,7 @@ func (r *Router) ensureStream(ctx context.Context, ts *tenantState, a *address.A
 	if ok {
 		return name, nil
 	}
-	if _, err := ts.js.CreateOrUpdateStream(ctx, streamConfig(a)); err != nil {
+	if _, err := ts.createOrUpdate(ctx, streamConfig(a)); err != nil {
 		return "", fmt.Errorf("router: stream for %q: %w", a.Name, err)
 	}
 	if a.Type == address.Queue {
@@ -556,7 +560,7 @@ func (r *Router) ensureTopicSpace(ctx context.Context, ts *tenantState) error {
 	if r.cfg.TopicSpaceMaxBytes > 0 {
 		sc.MaxBytes = r.cfg.TopicSpaceMaxBytes
 	}
-	if _, err := ts.js.CreateOrUpdateStream(ctx, sc); err != nil {
+	if _, err := ts.createOrUpdate(ctx, sc); err != nil {
 		return fmt.Errorf("router: topic space: %w", err)
 	}
 	ts.mu.Lock()

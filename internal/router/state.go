@@ -32,12 +32,16 @@ func (r *Router) StateBucket(ctx context.Context, tenantName, name string, creat
 	bucket := "state_" + name
 	var kv jetstream.KeyValue
 	if create {
-		kv, err = ts.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:      bucket,
-			Description: "front-end state " + name,
-			History:     1,
-			Storage:     jetstream.FileStorage,
-		})
+		// An existing bucket as it is (replicas.go: createOrUpdate).
+		if kv, err = ts.js.KeyValue(ctx, bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = ts.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:      bucket,
+				Description: "front-end state " + name,
+				History:     1,
+				Storage:     jetstream.FileStorage,
+				Replicas:    ts.replicas, // replicas.go
+			})
+		}
 	} else {
 		kv, err = ts.js.KeyValue(ctx, bucket)
 		if errors.Is(err, jetstream.ErrBucketNotFound) {

@@ -47,9 +47,22 @@ type Store struct {
 	onTenant []func(name string)                                     // guarded by mu
 }
 
+// Option adjusts Open.
+type Option func(*openOptions)
+
+type openOptions struct{ replicas int }
+
+// WithReplicas sets the replica count of the buckets (engine.Replicas;
+// default 1).
+func WithReplicas(n int) Option { return func(o *openOptions) { o.replicas = n } }
+
 // Open creates the buckets if needed, loads their contents and starts
 // watching them. nc must be a connection to the system account.
-func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) {
+func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger, opts ...Option) (*Store, error) {
+	oo := openOptions{replicas: 1}
+	for _, o := range opts {
+		o(&oo)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -66,11 +79,18 @@ func Open(ctx context.Context, nc *nats.Conn, log *slog.Logger) (*Store, error) 
 		name string
 		kv   *jetstream.KeyValue
 	}{{bucketTenants, &s.tenants}, {bucketUsers, &s.users}, {bucketAddresses, &s.addrs}, {bucketPlans, &s.plans}} {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:  b.name,
-			History: 1,
-			Storage: jetstream.FileStorage,
-		})
+		// An existing bucket is used as it is: in a cluster an update
+		// needs every replica's node, and a node restarting while
+		// another is down must still start.
+		kv, err := js.KeyValue(ctx, b.name)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:   b.name,
+				History:  1,
+				Storage:  jetstream.FileStorage,
+				Replicas: oo.replicas,
+			})
+		}
 		if err != nil {
 			return nil, fmt.Errorf("tenant store: bucket %s: %w", b.name, err)
 		}
