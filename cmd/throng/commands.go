@@ -554,5 +554,6 @@ func (c *cli) status(ctx context.Context, args []string) error {
 		{"version", st.Version}, {"ready", ready}, {"uptime", st.Uptime},
 		{"tenants", fmt.Sprint(st.Tenants)}, {"addresses", fmt.Sprint(st.Addresses)}, {"users", fmt.Sprint(st.Users)},
 	})
+	printCluster(c.stdout, st.Cluster) // cluster_status.go
 	return nil
 }

@@ -73,7 +73,9 @@ type Config struct {
 	Registerer prometheus.Registerer
 	// Ready reports whether the platform is ready (for /readyz); nil
 	// means always.
-	Ready   func() bool
+	Ready func() bool
+	// Cluster reports the cluster for GET /api/status; nil leaves it out.
+	Cluster func() *ClusterStatus
 	Version string
 	Logger  *slog.Logger
 	// SetPassword stores a new user's password (bcrypt hash and SCRAM
@@ -379,6 +381,8 @@ type Status struct {
 	Tenants   int       `json:"tenants"`
 	Addresses int       `json:"addresses"`
 	Users     int       `json:"users"`
+	// Cluster: the nodes and routes (cluster.go).
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 }
 
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
@@ -392,6 +396,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		st.Tenants++
 		st.Addresses += len(s.cfg.Store.Addresses(t.Name))
 		st.Users += len(s.cfg.Store.Users(t.Name))
+	}
+	if s.cfg.Cluster != nil {
+		st.Cluster = s.cfg.Cluster()
 	}
 	writeJSON(w, http.StatusOK, st)
 }

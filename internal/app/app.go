@@ -118,6 +118,7 @@ type App struct {
 	bridges  bridgeSet               // bridges.go
 	guard    *guard.Guard            // admits new connections on every listener (frontends.go)
 	obs      *observer               // connection registry and sampler (observe.go)
+	engReady readyCache              // the engine's readiness, for /readyz (cluster.go)
 }
 
 // Option adjusts an App.
@@ -245,6 +246,7 @@ func (a *App) start(ctx context.Context) error {
 		Logger:     slog.New(newEngineLogFilter(a.log.Handler())), // no banner (enginelog.go)
 
 		DiskFreeLimit: int64(cfg.Engine.DiskFreeLimit),
+		Cluster:       a.engineCluster(), // nil: a single node (cluster.go)
 	})
 	if err != nil {
 		return err
@@ -262,7 +264,9 @@ func (a *App) start(ctx context.Context) error {
 		nc.Close()
 		return errors.New("app: shut down during start")
 	}
-	store, err := tenant.Open(ctx, nc, a.log.With("component", "tenant"))
+	store, err := retryInCluster(ctx, a, "tenant store", func(ctx context.Context) (*tenant.Store, error) {
+		return tenant.Open(ctx, nc, a.log.With("component", "tenant"), tenant.WithReplicas(eng.Replicas()))
+	})
 	if err != nil {
 		return fmt.Errorf("app: tenant store: %w", err)
 	}
@@ -270,7 +274,10 @@ func (a *App) start(ctx context.Context) error {
 		store.Close()
 		return errors.New("app: shut down during start")
 	}
-	devices, err := registry.Open(ctx, nc, store, a.log.With("component", "registry"))
+	a.followTenants(eng, store)
+	devices, err := retryInCluster(ctx, a, "device registry", func(ctx context.Context) (*registry.Store, error) {
+		return registry.Open(ctx, nc, store, a.log.With("component", "registry"), registry.WithReplicas(eng.Replicas()))
+	})
 	if err != nil {
 		return fmt.Errorf("app: device registry: %w", err)
 	}
@@ -511,6 +518,7 @@ func (a *App) startAdmin() error {
 		Gatherer:   a.registry,
 		Registerer: a.registry,
 		Ready:      a.isReady,
+		Cluster:    a.clusterStatus,
 		Version:    BuildVersion(),
 		Logger:     a.log,
 		Observe:    a.obs.adminConfig(),
@@ -556,8 +564,9 @@ func (a *App) isReady() bool {
 		default:
 		}
 		a.mu.Lock()
-		defer a.mu.Unlock()
-		return !a.closing
+		closing := a.closing
+		a.mu.Unlock()
+		return !closing && a.engineReady()
 	default:
 		return false
 	}
