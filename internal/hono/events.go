@@ -92,7 +92,9 @@ func (s *Service) ConnectionEventsMode(tenantName, adapter string) string {
 // the tenant's defaults and max-ttl, as for any event (Hono applies the
 // tenant's defaults, not the device's, to it).
 func (s *Service) ConnectionEvent(ctx context.Context, p *auth.Principal, adapter, remote string, connected bool) {
-	if p == nil || !p.IsDevice() {
+	if p == nil || !p.IsDevice() || IsUnauthenticated(p) {
+		// Hono: only authenticated devices cause events (an
+		// unauthenticated connection names no device).
 		return
 	}
 	cause := "disconnected"

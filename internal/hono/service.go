@@ -111,6 +111,12 @@ func (s *Service) Upstream(ctx context.Context, p *auth.Principal, req UpstreamR
 	if err != nil {
 		return nil, err
 	}
+	if IsUnauthenticated(p) {
+		// The topic names the device (unauth.go): it publishes as itself.
+		if p, err = s.unauthenticated(ctx, p, req.Adapter, pt.Tenant, pt.Device); err != nil {
+			return nil, err
+		}
+	}
 	dev, err := s.target(ctx, p, pt.Tenant, pt.Device)
 	if err != nil {
 		return nil, err
@@ -269,6 +275,13 @@ func (s *Service) Subscribe(ctx context.Context, p *auth.Principal, filter strin
 	}
 	if !p.IsDevice() {
 		return nil, fmt.Errorf("%w: not a device", ErrNotAuthorized)
+	}
+	if IsUnauthenticated(p) {
+		// command/T/<device>/req/# only (unauth.go); MQTT is the only
+		// adapter with unauthenticated subscriptions.
+		if p, err = s.unauthenticated(ctx, p, auth.AdapterMQTT, f.Tenant, f.Device); err != nil {
+			return nil, err
+		}
 	}
 	if f.Tenant != "" && f.Tenant != "+" && f.Tenant != p.Tenant {
 		return nil, fmt.Errorf("%w: tenant %q is not the device's", ErrNotAuthorized, f.Tenant)

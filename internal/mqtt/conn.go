@@ -770,11 +770,18 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		if err != nil {
 			return c.refuseAuth(v, string(pk.Connect.Username), err)
 		}
-	case s.cfg.AllowAnonymous && c.ip != nil && c.ip.IsLoopback():
-		p = s.anonymous // shared: anonymous permissions do not name ${client_id}
 	default:
-		c.auditRefused("", "anonymous_refused", nil)
-		return c.refuse(v, rcNotAuthorized, "anonymous access not allowed", "not_authorized")
+		// Hono's unauthenticated devices where a tenant waives device
+		// authentication (hono.go: every topic names the tenant and the
+		// device; the tenant's explicit choice wins over the node's
+		// default), else anonymous access from loopback if allowed.
+		if p = s.unauthenticatedDevices(); p == nil && s.cfg.AllowAnonymous && c.ip != nil && c.ip.IsLoopback() {
+			p = s.anonymous // shared: anonymous permissions do not name ${client_id}
+		}
+		if p == nil {
+			c.auditRefused("", "anonymous_refused", nil)
+			return c.refuse(v, rcNotAuthorized, "anonymous access not allowed", "not_authorized")
+		}
 	}
 	c.tenant = p.Tenant
 	c.principal = p

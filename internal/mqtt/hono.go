@@ -65,6 +65,7 @@ type deviceErr struct {
 	device string // the device the publish was for
 	corr   string // the bag's correlation-id, else the packet id, else "-1"
 	mode   string // the bag's on-error: "disconnect", "ignore", "skip-ack", else "" (default)
+	tenant string // the tenant level of the topic, if any
 }
 
 // Hono's on-error values (MQTT adapter user guide, "Error Handling").
@@ -125,7 +126,7 @@ func (c *conn) deviceErrContext(topic string, qos byte, id uint16) deviceErr {
 		de.corr = strconv.Itoa(int(id))
 	}
 	if pt, err := hono.ParsePublish(topic); err == nil {
-		de.kind = pt.Kind
+		de.kind, de.tenant = pt.Kind, pt.Tenant
 		if pt.Device != "" {
 			de.device = pt.Device
 		}
@@ -164,6 +165,9 @@ func (c *conn) deviceError(de deviceErr, status int, text string) bool {
 		return false
 	}
 	topic, ok := ef.ErrorTopic(c.tenant, c.principal.Device, de.device, de.kind, de.corr, status)
+	if ok && hono.IsUnauthenticated(c.principal) && de.tenant != ef.Tenant {
+		ok = false // about another tenant's device
+	}
 	if !ok {
 		return false
 	}
@@ -214,7 +218,13 @@ func (c *conn) subscribeDevice(ctx context.Context, sub *subscription) (byte, er
 	if ef, err := hono.ParseErrorFilter(sub.Filter); err == nil {
 		// Hono's error topic (QoS 0): failed publishes are reported here
 		// (deviceError) instead of closing the connection.
-		if (ef.Tenant != "" && ef.Tenant != "+" && ef.Tenant != c.tenant) ||
+		if hono.IsUnauthenticated(c.principal) {
+			// error/T/<device>/# only: the tenant waives
+			// authentication, the device is registered.
+			if err := h.CheckUnauthenticated(ctx, c.principal, auth.AdapterMQTT, ef.Tenant, ef.Device); err != nil {
+				return 0, honoReason(err, rcTopicFilterInvalid)
+			}
+		} else if (ef.Tenant != "" && ef.Tenant != "+" && ef.Tenant != c.tenant) ||
 			(ef.Device != "" && ef.Device != "+" && ef.Device != c.principal.Device && h.AuthorizeGateway(ctx, c.tenant, c.principal.Device, ef.Device) != nil) {
 			return 0, reason(rcNotAuthorized, "not authorized", nil)
 		}
@@ -316,4 +326,27 @@ func (c *conn) deviceGone(subs []*subscription) {
 		}
 		h.ConnectionEvent(ctx, c.principal, auth.AdapterMQTT, c.clientID, false)
 	}()
+}
+
+// unauthenticatedDevices is the principal of a device connection
+// without credentials (hono.Unauthenticated), bound to the one tenant
+// whose hono-mqtt adapter entry has "device-authentication-required":
+// false (docs/hono.md, "Unauthenticated devices"); nil if no tenant, or
+// several, waive authentication (the connection could not be told which
+// one's: its client id, limits and metrics are a tenant's), and the
+// connection is refused as any anonymous one.
+func (s *Server) unauthenticatedDevices() *auth.Principal {
+	if s.cfg.Hono == nil || s.cfg.Store == nil {
+		return nil
+	}
+	name, n := "", 0
+	for _, t := range s.cfg.Store.Tenants() {
+		if hono.AllowsUnauthenticated(t, auth.AdapterMQTT) {
+			name, n = t.Name, n+1
+		}
+	}
+	if n != 1 {
+		return nil
+	}
+	return hono.Unauthenticated(name)
 }

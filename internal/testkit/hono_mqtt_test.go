@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -338,5 +339,215 @@ func TestHonoRetain(t *testing.T) {
 	case p := <-got:
 		t.Fatalf("a retained message %q reached a device", p.Topic)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// pahoAnonymous connects an MQTT 5 device without credentials.
+func (e *honoEnv) pahoAnonymous(id string) (*paho.Client, chan *paho.Publish, byte) {
+	e.t.Helper()
+	nc, err := net.Dial("tcp", e.MQTTAddr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ch := make(chan *paho.Publish, 16)
+	c := paho.NewClient(paho.ClientConfig{Conn: nc, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(pr paho.PublishReceived) (bool, error) { ch <- pr.Packet; return true, nil }}})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30})
+	if ack == nil {
+		e.t.Fatalf("connect: no CONNACK: %v", err)
+	}
+	if ack.ReasonCode == 0 {
+		e.t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	}
+	return c, ch, ack.ReasonCode
+}
+
+// TestHonoUnauthenticatedMQTT checks Hono's unauthenticated MQTT
+// devices: a tenant whose hono-mqtt adapter entry says
+// "device-authentication-required": false lets devices connect without
+// credentials and publish, subscribe and answer commands on topics that
+// name the tenant and the device (Hono's MQTT adapter user guide,
+// "(unauthenticated Device)" sections), each checked against the
+// registry; mosquitto_pub and paho.golang as devices, go-amqp as the
+// application.
+func TestHonoUnauthenticatedMQTT(t *testing.T) {
+	e := startHono(t)
+	e.v1("POST", "/v1/tenants/open", map[string]any{
+		"adapters": []any{map[string]any{"type": "hono-mqtt", "enabled": true, "device-authentication-required": false}},
+		"ext":      map[string]any{"connection-events": "events"}}, 201)
+	e.v1("POST", "/v1/devices/open/open1", map[string]any{}, 201)
+	e.v1("POST", "/v1/devices/open/off", map[string]any{"enabled": false}, 201)
+	admin := e.app("", "")
+	tel, err := e.receiver(admin, "telemetry/open", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := e.receiver(admin, "event/open", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accept := func(r *goamqp.Receiver) *goamqp.Message {
+		t.Helper()
+		m := receive(t, r)
+		_ = r.AcceptMessage(context.Background(), m)
+		return m
+	}
+
+	// Hono's examples: mosquitto_pub -t t/DEFAULT_TENANT/4711 (QoS 0),
+	// and an event with its TTL. (The MQTT server sees the new tenant
+	// once the tenant store's watch delivered it: until then the
+	// connection is anonymous, in the default tenant's topic space.)
+	var m *goamqp.Message
+	for i := 0; m == nil; i++ {
+		out := e.mosqPub("-t", "t/open/open1", "-m", `{"temp": 5}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		m, _ = tel.Receive(ctx, nil)
+		cancel()
+		if i == 30 {
+			t.Fatalf("no telemetry from mosquitto_pub:\n%s", out)
+		}
+	}
+	_ = tel.AcceptMessage(context.Background(), m)
+	if string(m.GetData()) != `{"temp": 5}` {
+		t.Fatalf("telemetry %q", m.GetData())
+	}
+	wantProps(t, m, map[string]any{"device_id": "open1", "tenant_id": "open", "orig_adapter": "hono-mqtt",
+		"orig_address": "t/open/open1", "qos": int32(0)})
+	if _, ok := m.ApplicationProperties["gateway_id"]; ok {
+		t.Fatalf("gateway_id on an unauthenticated device's message: %v", m.ApplicationProperties)
+	}
+	if out := e.mosqPub("-q", "1", "-t", "e/open/open1/?hono-ttl=15", "-m", `{"alarm": 1}`); !strings.Contains(out, "received PUBACK") {
+		t.Fatalf("mosquitto_pub event:\n%s", out)
+	}
+	// No connection event for an unauthenticated device (Hono sends
+	// them for authenticated devices only), although the tenant wants
+	// them: the event is the first message.
+	m = accept(events)
+	if string(m.GetData()) != `{"alarm": 1}` || m.Header == nil || m.Header.TTL > 15*time.Second || m.Header.TTL < 5*time.Second {
+		t.Fatalf("event %q header %+v %+v", m.GetData(), m.Header, m.Properties)
+	}
+	wantProps(t, m, map[string]any{"device_id": "open1", "tenant_id": "open"})
+
+	// MQTT 5 (paho.golang): refusals, each on a connection that goes on.
+	dev, got, rc := e.pahoAnonymous("anon-1")
+	if rc != 0 {
+		t.Fatalf("CONNACK %#x", rc)
+	}
+	for _, tc := range []struct {
+		topic string
+		rc    byte
+	}{
+		{"t", 0x90}, // no tenant and device: malformed
+		{"telemetry//open1", 0x90},
+		{"t/open/nobody", 0x87}, // unknown
+		{"t/open/off", 0x87},    // disabled
+		{"t/iot/dev1", 0x87},    // a tenant that requires authentication
+	} {
+		if pr := publish(t, dev, tc.topic, 1, "x"); pr == nil || pr.ReasonCode != tc.rc {
+			t.Fatalf("%s: PUBACK %+v, want %#x", tc.topic, pr, tc.rc)
+		}
+	}
+	publish(t, dev, "telemetry/open/open1", 0, "paho")
+	if m := accept(tel); string(m.GetData()) != "paho" {
+		t.Fatalf("telemetry %q", m.GetData())
+	}
+	for _, f := range []string{"command///req/#", "command/open//req/#", "command/open/+/req/#", "command/iot/dev1/req/#", "error///#"} {
+		if rc := subscribe(t, dev, f, 1); rc < 0x80 {
+			t.Fatalf("SUBSCRIBE %s: %#x, want a refusal", f, rc)
+		}
+	}
+
+	// Commands: command/T/<device>/req/#, ttd -1 for that device, the
+	// response on command/T/<device>/res/<req-id>/<status>.
+	if rc := subscribe(t, dev, "command/open/open1/req/#", 1); rc != 1 {
+		t.Fatalf("SUBACK %#x", rc)
+	}
+	n := accept(events)
+	if n.Properties == nil || n.Properties.ContentType == nil || *n.Properties.ContentType != "application/vnd.eclipse-hono-empty-notification" {
+		t.Fatalf("notification %+v", n.Properties)
+	}
+	wantProps(t, n, map[string]any{"device_id": "open1", "tenant_id": "open", "ttd": int32(-1)})
+	responses, err := e.receiver(admin, "command_response/open/app-1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := e.sender(admin, "command/open")
+	stc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		to, name, reply := "command/open/open1", "setBrightness", "command_response/open/app-1"
+		m := goamqp.NewMessage([]byte(`{"brightness":79}`))
+		m.Properties = &goamqp.MessageProperties{To: &to, Subject: &name, ReplyTo: &reply, CorrelationID: "corr-1"}
+		stc <- cmd.Send(ctx, m, nil)
+	}()
+	var p *paho.Publish
+	select {
+	case p = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no command")
+	}
+	pre := "command/open/open1/req/"
+	if !strings.HasPrefix(p.Topic, pre) || !strings.HasSuffix(p.Topic, "/setBrightness") {
+		t.Fatalf("command on %q", p.Topic)
+	}
+	if err := <-stc; err != nil {
+		t.Fatalf("command: %v", err)
+	}
+	reqID := strings.TrimSuffix(strings.TrimPrefix(p.Topic, pre), "/setBrightness")
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, _ = dev.Publish(ctx, &paho.Publish{Topic: "command/open/open1/res/" + reqID + "/200", QoS: 1, Payload: []byte(`{"lumen":200}`)})
+	}()
+	resp := accept(responses)
+	if resp.Properties == nil || resp.Properties.CorrelationID != "corr-1" || string(resp.GetData()) != `{"lumen":200}` {
+		t.Fatalf("response %+v %q", resp.Properties, resp.GetData())
+	}
+	wantProps(t, resp, map[string]any{"device_id": "open1", "tenant_id": "open", "status": int32(200)})
+
+	// The error topic error/T/<device>/#.
+	if rc := subscribe(t, dev, "error/open/open1/#", 0); rc != 0 {
+		t.Fatalf("SUBACK %#x", rc)
+	}
+	if pr := publish(t, dev, "command/open/open1/res/%%%/200/?correlation-id=z", 1, "x"); pr == nil || pr.ReasonCode != 0 {
+		t.Fatalf("PUBACK %+v", pr)
+	}
+	expectErrorMessage(t, got, "error/open/open1/command-response/z/400", 400)
+
+	// The connection ends: ttd 0 for open1, no connection event.
+	_ = dev.Disconnect(&paho.Disconnect{})
+	n = accept(events)
+	wantProps(t, n, map[string]any{"device_id": "open1", "ttd": int32(0)})
+	if n.Properties == nil || n.Properties.ContentType == nil || *n.Properties.ContentType != "application/vnd.eclipse-hono-empty-notification" {
+		t.Fatalf("after the disconnect: %+v", n.Properties)
+	}
+
+	// A second tenant waiving authentication: a connection without
+	// credentials could not be told which one it belongs to, so it is
+	// what it was before: anonymous in the default tenant's topic space
+	// (the platform allows anonymous loopback clients), refused where
+	// anonymous access is off. Its "t/open/open1" is a topic there.
+	e.v1("POST", "/v1/tenants/open2", map[string]any{
+		"adapters": []any{map[string]any{"type": "hono-mqtt", "enabled": true, "device-authentication-required": false}}}, 201)
+	for i := 0; ; i++ {
+		c, _, rc := e.pahoAnonymous("anon-2")
+		if rc != 0 {
+			t.Fatalf("CONNACK %#x", rc)
+		}
+		publish(t, c, "t/open/open1", 0, "probe")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		m, err := tel.Receive(ctx, nil)
+		cancel()
+		_ = c.Disconnect(&paho.Disconnect{})
+		if err != nil {
+			break // not a device's telemetry
+		}
+		_ = tel.AcceptMessage(context.Background(), m)
+		if i == 20 {
+			t.Fatal("with two tenants waiving authentication, a connection without credentials is still a device")
+		}
 	}
 }
