@@ -81,7 +81,15 @@ var funcs = template.FuncMap{
 		}
 		return t.UTC().Format("2006-01-02 15:04:05Z")
 	},
-	"esc":      esc,
+	"esc": esc,
+	// stamp shows an RFC 3339 time of the API to the second.
+	"stamp": func(v string) string {
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			return v
+		}
+		return t.UTC().Format("2006-01-02 15:04:05Z") + " (" + time.Since(t).Truncate(time.Second).String() + " ago)"
+	},
 	"deref":    func(b *bool) bool { return b != nil && *b },
 	"addrPath": addrPath,
 	"join":     strings.Join,

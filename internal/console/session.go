@@ -209,6 +209,12 @@ func safeNext(n string) string {
 	return n
 }
 
+// sourceAuthenticator is an Authenticator that takes the login's source
+// address (*auth.Authenticator).
+type sourceAuthenticator interface {
+	AuthenticateFor(ctx context.Context, adapter, tenantName, user, password string) (*auth.Principal, error)
+}
+
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !sameOrigin(r) {
 		s.renderError(w, r, nil, http.StatusForbidden, "This form was sent from another site.")
@@ -225,7 +231,17 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		fail("Enter your user name and password.")
 		return
 	}
-	p, err := s.cfg.Auth.Authenticate(ten, user, password)
+	var p *auth.Principal
+	var err error
+	if af, ok := s.cfg.Auth.(sourceAuthenticator); ok {
+		// The source address counts in the login backoff, as for the API
+		// and every protocol (auth/backoff.go).
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		p, err = af.AuthenticateFor(auth.WithSourceAddr(ctx, r.RemoteAddr), "", ten, user, password)
+		cancel()
+	} else {
+		p, err = s.cfg.Auth.Authenticate(ten, user, password)
+	}
 	e := audit.Event{Protocol: audit.Admin, Remote: r.RemoteAddr, Tenant: ten, User: user, Mechanism: "console"}
 	if err != nil {
 		e.Kind, e.Reason = audit.LoginFailed, "bad_credentials"
