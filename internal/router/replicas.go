@@ -29,9 +29,9 @@ func (ts *tenantState) replicated(sc jetstream.StreamConfig) jetstream.StreamCon
 // account's replicas. A stream that exists with the same settings is
 // used as it is: in a cluster an update needs every replica's node, and
 // a node that merely starts using a stream must not fail because
-// another node is down. An update the engine refuses leaves the existing
-// stream in use (UpdateAddress, which applies limits an operator asked
-// for, updates strictly).
+// another node is down. In a cluster, an update the engine refuses
+// leaves the existing stream in use (UpdateAddress, which applies limits
+// an operator asked for, updates strictly).
 func (ts *tenantState) createOrUpdate(ctx context.Context, sc jetstream.StreamConfig) (jetstream.Stream, error) {
 	sc = ts.replicated(sc)
 	existing, lerr := ts.js.Stream(ctx, sc.Name)
@@ -39,8 +39,8 @@ func (ts *tenantState) createOrUpdate(ctx context.Context, sc jetstream.StreamCo
 		return existing, nil
 	}
 	s, err := ts.js.CreateOrUpdateStream(ctx, sc)
-	if err != nil && lerr == nil {
-		return existing, nil
+	if err != nil && lerr == nil && ts.replicas > 1 {
+		return existing, nil // a single node reports it, as it always did
 	}
 	return s, err
 }
