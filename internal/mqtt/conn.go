@@ -135,6 +135,10 @@ type connExtra struct {
 	// a little later (router progress records, entry acks), and a crash in
 	// between must not send them again under a new packet id.
 	recentRel []recentRel
+	// inTok are client→server QoS 2 ids whose routing is under way, or
+	// was when the session was stored, with the name their message is
+	// stored under (qos2in.go).
+	inTok map[uint16]string
 
 	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
 

@@ -209,6 +209,9 @@ func (c *conn) recordLocked() *sessionRecord {
 	for id := range c.inQoS2 {
 		rec.QoS2 = append(rec.QoS2, id)
 	}
+	for id, tok := range x.inTok {
+		rec.QoS2In = append(rec.QoS2In, inRef{ID: id, Tok: tok})
+	}
 	for id, om := range c.inflight {
 		switch {
 		case om.rel:
@@ -360,6 +363,16 @@ func (c *conn) restoreState(rec *sessionRecord) {
 		}
 		c.inQoS2[id] = struct{}{}
 		c.inFlightIn++
+	}
+	for _, in := range rec.QoS2In {
+		x := c.extraLocked()
+		if x.inTok == nil {
+			x.inTok = map[uint16]string{}
+		}
+		if _, dup := x.inTok[in.ID]; !dup {
+			x.inTok[in.ID] = in.Tok
+			c.inFlightIn++
+		}
 	}
 	relKeys := map[uint16]outKey{}
 	done := func(k outKey) {

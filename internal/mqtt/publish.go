@@ -202,11 +202,13 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 				return nil
 			}
 		}
-		if c.inFlightIn >= int(c.s.cfg.ReceiveMaximum) {
-			c.mu.Unlock()
-			return reason(rcReceiveMaxExceeded, "receive maximum exceeded", nil) // [MQTT-3.3.4-9]
+		if qos != 2 || !c.qos2PendingLocked(id) { // a resent id with a token is counted (qos2in.go)
+			if c.inFlightIn >= int(c.s.cfg.ReceiveMaximum) {
+				c.mu.Unlock()
+				return reason(rcReceiveMaxExceeded, "receive maximum exceeded", nil) // [MQTT-3.3.4-9]
+			}
+			c.inFlightIn++
 		}
-		c.inFlightIn++
 		// Acknowledgements go out in the order the PUBLISHes came in
 		// [MQTT-4.6.0-2], [MQTT-4.6.0-3].
 		slot = c.newAckSlotLocked()
@@ -346,27 +348,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			c.completeAck(slot, packets.Puback, id, rc, text)
 		})
 	case 2:
-		p.Publish(m, func(o router.Outcome, err error) {
-			rc, text := publishReason(o, err)
-			c.mu.Lock()
-			if rc < 0x80 {
-				if c.inQoS2 == nil {
-					c.inQoS2 = map[uint16]struct{}{}
-				}
-				c.inQoS2[id] = struct{}{}
-			} else {
-				c.inFlightIn--
-			}
-			c.mu.Unlock()
-			if rc >= 0x80 && c.version != 5 {
-				c.kick(rc, text)
-				return
-			}
-			// A persistent session stores the id before PUBREC goes out,
-			// so that a PUBLISH resent (DUP) after a restart or a crash of
-			// this node is recognised and not routed twice [MQTT-4.3.3-9].
-			c.persist(rc < 0x80, func() { c.completeAck(slot, packets.Pubrec, id, rc, text) })
-		})
+		c.publish2(p, m, id, slot) // qos2in.go
 	}
 	return nil
 }
@@ -376,6 +358,8 @@ func (c *conn) onPubrel(id uint16) {
 	_, ok := c.inQoS2[id]
 	if ok {
 		delete(c.inQoS2, id)
+	}
+	if ok = ok || c.pubrelPendingLocked(id); ok {
 		c.inFlightIn--
 	}
 	c.mu.Unlock()

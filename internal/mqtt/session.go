@@ -38,6 +38,9 @@ type sessionRecord struct {
 	// RelOut names the stored messages of Rel (those that were stored):
 	// the engine may not have heard of their settlement before a crash.
 	RelOut []outRef `json:"relOut,omitempty"`
+	// QoS2In are client→server QoS 2 ids not known to be routed, with
+	// the name their message is stored under (qos2in.go).
+	QoS2In []inRef `json:"qin,omitempty"`
 	// Done names stored messages whose QoS 2 exchange is over but whose
 	// settlement the engine may not have recorded (persist.go, doneRef).
 	Done         []doneRef `json:"done,omitempty"`

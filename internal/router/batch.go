@@ -60,8 +60,9 @@ type queueBatcher struct {
 type batchItem struct {
 	m     *message.Message
 	enc   []byte
-	alone bool // stored as its own entry: an expiry (the engine's TTL is per entry) or a message-count limit
-	limit int  // largest entry this message may be part of
+	alone bool   // stored as its own entry: an expiry (the engine's TTL is per entry) or a message-count limit
+	limit int    // largest entry this message may be part of
+	once  string // deduplication id (PublishOnce): alone
 	done  func(Outcome, error)
 }
 
@@ -73,12 +74,12 @@ func (ts *tenantState) batcher(subject string) *queueBatcher {
 	return b.(*queueBatcher)
 }
 
-func (b *queueBatcher) publish(p *Producer, m *message.Message, done func(Outcome, error)) {
+func (b *queueBatcher) publish(p *Producer, m *message.Message, once string, done func(Outcome, error)) {
 	m, done, ok := p.chunk(m, done) // large.go
 	if !ok {
 		return
 	}
-	it := batchItem{m: m, enc: m.Marshal(), limit: batchMaxBytes, done: done}
+	it := batchItem{m: m, enc: m.Marshal(), limit: batchMaxBytes, once: once, done: done}
 	l := p.tg.def.Limits
 	if l.MaxMessageSize > 0 {
 		// The stream's maximum message size applies to whole entries.
@@ -86,7 +87,7 @@ func (b *queueBatcher) publish(p *Producer, m *message.Message, done func(Outcom
 	}
 	// A chunk reference is alone too: its entry is removed (and its
 	// chunks purged) as a whole.
-	it.alone = !m.Expiry.IsZero() || l.MaxMessages > 0 || len(it.enc) > it.limit/2 || m.Large != nil
+	it.alone = !m.Expiry.IsZero() || l.MaxMessages > 0 || len(it.enc) > it.limit/2 || m.Large != nil || once != ""
 	b.mu.Lock()
 	for b.gone {
 		// Pruned since it was looked up: the tenant's current one.
@@ -155,7 +156,7 @@ func (b *queueBatcher) sendLocked(items []batchItem) error {
 	var data []byte
 	var hdr nats.Header
 	if len(items) == 1 {
-		data, hdr = items[0].enc, ttlHeader(items[0].m)
+		data, hdr = items[0].enc, entryHeader(items[0].m, items[0].once)
 	} else {
 		enc := make([][]byte, len(items))
 		size := message.BatchOverhead(len(items))

@@ -237,7 +237,7 @@ func TestPruneBatchers(t *testing.T) {
 	}
 	ch := make(chan error, 1)
 	m2 := &message.Message{Body: []byte("2")}
-	stale.publish(p, m2, p.counted(m2, func(o Outcome, err error) { ch <- err })) // as Publish does
+	stale.publish(p, m2, "", p.counted(m2, func(o Outcome, err error) { ch <- err })) // as Publish does
 	if err := <-ch; err != nil {
 		t.Fatal(err)
 	}

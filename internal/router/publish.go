@@ -129,7 +129,22 @@ func (p *Producer) Address() *address.Address { return p.tg.def }
 //
 // done may run on an engine goroutine: it must not block. m must not be
 // modified after the call.
-func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
+func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) { p.publish(m, "", done) }
+
+// PublishOnce is Publish for a message that its producer may publish
+// again, not knowing whether the first attempt was stored: an MQTT QoS 2
+// PUBLISH resent after the node that received it died between storing it
+// and recording its packet id. once names the message: a stored copy
+// (queue, topic, durable topic-space message) is stored once per name
+// within the engine's duplicate window (JetStream Nats-Msg-Id, 2
+// minutes), a second store being answered as stored. It goes in an entry
+// of its own (no group commit). Live, anycast and multicast deliveries
+// are not deduplicated.
+func (p *Producer) PublishOnce(m *message.Message, once string, done func(Outcome, error)) {
+	p.publish(m, once, done)
+}
+
+func (p *Producer) publish(m *message.Message, once string, done func(Outcome, error)) {
 	if p.Stale() {
 		// Never accepted into nothing (issue 14.4): the address this
 		// producer was resolved to is gone.
@@ -164,9 +179,9 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 			done(Outcome{}, err)
 			return
 		}
-		p.ts.batcher(p.subject).publish(p, m, done)
+		p.ts.batcher(p.subject).publish(p, m, once, done)
 	case p.stored:
-		p.publishStored(p.subject, m, done)
+		p.publishStored(p.subject, m, once, done)
 	case p.tg.space && m.Durable:
 		// Durable topic-space messages are stored when a stored consumer
 		// (durable subscription, share group, replay) wants them; live
@@ -177,7 +192,7 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) {
 			return
 		}
 		if p.storedInterest() {
-			p.publishStored(address.Subject("s", p.tg.name), m, done)
+			p.publishStored(address.Subject("s", p.tg.name), m, once, done)
 			return
 		}
 		// Held while a live subscriber of it on this node is behind
@@ -276,7 +291,7 @@ func pubAckOK(b []byte) bool {
 		bytes.Contains(b, []byte(`"seq":`)) && !bytes.Contains(b, []byte(`"error"`))
 }
 
-func (p *Producer) publishStored(subject string, m *message.Message, done func(Outcome, error)) {
+func (p *Producer) publishStored(subject string, m *message.Message, once string, done func(Outcome, error)) {
 	if err := p.r.diskFull(); err != nil {
 		done(Outcome{}, err)
 		return
@@ -290,7 +305,20 @@ func (p *Producer) publishStored(subject string, m *message.Message, done func(O
 		done(Outcome{}, err) // maxStoredBytes (quota.go)
 		return
 	}
-	p.ts.storeEntry(subject, p.tg.name, data, ttlHeader(m), done)
+	p.ts.storeEntry(subject, p.tg.name, data, entryHeader(m, once), done)
+}
+
+// entryHeader is ttlHeader plus, with once, the engine's deduplication
+// id (PublishOnce).
+func entryHeader(m *message.Message, once string) nats.Header {
+	h := ttlHeader(m)
+	if once != "" {
+		if h == nil {
+			h = nats.Header{}
+		}
+		h["Nats-Msg-Id"] = []string{once}
+	}
+	return h
 }
 
 // ttlHeader is the engine's per-message TTL for a message with an expiry.
