@@ -319,12 +319,12 @@ func (a *App) start(ctx context.Context) error {
 	}
 
 	if addr := a.AdminAddr(); addr != nil {
-		// The console's address (issue 15), before the password it needs.
-		pw := "the adminPassword configured"
+		// The console's address (issue 15): on stdout with the password it
+		// needs when one was generated (stdout stays empty otherwise).
 		if a.generated != "" {
-			pw = "the generated password below"
+			fmt.Fprintf(a.stdout, "console: %s (log in as %q with the generated password below)\n", ConsoleURL(addr), AdminUser)
 		}
-		fmt.Fprintf(a.stdout, "console: %s (log in as %q with %s)\n", ConsoleURL(addr), AdminUser, pw)
+		log.Info("console", "url", ConsoleURL(addr))
 	}
 	if a.generated != "" {
 		// Shown only now: a start that fails before never shows a password
