@@ -518,7 +518,7 @@ func (r *Router) ensureStream(ctx context.Context, ts *tenantState, a *address.A
 	if ok {
 		return name, nil
 	}
-	if _, err := ts.createOrUpdate(ctx, streamConfig(a)); err != nil {
+	if err := createRetrying(ctx, ts, streamConfig(a)); err != nil {
 		return "", fmt.Errorf("router: stream for %q: %w", a.Name, err)
 	}
 	if a.Type == address.Queue {
@@ -537,6 +537,30 @@ func (r *Router) ensureStream(ctx context.Context, ts *tenantState, a *address.A
 	ts.streams[name] = true
 	ts.mu.Unlock()
 	return name, nil
+}
+
+// errCodeStoreFailed is JetStream's "error creating store for stream".
+const errCodeStoreFailed = 10049
+
+// createRetrying creates (or updates) a stream, again after a moment when
+// the engine could not make its store: when an account's last stream is
+// deleted the engine removes the account's streams directory in the
+// background, and a stream created at that moment finds its parent gone
+// ("could not create storage directory"). Seen when a queue is deleted
+// and another created at once (TestPruneBatchers failed 1 run in 3).
+func createRetrying(ctx context.Context, ts *tenantState, sc jetstream.StreamConfig) error {
+	for attempt := 1; ; attempt++ {
+		_, err := ts.createOrUpdate(ctx, sc)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == 5 || !errors.As(err, &apiErr) || apiErr.ErrorCode != errCodeStoreFailed {
+			return err
+		}
+		select {
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // ensureTopicSpace creates the tenant's durable topic-space stream.
