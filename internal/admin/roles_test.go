@@ -70,6 +70,13 @@ var matrix = map[string]need{
 	"GET /api/tenants/{tenant}/messages/{name...}":       tenantRW,
 	"POST /api/tenants/{tenant}/move/{name...}":          tenantRW,
 
+	// Bridges (bridges.go).
+	"GET /api/tenants/{tenant}/bridges":           tenantRW,
+	"POST /api/tenants/{tenant}/bridges":          tenantRW,
+	"GET /api/tenants/{tenant}/bridges/{name}":    tenantRW,
+	"PUT /api/tenants/{tenant}/bridges/{name}":    tenantRW,
+	"DELETE /api/tenants/{tenant}/bridges/{name}": tenantRW,
+
 	"POST /v1/tenants":              platform,
 	"GET /v1/tenants":               platform,
 	"POST /v1/tenants/{tenantId}":   platform,
