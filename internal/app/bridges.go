@@ -27,7 +27,9 @@ func (a *App) startBridges(ctx context.Context) error {
 	if rp, ok := any(eng).(interface{ Replicas() int }); ok {
 		replicas = rp.Replicas()
 	}
-	bs, err := bridge.OpenStore(ctx, nc, store, a.log.With("component", "bridge"), replicas)
+	bs, err := retryInCluster(ctx, a, "bridge store", func(ctx context.Context) (*bridge.Store, error) { // cluster.go
+		return bridge.OpenStore(ctx, nc, store, a.log.With("component", "bridge"), replicas)
+	})
 	if err != nil {
 		return fmt.Errorf("app: bridges: %w", err)
 	}

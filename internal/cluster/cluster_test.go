@@ -430,6 +430,32 @@ func dialMQTT(t *testing.T, nd *node, id string, onMsg func(*paho.Publish)) *pah
 	return c
 }
 
+// tryMQTT connects; on failure it returns nil, or fails the test if last.
+func tryMQTT(t *testing.T, nd *node, id string, last bool) *paho.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", nd.mqtt, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := paho.NewClient(paho.ClientConfig{ClientID: id, Conn: conn})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ack, err := c.Connect(ctx, &paho.Connect{
+		ClientID: id, CleanStart: true, KeepAlive: 30,
+		UsernameFlag: true, Username: appUser, PasswordFlag: true, Password: []byte(appPW),
+	})
+	if err != nil || ack.ReasonCode != 0 {
+		conn.Close()
+		if last {
+			t.Fatalf("mqtt connect to %s: %v %+v", nd.name, err, ack)
+		}
+		t.Logf("mqtt connect to %s: %v (trying again)", nd.name, err)
+		return nil
+	}
+	t.Cleanup(func() { _ = c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
 func publishAll(t *testing.T, c *paho.Client, topic, prefix string, n int) []string {
 	t.Helper()
 	var acked []string
@@ -564,7 +590,16 @@ func TestThreeNodes(t *testing.T) {
 	}()
 	queue.waitFor(t, fmt.Sprintf("amqp queue n2→n2,n3 after kill (%d resends)", retries2), acked2, 30*time.Second)
 	t.Logf("queue working again %s after the kill", time.Since(killed).Round(time.Millisecond))
-	pub3 := dialMQTT(t, n3, "pub-n3", nil)
+	// Right after the kill the session store's stream may be without a
+	// leader for some seconds (an election): a client tries again, as
+	// real ones do.
+	var pub3 *paho.Client
+	for retryUntil := time.Now().Add(30 * time.Second); pub3 == nil; {
+		if pub3 = tryMQTT(t, n3, "pub-n3", time.Now().After(retryUntil)); pub3 == nil {
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	t.Logf("mqtt connect to node 3 worked %s after the kill", time.Since(killed).Round(time.Millisecond))
 	live.waitFor(t, "mqtt qos1 n3→n2 after kill", publishAll(t, pub3, "sensors/b", "m3", n), 30*time.Second)
 	// Acknowledged while node 1 is down, consumed from node 1 later.
 	more, retries3 := sendAll(t, s3, "backlog", "b", n)
