@@ -17,8 +17,9 @@ binary as a 'throng serve' child on free loopback ports and a temporary
 data directory, drives MQTT 3.1.1/5 and AMQP clients against it, injects
 faults at intervals (` + "kill9, stopcont, slow, kill9-startup, stuck, kill9-purge, storm, diskfull, clockjump" + `)
 and prints progress lines and a final table. Exits non-zero when an
-acknowledged message was lost, order was broken where promised, or a
-message was delivered that was never sent; the rest (duplicates, stalls,
+acknowledged message was lost, order was broken where promised, a
+message was delivered that was never sent, or an MQTT QoS 2 message was
+delivered again under a new packet id; the rest (duplicates, stalls,
 faults that did not go as intended) is listed under Findings`
 
 func (c *cli) soak(ctx context.Context, args []string) error {

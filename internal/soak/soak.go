@@ -172,17 +172,19 @@ type Report struct {
 	StormNote string
 }
 
-// Violation is a broken guarantee: Kind is "lost", "reorder", "phantom"
-// or "expired-delivered".
+// Violation is a broken guarantee: Kind is "lost", "reorder", "phantom",
+// "expired-delivered" or "duplicate" (exactly once broken: MQTT QoS 2).
 type Violation struct {
 	Stream, Kind, Msg string
 }
 
 // Violations lists the broken guarantees: acknowledged messages lost
 // (that could not have expired), order broken where promised, messages
-// delivered that were never sent or after they had expired.
-// Everything else the checker saw (duplicates where the protocol does not
-// allow them, drops where allowed, faults that did not go as intended, a
+// delivered that were never sent or after they had expired, and a second
+// delivery on an exactly-once stream that its client could not recognise
+// (MQTT QoS 2 under a new packet id, issue 11). Everything else the
+// checker saw (other duplicates where the protocol does not allow them —
+// at-least-once ones with no disruption between —, drops where allowed, faults that did not go as intended, a
 // full disk not refused or not resumed) is in Findings and the table, for
 // people to judge.
 func (r *Report) Violations() []Violation {
@@ -196,6 +198,9 @@ func (r *Report) Violations() []Violation {
 		}
 		if s.Phantoms > 0 {
 			vs = append(vs, Violation{s.Name, "phantom", fmt.Sprintf("%s: %d deliveries of messages never sent", s.Name, s.Phantoms)})
+		}
+		if s.Sem.ExactlyOnce && s.DupsBad > 0 {
+			vs = append(vs, Violation{s.Name, "duplicate", fmt.Sprintf("%s: %d messages delivered again under a new packet id (exactly once broken; e.g. %s)", s.Name, s.DupsBad, strings.Join(s.DupExamples, " "))})
 		}
 		if s.ExpiredDelivered > 0 {
 			vs = append(vs, Violation{s.Name, "expired-delivered", fmt.Sprintf("%s: %d messages delivered after their expiry by the node's wall clock (e.g. %s)", s.Name, s.ExpiredDelivered, strings.Join(s.ExpiredExamples, " "))})
@@ -792,7 +797,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintln(w, "- "+f)
 		}
 	} else {
-		fmt.Fprintln(w, "PASSED: nothing acknowledged lost, order kept where promised, nothing delivered that was never sent.")
+		fmt.Fprintln(w, "PASSED: nothing acknowledged lost, order kept where promised, nothing delivered that was never sent, QoS 2 exactly once.")
 	}
 }
 
