@@ -134,7 +134,7 @@ const (
 	DefaultBurstPerSource       = 400
 	DefaultMaxHalfOpen          = 4096
 	DefaultMaxHalfOpenPerSource = 256
-	DefaultUnlimitedSources     = "127.0.0.1, ::1"
+	DefaultUnlimitedSources     = "127.0.0.0/8, ::1"
 	DefaultLoginBackoff         = Duration(5 * time.Second)
 )
 

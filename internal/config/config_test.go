@@ -375,7 +375,7 @@ func TestConnectionLimits(t *testing.T) {
 	if d.MQTT.MaxKeepAlive != 0 || d.Connections != (Connections{HandshakeTimeout: Duration(10 * time.Second),
 		ReadTimeout: Duration(30 * time.Second), MaxHandshakes: 4096, HandshakeMemory: 32 << 20,
 		RatePerSource: 200, BurstPerSource: 400, MaxHalfOpen: 4096, MaxHalfOpenPerSource: 256,
-		UnlimitedSources: "127.0.0.1, ::1", LoginBackoff: Duration(5 * time.Second)}) {
+		UnlimitedSources: "127.0.0.0/8, ::1", LoginBackoff: Duration(5 * time.Second)}) {
 		t.Fatalf("defaults %+v %+v", d.MQTT, d.Connections)
 	}
 	f := filepath.Join(t.TempDir(), "c.yaml")

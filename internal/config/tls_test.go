@@ -35,7 +35,7 @@ func TestTLSAndAbuseSettings(t *testing.T) {
 	// Defaults, and every problem reported with its key.
 	d := Default()
 	if d.Connections.RatePerSource != 200 || d.Connections.BurstPerSource != 400 || d.TLS.MinVersion != "1.2" ||
-		d.Connections.LoginBackoff != DefaultLoginBackoff || d.Connections.UnlimitedSources != "127.0.0.1, ::1" {
+		d.Connections.LoginBackoff != DefaultLoginBackoff || d.Connections.UnlimitedSources != "127.0.0.0/8, ::1" {
 		t.Fatalf("defaults %+v %+v", d.Connections, d.TLS)
 	}
 	if err := d.Validate(); err != nil {
