@@ -259,11 +259,21 @@ func (r *Router) Publish(ctx context.Context, tenantName, name string, m *messag
 }
 
 func (p *Producer) checkSize(m *message.Message) error {
-	size := m.Size()
-	if t, ok := p.r.store.Tenant(p.ts.name); ok && t.Effective().MaxMessageSize > 0 && size > t.Effective().MaxMessageSize {
-		return fmt.Errorf("%w: message of %d bytes exceeds the tenant's maximum of %d", ErrLimitExceeded, size, t.Effective().MaxMessageSize)
+	tenantMax, addrMax := 0, int32(0)
+	if t, ok := p.r.store.Tenant(p.ts.name); ok {
+		tenantMax = t.EffectiveLimits().MaxMessageSize
 	}
-	if p.tg.def != nil && p.tg.def.Limits.MaxMessageSize > 0 && size > int(p.tg.def.Limits.MaxMessageSize) {
+	if p.tg.def != nil {
+		addrMax = p.tg.def.Limits.MaxMessageSize
+	}
+	if tenantMax <= 0 && addrMax <= 0 {
+		return nil // no limit: the size (a walk over the properties) is not needed
+	}
+	size := m.Size()
+	if tenantMax > 0 && size > tenantMax {
+		return fmt.Errorf("%w: message of %d bytes exceeds the tenant's maximum of %d", ErrLimitExceeded, size, tenantMax)
+	}
+	if addrMax > 0 && size > int(addrMax) {
 		return fmt.Errorf("%w: message of %d bytes exceeds the address maximum of %d", ErrLimitExceeded, size, p.tg.def.Limits.MaxMessageSize)
 	}
 	return nil

@@ -41,17 +41,17 @@ func (p *Producer) admit() error {
 	if p.exempt {
 		return nil
 	}
-	now := time.Now()
 	t, ok := p.r.store.Tenant(p.ts.name)
 	if !ok {
 		return nil
 	}
-	rs := rates(t.Effective()) // own limits over the plan's
-	if rs.In <= 0 && (rs.InPerConnection <= 0 || p.conn == nil) {
-		p.r.meters(p.ts.name).in.Add(now)
+	l := t.EffectiveLimits() // own limits over the plan's
+	if l.MaxMessagesInPerSecond <= 0 && (l.MaxMessagesInPerSecondPerConnection <= 0 || p.conn == nil) {
+		p.r.meters(p.ts.name).in.Inc() // no clock read without a limit
 		return nil
 	}
-	err := p.r.quota.Admit(now, p.ts.name, rs, p.conn)
+	now := time.Now()
+	err := p.r.quota.Admit(now, p.ts.name, rates(*l), p.conn)
 	if err == nil {
 		p.r.meters(p.ts.name).in.Add(now)
 		return nil

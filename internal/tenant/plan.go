@@ -77,6 +77,17 @@ func (t *Tenant) Effective() Limits {
 	return t.Limits
 }
 
+// EffectiveLimits is Effective without the copy, for the publish path
+// (a copy of Limits per message showed in profiles). Tenants from the
+// Store are replaced, never changed, so the limits may be read but must
+// not be modified.
+func (t *Tenant) EffectiveLimits() *Limits {
+	if t.eff != nil {
+		return t.eff
+	}
+	return &t.Limits
+}
+
 // withPlanLocked returns t with its effective limits from the cached
 // plans; s.mu is held.
 func (s *Store) withPlanLocked(t *Tenant) *Tenant {
