@@ -19,13 +19,23 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/throngmq/throng/internal/config"
 	"github.com/throngmq/throng/internal/guard"
 )
 
 // Abuse resistance end to end (issue 14, "Abuse"): each "attacker" is a
 // loopback address of its own (127.0.0.2 and up; Linux routes all of
-// 127.0.0.0/8 to lo), the legitimate clients use 127.0.0.1 (exempt by
-// default, connections.unlimitedSources).
+// 127.0.0.0/8 to lo), the legitimate clients use 127.0.0.1. The default
+// exempts all of loopback (connections.unlimitedSources), so these tests
+// exempt only 127.0.0.1 (attackerConfig).
+
+// attackerConfig is testConfig with only 127.0.0.1 exempt from the
+// per-source limits and the per-source login backoff.
+func attackerConfig(t *testing.T) *config.Config {
+	cfg := testConfig(t, t.TempDir())
+	cfg.Connections.UnlimitedSources = "127.0.0.1, ::1"
+	return cfg
+}
 
 // dialFrom opens a TCP connection from source address src.
 func dialFrom(t *testing.T, src, addr string) net.Conn {
@@ -50,7 +60,7 @@ func closedAtOnce(c net.Conn) bool {
 }
 
 func TestConnectionGuard(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
+	cfg := attackerConfig(t)
 	cfg.AdminPassword = "admin-pw-1"
 	cfg.Connections.MaxHalfOpenPerSource = 5
 	cfg.Connections.RatePerSource = 1
@@ -197,7 +207,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // QoS 1 client publishes and receives; its round trips before and during
 // are logged (docs/security.md, "Abuse") and must stay under a second.
 func TestAbuseLatency(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
+	cfg := attackerConfig(t)
 	cfg.AdminPassword = "admin-pw-1"
 	r := start(t, cfg)
 	mqttAddr := r.app.ListenerAddr("mqtt").String()
