@@ -90,6 +90,7 @@ type conn struct {
 	ended      bool          // cleanup finished
 	endCh      chan struct{} // closed when ended; made on demand (closedCh)
 
+	smu      sync.Mutex // send order of QoS 1/2 publishes: taken with mu held (sendUnlock)
 	wmu      sync.Mutex // guards the write queue
 	wq       []wItem
 	wqBytes  int

@@ -380,8 +380,7 @@ func (c *conn) sendRetained(ctx context.Context, sub *subscription) {
 		} else {
 			c.pending = append(c.pending, om)
 		}
-		c.mu.Unlock()
-		c.sendPublish(op)
+		c.sendUnlock(op)
 	})
 	if err != nil {
 		c.s.log.Warn("retained messages unavailable", "tenant", c.tenant, "filter", sub.topic, "err", err)
@@ -494,8 +493,7 @@ func (ref *consumerRef) deliver(d *router.Delivery) {
 		}
 		c.pending = append(c.pending, om)
 	}
-	c.mu.Unlock()
-	c.sendPublish(op)
+	c.sendUnlock(op)
 }
 
 // maxPendingLiveBytes bounds, per connection, the live QoS 1/2 messages
@@ -551,10 +549,35 @@ func (c *conn) writeRoomLocked() int {
 func (c *conn) fillPending() {
 	c.mu.Lock()
 	out := c.startPendingLocked(nil)
+	c.sendUnlock(out...)
+}
+
+// sendUnlock sends QoS 1/2 publishes started under c.mu (startInflight),
+// in the order they were started, and unlocks c.mu: the send-order lock
+// is taken before c.mu is released, so a publish started later (by a new
+// delivery, the writer's fillPending or an acknowledgement) cannot be
+// queued for writing before these. (Without it a new delivery could
+// overtake the last pending ones that an acknowledgement had just
+// started: TestLiveQoS1SubscriberPause saw 1 out of order.) sendPublish
+// never waits for c.mu, so holding smu through it cannot deadlock.
+func (c *conn) sendUnlock(ops ...outPkt) {
+	some := false
+	for _, op := range ops {
+		if op.b != nil {
+			some = true
+			break
+		}
+	}
+	if !some {
+		c.mu.Unlock()
+		return
+	}
+	c.smu.Lock()
 	c.mu.Unlock()
-	for _, op := range out {
+	for _, op := range ops {
 		c.sendPublish(op)
 	}
+	c.smu.Unlock()
 }
 
 // startPendingLocked starts the pending messages that may go out now, in
@@ -777,12 +800,9 @@ func (c *conn) finishLocked(id uint16, settle bool) (func(), []outPkt) {
 func (c *conn) onPuback(id uint16) {
 	c.mu.Lock()
 	post, out := c.finishLocked(id, true)
-	c.mu.Unlock()
+	c.sendUnlock(out...)
 	if post != nil {
 		post()
-	}
-	for _, op := range out {
-		c.sendPublish(op)
 	}
 }
 
@@ -797,12 +817,9 @@ func (c *conn) onPubrec(id uint16, rc byte) {
 	if rc >= 0x80 {
 		// The client refused it: the exchange ends here [MQTT-4.3.3-?].
 		post, out := c.finishLocked(id, true)
-		c.mu.Unlock()
+		c.sendUnlock(out...)
 		if post != nil {
 			post()
-		}
-		for _, op := range out {
-			c.sendPublish(op)
 		}
 		return
 	}
@@ -845,14 +862,11 @@ func (c *conn) onPubcomp(id uint16) {
 		c.noteCompletedLocked(om.relKey)
 	}
 	post, out := c.finishLocked(id, true)
-	c.mu.Unlock()
+	c.sendUnlock(out...)
 	if om != nil && om.rel {
 		c.persist(true, nil) // forget the PUBREL state (lazily: a stale one only costs a PUBREL answered 0x92)
 	}
 	if post != nil {
 		post()
-	}
-	for _, op := range out {
-		c.sendPublish(op)
 	}
 }
