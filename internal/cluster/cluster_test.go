@@ -473,8 +473,20 @@ func publishAll(t *testing.T, c *paho.Client, topic, prefix string, n int) []str
 	var acked []string
 	for i := range n {
 		body := fmt.Sprintf("%s-%d", prefix, i)
-		if _, err := c.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)}); err != nil {
-			t.Fatalf("publish %s: %v", body, err)
+		for attempt := 0; ; attempt++ {
+			// A refusing PUBACK (no leader for a stream the message goes
+			// to, right after a node failed) is a no: the message was
+			// not taken, and a client sends it again, as for AMQP's
+			// released in sendAll.
+			_, err := c.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)})
+			if err == nil {
+				break
+			}
+			if attempt == 60 {
+				t.Fatalf("publish %s: %v", body, err)
+			}
+			t.Logf("publish %s refused (attempt %d), sending again: %v", body, attempt+1, err)
+			time.Sleep(500 * time.Millisecond)
 		}
 		acked = append(acked, body)
 	}
