@@ -291,7 +291,10 @@ func (h *handshake) scram(first []byte, hostname string) (final []byte, authErr,
 	if t, ok := c.tenantFromHost(hostname); ok {
 		ten = t
 	}
-	s := auth.NewScramServer(c.s.cfg.Auth.ScramLookup(ten))
+	// Counted in the login backoff, as PLAIN is (auth.NewScramExchange).
+	ctx, cancel := context.WithTimeout(c.s.authCtx, c.s.cfg.HandshakeTimeout)
+	defer cancel()
+	s := c.s.cfg.Auth.NewScramExchange(auth.WithSourceAddr(ctx, addrString(c.remote)), ten)
 	out, _, serr := s.Step(first)
 	if serr != nil {
 		return nil, fmt.Errorf("%w: %w", errAuth, serr), nil

@@ -238,17 +238,23 @@ func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName
 	case err == nil:
 		a.backoff.succeeded(keys)
 	case errors.Is(err, ErrBadCredentials):
-		if d := a.backoff.failed(keys); d > 0 {
-			a.m.delayed.Inc()
-			tm := time.NewTimer(d)
-			select {
-			case <-tm.C:
-			case <-ctx.Done():
-			}
-			tm.Stop()
-		}
+		a.loginFailed(ctx, keys)
 	}
 	return p, err
+}
+
+// loginFailed counts a refused login of keys in the backoff and waits
+// its delay (or until ctx ends) before the refusal is answered.
+func (a *Authenticator) loginFailed(ctx context.Context, keys []string) {
+	if d := a.backoff.failed(keys); d > 0 {
+		a.m.delayed.Inc()
+		tm := time.NewTimer(d)
+		select {
+		case <-tm.C:
+		case <-ctx.Done():
+		}
+		tm.Stop()
+	}
 }
 
 // turnKeys carries a check's backoff keys to compare.

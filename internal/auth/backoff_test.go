@@ -157,3 +157,84 @@ func TestLoginBackoffPerSource(t *testing.T) {
 		}
 	}
 }
+
+// scramLogin runs one SCRAM-SHA-256 exchange of user@acme with pw from
+// src and returns how long it took and its error.
+func scramLogin(t *testing.T, a *Authenticator, src, user, pw string) (time.Duration, error) {
+	t.Helper()
+	ctx := WithSource(context.Background(), net.ParseIP(src))
+	t0 := time.Now()
+	err := scramRun(t, a.NewScramExchange(ctx, "acme"), &scramClient{user: user, pw: pw, cnonce: "fyko+d2lbbFgONRv9qkxdawL"})
+	return time.Since(t0), err
+}
+
+func TestLoginBackoffScram(t *testing.T) {
+	// SCRAM failures count in the login backoff as PLAIN's do: per user
+	// and per source, and a failure of either kind slows the other.
+	const first = 500 * time.Millisecond
+	f := backoffUsers(t, "app", "other")
+	cred, err := NewScramCredential("right")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range f.users {
+		u.Scram = cred
+	}
+	a := New(f, WithLoginBackoff(Backoff{First: first, Max: first, FreeSource: 5}))
+	// Three free failures of the user over SCRAM, then the fourth waits.
+	for i := range 4 {
+		d, err := scramLogin(t, a, "192.0.2.7", "app", "guess")
+		if !errors.Is(err, ErrBadCredentials) {
+			t.Fatalf("guess %d: %v", i+1, err)
+		}
+		if (i < 3 && d > first*9/10) || (i == 3 && d < first) {
+			t.Fatalf("SCRAM guess %d answered after %v", i+1, d)
+		}
+	}
+	// PLAIN for the same user is in backoff too (its turn comes after the
+	// last SCRAM failure's delay).
+	if d, err := timed(a, context.Background(), "app", "guess"); !errors.Is(err, ErrBadCredentials) || d < first {
+		t.Fatalf("PLAIN after SCRAM failures: %v %v", d, err)
+	}
+	// Unknown users count per source: the source's fifth free failure is
+	// the unknown user, its sixth (another known user) waits.
+	if _, err := scramLogin(t, a, "192.0.2.7", "nobody", "x"); !errors.Is(err, ErrBadCredentials) {
+		t.Fatal(err)
+	}
+	if d, err := scramLogin(t, a, "192.0.2.7", "other", "x"); !errors.Is(err, ErrBadCredentials) || d < first {
+		t.Fatalf("sixth failure from the address: %v %v", d, err)
+	}
+	// Another source and user is not slowed; a success over SCRAM forgets
+	// the user's failures.
+	if d, err := scramLogin(t, a, "192.0.2.8", "other", "right"); err != nil || d > first*9/10 {
+		t.Fatalf("other user from another address: %v %v", d, err)
+	}
+	if d, err := scramLogin(t, a, "192.0.2.9", "app", "right"); err != nil {
+		t.Fatalf("right password in backoff: %v %v", d, err)
+	}
+	if d, err := scramLogin(t, a, "192.0.2.9", "app", "guess"); !errors.Is(err, ErrBadCredentials) || d > first*9/10 {
+		t.Fatalf("first failure after a success: %v %v", d, err)
+	}
+	// A turn not reached before the context ends: unavailable (AMQP
+	// answers SASL sys-temp).
+	var queued sync.WaitGroup
+	defer queued.Wait()
+	for range 3 {
+		queued.Go(func() { _, _ = scramLogin(t, a, "192.0.2.7", "app", "x") })
+	}
+	time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(WithSource(context.Background(), net.ParseIP("192.0.2.7")), 50*time.Millisecond)
+	defer cancel()
+	if err := scramRun(t, a.NewScramExchange(ctx, "acme"), &scramClient{user: "app", pw: "x", cnonce: "abc"}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("ended while waiting: %v", err)
+	}
+	// Unknown tenants are not counted.
+	for range 20 {
+		if _, err := scramLogin(t, a, "192.0.2.10", "u@nope", "x"); !errors.Is(err, ErrBadCredentials) {
+			t.Fatal(err)
+		}
+	}
+	if d, err := scramLogin(t, a, "192.0.2.10", "other", "right"); err != nil || d > first*9/10 {
+		t.Fatalf("after unknown tenants: %v %v", d, err)
+	}
+}

@@ -16,6 +16,7 @@ package auth
 // passwords are the same as before it was applied.
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/rand"
@@ -158,6 +159,12 @@ type ScramServer struct {
 	lookup ScramLookup
 	nonce  func() string // the server nonce; tests replace it
 
+	// a and ctx count the exchange in a's login backoff
+	// (NewScramExchange); a nil: not counted.
+	a         *Authenticator
+	ctx       context.Context
+	ten, name string // the tenant and user the client named
+
 	step        int // messages consumed
 	gs2         string
 	clientBare  string
@@ -173,6 +180,37 @@ type ScramServer struct {
 // NewScramServer starts an exchange that finds users with lookup.
 func NewScramServer(lookup ScramLookup) *ScramServer {
 	return &ScramServer{lookup: lookup, nonce: randomNonce}
+}
+
+// NewScramExchange starts an exchange against the authenticator's users
+// (ScramLookup(defaultTenant)) that is counted in the login backoff like
+// a password check (backoff.go): a failed proof counts a failure of the
+// user and of the source address ctx carries (WithSource), a check of a
+// key in backoff waits its turn before the proof is checked, and a
+// refusal is answered after the backoff's delay. ctx bounds those waits:
+// a turn not reached before it ends fails with ErrUnavailable.
+//
+// SCRAM costs the server no bcrypt (the client computes the salted
+// password), so the backoff here is not about CPU: without it an online
+// guesser would get an answer per round trip over SCRAM while PLAIN
+// slows it down.
+func (a *Authenticator) NewScramExchange(ctx context.Context, defaultTenant string) *ScramServer {
+	s := NewScramServer(a.ScramLookup(defaultTenant))
+	s.a, s.ctx = a, ctx
+	return s
+}
+
+// backoffKeys returns the exchange's keys in the login backoff, nil when
+// it is not counted (no backoff, or an unknown tenant: not counted, as
+// for passwords).
+func (s *ScramServer) backoffKeys() []string {
+	if s.a == nil || s.a.backoff == nil || s.ctx == nil {
+		return nil
+	}
+	if _, ok := s.a.users.Tenant(s.ten); !ok {
+		return nil
+	}
+	return s.a.backoff.keysFor(s.ctx, s.ten, s.name)
 }
 
 func randomNonce() string {
@@ -295,6 +333,7 @@ func (s *ScramServer) clientFirst(msg string) ([]byte, error) {
 	} else {
 		ten, name, u = s.lookup(prepared, authzid)
 	}
+	s.ten, s.name = ten, name
 	switch {
 	case s.deferred != nil:
 	case u == nil:
@@ -356,6 +395,14 @@ func (s *ScramServer) clientFinal(msg string) ([]byte, error) {
 	if err != nil || len(proof) != sha256.Size {
 		return nil, malformed("bad proof")
 	}
+	keys := s.backoffKeys()
+	if keys != nil {
+		// A user or source address with failures waits its turn, as a
+		// password check does.
+		if err := s.a.backoff.turn(s.ctx, keys); err != nil {
+			return nil, err
+		}
+	}
 	withoutProof := msg[:len(msg)-len(last)-1]
 	authMsg := s.clientBare + "," + s.serverFirst + "," + withoutProof
 	// ClientKey = ClientProof XOR HMAC(StoredKey, AuthMessage); the proof
@@ -366,11 +413,22 @@ func (s *ScramServer) clientFinal(msg string) ([]byte, error) {
 	}
 	sum := sha256.Sum256(key)
 	match := subtle.ConstantTimeCompare(sum[:], s.cred.StoredKey) == 1
-	if s.deferred != nil {
-		return nil, s.deferred
+	err = s.deferred
+	if err == nil && !match {
+		err = ErrBadCredentials
 	}
-	if !match {
-		return nil, ErrBadCredentials
+	if keys != nil {
+		switch {
+		case err == nil:
+			s.a.backoff.succeeded(keys)
+		case errors.Is(err, ErrBadCredentials):
+			// An unknown user or a wrong proof; not a user without a
+			// verifier (ErrNoScramCredential: no guess was checked).
+			s.a.loginFailed(s.ctx, keys)
+		}
+	}
+	if err != nil {
+		return nil, err
 	}
 	s.ok = true
 	sig := hmacSHA256(s.cred.ServerKey, authMsg)
