@@ -45,7 +45,7 @@ import (
 // to the service; without it devices are refused every link.
 type Devices interface {
 	UpstreamAMQP(ctx context.Context, p *auth.Principal, req hono.AMQPRequest) (*hono.Upstream, error)
-	Subscribe(ctx context.Context, p *auth.Principal, filter string) (*hono.CommandSubscription, error)
+	SubscribeAMQP(ctx context.Context, p *auth.Principal, filter string) (*hono.CommandSubscription, error)
 	Notify(ctx context.Context, tenantName, device, adapter string, ttd int32)
 }
 
@@ -277,7 +277,7 @@ func (l *link) attachDeviceSender(a *frames.Attach) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deviceTimeout)
-	cs, err := devs.Subscribe(ctx, c.principal, filter)
+	cs, err := devs.SubscribeAMQP(ctx, c.principal, filter)
 	cancel()
 	if err != nil {
 		l.refuse(a, deviceError(err))

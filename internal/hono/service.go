@@ -269,6 +269,18 @@ type CommandSubscription struct {
 
 // Subscribe resolves a device's SUBSCRIBE filter for commands.
 func (s *Service) Subscribe(ctx context.Context, p *auth.Principal, filter string) (*CommandSubscription, error) {
+	return s.subscribe(ctx, p, auth.AdapterMQTT, filter)
+}
+
+// SubscribeAMQP resolves the filter of an AMQP device's command link
+// (CommandSourceFilter) as Subscribe does an MQTT filter; an
+// unauthenticated device's is checked against the tenant's hono-amqp
+// adapter entry.
+func (s *Service) SubscribeAMQP(ctx context.Context, p *auth.Principal, filter string) (*CommandSubscription, error) {
+	return s.subscribe(ctx, p, auth.AdapterAMQP, filter)
+}
+
+func (s *Service) subscribe(ctx context.Context, p *auth.Principal, adapter, filter string) (*CommandSubscription, error) {
 	f, err := ParseCommandFilter(filter)
 	if err != nil {
 		return nil, err
@@ -277,9 +289,9 @@ func (s *Service) Subscribe(ctx context.Context, p *auth.Principal, filter strin
 		return nil, fmt.Errorf("%w: not a device", ErrNotAuthorized)
 	}
 	if IsUnauthenticated(p) {
-		// command/T/<device>/req/# only (unauth.go); MQTT is the only
-		// adapter with unauthenticated subscriptions.
-		if p, err = s.unauthenticated(ctx, p, auth.AdapterMQTT, f.Tenant, f.Device); err != nil {
+		// command/T/<device>/req/# only (unauth.go; AMQP:
+		// command/T/<device>).
+		if p, err = s.unauthenticated(ctx, p, adapter, f.Tenant, f.Device); err != nil {
 			return nil, err
 		}
 	}

@@ -54,6 +54,29 @@ func AllowsUnauthenticated(t *tenant.Tenant, adapter string) bool {
 	return false
 }
 
+// WaivingTenant names the tenant whose devices may use adapter without
+// credentials (AllowsUnauthenticated): hint, when it names such a tenant
+// (an AMQP client's SASL or open hostname), else the only tenant that
+// waives authentication for the adapter; "" if none does, or several do
+// and hint names none of them (which tenant's device the connection is
+// could not be told: its limits and metrics are a tenant's).
+func WaivingTenant(ts []*tenant.Tenant, adapter, hint string) string {
+	name, n := "", 0
+	for _, t := range ts {
+		if !AllowsUnauthenticated(t, adapter) {
+			continue
+		}
+		if hint != "" && t.Name == hint {
+			return t.Name
+		}
+		name, n = t.Name, n+1
+	}
+	if n != 1 {
+		return ""
+	}
+	return name
+}
+
 // unauthenticated resolves the device of an unauthenticated principal's
 // topic: it must name the connection's tenant and a device (else
 // ErrMalformed: Hono's unauthenticated topics have both), the tenant must

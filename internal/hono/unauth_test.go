@@ -91,3 +91,29 @@ func TestUnauthenticated(t *testing.T) {
 		t.Fatalf("connection event for an unauthenticated connection: %+v", got)
 	}
 }
+
+func TestWaivingTenant(t *testing.T) {
+	yes, no := true, false
+	waives := func(name, adapter string) *tenant.Tenant {
+		return &tenant.Tenant{Name: name, IoT: &tenant.IoT{Adapters: []tenant.Adapter{{Type: adapter, Enabled: &yes, DeviceAuthenticationRequired: &no}}}}
+	}
+	a, b, m := waives("a", auth.AdapterAMQP), waives("b", auth.AdapterAMQP), waives("m", auth.AdapterMQTT)
+	plain := &tenant.Tenant{Name: "plain", IoT: &tenant.IoT{}}
+	for _, tc := range []struct {
+		ts   []*tenant.Tenant
+		hint string
+		want string
+	}{
+		{nil, "", ""},
+		{[]*tenant.Tenant{plain, m}, "", ""},       // nobody waives hono-amqp
+		{[]*tenant.Tenant{plain, a, m}, "", "a"},   // the only one
+		{[]*tenant.Tenant{a, b}, "", ""},           // which one could not be told
+		{[]*tenant.Tenant{a, b}, "b", "b"},         // the hostname tells
+		{[]*tenant.Tenant{a, b}, "plain", ""},      // a tenant that does not waive
+		{[]*tenant.Tenant{a, plain}, "plain", "a"}, // the only one that does
+	} {
+		if got := WaivingTenant(tc.ts, auth.AdapterAMQP, tc.hint); got != tc.want {
+			t.Errorf("%d tenants, hint %q: %q, want %q", len(tc.ts), tc.hint, got, tc.want)
+		}
+	}
+}

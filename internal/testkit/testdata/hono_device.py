@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """A Hono AMQP device with Qpid Proton, for internal/testkit/hono_amqp_test.go.
 
-Usage: hono_device.py URL    (amqp://auth-id%40tenant:secret@host:port)
+Usage: hono_device.py URL    (amqp://auth-id%40tenant:secret@host:port, or
+amqp://host:port for an unauthenticated device)
 
-Connects (SASL PLAIN), prints "READY <container-id>", then reads one JSON request per line
+Connects (SASL PLAIN, or ANONYMOUS without credentials), prints "READY <container-id>", then reads one JSON request per line
 from stdin and answers each with one line on stdout:
 
   {"op": "send", "to": "telemetry", "body": "...", "settled": false,
@@ -35,7 +36,8 @@ from proton.reactor import AtMostOnce
 from proton.utils import BlockingConnection, LinkDetached
 
 URL = sys.argv[1]
-conn = BlockingConnection(URL, timeout=30, allowed_mechs="PLAIN")
+# No credentials in the URL: Hono's unauthenticated device (SASL ANONYMOUS).
+conn = BlockingConnection(URL, timeout=30, allowed_mechs="PLAIN" if "@" in URL else "ANONYMOUS")
 senders = {}
 receivers = {}
 
