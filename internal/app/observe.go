@@ -6,9 +6,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/admin"
 	"github.com/throngmq/throng/internal/conns"
 	"github.com/throngmq/throng/internal/history"
+	"github.com/throngmq/throng/internal/metrics"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -16,9 +18,10 @@ import (
 // connection registry (internal/conns), which the front-ends fill, and
 // the sampler that turns counters into rates every sampleInterval.
 type observer struct {
-	conns  *conns.Registry
-	router *router.Router
-	hist   *history.Recorder
+	conns   *conns.Registry
+	router  *router.Router
+	hist    *history.Recorder
+	tenants *metrics.Observer // per-tenant series and the anomaly finder
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
@@ -42,6 +45,23 @@ func (a *App) startObserver(rt *router.Router) {
 		stopCh: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	store := a.store
+	o.tenants = metrics.NewObserver(metrics.Options{
+		Router:        rt,
+		Known:         func(t string) bool { _, ok := store.Tenant(t); return ok },
+		AddressSeries: a.cfg.Metrics.AddressSeries,
+		History:       o.hist,
+		Addresses: func(yield func(string, *address.Address)) {
+			for _, t := range store.Tenants() {
+				for _, ad := range store.Addresses(t.Name) {
+					yield(t.Name, ad)
+				}
+			}
+		},
+	})
+	o.conns.Watch(o.tenants.Connected, o.tenants.Disconnected)
+	a.registry.MustRegister(o.tenants)
+	a.audit.SetTap(o.tenants.Audit)
 	a.mu.Lock()
 	a.obs = o
 	a.mu.Unlock()

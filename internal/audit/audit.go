@@ -23,6 +23,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -127,6 +128,17 @@ type Log struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+
+	tap atomic.Pointer[func(Event)] // SetTap
+}
+
+// SetTap sets a function that sees every event Record is given, before
+// the rate limit (per-tenant metrics and the anomaly finder count them,
+// internal/metrics). It must be quick.
+func (l *Log) SetTap(f func(Event)) {
+	if l != nil {
+		l.tap.Store(&f)
+	}
 }
 
 type bucketKey struct {
@@ -215,6 +227,9 @@ func Source(remote string) string {
 func (l *Log) Record(e Event) {
 	if l == nil {
 		return
+	}
+	if f := l.tap.Load(); f != nil && *f != nil {
+		(*f)(e)
 	}
 	k := bucketKey{kind: e.Kind, source: Source(e.Remote), reason: e.Reason}
 	if e.Kind == AdminChange {

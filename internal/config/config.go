@@ -53,6 +53,15 @@ type Config struct {
 	MQTT           MQTT        `yaml:"mqtt"`
 	Connections    Connections `yaml:"connections"`
 	Cluster        Cluster     `yaml:"cluster"`
+	Metrics        Metrics     `yaml:"metrics"`
+}
+
+// Metrics holds settings of /metrics (docs/operations.md).
+type Metrics struct {
+	// AddressSeries is how many addresses a node may have and still
+	// export per-address series (backlog, messages in and out); above
+	// it they are left out. Zero: 200; negative: never.
+	AddressSeries int `yaml:"addressSeries"`
 }
 
 // MQTT holds settings of the MQTT front-end only.

@@ -110,7 +110,7 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 			val = "3MiB"
 		case s.Key == "mqtt.maxKeepAlive", strings.HasSuffix(s.Key, "Timeout"), s.Key == "connections.loginBackoff":
 			val = "1m30s"
-		case s.Key == "connections.maxHandshakes", s.Key == "mqtt.maxQueuedMessages",
+		case s.Key == "connections.maxHandshakes", s.Key == "mqtt.maxQueuedMessages", s.Key == "metrics.addressSeries",
 			s.Key == "connections.ratePerSource", s.Key == "connections.burstPerSource",
 			s.Key == "connections.maxHalfOpen", s.Key == "connections.maxHalfOpenPerSource":
 			val = "7"

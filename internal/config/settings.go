@@ -133,6 +133,8 @@ var Settings = []Setting{
 		func(c *Config) *Duration { return &c.MQTT.MaxKeepAlive }),
 	integer("mqtt.maxQueuedMessages", "mqtt-max-queued-messages", "THRONG_MQTT_MAX_QUEUED_MESSAGES", "QoS 1/2 messages that may wait on this node for one live MQTT subscription that is behind (publishers wait meanwhile); beyond it mqtt.queueOverflow applies",
 		func(c *Config) *int { return &c.MQTT.MaxQueuedMessages }),
+	integer("metrics.addressSeries", "metrics-address-series", "THRONG_METRICS_ADDRESS_SERIES", "addresses a node may have and still export per-address series on /metrics (0: 200; negative: never)",
+		func(c *Config) *int { return &c.Metrics.AddressSeries }),
 	str("mqtt.queueOverflow", "mqtt-queue-overflow", "THRONG_MQTT_QUEUE_OVERFLOW", "what happens beyond mqtt.maxQueuedMessages: drop (counted) or disconnect (counted, subscriber disconnected with 0x97)",
 		func(c *Config) *string { return &c.MQTT.QueueOverflow }),
 	duration("connections.handshakeTimeout", "handshake-timeout", "THRONG_HANDSHAKE_TIMEOUT", "time from accept to an authenticated MQTT or AMQP connection",

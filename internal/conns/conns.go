@@ -204,6 +204,19 @@ type Registry struct {
 
 	sampleMu   sync.Mutex // serializes Sample
 	lastSample time.Time  // guarded by sampleMu
+
+	// onAdd and onRemove are Watch's callbacks (nil: none).
+	onAdd, onRemove func(*Entry)
+}
+
+// Watch sets functions called after a connection is registered and
+// after it is unregistered (per-tenant totals and the anomaly finder,
+// internal/metrics). Call it before the first Register; they must be
+// quick and must not call the registry.
+func (r *Registry) Watch(added, removed func(*Entry)) {
+	if r != nil {
+		r.onAdd, r.onRemove = added, removed
+	}
 }
 
 // New returns an empty registry of node (the name in the ids).
@@ -234,6 +247,9 @@ func (r *Registry) Register(info Info, c Conn) *Entry {
 	r.mu.Lock()
 	r.byID[seq] = e
 	r.mu.Unlock()
+	if r.onAdd != nil {
+		r.onAdd(e)
+	}
 	return e
 }
 
@@ -243,10 +259,14 @@ func (r *Registry) Unregister(e *Entry) {
 		return
 	}
 	r.mu.Lock()
-	if r.byID[e.seq] == e {
+	removed := r.byID[e.seq] == e
+	if removed {
 		delete(r.byID, e.seq)
 	}
 	r.mu.Unlock()
+	if removed && r.onRemove != nil {
+		r.onRemove(e)
+	}
 }
 
 // Len is the number of registered connections.
