@@ -117,6 +117,7 @@ type Authenticator struct {
 	now     func() time.Time // time of validity checks (tests set it)
 	live    *Live            // live connections (live.go)
 	backoff *backoff         // login backoff (backoff.go); nil: off
+	wrong   *knownWrong      // passwords that failed against a stored hash
 
 	// Client certificates (cert.go): the node's tls.clientCA for users,
 	// the tenants' trust anchors for devices.
@@ -169,6 +170,7 @@ func New(users Users, opts ...Option) *Authenticator {
 		cache:    map[string]verified{},
 		devCache: map[string]devVerified{},
 		devKeys:  map[string][]string{},
+		wrong:    newKnownWrong(),
 	}
 	a.pool = newPool(0, a.m)
 	for _, o := range opts {
@@ -232,21 +234,23 @@ func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName
 	if a.backoff == nil {
 		return a.authenticatePassword(ctx, adapter, t, tenantName, user, password)
 	}
-	keys := a.backoff.keysFor(ctx, tenantName, user)
-	p, err := a.authenticatePassword(context.WithValue(ctx, turnKeys{}, keys), adapter, t, tenantName, user, password)
+	st := &checkState{keys: a.backoff.keysFor(ctx, tenantName, user)}
+	p, err := a.authenticatePassword(context.WithValue(ctx, turnKeys{}, st), adapter, t, tenantName, user, password)
 	switch {
 	case err == nil:
-		a.backoff.succeeded(keys)
+		a.backoff.succeeded(st)
 	case errors.Is(err, ErrBadCredentials):
-		a.loginFailed(ctx, keys)
+		a.loginFailed(ctx, st)
+	default:
+		a.backoff.release(st)
 	}
 	return p, err
 }
 
-// loginFailed counts a refused login of keys in the backoff and waits
-// its delay (or until ctx ends) before the refusal is answered.
-func (a *Authenticator) loginFailed(ctx context.Context, keys []string) {
-	if d := a.backoff.failed(keys); d > 0 {
+// loginFailed counts a refused login in the backoff and waits its delay
+// (or until ctx ends) before the refusal is answered.
+func (a *Authenticator) loginFailed(ctx context.Context, st *checkState) {
+	if d := a.backoff.failed(st); d > 0 {
 		a.m.delayed.Inc()
 		tm := time.NewTimer(d)
 		select {
@@ -257,17 +261,64 @@ func (a *Authenticator) loginFailed(ctx context.Context, keys []string) {
 	}
 }
 
-// turnKeys carries a check's backoff keys to compare.
+// turnKeys carries a check's place in the backoff (*checkState) to
+// compare.
 type turnKeys struct{}
 
 // compare is pool.compare after the backoff's turn of the check's keys.
+// A password that failed against the same stored hash before is refused
+// at once (known wrong: a client reconnecting with a stale password, or a
+// guesser trying a password again, costs no bcrypt and no turn); the
+// refusal is still counted and delayed by the caller like any other.
 func (a *Authenticator) compare(ctx context.Context, hash []byte, password string) (bool, error) {
-	if keys, ok := ctx.Value(turnKeys{}).([]string); ok {
-		if err := a.backoff.turn(ctx, keys); err != nil {
+	fk := a.wrong.key(hash, password)
+	if a.wrong.has(fk) {
+		a.m.knownWrong.Inc()
+		return false, nil
+	}
+	suspect, err := a.turn(ctx)
+	if err != nil {
+		return false, err
+	}
+	ok, err := a.pool.compare(ctx, hash, password, suspect)
+	if err == nil && !ok {
+		a.wrong.add(fk)
+	}
+	return ok, err
+}
+
+// imitate stands for a comparison of a password that cannot match (an
+// unknown user or device, a disabled one): the same turn in the backoff
+// and about the same time (pool.imitate), no bcrypt. id names what was
+// asked for (kind, tenant, name): a password tried again for it is
+// refused at once, as compare refuses a known wrong one, so that trying
+// a password twice does not tell a real user from an unknown one.
+func (a *Authenticator) imitate(ctx context.Context, id, password string) {
+	fk := a.wrong.key([]byte(id), password)
+	if a.wrong.has(fk) {
+		a.m.knownWrong.Inc()
+		return
+	}
+	if suspect, err := a.turn(ctx); err == nil {
+		if a.pool.imitate(ctx, suspect) == nil {
+			a.wrong.add(fk)
+		}
+	}
+}
+
+// turn waits for the backoff's turn of the check's keys (if the check is
+// counted) and reports whether they have failures (a suspect check).
+func (a *Authenticator) turn(ctx context.Context) (suspect bool, err error) {
+	st, ok := ctx.Value(turnKeys{}).(*checkState)
+	if !ok {
+		return false, nil
+	}
+	if len(st.taken) == 0 { // one turn per login, whatever it compares
+		if err := a.backoff.turn(ctx, st); err != nil {
 			return false, err
 		}
 	}
-	return a.pool.compare(ctx, hash, password)
+	return a.backoff.suspect(st.keys), nil
 }
 
 // authenticatePassword is AuthenticateFor in a known tenant.
@@ -277,8 +328,9 @@ func (a *Authenticator) authenticatePassword(ctx context.Context, adapter string
 		return a.authenticateDevice(ctx, adapter, t, user, password)
 	}
 	if !ok || u.PasswordHash == "" {
-		// Spend comparable time so that probing for user names is not cheaper.
-		_, _ = a.compare(ctx, dummyHash, password)
+		// Take comparable time so that probing for user names is not
+		// cheaper, but spend no CPU on it (imitate).
+		a.imitate(ctx, "user\x00"+tenantName+"\x00"+user, password)
 		return nil, ErrBadCredentials
 	}
 	key := tenantName + "\x00" + user
@@ -306,7 +358,13 @@ func (a *Authenticator) authenticatePassword(ctx context.Context, adapter string
 	return &Principal{Tenant: tenantName, User: u.Name, Roles: u.Roles, Perms: u.Permissions, hash: u.PasswordHash}, nil
 }
 
-var dummyHash, _ = bcrypt.GenerateFromPassword([]byte("dummy"), BcryptCost)
+// dummyHashTook is how long making a hash of BcryptCost took at start,
+// the first estimate of a comparison's duration (pool.imitate).
+var dummyHashTook = func() time.Duration {
+	t0 := time.Now()
+	_, _ = bcrypt.GenerateFromPassword([]byte("dummy"), BcryptCost)
+	return time.Since(t0)
+}()
 
 // Authorize reports whether the principal may perform action on the
 // address name (or filter, for subscriptions: a filter is allowed if the

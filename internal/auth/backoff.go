@@ -70,10 +70,18 @@ type backoff struct {
 }
 
 type failKey struct {
-	n    int       // failures since the last success or quiet spell
-	last time.Time // the last failure
-	next time.Time // the next check's turn
-	free int
+	n        int       // failures since the last success or quiet spell
+	inFlight int       // checks that took their turn and are not answered yet
+	last     time.Time // the last failure
+	next     time.Time // the next check's turn
+	free     int
+}
+
+// checkState is one password check's place in the backoff: its keys, and
+// those whose in-flight count its turn raised (release lowers them).
+type checkState struct {
+	keys  []string
+	taken []string
 }
 
 func newBackoff(b Backoff) *backoff {
@@ -120,22 +128,57 @@ func (b *backoff) keysFor(ctx context.Context, tenantName, user string) []string
 	return ks
 }
 
-// turn reserves the next check of keys and waits for it; it returns
+// entryLocked returns the key's entry, made if need be; beyond
+// maxBackoffKeys (after a sweep) further keys share the entry "overflow",
+// whose key is returned.
+func (b *backoff) entryLocked(k string, now time.Time) (string, *failKey) {
+	if f := b.keys[k]; f != nil {
+		return k, f
+	}
+	if len(b.keys) >= maxBackoffKeys {
+		b.sweepLocked(now)
+	}
+	if len(b.keys) >= maxBackoffKeys {
+		k = "overflow"
+		if f := b.keys[k]; f != nil {
+			return k, f
+		}
+	}
+	free := b.cfg.FreeUser
+	if k[0] == 's' {
+		free = b.cfg.FreeSource
+	}
+	f := &failKey{free: free}
+	b.keys[k] = f
+	return k, f
+}
+
+// turn reserves the next check of st's keys and waits for it; it returns
 // ErrUnavailable if ctx ends first (the client may retry later).
-func (b *backoff) turn(ctx context.Context, keys []string) error {
+//
+// Once a key has failed, its checks in flight count as failures to come:
+// the wait of a check is the delay after the key's failures plus its
+// checks in flight. So a guesser's parallel connections get turns spaced
+// as if each check before them had failed, not the same short delay
+// while the earlier ones are still being checked. A key without
+// failures is not slowed, however many checks it has in flight: devices
+// that share a user and reconnect together after an outage.
+func (b *backoff) turn(ctx context.Context, st *checkState) error {
 	now := b.now()
 	var at time.Time
 	b.mu.Lock()
-	for _, k := range keys {
-		f := b.keys[k]
-		if f == nil {
-			continue
+	for _, k := range st.keys {
+		k, f := b.entryLocked(k, now)
+		if !f.last.IsZero() && now.Sub(f.last) > b.cfg.Forget {
+			f.n = 0
 		}
-		if now.Sub(f.last) > b.cfg.Forget {
-			delete(b.keys, k)
-			continue
+		p := f.n
+		if p > 0 {
+			p += f.inFlight
 		}
-		d := b.delay(f.n, f.free)
+		d := b.delay(p, f.free)
+		f.inFlight++
+		st.taken = append(st.taken, k)
 		if d == 0 {
 			continue
 		}
@@ -161,40 +204,43 @@ func (b *backoff) turn(ctx context.Context, keys []string) error {
 	case <-tm.C:
 		return nil
 	case <-ctx.Done():
+		b.release(st)
 		return fmt.Errorf("%w: login backoff: %v", ErrUnavailable, ctx.Err())
 	}
 }
 
-// failed counts a failure of each key and returns the wait before the
-// refusal is answered: the delay of the key's new count, so a guesser's
-// first refusal in backoff is as slow as its later ones.
-func (b *backoff) failed(keys []string) time.Duration {
+// release ends st's checks in flight (once; turn's keys).
+func (b *backoff) release(st *checkState) {
+	if len(st.taken) == 0 {
+		return
+	}
+	b.mu.Lock()
+	for _, k := range st.taken {
+		f := b.keys[k]
+		if f == nil {
+			continue // forgotten by a success
+		}
+		if f.inFlight > 0 {
+			f.inFlight--
+		}
+		if f.inFlight == 0 && f.n == 0 {
+			delete(b.keys, k)
+		}
+	}
+	b.mu.Unlock()
+	st.taken = nil
+}
+
+// failed ends st's check with a failure of each key and returns the wait
+// before the refusal is answered: the delay of the key's new count, so a
+// guesser's first refusal in backoff is as slow as its later ones.
+func (b *backoff) failed(st *checkState) time.Duration {
 	now := b.now()
 	var wait time.Duration
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	for _, k := range keys {
-		f := b.keys[k]
-		if f == nil {
-			if len(b.keys) >= maxBackoffKeys {
-				b.sweepLocked(now)
-			}
-			if len(b.keys) >= maxBackoffKeys {
-				k = "overflow"
-				if f = b.keys[k]; f == nil {
-					f = &failKey{free: b.cfg.FreeUser}
-					b.keys[k] = f
-				}
-			} else {
-				free := b.cfg.FreeUser
-				if k[0] == 's' {
-					free = b.cfg.FreeSource
-				}
-				f = &failKey{free: free}
-				b.keys[k] = f
-			}
-		}
-		if now.Sub(f.last) > b.cfg.Forget {
+	for _, k := range st.keys {
+		_, f := b.entryLocked(k, now)
+		if !f.last.IsZero() && now.Sub(f.last) > b.cfg.Forget {
 			f.n = 0
 		}
 		f.n++
@@ -208,19 +254,37 @@ func (b *backoff) failed(keys []string) time.Duration {
 			wait = max(wait, d)
 		}
 	}
+	b.mu.Unlock()
+	b.release(st)
 	return wait
 }
 
-// succeeded forgets the user's failures (not the source's).
-func (b *backoff) succeeded(keys []string) {
+// succeeded ends st's check: the user's failures are forgotten (not the
+// source's).
+func (b *backoff) succeeded(st *checkState) {
+	b.release(st)
 	b.mu.Lock()
-	delete(b.keys, keys[0])
+	delete(b.keys, st.keys[0])
 	b.mu.Unlock()
+}
+
+// suspect reports whether one of keys has failures not yet forgotten:
+// its check runs in the bcrypt pool's narrower lane (pool.go).
+func (b *backoff) suspect(keys []string) bool {
+	now := b.now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, k := range keys {
+		if f := b.keys[k]; f != nil && f.n > 0 && now.Sub(f.last) <= b.cfg.Forget {
+			return true
+		}
+	}
+	return false
 }
 
 func (b *backoff) sweepLocked(now time.Time) {
 	for k, f := range b.keys {
-		if now.Sub(f.last) > b.cfg.Forget {
+		if f.inFlight == 0 && now.Sub(f.last) > b.cfg.Forget {
 			delete(b.keys, k)
 		}
 	}

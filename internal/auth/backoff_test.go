@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -97,9 +98,11 @@ func TestLoginBackoffParallel(t *testing.T) {
 	}
 	t0 := time.Now()
 	var wg sync.WaitGroup
-	for range 4 {
+	for i := range 4 {
 		wg.Go(func() {
-			if _, err := timed(a, ctx, "app", "g"); !errors.Is(err, ErrBadCredentials) {
+			// Each a new guess: a password tried before is refused without
+			// a check, and without a turn (TestKnownWrong).
+			if _, err := timed(a, ctx, "app", "p"+strconv.Itoa(i)); !errors.Is(err, ErrBadCredentials) {
 				t.Error(err)
 			}
 		})
@@ -109,13 +112,13 @@ func TestLoginBackoffParallel(t *testing.T) {
 		t.Fatalf("4 parallel guesses answered within %v, want at least %v", d, 3*first)
 	}
 	// A context that ends while waiting for the turn: unavailable.
-	for range 3 { // queue turns up
-		go timed(a, ctx, "app", "g")
+	for i := range 3 { // queue turns up
+		go timed(a, ctx, "app", "q"+strconv.Itoa(i))
 	}
 	time.Sleep(10 * time.Millisecond)
 	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 	defer cancel()
-	if _, err := timed(a, short, "app", "g"); !errors.Is(err, ErrUnavailable) {
+	if _, err := timed(a, short, "app", "q"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("ended while waiting: %v", err)
 	}
 }
@@ -222,7 +225,12 @@ func TestLoginBackoffScram(t *testing.T) {
 	for range 3 {
 		queued.Go(func() { _, _ = scramLogin(t, a, "192.0.2.7", "app", "x") })
 	}
-	time.Sleep(20 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); a.backoff.inFlight("s\x00192.0.2.7") < 2; {
+		if time.Now().After(deadline) {
+			t.Fatal("two of the three exchanges did not wait for their turns")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	ctx, cancel := context.WithTimeout(WithSource(context.Background(), net.ParseIP("192.0.2.7")), 50*time.Millisecond)
 	defer cancel()
 	if err := scramRun(t, a.NewScramExchange(ctx, "acme"), &scramClient{user: "app", pw: "x", cnonce: "abc"}); !errors.Is(err, ErrUnavailable) {
@@ -236,5 +244,60 @@ func TestLoginBackoffScram(t *testing.T) {
 	}
 	if d, err := scramLogin(t, a, "192.0.2.10", "other", "right"); err != nil || d > first*9/10 {
 		t.Fatalf("after unknown tenants: %v %v", d, err)
+	}
+}
+
+// inFlight returns the key's checks in flight.
+func (b *backoff) inFlight(k string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if f := b.keys[k]; f != nil {
+		return f.inFlight
+	}
+	return 0
+}
+
+func TestLoginBackoffInFlight(t *testing.T) {
+	// Once a user has failed, its parallel checks count as failures to
+	// come: four guesses in flight after two failures (100 ms, doubling)
+	// get turns at 0, 100, 300 and 700 ms, not 0, 100, 200, 300.
+	const first = 100 * time.Millisecond
+	a := New(backoffUsers(t, "app", "fleet"), WithLoginBackoff(Backoff{First: first, Max: 10 * time.Second, FreeUser: 1}))
+	ctx := context.Background()
+	for _, g := range []string{"g0", "g1"} {
+		if _, err := timed(a, ctx, "app", g); !errors.Is(err, ErrBadCredentials) {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(first) // g1's delay before the next turn
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			if _, err := timed(a, ctx, "app", "p"+strconv.Itoa(i)); !errors.Is(err, ErrBadCredentials) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(t0); d < 700*time.Millisecond {
+		t.Fatalf("4 parallel guesses after 2 failures all answered within %v, want the last turn at 700 ms at least", d)
+	}
+	// A user without failures is not slowed by its checks in flight
+	// (devices sharing a user, reconnecting together).
+	t0 = time.Now()
+	for range 8 {
+		wg.Go(func() {
+			if _, err := timed(a, ctx, "fleet", "right"); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if d := time.Since(t0); d > first*9/10+a.pool.typical()*8 {
+		t.Fatalf("8 parallel right logins took %v", d)
+	}
+	if n := a.backoff.inFlight("u\x00acme\x00fleet") + a.backoff.inFlight("u\x00acme\x00app"); n != 0 {
+		t.Fatalf("%d checks still in flight", n)
 	}
 }

@@ -267,7 +267,7 @@ func TestBcryptPool(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			if ok, err := p.compare(context.Background(), h, "pw"); !ok || err != nil {
+			if ok, err := p.compare(context.Background(), h, "pw", false); !ok || err != nil {
 				t.Errorf("compare: %v %v", ok, err)
 			}
 		})
@@ -281,7 +281,7 @@ func TestBcryptPool(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := p.compare(ctx, h, "pw"); !errors.Is(err, ErrUnavailable) {
+	if _, err := p.compare(ctx, h, "pw", false); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("queued past the deadline: %v", err)
 	}
 	<-p.slots

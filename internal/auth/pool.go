@@ -3,7 +3,10 @@ package auth
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"runtime"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
@@ -21,33 +24,98 @@ import (
 // server's handshake slots), never in a read loop shared with other
 // connections, so queueing here delays only connections that are
 // authenticating.
+//
+// Checks of a user or source address with recent failures (suspect, from
+// the login backoff) first take a place in a narrower lane: at most half
+// the workers (at least one) run them at once, so a password-guessing
+// storm, however many users and addresses it spreads over, never holds
+// every core; clean logins keep the other workers.
 type pool struct {
-	slots chan struct{}
-	m     *authMetrics
+	slots   chan struct{}
+	suspect chan struct{}
+	m       *authMetrics
+	took    atomic.Int64 // a comparison's usual duration (ns, moving average)
 }
 
 func newPool(n int, m *authMetrics) *pool {
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	return &pool{slots: make(chan struct{}, n), m: m}
+	p := &pool{slots: make(chan struct{}, n), suspect: make(chan struct{}, max(1, n/2)), m: m}
+	p.took.Store(int64(dummyHashTook))
+	return p
+}
+
+// acquire takes a place in ch, or fails with ErrUnavailable when ctx
+// ends first.
+func (p *pool) acquire(ctx context.Context, ch chan struct{}) error {
+	p.m.queued.Inc()
+	defer p.m.queued.Dec()
+	select {
+	case ch <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting for a bcrypt worker: %v", ErrUnavailable, ctx.Err())
+	}
 }
 
 // compare reports whether password matches the bcrypt hash, after
-// waiting for a worker; an error only if ctx ends first (the wait is
-// counted as ErrUnavailable: the client may retry).
-func (p *pool) compare(ctx context.Context, hash []byte, password string) (bool, error) {
-	p.m.queued.Inc()
-	select {
-	case p.slots <- struct{}{}:
-		p.m.queued.Dec()
-	case <-ctx.Done():
-		p.m.queued.Dec()
-		return false, fmt.Errorf("%w: waiting for a bcrypt worker: %v", ErrUnavailable, ctx.Err())
+// waiting for a worker (and, if suspect, for a place in the suspects'
+// lane); an error only if ctx ends first (the wait is counted as
+// ErrUnavailable: the client may retry).
+func (p *pool) compare(ctx context.Context, hash []byte, password string, suspect bool) (bool, error) {
+	if suspect {
+		if err := p.acquire(ctx, p.suspect); err != nil {
+			return false, err
+		}
+		defer func() { <-p.suspect }()
+	}
+	if err := p.acquire(ctx, p.slots); err != nil {
+		return false, err
 	}
 	defer func() { <-p.slots }()
 	p.m.bcrypts.Inc()
-	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil, nil
+	t0 := time.Now()
+	ok := bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
+	// A moving average (1/8 of the new duration) of what a comparison
+	// takes, for imitate.
+	d := int64(time.Since(t0))
+	old := p.took.Load()
+	p.took.CompareAndSwap(old, old+(d-old)/8)
+	return ok, nil
+}
+
+// typical is a comparison's usual duration.
+func (p *pool) typical() time.Duration { return time.Duration(p.took.Load()) }
+
+// imitate takes about as long as compare, without computing: it queues
+// like a comparison (taking and at once giving back its places, so that
+// a queue of real comparisons delays it as it would delay one), then
+// sleeps a comparison's usual duration, ±5 %. Unknown users and devices
+// are answered so: a refusal that would cost a bcrypt of CPU costs a
+// timer. The error is compare's.
+func (p *pool) imitate(ctx context.Context, suspect bool) error {
+	if suspect {
+		if err := p.acquire(ctx, p.suspect); err != nil {
+			return err
+		}
+		<-p.suspect
+	}
+	if err := p.acquire(ctx, p.slots); err != nil {
+		return err
+	}
+	<-p.slots
+	p.m.imitated.Inc()
+	d := p.typical()
+	d += time.Duration(rand.Int64N(int64(d)/10+1)) - d/20
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: %v", ErrUnavailable, ctx.Err())
+	}
 }
 
 // authMetrics are the authenticator's Prometheus metrics. They exist
@@ -60,6 +128,8 @@ type authMetrics struct {
 	queued     prometheus.Gauge       // throng_auth_bcrypt_queued
 	revoked    *prometheus.CounterVec // throng_auth_revocations_total{cause}
 	delayed    prometheus.Counter     // throng_auth_login_delays_total
+	imitated   prometheus.Counter     // throng_auth_bcrypt_imitated_total
+	knownWrong prometheus.Counter     // throng_auth_known_wrong_total
 }
 
 func newAuthMetrics() *authMetrics {
@@ -92,6 +162,14 @@ func newAuthMetrics() *authMetrics {
 			Name: "throng_auth_login_delays_total",
 			Help: "Refused logins answered after the login backoff's delay (repeated failures of a user or source address).",
 		}),
+		imitated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "throng_auth_bcrypt_imitated_total",
+			Help: "Password checks of unknown users or devices answered after a comparison's usual time without computing one.",
+		}),
+		knownWrong: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "throng_auth_known_wrong_total",
+			Help: "Password checks refused without a bcrypt comparison because the same password had failed against the same stored hash before.",
+		}),
 	}
 }
 
@@ -99,7 +177,7 @@ func (m *authMetrics) register(reg prometheus.Registerer) {
 	if reg == nil {
 		return
 	}
-	for _, c := range []prometheus.Collector{m.deviceOK, m.deviceFail, m.bcrypts, m.cacheHits, m.queued, m.revoked, m.delayed} {
+	for _, c := range []prometheus.Collector{m.deviceOK, m.deviceFail, m.bcrypts, m.cacheHits, m.queued, m.revoked, m.delayed, m.imitated, m.knownWrong} {
 		_ = reg.Register(c)
 	}
 }

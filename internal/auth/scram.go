@@ -200,17 +200,17 @@ func (a *Authenticator) NewScramExchange(ctx context.Context, defaultTenant stri
 	return s
 }
 
-// backoffKeys returns the exchange's keys in the login backoff, nil when
-// it is not counted (no backoff, or an unknown tenant: not counted, as
-// for passwords).
-func (s *ScramServer) backoffKeys() []string {
+// backoffCheck returns the exchange's place in the login backoff, nil
+// when it is not counted (no backoff, or an unknown tenant: not counted,
+// as for passwords).
+func (s *ScramServer) backoffCheck() *checkState {
 	if s.a == nil || s.a.backoff == nil || s.ctx == nil {
 		return nil
 	}
 	if _, ok := s.a.users.Tenant(s.ten); !ok {
 		return nil
 	}
-	return s.a.backoff.keysFor(s.ctx, s.ten, s.name)
+	return &checkState{keys: s.a.backoff.keysFor(s.ctx, s.ten, s.name)}
 }
 
 func randomNonce() string {
@@ -395,11 +395,11 @@ func (s *ScramServer) clientFinal(msg string) ([]byte, error) {
 	if err != nil || len(proof) != sha256.Size {
 		return nil, malformed("bad proof")
 	}
-	keys := s.backoffKeys()
-	if keys != nil {
+	st := s.backoffCheck()
+	if st != nil {
 		// A user or source address with failures waits its turn, as a
 		// password check does.
-		if err := s.a.backoff.turn(s.ctx, keys); err != nil {
+		if err := s.a.backoff.turn(s.ctx, st); err != nil {
 			return nil, err
 		}
 	}
@@ -417,14 +417,16 @@ func (s *ScramServer) clientFinal(msg string) ([]byte, error) {
 	if err == nil && !match {
 		err = ErrBadCredentials
 	}
-	if keys != nil {
+	if st != nil {
 		switch {
 		case err == nil:
-			s.a.backoff.succeeded(keys)
+			s.a.backoff.succeeded(st)
 		case errors.Is(err, ErrBadCredentials):
 			// An unknown user or a wrong proof; not a user without a
 			// verifier (ErrNoScramCredential: no guess was checked).
-			s.a.loginFailed(s.ctx, keys)
+			s.a.loginFailed(s.ctx, st)
+		default:
+			s.a.backoff.release(st)
 		}
 	}
 	if err != nil {
