@@ -44,7 +44,13 @@ func parseMapping(s string) bridge.Mapping {
 
 func mappingText(m bridge.Mapping) string {
 	s := m.LocalFilter()
-	if m.LocalPrefix != "" || m.RemotePrefix != "" {
+	switch {
+	case m.Topic != "":
+		s += " → kafka " + m.Topic
+		if m.Key != "" {
+			s += " (key " + m.Key + ")"
+		}
+	case m.LocalPrefix != "" || m.RemotePrefix != "":
 		s += " → " + m.RemoteFilter()
 	}
 	return s
@@ -53,11 +59,13 @@ func mappingText(m bridge.Mapping) string {
 func bridgeRate(f float64) string { return fmt.Sprintf("%.1f/s", f) }
 
 var bridgeCmds = map[string]command{
-	"create": {"bridge create NAME --url mqtt://HOST:PORT --map FILTER[,LOCAL_PREFIX[,REMOTE_PREFIX]]... [--tenant T] [--direction out|in|both] [--username U --remote-password P] [--ca FILE] [--client-cert FILE --client-key FILE] [--sni NAME] [--qos 0|1] [--buffer-limit N] [--overflow keep|drop-oldest]", "",
+	"create": {"bridge create NAME --url mqtt://HOST:PORT --map FILTER[,LOCAL_PREFIX[,REMOTE_PREFIX]]... [--tenant T] [--direction out|in|both] [--username U --remote-password P] [--ca FILE] [--client-cert FILE --client-key FILE] [--sni NAME] [--qos 0|1] [--buffer-limit N] [--overflow keep|drop-oldest] [--kind mqtt|amqp|kafka] [--topic KAFKA_TOPIC [--key device|address|property:NAME|none]]", "",
 		func(c *cli, fs *flag.FlagSet, cl *client) func(context.Context, []string) error {
 			ten := tenantFlag(fs)
-			kind := fs.String("kind", bridge.KindMQTT, "kind of bridge (mqtt)")
-			u := fs.String("url", "", "the remote broker: mqtt://host:port or mqtts://host:port")
+			kind := fs.String("kind", bridge.KindMQTT, "kind of bridge: mqtt, amqp or kafka")
+			u := fs.String("url", "", "the remote: mqtt[s]://host:port, amqp[s]://host:port or kafka[s]://host:port[,host:port...]")
+			topic := fs.String("topic", "", "kafka: the Kafka topic of every --map")
+			rkey := fs.String("key", "", "kafka: the record key of every --map: device (default), address, property:NAME or none")
 			user := fs.String("username", "", "user name on the remote")
 			pass := fs.String("remote-password", "", "password on the remote (--password is yours, for the admin API)")
 			cid := fs.String("client-id", "", "client id on the remote (default throng-TENANT-NAME)")
@@ -82,7 +90,9 @@ var bridgeCmds = map[string]command{
 					Remote: bridge.Remote{URL: *u, Username: *user, Password: *pass, ClientID: *cid, SNI: *sni},
 				}
 				for _, m := range maps {
-					b.Mappings = append(b.Mappings, parseMapping(m))
+					mp := parseMapping(m)
+					mp.Topic, mp.Key = *topic, *rkey
+					b.Mappings = append(b.Mappings, mp)
 				}
 				for _, f := range []struct {
 					flag, path string

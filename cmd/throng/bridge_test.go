@@ -37,6 +37,16 @@ func TestCLIBridges(t *testing.T) {
 	if r := mustCLI(t, env, 1, "bridge", "create", "bad", "--url", "ftp://x", "--map", "x"); !strings.Contains(r.stderr, "scheme") {
 		t.Fatalf("stderr: %s", r.stderr)
 	}
+	// Kafka: --topic and --key go to every --map.
+	mustCLI(t, env, 0, "bridge", "create", "lake", "--kind", "kafka", "--url", "kafka://127.0.0.1:1,127.0.0.1:2",
+		"--map", "tele/#", "--topic", "telemetry", "--key", "property:site")
+	if get := mustCLI(t, env, 0, "bridge", "get", "lake").stdout; !strings.Contains(get, "tele/# → kafka telemetry (key property:site)") {
+		t.Fatalf("get lake:\n%s", get)
+	}
+	if r := mustCLI(t, env, 1, "bridge", "create", "lake2", "--kind", "kafka", "--url", "kafka://h", "--map", "x"); !strings.Contains(r.stderr, "topic") {
+		t.Fatalf("stderr: %s", r.stderr)
+	}
+	mustCLI(t, env, 0, "bridge", "delete", "lake")
 	mustCLI(t, env, 0, "bridge", "delete", "cloud")
 	if r := mustCLI(t, env, 1, "bridge", "get", "cloud"); !strings.Contains(r.stderr, "404") {
 		t.Fatalf("stderr: %s", r.stderr)

@@ -15,11 +15,11 @@ import (
 // TestBridges runs the bridge tests on one platform (a platform's start
 // and its bcrypt logins under -race are most of their time).
 func TestBridges(t *testing.T) {
-	need(t, "mosquitto")
 	p := testkit.Start(t)
 	api(t, p, "POST", "/api/tenants/default/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
 	t.Run("MosquittoConcentrator", func(t *testing.T) { testConcentrator(t, p) })
 	t.Run("MQTTBridgeToMosquitto", func(t *testing.T) { testMQTTBridge(t, p) })
+	t.Run("KafkaOut", func(t *testing.T) { testKafkaBridge(t, p) })
 	t.Run("APIErrors", func(t *testing.T) { testAPIErrors(t, p) })
 }
 

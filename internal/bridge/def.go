@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -13,9 +14,12 @@ import (
 	"github.com/throngmq/throng/internal/tenant"
 )
 
-// Kinds of bridges. Only MQTT is built (issue 17 also asks for AMQP 1.0
-// links and Kafka).
-const KindMQTT = "mqtt"
+// Kinds of bridges.
+const (
+	KindMQTT  = "mqtt"  // a remote MQTT broker (mqtt.go)
+	KindAMQP  = "amqp"  // a remote AMQP 1.0 node (amqp.go)
+	KindKafka = "kafka" // a Kafka cluster, out only (kafka.go)
+)
 
 // Directions.
 const (
@@ -61,8 +65,12 @@ type Bridge struct {
 // Remote is the other broker.
 type Remote struct {
 	// URL is mqtt://host:port or mqtts://host:port (also tcp://, ssl://,
-	// tls://).
-	URL      string `json:"url"`
+	// tls://) for MQTT; amqp://host:port or amqps://host:port for AMQP;
+	// kafka://host:port[,host:port…] or kafkas://… (the seed brokers) for
+	// Kafka.
+	URL string `json:"url"`
+	// Username and Password: MQTT's CONNECT credentials, SASL PLAIN for
+	// AMQP (ANONYMOUS without) and Kafka (no SASL without).
 	Username string `json:"username,omitempty"`
 	Password string `json:"password,omitempty"`
 	// ClientID on the remote; default "throng-<tenant>-<bridge>". The
@@ -80,11 +88,20 @@ type Remote struct {
 // Mapping forwards the topics matching Filter, as mosquitto's "topic
 // <pattern> <direction> <qos> <local prefix> <remote prefix>": a local
 // topic LocalPrefix+T (T matching Filter) is the remote topic
-// RemotePrefix+T, both ways.
+// RemotePrefix+T, both ways. For AMQP the remote name is a node address
+// (a link's target out, its source in); for Kafka every matching local
+// message goes to the Kafka topic Topic, keyed by Key.
 type Mapping struct {
 	Filter       string `json:"filter"`
 	LocalPrefix  string `json:"localPrefix,omitempty"`
 	RemotePrefix string `json:"remotePrefix,omitempty"`
+	// Topic is the Kafka topic (Kafka only; required).
+	Topic string `json:"topic,omitempty"`
+	// Key is the Kafka record key (Kafka only): "device" (default: the
+	// message's device_id property, else the publishing MQTT client id),
+	// "address" (the local address), "property:<name>" (an application
+	// property) or "none" (no key: Kafka's partitioner spreads them).
+	Key string `json:"key,omitempty"`
 }
 
 // LocalFilter is the filter of the local subscription ("out").
@@ -150,8 +167,10 @@ func (b *Bridge) Validate() error {
 	if b.Kind == "" {
 		b.Kind = KindMQTT
 	}
-	if b.Kind != KindMQTT {
-		return invalid("kind %q (only %q is built)", b.Kind, KindMQTT)
+	switch b.Kind {
+	case KindMQTT, KindAMQP, KindKafka:
+	default:
+		return invalid("kind %q (want mqtt, amqp or kafka)", b.Kind)
 	}
 	if b.Direction == "" {
 		b.Direction = Out
@@ -160,6 +179,9 @@ func (b *Bridge) Validate() error {
 	case Out, In, Both:
 	default:
 		return invalid("direction %q (want out, in or both)", b.Direction)
+	}
+	if b.Kind == KindKafka && b.Direction != Out {
+		return invalid("direction %q: a kafka bridge is out only", b.Direction)
 	}
 	if b.QoS != nil && *b.QoS != 0 && *b.QoS != 1 {
 		return invalid("qos %d (want 0 or 1)", *b.QoS)
@@ -172,10 +194,10 @@ func (b *Bridge) Validate() error {
 	default:
 		return invalid("overflow %q (want keep or drop-oldest)", b.Overflow)
 	}
-	if _, err := b.Remote.url(); err != nil {
+	if _, err := b.remoteURL(); err != nil {
 		return err
 	}
-	if _, err := b.Remote.tlsConfig(); err != nil {
+	if _, err := b.tlsConfig(); err != nil {
 		return err
 	}
 	if len(b.Mappings) == 0 {
@@ -193,49 +215,124 @@ func (b *Bridge) Validate() error {
 		if strings.HasPrefix(m.LocalFilter(), "$") {
 			return invalid("mappings[%d]: local filter %q: '$' topics are not bridged", i, m.LocalFilter())
 		}
+		if err := b.validateKindMapping(i, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-// url parses the remote URL.
-func (r *Remote) url() (*url.URL, error) {
-	u, err := url.Parse(r.URL)
-	if err != nil || u.Host == "" {
-		return nil, invalid("remote.url %q (want mqtt://host:port or mqtts://host:port)", r.URL)
+var kafkaTopicRE = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
+// validateKindMapping checks what a mapping needs for the bridge's kind.
+func (b *Bridge) validateKindMapping(i int, m Mapping) error {
+	if b.Kind != KindKafka && (m.Topic != "" || m.Key != "") {
+		return invalid("mappings[%d]: topic and key are for kafka bridges", i)
 	}
-	switch u.Scheme {
-	case "mqtt", "tcp":
-		u.Scheme = "mqtt"
-	case "mqtts", "ssl", "tls":
-		u.Scheme = "tls"
-	default:
-		return nil, invalid("remote.url scheme %q (want mqtt or mqtts)", u.Scheme)
-	}
-	if u.Port() == "" {
-		if u.Scheme == "tls" {
-			u.Host += ":8883"
-		} else {
-			u.Host += ":1883"
+	switch b.Kind {
+	case KindKafka:
+		if !kafkaTopicRE.MatchString(m.Topic) || m.Topic == "." || m.Topic == ".." {
+			return invalid("mappings[%d].topic %q (a Kafka topic: [a-zA-Z0-9._-]{1,249})", i, m.Topic)
+		}
+		if m.RemotePrefix != "" {
+			return invalid("mappings[%d].remotePrefix: a kafka mapping names its topic", i)
+		}
+		switch k := m.Key; {
+		case k == "", k == "device", k == "address", k == "none":
+		case strings.HasPrefix(k, "property:") && len(k) > len("property:"):
+		default:
+			return invalid("mappings[%d].key %q (want device, address, property:<name> or none)", i, k)
+		}
+	case KindAMQP:
+		if b.in() && address.IsWildcard(m.Filter) {
+			// A link's source is one remote address.
+			return invalid("mappings[%d].filter %q: an amqp bridge's in mappings name one address (no wildcards)", i, m.Filter)
 		}
 	}
+	return nil
+}
+
+// schemes are the URL schemes of each kind: plain, TLS (with default
+// ports); more names for the same (tcp, ssl, tls) map to the first two.
+var schemes = map[string]struct {
+	plain, tls         string
+	plainPort, tlsPort string
+	aliases            map[string]string
+}{
+	KindMQTT:  {"mqtt", "tls", "1883", "8883", map[string]string{"mqtt": "mqtt", "tcp": "mqtt", "mqtts": "tls", "ssl": "tls", "tls": "tls"}},
+	KindAMQP:  {"amqp", "amqps", "5672", "5671", map[string]string{"amqp": "amqp", "amqps": "amqps"}},
+	KindKafka: {"kafka", "kafkas", "9092", "9093", map[string]string{"kafka": "kafka", "kafkas": "kafkas"}},
+}
+
+func (b *Bridge) kind() string {
+	if b.Kind == "" {
+		return KindMQTT
+	}
+	return b.Kind
+}
+
+// remoteURL parses the remote URL, with the kind's default port (each
+// seed broker's for Kafka).
+func (b *Bridge) remoteURL() (*url.URL, error) {
+	sc, ok := schemes[b.kind()]
+	if !ok {
+		return nil, invalid("kind %q", b.Kind)
+	}
+	want := fmt.Sprintf("%s://host:port or %s://host:port", sc.plain, sc.plain+"s")
+	if b.kind() == KindKafka {
+		want = "kafka://host:port[,host:port…] or kafkas://…"
+	}
+	u, err := url.Parse(b.Remote.URL)
+	if err != nil || u.Host == "" {
+		return nil, invalid("remote.url %q (want %s)", b.Remote.URL, want)
+	}
+	s, ok := sc.aliases[u.Scheme]
+	if !ok {
+		return nil, invalid("remote.url scheme %q (want %s)", u.Scheme, want)
+	}
+	u.Scheme = s
+	port := sc.plainPort
+	if s == sc.tls {
+		port = sc.tlsPort
+	}
+	hosts := strings.Split(u.Host, ",")
+	for i, h := range hosts {
+		if h == "" {
+			return nil, invalid("remote.url %q: an empty host", b.Remote.URL)
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			hosts[i] = net.JoinHostPort(strings.Trim(h, "[]"), port)
+		}
+	}
+	if len(hosts) > 1 && b.kind() != KindKafka {
+		return nil, invalid("remote.url %q: one host", b.Remote.URL)
+	}
+	u.Host = strings.Join(hosts, ",")
 	return u, nil
 }
 
+// secure reports whether the remote URL asks for TLS.
+func (b *Bridge) secure(u *url.URL) bool { return u.Scheme == schemes[b.kind()].tls }
+
 // tlsConfig builds the TLS configuration (nil for plain TCP).
-func (r *Remote) tlsConfig() (*tls.Config, error) {
-	u, err := r.url()
+func (b *Bridge) tlsConfig() (*tls.Config, error) {
+	u, err := b.remoteURL()
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme != "tls" {
+	r := &b.Remote
+	if !b.secure(u) {
 		if r.CA != "" || r.ClientCert != "" || r.SNI != "" {
-			return nil, invalid("remote: ca, clientCert and sni need an mqtts:// url")
+			return nil, invalid("remote: ca, clientCert and sni need a TLS url (%s://)", schemes[b.kind()].plain+"s")
 		}
 		return nil, nil
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: r.SNI}
 	if cfg.ServerName == "" {
 		cfg.ServerName = u.Hostname()
+		if h, _, err := net.SplitHostPort(strings.Split(u.Host, ",")[0]); err == nil {
+			cfg.ServerName = h
+		}
 	}
 	if r.CA != "" {
 		pool := x509.NewCertPool()

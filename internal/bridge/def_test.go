@@ -44,11 +44,11 @@ func TestValidateDefaults(t *testing.T) {
 	if b.Kind != KindMQTT || b.Direction != Out || b.qos() != 1 || b.bufferLimit() != DefaultBufferLimit || b.overflow() != OverflowKeep {
 		t.Fatalf("defaults: %+v", b)
 	}
-	u, _ := b.Remote.url()
+	u, _ := b.remoteURL()
 	if u.Scheme != "tls" || u.Host != "broker.example.com:8883" {
 		t.Fatalf("url %v", u)
 	}
-	cfg, err := b.Remote.tlsConfig()
+	cfg, err := b.tlsConfig()
 	if err != nil || cfg.ServerName != "broker.example.com" {
 		t.Fatalf("tls %+v %v", cfg, err)
 	}

@@ -63,7 +63,9 @@ type runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	cm    *autopaho.ConnectionManager
+	cm    *autopaho.ConnectionManager // mqtt
+	kafka *kafkaOut                   // kafka
+	amqp  *amqpLink                   // amqp
 	conss []*router.Consumer
 
 	out, in, dropped, retried, reconnects atomic.Uint64
@@ -98,12 +100,33 @@ func (r *runner) fail(err error) {
 }
 
 func (r *runner) start() {
-	u, err := r.def.Remote.url()
+	switch r.def.kind() {
+	case KindKafka:
+		r.startKafka()
+	case KindAMQP:
+		r.startAMQP()
+	default:
+		r.startMQTT()
+	}
+	if r.def.out() && (r.cm != nil || r.kafka != nil || r.amqp != nil) {
+		for i, mp := range r.def.Mappings {
+			r.wg.Add(1)
+			go r.outLoop(i, mp)
+		}
+		r.wg.Add(1)
+		go r.lagLoop()
+	}
+	r.wg.Add(1)
+	go r.rateLoop()
+}
+
+func (r *runner) startMQTT() {
+	u, err := r.def.remoteURL()
 	if err != nil {
 		r.fail(err)
 		return
 	}
-	tlsCfg, err := r.def.Remote.tlsConfig()
+	tlsCfg, err := r.def.tlsConfig()
 	if err != nil {
 		r.fail(err)
 		return
@@ -157,16 +180,6 @@ func (r *runner) start() {
 		return
 	}
 	r.cm = cm
-	if r.def.out() {
-		for i, mp := range r.def.Mappings {
-			r.wg.Add(1)
-			go r.outLoop(i, mp)
-		}
-		r.wg.Add(1)
-		go r.lagLoop()
-	}
-	r.wg.Add(1)
-	go r.rateLoop()
 }
 
 func reasonString(p *paho.DisconnectProperties) string {
@@ -183,7 +196,13 @@ func (r *runner) stop() {
 		_ = r.cm.Disconnect(ctx)
 		cancel()
 	}
+	if r.kafka != nil {
+		r.kafka.close()
+	}
 	r.wg.Wait()
+	if r.amqp != nil {
+		r.amqp.close()
+	}
 	for _, c := range r.conss {
 		c.Close()
 	}
@@ -193,14 +212,7 @@ func (r *runner) stop() {
 // up subscribes the in mappings (again: the remote may have lost the
 // session) and records the connection.
 func (r *runner) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
-	r.mu.Lock()
-	if r.everUp {
-		r.reconnects.Add(1)
-	}
-	r.everUp = true
-	r.connected = time.Now().UTC()
-	r.mu.Unlock()
-	r.mg.m.up.WithLabelValues(r.labels()...).Set(1)
+	r.setUp()
 	if !r.def.in() {
 		return
 	}
@@ -224,6 +236,18 @@ func (r *runner) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
 			}
 		}
 	}()
+}
+
+// setUp records a connection to the remote.
+func (r *runner) setUp() {
+	r.mu.Lock()
+	if r.everUp {
+		r.reconnects.Add(1)
+	}
+	r.everUp = true
+	r.connected = time.Now().UTC()
+	r.mu.Unlock()
+	r.mg.m.up.WithLabelValues(r.labels()...).Set(1)
 }
 
 func (r *runner) setDown() {
@@ -286,14 +310,65 @@ func (r *runner) outLoop(i int, mp Mapping) {
 		case <-r.ctx.Done():
 			return
 		case it := <-q:
-			r.send(it.d, mp)
+			credit := c
 			if it.live {
-				live.AddCredit(1)
-			} else {
-				c.AddCredit(1)
+				credit = live
 			}
+			r.forward(it.d, mp, func() { credit.AddCredit(1) })
 		}
 	}
+}
+
+// forward sends one delivery to the remote with the bridge's kind and
+// calls done once it is settled (the Kafka producer settles later, in
+// its callback: more than one record in flight).
+func (r *runner) forward(d *router.Delivery, mp Mapping, done func()) {
+	if r.overflowDrop(d) {
+		done()
+		return
+	}
+	switch r.def.kind() {
+	case KindKafka:
+		r.sendKafka(d, mp, done)
+		return
+	case KindAMQP:
+		r.sendAMQP(d, mp)
+	default:
+		r.send(d, mp)
+	}
+	done()
+}
+
+// overflowDrop applies drop-oldest: while more than bufferLimit messages
+// wait, the oldest are acknowledged unsent and counted as dropped.
+func (r *runner) overflowDrop(d *router.Delivery) bool {
+	if d.PreSettled() || r.def.overflow() != OverflowDropOldest || !r.overLimit.Load() {
+		return false
+	}
+	if n := r.lag.Load(); n > 0 {
+		r.lag.Store(n - 1)
+	}
+	if r.lag.Load() <= uint64(r.def.bufferLimit()) {
+		r.overLimit.Store(false)
+	}
+	d.Settle(router.Outcome{Kind: router.Accepted})
+	r.count("out", "dropped")
+	return true
+}
+
+// count counts a bridged message (Status and the metric).
+func (r *runner) count(dir, result string) {
+	switch {
+	case result == "dropped":
+		r.dropped.Add(1)
+	case result == "retried":
+		r.retried.Add(1)
+	case dir == "out":
+		r.out.Add(1)
+	default:
+		r.in.Add(1)
+	}
+	r.mg.m.msgs.WithLabelValues(r.tenant, r.def.Name, dir, result).Inc()
 }
 
 // send publishes one delivery to the remote until the remote
@@ -304,18 +379,6 @@ func (r *runner) send(d *router.Delivery, mp Mapping) {
 	topic, ok := mp.ToRemote(d.Address)
 	if !ok {
 		d.Settle(router.Outcome{Kind: router.Accepted}) // not this mapping's (a wildcard's edge)
-		return
-	}
-	if !d.PreSettled() && r.def.overflow() == OverflowDropOldest && r.overLimit.Load() {
-		if n := r.lag.Load(); n > 0 {
-			r.lag.Store(n - 1)
-		}
-		if r.lag.Load() <= uint64(r.def.bufferLimit()) {
-			r.overLimit.Store(false)
-		}
-		d.Settle(router.Outcome{Kind: router.Accepted})
-		r.dropped.Add(1)
-		r.mg.m.msgs.WithLabelValues(r.tenant, r.def.Name, "out", "dropped").Inc()
 		return
 	}
 	qos := r.def.qos()
@@ -461,10 +524,26 @@ func (r *runner) receive(p *paho.Publish) bool {
 	if len(props) > 0 {
 		m.Properties = props
 	}
+	return r.publishLocal(topic, m, p.Retain) != localStopped
+}
+
+// Results of publishLocal.
+const (
+	localStopped = iota // the bridge stops: not to be acknowledged
+	localSent           // published (or no subscriber)
+	localDropped        // refused for good: acknowledge it, counted as dropped
+)
+
+// publishLocal publishes a remote message locally (retained too if
+// retain), trying again on passing failures; false if the bridge stops
+// first (the remote is not to be acknowledged: it sends it again). A
+// message the tenant refuses for good is counted as dropped and true
+// returned, so that the remote does not send it forever.
+func (r *runner) publishLocal(topic string, m *message.Message, retain bool) int {
 	for attempt := 0; ; attempt++ {
 		ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
 		var err error
-		if p.Retain {
+		if retain {
 			err = r.mg.r.Retain(ctx, r.tenant, topic, m)
 		}
 		if err == nil {
@@ -473,23 +552,21 @@ func (r *runner) receive(p *paho.Publish) bool {
 		cancel()
 		switch {
 		case err == nil, errors.Is(err, router.ErrNoConsumers):
-			r.in.Add(1)
-			r.mg.m.msgs.WithLabelValues(r.tenant, r.def.Name, "in", "sent").Inc()
-			return true
+			r.count("in", "sent")
+			return localSent
 		case r.ctx.Err() != nil:
-			return false
+			return localStopped
 		case errors.Is(err, router.ErrNotFound), errors.Is(err, router.ErrInvalid), errors.Is(err, router.ErrLimitExceeded), attempt >= 5:
 			// Refused for good (strict tenant, invalid name, too large):
 			// acknowledged, so the remote does not send it forever.
 			r.fail(fmt.Errorf("local publish %q: %w", topic, err))
-			r.dropped.Add(1)
-			r.mg.m.msgs.WithLabelValues(r.tenant, r.def.Name, "in", "dropped").Inc()
-			return true
+			r.count("in", "dropped")
+			return localDropped
 		}
 		r.fail(fmt.Errorf("local publish %q: %w", topic, err))
 		select {
 		case <-r.ctx.Done():
-			return false
+			return localStopped
 		case <-time.After(time.Duration(attempt+1) * 200 * time.Millisecond):
 		}
 	}

@@ -124,7 +124,7 @@ func testMQTTBridge(t *testing.T, p *testkit.Platform) {
 		}
 	}
 	testkit.Eventually(t, 10*time.Second, func() bool { return bridgeStatus(t, p, "cloud").Status.State == "connecting" })
-	time.Sleep(3*time.Second - time.Since(down))
+	time.Sleep(outage(t) - time.Since(down))
 	if lag := bridgeStatus(t, p, "cloud").Status.Lag; lag == 0 {
 		t.Errorf("lag 0 while the remote is down and %d messages wait", n)
 	}
@@ -142,10 +142,12 @@ func testMQTTBridge(t *testing.T, p *testkit.Platform) {
 	}
 	t.Logf("remote down %v, caught up %v later: %d of %d delivered, %d duplicates",
 		downFor.Round(100*time.Millisecond), (time.Since(down) - downFor).Round(100*time.Millisecond), len(got), 2*n, dups)
-	st := bridgeStatus(t, p, "cloud").Status
-	if st.Out < 2*n || st.Reconnects < 1 {
-		t.Errorf("status %+v", st)
-	}
+	// The remote's consumer may have the last message before the
+	// bridge has its PUBACK (and counts it).
+	waitFor(t, 10*time.Second, func() bool {
+		st := bridgeStatus(t, p, "cloud").Status
+		return st.Out >= 2*n && st.Reconnects >= 1
+	}, func() string { return fmt.Sprintf("status %+v", bridgeStatus(t, p, "cloud").Status) })
 
 	// In: remote publishes to site1/down/... reach local subscribers as
 	// down/...; the bridge's own site1/up/ messages did not come back
@@ -224,7 +226,13 @@ func testAPIErrors(t *testing.T, p *testkit.Platform) {
 	}{
 		{`{"name":"x","remote":{"url":"mqtt://h:1"},"mappings":[]}`, 400, "mappings"},
 		{`{"name":"X!","remote":{"url":"mqtt://h:1"},"mappings":[{"filter":"a"}]}`, 400, "bridge name"},
-		{`{"name":"x","kind":"kafka","remote":{"url":"mqtt://h:1"},"mappings":[{"filter":"a"}]}`, 400, "kind"},
+		{`{"name":"x","kind":"pigeon","remote":{"url":"mqtt://h:1"},"mappings":[{"filter":"a"}]}`, 400, "kind"},
+		{`{"name":"x","kind":"kafka","remote":{"url":"mqtt://h:1"},"mappings":[{"filter":"a","topic":"t"}]}`, 400, "scheme"},
+		{`{"name":"x","kind":"kafka","remote":{"url":"kafka://h:1"},"mappings":[{"filter":"a"}]}`, 400, "topic"},
+		{`{"name":"x","kind":"kafka","remote":{"url":"kafka://h:1"},"direction":"in","mappings":[{"filter":"a","topic":"t"}]}`, 400, "out only"},
+		{`{"name":"x","kind":"kafka","remote":{"url":"kafka://h:1"},"mappings":[{"filter":"a","topic":"t","key":"random"}]}`, 400, "key"},
+		{`{"name":"x","kind":"amqp","remote":{"url":"amqp://h"},"direction":"in","mappings":[{"filter":"a/#"}]}`, 400, "wildcards"},
+		{`{"name":"x","remote":{"url":"mqtt://h:1"},"mappings":[{"filter":"a","topic":"t"}]}`, 400, "kafka"},
 		{`{"name":"x","remote":{"url":"mqtt://h:1"},"direction":"sideways","mappings":[{"filter":"a"}]}`, 400, "direction"},
 		{`{"name":"x","remote":{"url":"mqtt://h:1"},"mappings":[{"filter":"a/#/b"}]}`, 400, "mappings[0]"},
 		{`{"name":"x","remote":{"url":"mqtt://h:1","ca":"junk"},"mappings":[{"filter":"a"}]}`, 400, "mqtts"},
