@@ -280,13 +280,16 @@ type m3Client struct {
 
 func (h *harness) newM3(cid string, clean bool, onMsg func(mqtt3.Message), onLost func(string)) *m3Client {
 	m := &m3Client{}
+	// Resent in the order first sent [MQTT-4.6.0-1]; the plain memory
+	// store resends in map order.
+	store := mqtt3.NewOrderedMemoryStore()
 	o := mqtt3.NewClientOptions().AddBroker("tcp://" + h.node.MQTT).SetClientID(cid).
 		SetProtocolVersion(4).SetCleanSession(clean).SetAutoReconnect(false).SetConnectRetry(false).
 		SetKeepAlive(10 * time.Second).SetOrderMatters(true).SetConnectTimeout(5 * time.Second).
 		SetWriteTimeout(opTimeout).
-		// Resent in the order first sent [MQTT-4.6.0-1]; the plain
-		// memory store resends in map order.
-		SetStore(mqtt3.NewOrderedMemoryStore()).
+		SetStore(store).
+		// PUBREL, not the PUBLISH, after a PUBREC (pubrel.go).
+		SetCustomOpenConnectionFn(pubrelFix(store)).
 		SetConnectionLostHandler(func(_ mqtt3.Client, err error) {
 			if onLost != nil {
 				onLost(err.Error())

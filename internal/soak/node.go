@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -71,7 +72,22 @@ func NewNode(bin, dataDir, logPath string) (*Node, error) {
 	return n, nil
 }
 
+// freePort picks a free loopback port below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range, 32768–60999 by default). A port the
+// kernel handed out (":0") is one it also hands to outgoing connections:
+// after a kill -9 the node's fixed port was sometimes the local port of a
+// client's connection (the soak's own, or a reconnect storm's) and the
+// restart failed with "address already in use" (a fault "not completed",
+// the run ended). Ports in 20000–32767 are never given to outgoing
+// connections; :0 remains the fallback.
 func freePort() (string, error) {
+	for range 50 {
+		a := fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12768))
+		if ln, err := net.Listen("tcp", a); err == nil {
+			ln.Close()
+			return a, nil
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
