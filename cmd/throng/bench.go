@@ -21,6 +21,8 @@ const benchUsage = `Usage:
   throng bench http  [flags]   HTTP devices POSTing telemetry to Hono's HTTP adapter (keep-alive)
   throng bench registry [flags] device registry: bulk create through /v1, pages, device
                                connects with authentication, reconnect storm (starts a node)
+  throng bench isolation [flags] one tenant floods over its rate limit, another's QoS 1
+                               latency alone and during the flood (starts a node)
   throng bench table [--out FILE] RESULTS.jsonl...
                                markdown table of medians and ratios (bench-compare)
 
@@ -45,13 +47,15 @@ func (c *cli) bench(ctx context.Context, args []string) error {
 		return c.benchRegistry(ctx, args[1:])
 	case "http":
 		return c.benchHTTP(ctx, args[1:])
+	case "isolation":
+		return c.benchIsolation(ctx, args[1:])
 	case "table":
 		return c.benchTable(args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.stdout, benchUsage)
 		return nil
 	}
-	return usagef("unknown bench mode %q (want mqtt, amqp, conns, http, registry or table)", args[0])
+	return usagef("unknown bench mode %q (want mqtt, amqp, conns, http, registry, isolation or table)", args[0])
 }
 
 // benchCommon are the flags every load mode has.
@@ -316,6 +320,51 @@ func (c *cli) benchRegistry(ctx context.Context, args []string) error {
 	}
 	if perr := c.printResult(&benchCommon{output: output}, r); perr != nil {
 		return perr
+	}
+	return err
+}
+
+func (c *cli) benchIsolation(ctx context.Context, args []string) error {
+	fs := c.newFlagSet("bench isolation", "bench isolation [--rounds N] [--duration D] [--flood-conns N] [--flood-rate N] [--limit N] [flags]")
+	var cfg bench.IsolationConfig
+	output := fs.String("o", "text", "output format: text or json")
+	fs.StringVar(&cfg.Label, "label", "", "free-form label copied into the result")
+	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	fs.StringVar(&cfg.Bin, "bin", "", "throng binary to start (default: this one)")
+	nodeArgs := fs.String("node-args", "", "further 'throng serve' flags for the started node, space-separated")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "pairs of phases: the victim alone, then during the flood")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "each phase's probe time")
+	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 200, "the victim tenant's QoS 1 messages per second")
+	fs.IntVar(&cfg.FloodConns, "flood-conns", 50, "the flooding tenant's connections")
+	fs.Float64Var(&cfg.FloodRate, "flood-rate", 0, "their total QoS 0 publish rate (0: as fast as they can write)")
+	fs.Float64Var(&cfg.Limit, "limit", 1000, "the flooding tenant's maxMessagesInPerSecond")
+	if err := c.parseBench(fs, args); err != nil {
+		return err
+	}
+	if *output != "text" && *output != "json" {
+		return usagef("-o must be text or json")
+	}
+	cfg.NodeArgs = strings.Fields(*nodeArgs)
+	if cfg.Bin == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		cfg.Bin = exe
+	}
+	if !*quiet {
+		cfg.Progress = c.stderr
+	}
+	r, err := bench.RunIsolation(ctx, cfg)
+	if r == nil {
+		return err
+	}
+	if *output == "json" {
+		if perr := json.NewEncoder(c.stdout).Encode(r); perr != nil {
+			return perr
+		}
+	} else {
+		r.WriteText(c.stdout)
 	}
 	return err
 }
