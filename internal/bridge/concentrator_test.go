@@ -20,6 +20,8 @@ func TestBridges(t *testing.T) {
 	t.Run("MosquittoConcentrator", func(t *testing.T) { testConcentrator(t, p) })
 	t.Run("MQTTBridgeToMosquitto", func(t *testing.T) { testMQTTBridge(t, p) })
 	t.Run("KafkaOut", func(t *testing.T) { testKafkaBridge(t, p) })
+	t.Run("AMQPLinks", func(t *testing.T) { testAMQPBridge(t, p) })
+	t.Run("AMQPProton", func(t *testing.T) { testAMQPProton(t, p) })
 	t.Run("APIErrors", func(t *testing.T) { testAPIErrors(t, p) })
 }
 

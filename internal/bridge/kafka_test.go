@@ -167,7 +167,9 @@ func testKafkaBridge(t *testing.T, p *testkit.Platform) {
 		}
 	}
 	waitFor(t, 30*time.Second, func() bool { return len(kc.records()) >= n/2+1 },
-		func() string { return fmt.Sprintf("%d records; %+v", len(kc.records()), bridgeStatus(t, p, "lake").Status) })
+		func() string {
+			return fmt.Sprintf("%d records; %+v", len(kc.records()), bridgeStatus(t, p, "lake").Status)
+		})
 	for _, r := range kc.records() {
 		switch r.Topic {
 		case "events":
