@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/throngmq/throng/internal/app"
 	"github.com/throngmq/throng/internal/clock"
@@ -59,5 +62,35 @@ func (c *cli) serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// SIGHUP re-reads the TLS files and the settings that can change on a
+	// running node (app.Reload; docs/security.md, "Reloading").
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		select { // a signal before the node is ready waits for it
+		case <-ctx.Done():
+			return
+		case <-a.Ready():
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+			}
+			logger.Info("SIGHUP: reloading", "component", "app")
+			ncfg, err := config.Build(*file, c.env, fl)
+			if err != nil {
+				logger.Warn("reload: the configuration does not load; only the TLS files are read again", "component", "app", "err", err)
+				ncfg = nil
+			}
+			if err := a.Reload(ncfg); err != nil {
+				logger.Warn("reload: done with errors", "component", "app", "err", err)
+			} else {
+				logger.Info("reload: done", "component", "app")
+			}
+		}
+	}()
 	return a.Run(ctx)
 }

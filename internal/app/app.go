@@ -117,6 +117,7 @@ type App struct {
 	lns      map[string]net.Listener // bound protocol listeners by setting name
 	bridges  bridgeSet               // bridges.go
 	guard    *guard.Guard            // admits new connections on every listener (frontends.go)
+	reload   reloadable              // what SIGHUP re-reads (reload.go)
 	obs      *observer               // connection registry and sampler (observe.go)
 	engReady readyCache              // the engine's readiness, for /readyz (cluster.go)
 }

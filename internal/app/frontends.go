@@ -305,6 +305,7 @@ func (a *App) serverTLS() (*tls.Config, error) {
 			return nil, err
 		}
 		conf.GetCertificate = r.get
+		a.reload.setCert(r)
 	} else {
 		cert, err := selfSigned()
 		if err != nil {
@@ -335,6 +336,7 @@ func (a *App) serverTLS() (*tls.Config, error) {
 			return nil, err
 		}
 		withCRL(conf, r)
+		a.reload.setCRL(r)
 	}
 	return conf, nil
 }
@@ -347,6 +349,24 @@ type certReloader struct {
 	mu  sync.Mutex // handshakes run concurrently
 	mod time.Time
 	cur *tls.Certificate
+}
+
+// force loads the files now, whatever their modification time (SIGHUP:
+// a renewal that kept the time, or a file system with coarse times). A
+// pair that does not load keeps the current one, and is the error.
+func (r *certReloader) force() error {
+	st, err := os.Stat(r.cert)
+	if err != nil {
+		return fmt.Errorf("app: tls.cert: %w", err)
+	}
+	c, err := tls.LoadX509KeyPair(r.cert, r.key)
+	if err != nil {
+		return fmt.Errorf("app: tls: %w", err)
+	}
+	r.mu.Lock()
+	r.cur, r.mod = &c, st.ModTime()
+	r.mu.Unlock()
+	return nil
 }
 
 func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {

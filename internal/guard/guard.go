@@ -135,6 +135,32 @@ func New(cfg Config) *Guard {
 	return g
 }
 
+// SetLimits replaces the limits (RatePerSource, BurstPerSource,
+// MaxHalfOpen, MaxHalfOpenPerSource, Exempt) of a running guard: the
+// next connection is admitted by the new ones (SIGHUP). Sources keep
+// their tokens (capped by the new burst) and their connections in their
+// handshake; the other fields of cfg are ignored.
+func (g *Guard) SetLimits(cfg Config) {
+	if cfg.RatePerSource > 0 && cfg.BurstPerSource <= 0 {
+		cfg.BurstPerSource = max(1, int(2*cfg.RatePerSource))
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cfg.RatePerSource, g.cfg.BurstPerSource = cfg.RatePerSource, cfg.BurstPerSource
+	g.cfg.MaxHalfOpen, g.cfg.MaxHalfOpenPerSource = cfg.MaxHalfOpen, cfg.MaxHalfOpenPerSource
+	g.cfg.Exempt = cfg.Exempt
+	for _, s := range g.sources {
+		s.tokens = min(s.tokens, float64(cfg.BurstPerSource))
+	}
+}
+
+// Limits returns the limits in force.
+func (g *Guard) Limits() Config {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.cfg
+}
+
 // Refused returns the refusal counter (tests read it).
 func (g *Guard) Refused() *prometheus.CounterVec { return g.refused }
 
