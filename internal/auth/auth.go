@@ -81,6 +81,16 @@ type Principal struct {
 	// (empty for other methods): the live-connection registry (live.go)
 	// tells a password change from it.
 	hash string
+	// expires is when the credentials stop being valid, in Unix
+	// nanoseconds (a device's JWT: its exp plus the allowed skew); 0:
+	// never. Live closes the connection then.
+	expires int64
+}
+
+// Expired reports whether the principal's credentials (a device's JWT)
+// are no longer valid at now.
+func (p *Principal) Expired(now time.Time) bool {
+	return p.expires != 0 && now.UnixNano() >= p.expires
 }
 
 // IsDevice reports whether the principal is a device.
@@ -227,6 +237,10 @@ func (a *Authenticator) Authenticate(tenantName, user, password string) (*Princi
 // check of a (tenant, user) or source address (WithSource) with failures
 // waits its turn, and a refusal is answered after the backoff's delay.
 func (a *Authenticator) AuthenticateFor(ctx context.Context, adapter, tenantName, user, password string) (*Principal, error) {
+	if adapter == AdapterMQTT && LooksLikeJWT(password) {
+		// Hono's MQTT adapter: a JWT in the password field (jwt.go).
+		return a.authenticateMQTTToken(ctx, password)
+	}
 	t, ok := a.users.Tenant(tenantName)
 	if !ok {
 		return nil, ErrUnknownTenant

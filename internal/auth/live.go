@@ -77,6 +77,10 @@ type liveEntry struct {
 	p       *Principal
 	adapter string // AdapterMQTT, AdapterAMQP
 	hash    string // the password hash the user authenticated against
+	// expiry closes the connection when the principal's credentials
+	// expire (a device's JWT); nil for others. (The entry stays in the
+	// 64-byte size class with it.)
+	expiry *time.Timer
 }
 
 // Causes given to Conn.Revoke (also the reason label of
@@ -88,6 +92,7 @@ const (
 	CauseTenantDisabled  = "tenant disabled"
 	CauseAdapterDisabled = "protocol adapter disabled for the tenant"
 	CauseDeviceRevoked   = "device or credential deleted or disabled"
+	CauseTokenExpired    = "the device's token expired"
 )
 
 func newLive(a *Authenticator) *Live {
@@ -148,6 +153,10 @@ func (l *Live) Register(c Conn, p *Principal, adapter string) {
 		m, id = lt.devices, p.Device
 	}
 	m[id] = append(m[id], liveConn{c, e})
+	if p.expires != 0 {
+		// Hono's adapters disconnect a device whose token expired.
+		e.expiry = time.AfterFunc(time.Until(time.Unix(0, p.expires)), func() { l.revoke(c, e, CauseTokenExpired) })
+	}
 	l.mu.Unlock()
 	if cause := l.stale(e); cause != "" {
 		l.revoke(c, e, cause)
@@ -172,6 +181,9 @@ func (l *Live) Unregister(c Conn, p *Principal) {
 	cs := m[id]
 	for i := range cs {
 		if cs[i].c == c {
+			if t := cs[i].e.expiry; t != nil {
+				t.Stop()
+			}
 			last := len(cs) - 1
 			cs[i] = cs[last]
 			cs[last] = liveConn{}

@@ -179,18 +179,36 @@ func (s *Server) authenticate(r *http.Request, res Resource) (*auth.Principal, e
 	}
 	if authz := r.Header.Get("Authorization"); authz != "" {
 		user, pw, ok := r.BasicAuth()
-		if !ok {
-			return nil, fmt.Errorf("%w: not basic credentials", ErrNoCredentials)
+		scheme, token, _ := strings.Cut(authz, " ")
+		bearer := strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(token) != ""
+		if !ok && !bearer {
+			return nil, fmt.Errorf("%w: neither basic credentials nor a bearer token", ErrNoCredentials)
+		}
+		key := authz
+		if bearer {
+			// A token without the hono-adapter audience is checked with
+			// the path's tenant and auth-id: they are part of the key.
+			key += "\x00" + res.Tenant + "\x00" + res.Device
 		}
 		cs.mu.Lock()
-		p, same := cs.p, subtle.ConstantTimeCompare([]byte(cs.authz), []byte(authz)) == 1
+		p, same := cs.p, subtle.ConstantTimeCompare([]byte(cs.authz), []byte(key)) == 1
 		fresh := ttl > 0 && now.Sub(cs.at) < ttl
 		cs.mu.Unlock()
-		if p != nil && same && fresh {
+		if p != nil && same && fresh && !p.Expired(now) {
 			return p, nil
 		}
-		authID, tn := auth.SplitUser(user, tenant.Default)
-		p, err := s.cfg.Auth.AuthenticateFor(auth.WithSourceAddr(ctx, r.RemoteAddr), auth.AdapterHTTP, tn, authID, pw)
+		var authID, tn string
+		var err error
+		if bearer {
+			// Hono's HTTP bearer auth (auth/jwt.go): a JWT whose claims
+			// name the tenant and auth-id, else the long form's path
+			// levels do.
+			tn, authID = res.Tenant, res.Device
+			p, err = s.cfg.Auth.AuthenticateJWT(ctx, auth.AdapterHTTP, tn, authID, strings.TrimSpace(token))
+		} else {
+			authID, tn = auth.SplitUser(user, tenant.Default)
+			p, err = s.cfg.Auth.AuthenticateFor(auth.WithSourceAddr(ctx, r.RemoteAddr), auth.AdapterHTTP, tn, authID, pw)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +217,7 @@ func (s *Server) authenticate(r *http.Request, res Resource) (*auth.Principal, e
 		}
 		s.auditAuth(r, p, nil)
 		cs.mu.Lock()
-		cs.authz, cs.p, cs.at = authz, p, now
+		cs.authz, cs.p, cs.at = key, p, now
 		cs.mu.Unlock()
 		return p, nil
 	}

@@ -770,7 +770,8 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		user, ten := auth.SplitUser(string(pk.Connect.Username), tenant.Default)
 		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
-		p, err = s.cfg.Auth.AuthenticateFor(auth.WithSource(ctx, c.ip), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
+		// The client id names a JWT's tenant and auth-id (Hono; auth/jwt.go).
+		p, err = s.cfg.Auth.AuthenticateFor(auth.WithClientID(auth.WithSource(ctx, c.ip), c.clientID), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
 		cancel()
 		if err != nil {
 			return c.refuseAuth(v, string(pk.Connect.Username), err)
