@@ -330,6 +330,10 @@ func (c *cli) benchIsolation(ctx context.Context, args []string) error {
 	output := fs.String("o", "text", "output format: text or json")
 	fs.StringVar(&cfg.Label, "label", "", "free-form label copied into the result")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
+	fs.StringVar(&cfg.AdminURL, "admin-url", "", "admin API of a running throng (default: start this binary as 'throng serve')")
+	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator (with --admin-url)")
+	secretVar(fs, &cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator `password` (with --admin-url; env THRONG_PASSWORD)")
+	fs.StringVar(&cfg.Server, "server", "", "MQTT host:port of the running throng (with --admin-url)")
 	fs.StringVar(&cfg.Bin, "bin", "", "throng binary to start (default: this one)")
 	nodeArgs := fs.String("node-args", "", "further 'throng serve' flags for the started node, space-separated")
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "pairs of phases: the victim alone, then during the flood")
@@ -345,12 +349,15 @@ func (c *cli) benchIsolation(ctx context.Context, args []string) error {
 		return usagef("-o must be text or json")
 	}
 	cfg.NodeArgs = strings.Fields(*nodeArgs)
-	if cfg.Bin == "" {
+	if cfg.AdminURL == "" && cfg.Bin == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return err
 		}
 		cfg.Bin = exe
+	}
+	if cfg.AdminURL != "" && cfg.Server == "" {
+		return usagef("--admin-url needs --server (the node's MQTT host:port)")
 	}
 	if !*quiet {
 		cfg.Progress = c.stderr
