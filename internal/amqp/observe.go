@@ -17,13 +17,17 @@ import (
 // the only goroutine that touches connection state.
 
 // observe registers the connection (serve, before run).
-func (c *conn) observe() {
+func (c *conn) observe() { c.ce = c.s.cfg.Conns.Register(c) }
+
+// Info describes the connection from what SASL and open set, which does
+// not change afterwards (conns.Conn; the registry keeps no copy).
+func (c *conn) Info() conns.Info {
 	p := c.principal
 	_, isTLS := c.nc.(*tls.Conn)
-	c.ce = c.s.cfg.Conns.Register(conns.Info{
+	return conns.Info{
 		Tenant: p.Tenant, Protocol: conns.AMQP, ClientID: c.containerID,
 		User: p.User, Device: p.Device, Remote: addrString(c.remote), TLS: isTLS,
-	}, c)
+	}
 }
 
 // CloseByAdmin closes the connection with amqp:connection:forced (any

@@ -31,7 +31,6 @@ package conns
 
 import (
 	"cmp"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +59,12 @@ type Conn interface {
 	Links() []Link
 	// LinkCount is how many there are, without waiting (for lists).
 	LinkCount() int
+	// Info describes the connection. It must not change once the
+	// connection is registered, and must not block: the registry asks
+	// for it on every List (filters) instead of keeping a copy, so that
+	// an idle connection costs the registry only its counters
+	// (docs/mqtt.md, memory per idle connection).
+	Info() Info
 }
 
 // Link is one AMQP link or MQTT subscription of a connection.
@@ -75,6 +80,7 @@ type Link struct {
 }
 
 // Info describes a connection; it does not change once registered.
+// The front-end computes it from its own state (Conn.Info).
 type Info struct {
 	Tenant   string
 	Protocol string
@@ -91,16 +97,21 @@ type Info struct {
 // checks.
 type Entry struct {
 	seq   uint64
-	id    string
-	info  Info
-	since time.Time
+	since int64 // Unix nanoseconds
 	conn  Conn
+	r     *Registry // ids are the registry's node, '-', seq: made when asked for
 
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
+	// The rates are the registry's (Registry.rates), kept only for
+	// connections that have had traffic: an idle connection's entry is
+	// 80 bytes (TestBytesPerConnection; docs/mqtt.md).
+}
 
-	// Written by Sample only (under Registry.sampleMu), read by anyone.
-	rateIn, rateOut atomic.Uint64 // float64 bits, messages per second
-	lastIn, lastOut uint64        // the counters at the last sample
+// rate is a connection's message rates at the last Sample, and the
+// counters they were computed from.
+type rate struct {
+	in, out         float64 // messages per second
+	lastIn, lastOut uint64
 }
 
 // In counts a message of n payload bytes received from the client.
@@ -124,11 +135,14 @@ func (e *Entry) ID() string {
 	if e == nil {
 		return ""
 	}
-	return e.id
+	return e.r.node + "-" + strconv.FormatUint(e.seq, 10)
 }
 
 // Info returns what the connection was registered with.
-func (e *Entry) Info() Info { return e.info }
+func (e *Entry) Info() Info { return e.conn.Info() }
+
+// Since is when the connection was registered.
+func (e *Entry) Since() time.Time { return time.Unix(0, e.since) }
 
 // Counters returns the messages and payload bytes in and out so far.
 func (e *Entry) Counters() (msgsIn, msgsOut, bytesIn, bytesOut uint64) {
@@ -175,15 +189,18 @@ func (e *Entry) Snapshot(node string, withLinks bool) Snapshot {
 	} else {
 		n = e.conn.LinkCount()
 	}
+	info := e.conn.Info()
 	s := Snapshot{
-		ID: e.id, Node: node, Tenant: e.info.Tenant, Protocol: e.info.Protocol,
-		ClientID: e.info.ClientID, User: e.info.User, Device: e.info.Device,
-		Remote: e.info.Remote, TLS: e.info.TLS, Since: e.since,
+		ID: e.ID(), Node: node, Tenant: info.Tenant, Protocol: info.Protocol,
+		ClientID: info.ClientID, User: info.User, Device: info.Device,
+		Remote: info.Remote, TLS: info.TLS, Since: e.Since(),
 		MessagesIn: mi, MessagesOut: mo, BytesIn: bi, BytesOut: bo,
-		RateIn:  math.Float64frombits(e.rateIn.Load()),
-		RateOut: math.Float64frombits(e.rateOut.Load()),
-		Links:   n,
+		Links: n,
 	}
+	e.r.rateMu.RLock()
+	rt := e.r.rates[e.seq]
+	e.r.rateMu.RUnlock()
+	s.RateIn, s.RateOut = rt.in, rt.out
 	if withLinks {
 		s.LinkList = links
 		if s.LinkList == nil {
@@ -205,6 +222,9 @@ type Registry struct {
 	sampleMu   sync.Mutex // serializes Sample
 	lastSample time.Time  // guarded by sampleMu
 
+	rateMu sync.RWMutex    // written by Sample
+	rates  map[uint64]rate // by seq: connections that have had traffic; guarded by rateMu
+
 	// onAdd and onRemove are Watch's callbacks (nil: none).
 	onAdd, onRemove func(*Entry)
 }
@@ -224,7 +244,7 @@ func New(node string) *Registry {
 	if node == "" {
 		node = "node"
 	}
-	return &Registry{node: node, now: time.Now, byID: map[uint64]*Entry{}}
+	return &Registry{node: node, now: time.Now, byID: map[uint64]*Entry{}, rates: map[uint64]rate{}}
 }
 
 // Node is the node's name, as in the ids.
@@ -238,12 +258,12 @@ func (r *Registry) Node() string {
 // Register adds a connection and returns its entry, which the front-end
 // keeps to count on and passes to Unregister. A nil registry registers
 // nothing and returns nil (which counts nothing).
-func (r *Registry) Register(info Info, c Conn) *Entry {
+func (r *Registry) Register(c Conn) *Entry {
 	if r == nil {
 		return nil
 	}
 	seq := r.seq.Add(1)
-	e := &Entry{seq: seq, id: r.node + "-" + strconv.FormatUint(seq, 10), info: info, since: r.now(), conn: c}
+	e := &Entry{seq: seq, r: r, since: r.now().UnixNano(), conn: c}
 	r.mu.Lock()
 	r.byID[seq] = e
 	r.mu.Unlock()
@@ -314,11 +334,15 @@ type Filter struct {
 }
 
 func (f Filter) match(e *Entry) bool {
-	return (f.Tenant == "" || e.info.Tenant == f.Tenant) &&
-		(f.Protocol == "" || e.info.Protocol == f.Protocol) &&
-		(f.User == "" || e.info.User == f.User) &&
-		(f.Device == "" || e.info.Device == f.Device) &&
-		(f.ClientID == "" || e.info.ClientID == f.ClientID)
+	if f == (Filter{}) {
+		return true
+	}
+	info := e.conn.Info()
+	return (f.Tenant == "" || info.Tenant == f.Tenant) &&
+		(f.Protocol == "" || info.Protocol == f.Protocol) &&
+		(f.User == "" || info.User == f.User) &&
+		(f.Device == "" || info.Device == f.Device) &&
+		(f.ClientID == "" || info.ClientID == f.ClientID)
 }
 
 // List returns up to limit connections matching f, oldest first, those
@@ -349,7 +373,7 @@ func (r *Registry) List(f Filter, after string, limit int) ([]*Entry, string) {
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Entry) int { return cmp.Compare(a.seq, b.seq) })
 	if limit > 0 && len(out) > limit {
-		return out[:limit], out[limit-1].id
+		return out[:limit], out[limit-1].ID()
 	}
 	return out, ""
 }
@@ -382,17 +406,27 @@ func (r *Registry) Sample(now time.Time) {
 	defer r.sampleMu.Unlock()
 	last := r.lastSample
 	r.lastSample = now
+	next := make(map[uint64]rate, len(r.rates))
 	r.Each(func(e *Entry) {
+		in, out := e.msgsIn.Load(), e.msgsOut.Load()
+		if in == 0 && out == 0 {
+			return // never had traffic: no state kept
+		}
 		from := last
-		if from.IsZero() || e.since.After(from) {
-			from = e.since
+		if since := e.Since(); from.IsZero() || since.After(from) {
+			from = since
 		}
 		dt := now.Sub(from).Seconds()
-		in, out := e.msgsIn.Load(), e.msgsOut.Load()
+		rt := r.rates[e.seq] // Sample is the only writer: no lock to read
 		if dt > 0 {
-			e.rateIn.Store(math.Float64bits(float64(in-e.lastIn) / dt))
-			e.rateOut.Store(math.Float64bits(float64(out-e.lastOut) / dt))
+			rt.in = float64(in-rt.lastIn) / dt
+			rt.out = float64(out-rt.lastOut) / dt
 		}
-		e.lastIn, e.lastOut = in, out
+		rt.lastIn, rt.lastOut = in, out
+		next[e.seq] = rt
 	})
+	// A new map each time: the entries of connections that ended go.
+	r.rateMu.Lock()
+	r.rates = next
+	r.rateMu.Unlock()
 }

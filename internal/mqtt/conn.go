@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,14 +28,12 @@ import (
 type conn struct {
 	s     *Server
 	nc    netConn
-	ip    net.IP
-	raddr net.Addr      // the client's address as accepted (nc changes when the poller takes over)
-	pr    *packetReader // nil once the poller reads the connection
+	raddr net.Addr   // the client's address as accepted (nc changes when the poller takes over)
+	pr    *connSetup // nil once the poller reads the connection
 
 	// Set during CONNECT by the reader, read-only afterwards.
 	tenant      string
 	ti          *tenantInfo
-	releaseConn func() // uncounts the connection from maxConnections (cleanup)
 	clientID    string
 	key         string
 	principal   *auth.Principal
@@ -56,21 +55,19 @@ type conn struct {
 	// Owned by the reader (goroutine, or the read-pool worker holding
 	// the connection).
 	inAliases map[uint16]string
-	producers producerCache
+	producers *producerCache // made on the first PUBLISH
 
-	// Event-driven reading (rc nil: a reader goroutine); see evread.go.
-	rc       syscall.RawConn // until watch takes the socket over
-	fdc      *fdConn         // the socket once taken over; set by watch
-	poller   *poller
-	token    uint64        // set by watch, read-only afterwards
-	kaMillis int64         // 1.5 × keep-alive; set by watch, read-only afterwards
-	due      atomic.Int64  // read deadline for the wheel (see dueAt); written by the reader
-	armed    bool          // owned by the reader
-	handoff  atomic.Uint32 // see arm
-	in       inbuf         // owned by the reader
-	wPrev    *conn         // deadline wheel links; guarded by poller.mu
-	wNext    *conn
-	wDue     atomic.Int64 // wheel tick of the slot the connection is in, 0: not in the wheel; written under poller.mu
+	// Event-driven reading (pr.rc nil: a reader goroutine); see evread.go.
+	fdc     *fdConn // the socket once taken over; set by watch
+	poller  *poller
+	token   uint64        // set by watch, read-only afterwards
+	due     atomic.Int64  // read deadline for the wheel (see dueAt); written by the reader
+	armed   bool          // owned by the reader
+	handoff atomic.Uint32 // see arm
+	in      inbuf         // owned by the reader
+	wPrev   *conn         // deadline wheel links; guarded by poller.mu
+	wNext   *conn
+	wDue    atomic.Int64 // wheel tick of the slot the connection is in, 0: not in the wheel; written under poller.mu
 
 	mu         sync.Mutex // guards the fields below; see lock order in server.go
 	subs       map[string]*subscription
@@ -102,11 +99,21 @@ type conn struct {
 	// fillWanted: QoS 1/2 publishes wait in conn.pending because the
 	// queue was full (writeRoomLocked); the writer moves them on
 	// (fillPending) once it has written half of it. Next to the other
-	// bools: conn stays at 512 bytes (docs/mqtt.md, memory per idle
-	// connection).
+	// bools: conn stays within 512 bytes (docs/mqtt.md, memory per idle
+	// connection; TestConnSize).
 	fillWanted bool
-	bridge     bool    // the CONNECT had the bridge bit (bridge.go); set before connect, read-only afterwards
-	nextNC     netConn // replaces nc when the writer is idle (see watch)
+	bridge     bool // the CONNECT had the bridge bit (bridge.go); set before connect, read-only afterwards
+	isTLS      bool // set by observe, read-only afterwards
+	counted    bool // in the tenant's maxConnections count (router AcquireConn); cleared by cleanup
+	swapNC     bool // fdc replaces nc when the writer is idle (see watch); guarded by wmu
+}
+
+// connSetup is what only the CONNECT handshake needs: dropped once the
+// poller reads the connection, so an idle connection does not keep it.
+type connSetup struct {
+	packetReader
+	ip net.IP          // the client's address (auth's per-source checks)
+	rc syscall.RawConn // for watch to take the socket over; nil: no poller
 }
 
 // connExtra is state only some connections need (those that publish
@@ -161,8 +168,40 @@ type wItem struct {
 }
 
 func newConn(s *Server, nc netConn, ip net.IP) *conn {
-	return &conn{s: s, nc: nc, ip: ip, raddr: nc.RemoteAddr(), pr: &packetReader{conn: nc}, discRC: -1}
+	raddr := nc.RemoteAddr()
+	if ta, ok := raddr.(*net.TCPAddr); ok {
+		raddr = compactAddr(ta)
+	} else if raddr == nil && ip != nil {
+		raddr = &net.TCPAddr{IP: ip}
+	}
+	return &conn{s: s, nc: nc, raddr: raddr, pr: &connSetup{packetReader: packetReader{conn: nc}, ip: ip}, discRC: -1}
 }
+
+// compactAddr is a client's TCP address in 8 bytes (IPv4) or 32. The
+// *net.TCPAddr of an accepted connection holds its IP inside the syscall
+// sockaddr it was parsed from: 80 bytes kept as long as the connection.
+func compactAddr(ta *net.TCPAddr) net.Addr {
+	ap := ta.AddrPort()
+	if a := ap.Addr().Unmap(); a.Is4() {
+		return &addr4{ip: a.As4(), port: ap.Port()}
+	}
+	return &addr6{ap}
+}
+
+type addr4 struct {
+	ip   [4]byte
+	port uint16
+}
+
+func (a *addr4) Network() string { return "tcp" }
+func (a *addr4) String() string {
+	return netip.AddrPortFrom(netip.AddrFrom4(a.ip), a.port).String()
+}
+
+type addr6 struct{ ap netip.AddrPort }
+
+func (a *addr6) Network() string { return "tcp" }
+func (a *addr6) String() string  { return a.ap.String() }
 
 // closedCh returns a channel that is closed once the connection has
 // finished its cleanup. It is made on demand: most connections never
@@ -204,7 +243,7 @@ func (c *conn) serve() (handedOff bool) {
 		c.markEnded()
 		return false
 	}
-	if c.rc != nil && c.watch() {
+	if c.pr.rc != nil && c.watch() {
 		// Bytes that followed CONNECT are already buffered.
 		c.in.buf, c.in.r, c.in.w = c.pr.buf, c.pr.r, c.pr.w
 		c.pr = nil
@@ -501,8 +540,8 @@ func (c *conn) writeLoop() {
 			wd := c.wdone
 			c.wdone = nil
 			var old netConn
-			if c.nextNC != nil && !c.wclosed {
-				old, c.nc, c.nextNC = c.nc, c.nextNC, nil
+			if c.swapNC && !c.wclosed {
+				old, c.nc, c.swapNC = c.nc, c.fdc, false
 			}
 			c.wmu.Unlock()
 			if old != nil {
@@ -659,7 +698,7 @@ func (c *conn) remote() string {
 	if c.raddr != nil {
 		return c.raddr.String()
 	}
-	return c.ip.String()
+	return ""
 }
 
 // auditRefused records a refused CONNECT in the audit log (the rate-
@@ -771,7 +810,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
 		// The client id names a JWT's tenant and auth-id (Hono; auth/jwt.go).
-		p, err = s.cfg.Auth.AuthenticateFor(auth.WithClientID(auth.WithSource(ctx, c.ip), c.clientID), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
+		p, err = s.cfg.Auth.AuthenticateFor(auth.WithSource(ctx, c.pr.ip), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
 		cancel()
 		if err != nil {
 			return c.refuseAuth(v, string(pk.Connect.Username), err)
@@ -781,7 +820,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		// authentication (hono.go: every topic names the tenant and the
 		// device; the tenant's explicit choice wins over the node's
 		// default), else anonymous access from loopback if allowed.
-		if p = s.unauthenticatedDevices(); p == nil && s.cfg.AllowAnonymous && c.ip != nil && c.ip.IsLoopback() {
+		if p = s.unauthenticatedDevices(); p == nil && s.cfg.AllowAnonymous && c.pr.ip != nil && c.pr.ip.IsLoopback() {
 			p = s.anonymous // shared: anonymous permissions do not name ${client_id}
 		}
 		if p == nil {
@@ -823,14 +862,13 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	// maxConnections counts the tenant's connections of every protocol
 	// on this node (router/quota.go); released by cleanup, or below when
 	// the CONNECT is refused after all.
-	releaseConn, err := s.r.OpenConn(c.tenant)
-	if err != nil {
+	if err := s.r.AcquireConn(c.tenant); err != nil {
 		return c.refuse(v, rcQuotaExceeded, "tenant connection limit reached", "quota_exceeded")
 	}
 	accepted := false
 	defer func() {
 		if !accepted {
-			releaseConn()
+			s.r.ReleaseConn(c.tenant)
 		}
 	}()
 
@@ -920,7 +958,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	c.deviceConnected() // Hono's connection event (hono.go)
 
 	ti.connected.Add(1)
-	accepted, c.releaseConn = true, releaseConn
+	accepted, c.counted = true, true
 	s.m.connections.WithLabelValues(c.tenant).Inc()
 	s.m.connects.WithLabelValues("accepted").Inc()
 
@@ -958,7 +996,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	// From here a change that takes the principal's access away closes
 	// the connection (auth.Live; unregistered in Server.unregister).
 	s.cfg.Auth.Live().Register(c, p, auth.AdapterMQTT)
-	c.observe(p)
+	c.observe()
 	if rec != nil {
 		c.resendRel(rec)
 		c.attach(ctx, rec.Subs)

@@ -134,8 +134,8 @@ func (c *conn) updateDue(done, wasPartial, partial bool) {
 	switch {
 	case done:
 		d = 0
-		if c.kaMillis > 0 {
-			d = dueAt(c.s.clock()+c.kaMillis, false)
+		if ka := c.kaMillis(); ka > 0 {
+			d = dueAt(c.s.clock()+ka, false)
 		}
 		if partial {
 			d = minDue(d, dueAt(c.s.clock()+c.s.cfg.ReadTimeout.Milliseconds(), true))
@@ -258,6 +258,11 @@ func (c *conn) dispatch(fh packets.FixedHeader, body []byte) error {
 	return c.handle(&pk)
 }
 
+// kaMillis is the read deadline's distance in milliseconds: 1.5 × the
+// keep-alive [MQTT-3.1.2-24]; 0 none. Derived, not stored: keepAlive is
+// set by CONNECT and read-only afterwards.
+func (c *conn) kaMillis() int64 { return c.keepAlive.Milliseconds() * 3 / 2 }
+
 // teardown ends an event-driven connection; run by the worker that holds
 // it, never concurrently with readable.
 func (c *conn) teardown() {
@@ -266,14 +271,11 @@ func (c *conn) teardown() {
 	c.wmu.Lock()
 	c.polled = false
 	c.wclosed = true
-	nc, next := c.nc, c.nextNC
-	c.nextNC = nil
+	nc := c.nc
+	c.swapNC = false // c.fdc is closed below
 	c.wmu.Unlock()
 	c.unwatch()
 	_ = nc.Close()
-	if next != nil {
-		_ = next.Close()
-	}
 	if c.fdc != nil {
 		_ = c.fdc.Close()
 	}

@@ -1,9 +1,6 @@
 package mqtt
 
-import (
-	"github.com/throngmq/throng/internal/auth"
-	"github.com/throngmq/throng/internal/conns"
-)
+import "github.com/throngmq/throng/internal/conns"
 
 // The connection registry (internal/conns): an MQTT connection is
 // registered once its CONNECT is accepted and unregistered with its
@@ -16,16 +13,25 @@ import (
 // administrator closed the connection.
 const rcAdministrativeAction = 0x98
 
-// observe registers the connection (connect, once accepted).
-func (c *conn) observe(p *auth.Principal) {
+// observe registers the connection (connect, once accepted; c.principal
+// is set).
+func (c *conn) observe() {
+	c.isTLS = c.tlsState() != nil // c.nc is the writer's: Info may not read it
+	c.ce.Store(c.s.cfg.Conns.Register(c))
+}
+
+// Info describes the connection from the fields CONNECT set, which do not
+// change afterwards (conns.Conn; the registry keeps no copy).
+func (c *conn) Info() conns.Info {
 	proto := conns.MQTT3
 	if c.version == 5 {
 		proto = conns.MQTT5
 	}
-	c.ce.Store(c.s.cfg.Conns.Register(conns.Info{
-		Tenant: c.tenant, Protocol: proto, ClientID: c.clientID,
-		User: p.User, Device: p.Device, Remote: c.remote(), TLS: c.tlsState() != nil,
-	}, c))
+	in := conns.Info{Tenant: c.tenant, Protocol: proto, ClientID: c.clientID, Remote: c.remote(), TLS: c.isTLS}
+	if p := c.principal; p != nil {
+		in.User, in.Device = p.User, p.Device
+	}
+	return in
 }
 
 // CloseByAdmin disconnects the client with 0x98 (administrative action;

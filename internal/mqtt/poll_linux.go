@@ -138,7 +138,7 @@ func (s *Server) pollable(nc net.Conn) (syscall.RawConn, *poller) {
 // a reader goroutine, which also notices a connection closed meanwhile).
 func (c *conn) watch() bool {
 	nfd, derr := -1, error(nil)
-	if err := c.rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
+	if err := c.pr.rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
 		return false
 	}
 	f := &fdConn{fd: nfd}
@@ -154,7 +154,7 @@ func (c *conn) watch() bool {
 	if c.writing {
 		// The writer still uses the net.Conn (CONNACK, resumed
 		// messages); it switches when its queue is empty.
-		c.nextNC = f
+		c.swapNC = true
 	} else {
 		old, c.nc = c.nc, f
 	}
@@ -162,10 +162,8 @@ func (c *conn) watch() bool {
 	if old != nil {
 		_ = old.Close() // the socket stays open through f
 	}
-	c.rc, c.ip = nil, nil                           // keep nothing of the net.Conn alive
-	c.kaMillis = c.keepAlive.Milliseconds() * 3 / 2 // [MQTT-3.1.2-24]
-	if c.kaMillis > 0 {
-		c.due.Store(dueAt(c.s.clock()+c.kaMillis, false))
+	if ka := c.kaMillis(); ka > 0 {
+		c.due.Store(dueAt(c.s.clock()+ka, false))
 	}
 	p := c.poller
 	p.mu.Lock()
@@ -264,8 +262,8 @@ type fdConn struct {
 	mu     sync.RWMutex // read-held around every use of fd; Close write-holds it
 	fd     int
 	closed bool
-	slow   *os.File  // owned by the writer; closed by Close
-	wdl    time.Time // write deadline; owned by the writer
+	slow   *os.File // owned by the writer; closed by Close
+	wdl    int64    // write deadline, Unix nanoseconds, 0 none; owned by the writer (not a time.Time: 16 bytes less per connection)
 }
 
 var errFDClosed = errors.New("mqtt: connection closed")
@@ -287,7 +285,7 @@ func (f *fdConn) Write(b []byte) (int, error) {
 	n := 0
 	for n < len(b) {
 		if f.slow != nil {
-			_ = f.slow.SetWriteDeadline(f.wdl)
+			_ = f.slow.SetWriteDeadline(unixNanoTime(f.wdl))
 			m, err := f.slow.Write(b[n:])
 			return n + m, err
 		}
@@ -331,6 +329,20 @@ func (f *fdConn) Close() error {
 	return unix.Close(f.fd)
 }
 
-func (f *fdConn) RemoteAddr() net.Addr               { return nil }
-func (f *fdConn) SetReadDeadline(time.Time) error    { return nil }
-func (f *fdConn) SetWriteDeadline(t time.Time) error { f.wdl = t; return nil }
+func (f *fdConn) RemoteAddr() net.Addr            { return nil }
+func (f *fdConn) SetReadDeadline(time.Time) error { return nil }
+func (f *fdConn) SetWriteDeadline(t time.Time) error {
+	f.wdl = 0
+	if !t.IsZero() {
+		f.wdl = t.UnixNano()
+	}
+	return nil
+}
+
+// unixNanoTime is the time of ns (0: the zero time, no deadline).
+func unixNanoTime(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}

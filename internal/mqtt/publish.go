@@ -276,7 +276,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 		}
 		topic, m = up.Address, up.Message
 	} else {
-		if !c.producers.has(topic) { // a cached producer's name was validated
+		if c.producers == nil || !c.producers.has(topic) { // a cached producer's name was validated
 			if err := address.ValidateName(topic); err != nil {
 				return fail(rcTopicNameInvalid, err.Error())
 			}
@@ -399,10 +399,10 @@ func (pc *producerCache) has(name string) bool {
 }
 
 func (c *conn) producer(name string) (*router.Producer, error) {
-	pc := &c.producers
-	if pc.m == nil {
-		pc.m = map[string]*list.Element{}
-		pc.l = list.New()
+	pc := c.producers
+	if pc == nil {
+		pc = &producerCache{m: map[string]*list.Element{}, l: list.New()}
+		c.producers = pc
 	}
 	if e, ok := pc.m[name]; ok {
 		if p := e.Value.(*producerEntry).p; !p.Stale() {

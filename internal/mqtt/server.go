@@ -391,7 +391,7 @@ func (s *Server) leaveHandshake() { <-s.handshakes }
 // slot.
 func (s *Server) startConn(nc net.Conn, ip net.IP) bool {
 	c := newConn(s, nc, ip)
-	c.rc, c.poller = s.pollable(nc)
+	c.pr.rc, c.poller = s.pollable(nc)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()

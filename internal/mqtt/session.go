@@ -244,8 +244,9 @@ func (c *conn) cleanup() {
 	}
 	s.unregister(c)
 	c.ti.connected.Add(-1)
-	if c.releaseConn != nil {
-		c.releaseConn()
+	if c.counted {
+		c.counted = false
+		c.s.r.ReleaseConn(c.tenant)
 	}
 	s.m.connections.WithLabelValues(c.tenant).Dec()
 	if s.halted.Load() {

@@ -59,19 +59,8 @@ func (p *Producer) admit() error {
 	if qe, ok := err.(*quota.Error); ok {
 		p.r.metrics.quotaRefused.WithLabelValues(p.ts.name, string(qe.Limit)).Inc()
 	}
-	return &limitError{err}
+	return fmt.Errorf("%w: %w", ErrLimitExceeded, err)
 }
-
-// limitError is ErrLimitExceeded with the quota's refusal, whose text is
-// made only when asked for (an MQTT 5 reason string, a log line). A
-// tenant flooding QoS 0 over its rate is refused by the hundred thousand
-// a second and nobody reads those errors; formatting each one (with
-// fmt.Errorf and quota.Error's Sprintf) took half the node's CPU
-// (docs/benchmarks.md, "Tenant isolation").
-type limitError struct{ err error }
-
-func (e *limitError) Error() string   { return ErrLimitExceeded.Error() + ": " + e.err.Error() }
-func (e *limitError) Unwrap() []error { return []error{ErrLimitExceeded, e.err} }
 
 // tenantMeters measure a tenant's message rates on this node, for the
 // admin API's usage (Router.Usage).
@@ -108,17 +97,30 @@ func (r *Router) Rates(tenantName string) Rates {
 // ErrLimitExceeded and a *quota.Error with Limit quota.Connections, and
 // the refusal is counted in throng_tenant_quota_refused_total.
 func (r *Router) OpenConn(tenantName string) (release func(), err error) {
+	if err := r.AcquireConn(tenantName); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() { once.Do(func() { r.ReleaseConn(tenantName) }) }, nil
+}
+
+// AcquireConn is OpenConn for a front-end that calls ReleaseConn exactly
+// once itself when the connection ends: no closure is kept per
+// connection (MQTT keeps an idle connection small; docs/mqtt.md).
+func (r *Router) AcquireConn(tenantName string) error {
 	limit := 0
 	if t, ok := r.store.Tenant(tenantName); ok {
 		limit = t.Effective().MaxConnections
 	}
 	if !r.conns.Acquire(tenantName, limit) {
 		r.metrics.quotaRefused.WithLabelValues(tenantName, string(quota.Connections)).Inc()
-		return nil, fmt.Errorf("%w: %w", ErrLimitExceeded, &quota.Error{Tenant: tenantName, Limit: quota.Connections, Max: int64(limit)})
+		return fmt.Errorf("%w: %w", ErrLimitExceeded, &quota.Error{Tenant: tenantName, Limit: quota.Connections, Max: int64(limit)})
 	}
-	var once sync.Once
-	return func() { once.Do(func() { r.conns.Release(tenantName) }) }, nil
+	return nil
 }
+
+// ReleaseConn uncounts a connection that AcquireConn counted.
+func (r *Router) ReleaseConn(tenantName string) { r.conns.Release(tenantName) }
 
 // Connections is the number of the tenant's connections on this node
 // counted by OpenConn.
