@@ -18,11 +18,14 @@ func TestBridges(t *testing.T) {
 	p := testkit.Start(t)
 	api(t, p, "POST", "/api/tenants/default/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
 	t.Run("MosquittoConcentrator", func(t *testing.T) { testConcentrator(t, p) })
-	t.Run("MQTTBridgeToMosquitto", func(t *testing.T) { testMQTTBridge(t, p) })
-	t.Run("KafkaOut", func(t *testing.T) { testKafkaBridge(t, p) })
-	t.Run("AMQPLinks", func(t *testing.T) { testAMQPBridge(t, p) })
-	t.Run("AMQPProton", func(t *testing.T) { testAMQPProton(t, p) })
 	t.Run("APIErrors", func(t *testing.T) { testAPIErrors(t, p) })
+	// The bridges to remotes run side by side (after the above): each
+	// keeps its remote down for outage(), and they use names of their
+	// own.
+	t.Run("MQTTBridgeToMosquitto", func(t *testing.T) { t.Parallel(); testMQTTBridge(t, p) })
+	t.Run("KafkaOut", func(t *testing.T) { t.Parallel(); testKafkaBridge(t, p) })
+	t.Run("AMQPLinks", func(t *testing.T) { t.Parallel(); testAMQPBridge(t, p) })
+	t.Run("AMQPProton", func(t *testing.T) { t.Parallel(); testAMQPProton(t, p) })
 }
 
 // mosquitto as a concentrator (docs/bridges.md): devices publish to a
