@@ -14,7 +14,6 @@ import (
 	"github.com/throngmq/throng/internal/amqp/frames"
 	"github.com/throngmq/throng/internal/audit"
 	"github.com/throngmq/throng/internal/auth"
-	"github.com/throngmq/throng/internal/hono"
 	"github.com/throngmq/throng/internal/tenant"
 )
 
@@ -171,60 +170,6 @@ func (h *handshake) preferred() frames.ProtoHeader {
 }
 
 func (c *conn) anonymousAllowed() bool { return c.s.cfg.AllowAnonymous && c.loopback() }
-
-// tenantLister is implemented by a tenant store that lists its tenants
-// (*tenant.Store).
-type tenantLister interface{ Tenants() []*tenant.Tenant }
-
-// unauthenticatedDevices is the principal of a connection without
-// credentials (SASL ANONYMOUS, or no SASL layer) that is Hono's
-// unauthenticated device (docs/hono.md, "Unauthenticated devices
-// (AMQP)"): bound to the tenant whose hono-amqp adapter entry has
-// "device-authentication-required": false — the one the SASL hostname
-// names, else the only such tenant. nil if there is none (or several and
-// the hostname names none of them).
-func (c *conn) unauthenticatedDevices(hostname string) *auth.Principal {
-	tl, ok := c.s.cfg.Tenants.(tenantLister)
-	if !ok || c.devices() == nil {
-		return nil
-	}
-	hint, _ := c.tenantFromHost(hostname)
-	name := hono.WaivingTenant(tl.Tenants(), auth.AdapterAMQP, hint)
-	if name == "" {
-		return nil
-	}
-	return hono.Unauthenticated(name)
-}
-
-// waivesAuthentication reports whether some tenant lets devices use the
-// AMQP adapter without credentials (then SASL ANONYMOUS is offered).
-func (c *conn) waivesAuthentication() bool {
-	tl, ok := c.s.cfg.Tenants.(tenantLister)
-	if !ok || c.devices() == nil {
-		return false
-	}
-	for _, t := range tl.Tenants() {
-		if hono.AllowsUnauthenticated(t, auth.AdapterAMQP) {
-			return true
-		}
-	}
-	return false
-}
-
-// withoutCredentials is the principal of a client that gives no
-// credentials: an unauthenticated device where a tenant waives device
-// authentication for hono-amqp (the tenant's explicit choice wins over
-// the node's default, as on MQTT), else anonymous from loopback where
-// allowed; nil: refused.
-func (c *conn) withoutCredentials(hostname string) *auth.Principal {
-	if p := c.unauthenticatedDevices(hostname); p != nil {
-		return p
-	}
-	if c.anonymousAllowed() {
-		return auth.Anonymous(tenant.Default)
-	}
-	return nil
-}
 
 func (h *handshake) writeSASL(p frames.Performative) error {
 	b, err := frames.AppendFrame(nil, frames.TypeSASL, 0, p, nil)

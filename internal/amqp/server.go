@@ -208,6 +208,9 @@ type Server struct {
 	// for a bcrypt worker or the registry), cancelled when Shutdown starts.
 	authCtx    context.Context
 	authCancel context.CancelFunc
+	// waivers: does a tenant let devices connect without credentials
+	// (unauth.go)?
+	waivers waivers
 }
 
 // New builds a server.
