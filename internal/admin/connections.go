@@ -23,6 +23,8 @@ type Observe struct {
 	Conns   *conns.Registry
 	Queues  Queues  // queues.go
 	History History // history.go
+	// Anomalies is the anomaly finder (anomalies.go).
+	Anomalies Anomalies
 }
 
 // The routes are added to the table here, beside their handlers.

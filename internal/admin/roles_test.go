@@ -60,6 +60,8 @@ var matrix = map[string]need{
 	"DELETE /api/connections/{id}":                       platform,
 	"GET /api/connections/{id}/history":                  platform,
 	"GET /api/history":                                   platform,
+	"GET /api/anomalies":                                 platform,
+	"GET /api/tenants/{tenant}/anomalies":                tenantRW,
 	"GET /api/tenants/{tenant}/connections":              tenantRW,
 	"GET /api/tenants/{tenant}/connections/{id}":         tenantRW,
 	"DELETE /api/tenants/{tenant}/connections/{id}":      tenantRW,

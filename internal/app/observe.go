@@ -104,7 +104,7 @@ func (o *observer) adminConfig() admin.Observe {
 	if o == nil {
 		return admin.Observe{}
 	}
-	return admin.Observe{Conns: o.conns, History: o.hist, Queues: o.router}
+	return admin.Observe{Conns: o.conns, History: o.hist, Queues: o.router, Anomalies: o.tenants}
 }
 
 // sample reads the counters into the history (every sampleInterval):

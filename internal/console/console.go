@@ -162,6 +162,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /connections", s.authed(s.connections))
 	m.HandleFunc("GET /connections/{id}", s.authed(s.connection))
 	m.HandleFunc("POST /connections/{id}", s.authed(s.closeConnection))
+	m.HandleFunc("GET /anomalies", s.authed(s.anomalies)) // anomalies.go
 	m.HandleFunc("GET /t/{tenant}", s.authed(s.tenant))
 	m.HandleFunc("GET /t/{tenant}/addresses", s.authed(s.addresses))
 	m.HandleFunc("GET /t/{tenant}/addresses/new", s.authed(s.newAddress))

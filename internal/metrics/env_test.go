@@ -31,6 +31,9 @@ func start(t *testing.T, opts ...testkit.Option) *env {
 	return &env{Platform: testkit.Start(t, opts...), t: t}
 }
 
+// with is e for a subtest (its failures, its clients' cleanup).
+func (e *env) with(t *testing.T) *env { return &env{Platform: e.Platform, t: t} }
+
 // api sends an admin request as the platform administrator and checks
 // its status.
 func (e *env) api(method, path string, body any, status int) []byte {

@@ -82,15 +82,11 @@ func dashboardQueries(t *testing.T) map[string]string {
 }
 
 // Every metric a query of the dashboard names is exported by a running
-// node once the traffic the panels show has happened.
-func TestGrafanaDashboard(t *testing.T) {
+// node once the traffic the panels show has happened (TestObservability).
+func testGrafanaDashboard(t *testing.T, e *env) {
 	queries := dashboardQueries(t)
-
-	e := start(t)
-	e.tenant("acme", "orders", "idle")
-	e.api("POST", "/api/tenants/acme/users", map[string]any{"name": "ro", "password": "pw-ro", "roles": []string{"app"},
-		"permissions": []map[string]any{{"pattern": "idle", "actions": []string{"receive"}}}}, 201)
-	e.api("PUT", "/api/tenants/acme", map[string]any{"limits": map[string]any{"maxMessagesInPerSecond": 5, "burst": 5}}, 200)
+	// beta publishes beyond its plan's rate.
+	e.api("PUT", "/api/tenants/beta", map[string]any{"limits": map[string]any{"maxMessagesInPerSecond": 5, "burst": 5}}, 200)
 
 	// An application consumes orders (deliveries out, settled).
 	sub, _ := e.mqtt("dev@acme", "pw-dev", "app")
@@ -104,13 +100,14 @@ func TestGrafanaDashboard(t *testing.T) {
 	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "orders", QoS: 1}}}); err != nil {
 		t.Fatal(err)
 	}
-	// A device publishes, beyond the tenant's rate too (quota refusals).
+	// A device publishes; another beyond its tenant's rate (quota refusals).
 	dev, _ := e.mqtt("dev@acme", "pw-dev", "device")
 	e.publish(dev, "orders", 3, 16)
-	e.publish(dev, "idle", 1, 16)
+	e.publish(dev, "jobs", 1, 16)
+	fast, _ := e.mqtt("dev@beta", "pw-dev", "fast")
 	refused := 0
 	for range 30 {
-		if r, err := dev.Publish(ctx, &paho.Publish{Topic: "orders", QoS: 1, Payload: []byte("flood")}); err != nil || r.ReasonCode >= 0x80 {
+		if r, err := fast.Publish(ctx, &paho.Publish{Topic: "orders", QoS: 1, Payload: []byte("flood")}); err != nil || r.ReasonCode >= 0x80 {
 			refused++
 		}
 	}
@@ -118,7 +115,7 @@ func TestGrafanaDashboard(t *testing.T) {
 		t.Error("no publish over the tenant's rate was refused")
 	}
 	// A principal refused an action, a refused login.
-	ro, _ := e.mqtt("ro@acme", "pw-ro", "ro")
+	ro, _ := e.mqtt("ro@acme", "pw-ro", "ro-dash")
 	if r, err := ro.Publish(ctx, &paho.Publish{Topic: "orders", QoS: 1, Payload: []byte("x")}); err == nil && r.ReasonCode < 0x80 {
 		t.Error("publish without permission accepted")
 	}

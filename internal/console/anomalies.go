@@ -1,0 +1,76 @@
+package console
+
+import (
+	"net/http"
+)
+
+// The anomalies view (issue 15; docs/anomalies.md): the anomaly finder's
+// findings with their evidence, linked to the connection or address they
+// concern, and the top talkers, from GET /api/anomalies (a tenant user's:
+// /api/tenants/{own}/anomalies).
+
+// anomalyReport is the API's answer (internal/metrics.Report).
+type anomalyReport struct {
+	Findings []struct {
+		Kind       string         `json:"kind"`
+		Tenant     string         `json:"tenant"`
+		Summary    string         `json:"summary"`
+		Address    string         `json:"address"`
+		Connection string         `json:"connection"`
+		ClientID   string         `json:"clientId"`
+		User       string         `json:"user"`
+		Device     string         `json:"device"`
+		Source     string         `json:"source"`
+		Evidence   map[string]any `json:"evidence"`
+	} `json:"findings"`
+	TopTalkers []struct {
+		Tenant            string  `json:"tenant"`
+		Connection        string  `json:"connection"`
+		Protocol          string  `json:"protocol"`
+		ClientID          string  `json:"clientId"`
+		User              string  `json:"user"`
+		Device            string  `json:"device"`
+		MessagesPerSecond float64 `json:"messagesPerSecond"`
+		Share             float64 `json:"share"`
+		BytesIn           uint64  `json:"bytesIn"`
+		BytesOut          uint64  `json:"bytesOut"`
+	} `json:"topTalkers"`
+	Thresholds map[string]any `json:"thresholds"`
+}
+
+// kindTitles name the kinds of finding for people.
+var kindTitles = map[string]string{
+	"top_talker":          "Top talker",
+	"backlog_growing":     "Backlog growing",
+	"dead_letter_growing": "Dead letters growing",
+	"reconnect_loop":      "Reconnect loop",
+	"auth_failures":       "Refused logins",
+	"denied":              "Refused actions",
+}
+
+func (s *Server) anomalies(w http.ResponseWriter, r *http.Request) {
+	sess := sessionOf(r)
+	t := r.URL.Query().Get("tenant")
+	if !sess.p.IsAdmin() {
+		t = sess.p.Tenant
+	}
+	path := "/api/anomalies"
+	if t != "" {
+		path = "/api/tenants/" + esc(t) + "/anomalies"
+	}
+	// The API's thresholds pass through (a bookmark keeps them).
+	th := map[string][]string{}
+	for _, k := range []string{"reconnectLoop", "authFailures", "denied", "topN", "topShare", "topMinRate", "backlogPoints", "backlogGrowth"} {
+		if v := r.URL.Query().Get(k); v != "" {
+			th[k] = []string{v}
+		}
+	}
+	path += encodeQuery(th)
+	var rep anomalyReport
+	if err := s.call(r, http.MethodGet, path, nil, &rep); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, "anomalies", &page{Title: "Anomalies", Nav: "anomalies",
+		Data: map[string]any{"Report": rep, "Tenant": t, "Kinds": kindTitles}})
+}
