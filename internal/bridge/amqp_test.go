@@ -146,6 +146,8 @@ func testAMQPBridge(t *testing.T, p *testkit.Platform) {
 	// In: a remote producer's messages on the remote queue outbox reach
 	// a local subscriber of from-remote/outbox, in order.
 	local.sub(t, "from-remote/outbox")
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second) // the first may be spent (outage)
+	defer cancel()
 	snd, err := rs.NewSender(ctx, "outbox", nil)
 	if err != nil {
 		t.Fatal(err)

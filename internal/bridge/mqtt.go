@@ -69,6 +69,7 @@ type runner struct {
 	conss []*router.Consumer
 
 	out, in, dropped, retried, reconnects atomic.Uint64
+	subscribed                            atomic.Int32 // out mappings whose durable subscription exists
 	lag                                   atomic.Uint64
 	overLimit                             atomic.Bool
 
@@ -287,6 +288,7 @@ func (r *runner) outLoop(i int, mp Mapping) {
 	r.mu.Lock()
 	r.conss = append(r.conss, c)
 	r.mu.Unlock()
+	r.subscribed.Add(1)
 	var live *router.Consumer
 	if address.IsWildcard(mp.LocalFilter()) {
 		// QoS 0 publishes in the topic space are not stored: a live
@@ -603,7 +605,10 @@ func (r *runner) status() Status {
 	st.LastError, st.LastErrorAt = r.lastErr, r.lastErrAt
 	st.ConnectedSince = r.connected
 	switch {
-	case r.connected.IsZero():
+	case r.connected.IsZero(), r.def.out() && int(r.subscribed.Load()) < len(r.def.Mappings):
+		// Connected only once every out mapping's durable subscription
+		// exists: what is published before is not bridged (a message in
+		// the topic space is stored only for subscriptions that exist).
 		st.State = "connecting"
 	case r.def.out() && st.Lag > uint64(r.def.bufferLimit()):
 		st.State = "overflow"
