@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/throngmq/throng/internal/quota"
 )
 
 // Event-driven reading (plain TCP on Linux, see poll_linux.go).
@@ -27,6 +29,30 @@ type inbuf struct {
 	buf  *[]byte // pooled; nil while idle at a packet boundary
 	r, w int
 	big  *bigPacket // a packet larger than buf, read straight into its body
+	// pause is how long the tenant's (or connection's) message rate needs
+	// for the publishes refused over it in this turn (overRate): the
+	// connection is not read again before then.
+	pause time.Duration
+}
+
+// maxRatePause bounds a pause over the message rate, so that a paused
+// connection still answers PINGREQ well within its keep-alive.
+const maxRatePause = time.Second
+
+// overRate records a publish refused over a message rate (err wraps a
+// *quota.Error of a rate limit): reading the connection pauses for the
+// time the rate needs for it. Backpressure instead of parse-and-drop: a
+// client publishing faster than its tenant may is slowed by TCP flow
+// control, so what it costs the node is bounded by its rate, not by its
+// bandwidth (docs/benchmarks.md, "Tenant isolation"). Called on the
+// reader's goroutine (the refusal is synchronous in Producer.Publish).
+func (in *inbuf) overRate(err error) {
+	var qe *quota.Error
+	// Bounded: a connection read by its own goroutine (TLS) never
+	// consumes it.
+	if in.pause < maxRatePause && errors.As(err, &qe) && qe.Rate > 0 && (qe.Limit == quota.MessagesIn || qe.Limit == quota.MessagesInPerConnection) {
+		in.pause += time.Duration(float64(time.Second) / qe.Rate)
+	}
 }
 
 // bigPacket is a packet larger than the read buffer. Its body grows with
@@ -60,6 +86,9 @@ func (c *conn) readable() {
 		return
 	}
 	for range maxReadsPerTurn {
+		if in.pause > 0 {
+			break // over the rate: read no more this turn
+		}
 		var dst []byte
 		if in.big != nil {
 			if in.big.n == len(in.big.body) {
@@ -105,6 +134,18 @@ func (c *conn) readable() {
 		in.buf, in.r, in.w = nil, 0, 0
 	}
 	c.updateDue(done > 0, wasPartial, in.partial())
+	if d := in.pause; d > 0 {
+		// Re-armed once the rate has room again; until then nobody
+		// owns the connection but this timer (an end meanwhile is seen
+		// when it is read again).
+		in.pause = 0
+		time.AfterFunc(min(d, maxRatePause), func() {
+			if err := c.arm(); err != nil {
+				c.teardown()
+			}
+		})
+		return
+	}
 	if err := c.arm(); err != nil {
 		c.teardown()
 	}

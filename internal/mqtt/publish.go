@@ -304,7 +304,11 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 	switch qos {
 	case 0:
 		if !device {
-			p.Publish(m, func(router.Outcome, error) {})
+			p.Publish(m, func(_ router.Outcome, err error) {
+				if err != nil && errors.Is(err, router.ErrLimitExceeded) {
+					c.in.overRate(err) // evread.go: backpressure
+				}
+			})
 			break
 		}
 		p.Publish(m, func(o router.Outcome, err error) {
