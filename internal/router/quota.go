@@ -59,8 +59,19 @@ func (p *Producer) admit() error {
 	if qe, ok := err.(*quota.Error); ok {
 		p.r.metrics.quotaRefused.WithLabelValues(p.ts.name, string(qe.Limit)).Inc()
 	}
-	return fmt.Errorf("%w: %w", ErrLimitExceeded, err)
+	return &limitError{err}
 }
+
+// limitError is ErrLimitExceeded with the quota's refusal, whose text is
+// made only when asked for (an MQTT 5 reason string, a log line). A
+// tenant flooding QoS 0 over its rate is refused by the hundred thousand
+// a second and nobody reads those errors; formatting each one (with
+// fmt.Errorf and quota.Error's Sprintf) took half the node's CPU
+// (docs/benchmarks.md, "Tenant isolation").
+type limitError struct{ err error }
+
+func (e *limitError) Error() string   { return ErrLimitExceeded.Error() + ": " + e.err.Error() }
+func (e *limitError) Unwrap() []error { return []error{ErrLimitExceeded, e.err} }
 
 // tenantMeters measure a tenant's message rates on this node, for the
 // admin API's usage (Router.Usage).
