@@ -74,7 +74,7 @@ func drainQueue(t *testing.T, s *amqp.Session, addr string, want int, within tim
 // pulled into a local name).
 func testAMQPBridge(t *testing.T, p *testkit.Platform) {
 	remote := testkit.Start(t)
-	for _, q := range []string{"inbox", "outbox"} {
+	for _, q := range []string{"inbox", "outbox", "ovf"} {
 		api(t, remote, "POST", "/api/tenants/default/addresses", `{"name":"`+q+`","type":"queue"}`)
 	}
 	px := startProxy(t, remote.AMQPAddr)
@@ -165,6 +165,56 @@ func testAMQPBridge(t *testing.T, p *testkit.Platform) {
 		}
 	}
 	testkit.Eventually(t, 10*time.Second, func() bool { return bridgeStatus(t, p, "amqp-in").Status.In == 20 })
+
+	testOverflow(t, p, remote, rs)
+}
+
+// drop-oldest: with the remote unreachable, 200 messages wait for a
+// bridge whose bufferLimit is 50; when it is back the oldest are
+// acknowledged unsent (dropped) until the lag is under the limit, and the
+// newest go out: each message either delivered or dropped, and every
+// delivered one (but the one held when the remote went) newer than every
+// dropped one.
+func testOverflow(t *testing.T, p, remote *testkit.Platform, rs *amqp.Session) {
+	px := startProxy(t, remote.AMQPAddr)
+	api(t, p, "POST", "/api/tenants/default/bridges", fmt.Sprintf(`{"name":"amqp-ovf","kind":"amqp","remote":{"url":"amqp://%s"},
+		"mappings":[{"filter":"ovf"}],"bufferLimit":50,"overflow":"drop-oldest"}`, px.Addr))
+	defer api(t, p, "DELETE", "/api/tenants/default/bridges/amqp-ovf", "")
+	testkit.Eventually(t, 30*time.Second, func() bool { return bridgeStatus(t, p, "amqp-ovf").Status.State == "connected" })
+	px.down()
+	local := dial(t, p.MQTTAddr, "amqp-ovf-app", "app", "app-secret")
+	const n = 200
+	for i := range n {
+		if r := local.pub(t, "ovf", strconv.Itoa(i)); r.ReasonCode != 0 {
+			t.Fatalf("publish: 0x%02x", r.ReasonCode)
+		}
+	}
+	waitFor(t, 15*time.Second, func() bool { return bridgeStatus(t, p, "amqp-ovf").Status.Lag > 50 },
+		func() string { return fmt.Sprintf("%+v", bridgeStatus(t, p, "amqp-ovf").Status) })
+	px.up()
+	waitFor(t, 60*time.Second, func() bool {
+		st := bridgeStatus(t, p, "amqp-ovf").Status
+		return st.Out+st.Dropped >= n
+	}, func() string { return fmt.Sprintf("%+v", bridgeStatus(t, p, "amqp-ovf").Status) })
+	st := bridgeStatus(t, p, "amqp-ovf").Status
+	got := drainQueue(t, rs, "ovf", int(st.Out), 30*time.Second)
+	minGot, maxDropped := n, -1
+	for i := range n {
+		c := got[strconv.Itoa(i)]
+		switch {
+		case c > 1:
+			t.Errorf("message %d delivered %d times", i, c)
+		case c == 0:
+			maxDropped = i
+		case i > 0:
+			minGot = min(minGot, i)
+		}
+	}
+	t.Logf("bufferLimit 50, %d waiting: %d delivered, %d dropped (oldest kept %d, newest dropped %d); %+v",
+		n, len(got), n-len(got), minGot, maxDropped, st)
+	if st.Dropped == 0 || int(st.Dropped)+len(got) != n || maxDropped > minGot || got[strconv.Itoa(n-1)] != 1 {
+		t.Errorf("drop-oldest: %d delivered, status %+v, newest dropped %d, oldest delivered %d", len(got), st, maxDropped, minGot)
+	}
 }
 
 // startProtonBroker runs testdata/proton_broker.py (Qpid Proton's
