@@ -552,12 +552,20 @@ func (s *Server) forgetTenant(name string, ti *tenantInfo) {
 }
 
 // liveNodes reads the leases of a tenant: node id → last heartbeat.
+// When they cannot be listed (in a cluster, while the bucket's stream
+// elects a leader after its node died), the map holds unknownLeases:
+// alive then takes a node without a lease in it for alive, rather than
+// for long dead (which would publish the wills and end the sessions of
+// every other node's clients).
 func (s *Server) liveNodes(ctx context.Context, nodes *router.State) map[string]time.Time {
 	out := map[string]time.Time{}
 	if nodes == nil {
 		return out
 	}
-	keys, _ := nodes.Keys(ctx)
+	keys, err := nodes.Keys(ctx)
+	if err != nil {
+		out[unknownLeases] = clock.Now() // recent: never swept as an old lease
+	}
 	for _, k := range keys {
 		b, _, err := nodes.Get(ctx, k)
 		if err != nil {
@@ -577,8 +585,15 @@ func (s *Server) alive(seen map[string]time.Time, node string, now time.Time) bo
 		return true // this node's connections handle their own wills
 	}
 	t, ok := seen[node]
+	if _, unknown := seen[unknownLeases]; unknown && !ok {
+		return true // cannot tell (liveNodes)
+	}
 	return ok && now.Sub(t) <= s.cfg.NodeLease
 }
+
+// unknownLeases marks the leases of liveNodes as not all known; no node
+// id is empty.
+const unknownLeases = ""
 
 // onTakeover disconnects this node's connection of a client id that has
 // connected to another node [MQTT-3.1.4-2].

@@ -223,11 +223,13 @@ func (p *progressStore) key(ts *tenantState, stream, cons string) (progressKey, 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	s, err := ts.js.Stream(ctx, stream)
+	// retryAPI: right after a node's death these requests may go
+	// unanswered until the election is over (pull.go).
+	s, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ts.js.Stream(ctx, stream) })
 	if err != nil {
 		return "", nil, fmt.Errorf("router: stream %s: %w", stream, err)
 	}
-	cn, err := ts.js.Consumer(ctx, stream, cons)
+	cn, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) { return ts.js.Consumer(ctx, stream, cons) })
 	if err != nil {
 		return "", nil, fmt.Errorf("router: consumer %s: %w", cons, err)
 	}

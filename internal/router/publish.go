@@ -356,44 +356,112 @@ func (ts *tenantState) storeEntry(subject, name string, data []byte, hdr nats.He
 // entry that cannot be sent is reported by the error, and done is then
 // never called; otherwise done is called later, on another goroutine.
 func (ts *tenantState) sendEntry(subject, name string, data []byte, hdr nats.Header, done func(Outcome, error)) error {
-	reply, ok := ts.pubMux.register(publishTimeout, func(msg *nats.Msg) {
-		if msg == nil {
-			done(Outcome{}, ErrTimeout)
-			return
-		}
-		if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
-			if ts.replicas > 1 {
-				// In a cluster: the stream has no leader for the moment
-				// (its node failed, an election is on); worth a retry.
-				done(Outcome{}, fmt.Errorf("%w: no leader for the stream of %q yet", ErrTimeout, name))
-				return
-			}
-			done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, name))
-			return
-		}
-		if pubAckOK(msg.Data) {
-			done(Outcome{Kind: Accepted}, nil)
-			return
-		}
-		var ack pubAck
-		if err := json.Unmarshal(msg.Data, &ack); err != nil {
-			done(Outcome{}, fmt.Errorf("router: bad publish ack: %w", err))
-			return
-		}
-		if ack.Error != nil {
-			done(Outcome{}, ts.storeError(ack.Error.ErrCode, ack.Error.Description))
-			return
-		}
-		done(Outcome{Kind: Accepted}, nil)
-	})
+	e := &entrySend{ts: ts, subject: subject, name: name, data: data, hdr: hdr, done: done}
+	return e.send()
+}
+
+// Leader waits. In a cluster, right after a node died, a stream whose
+// leader was on it has none until its other replicas elect one (the
+// engine's Raft election timeouts: 4–9 s; 5.3 s measured after a kill -9
+// on this 2-core machine), and a publish to it is answered 503 (no
+// responders: nobody takes the stream's subjects). Refusing it at once
+// made an MQTT QoS 1 publish get PUBACK 0x80 (an MQTT 3.1.1 client cannot
+// even be told: it just sees its message dropped) and an AMQP transfer
+// come back released. A 503 means the entry was not stored, so sending it
+// again cannot duplicate it: the entry is sent again after a short
+// backoff for up to leaderWait, and refused only after that. Entries of
+// one producer that wait for the same election may be stored out of order
+// (each has its own backoff); refused, as before, they were out of order
+// as well once the client sent them again.
+const (
+	leaderWait     = 10 * time.Second
+	leaderRetryMin = 50 * time.Millisecond
+	leaderRetryMax = 500 * time.Millisecond
+)
+
+// entrySend is one entry on its way to the engine, kept for sending it
+// again while its stream has no leader. data is not reused by the
+// callers (message.Marshal and batch entries are fresh allocations), so
+// it may be held across the retries.
+type entrySend struct {
+	ts            *tenantState
+	subject, name string
+	data          []byte
+	hdr           nats.Header
+	done          func(Outcome, error)
+	first         time.Time // first 503; zero before
+	tries         int
+}
+
+func (e *entrySend) send() error {
+	ts := e.ts
+	reply, ok := ts.pubMux.register(publishTimeout, e.answer)
 	if !ok {
 		return ErrClosed
 	}
-	if err := ts.pub.PublishMsg(&nats.Msg{Subject: subject, Reply: reply, Data: data, Header: hdr}); err != nil {
+	if err := ts.pub.PublishMsg(&nats.Msg{Subject: e.subject, Reply: reply, Data: e.data, Header: e.hdr}); err != nil {
 		ts.pubMux.cancel(reply)
 		return fmt.Errorf("router: publish: %w", err)
 	}
 	return nil
+}
+
+// answer handles the engine's reply; it runs on the reply mux's
+// goroutine, so it must not block: a retry is scheduled, not waited for.
+func (e *entrySend) answer(msg *nats.Msg) {
+	ts, done, name := e.ts, e.done, e.name
+	if msg == nil {
+		done(Outcome{}, ErrTimeout)
+		return
+	}
+	if len(msg.Data) == 0 && msg.Header.Get("Status") == "503" {
+		if ts.replicas > 1 {
+			// In a cluster: the stream has no leader for the moment
+			// (its node failed, an election is on): sent again a
+			// moment later, refused after leaderWait.
+			if e.retry() {
+				return
+			}
+			done(Outcome{}, fmt.Errorf("%w: no leader for the stream of %q yet", ErrTimeout, name))
+			return
+		}
+		done(Outcome{}, fmt.Errorf("%w: no stream for %q", ErrNotFound, name))
+		return
+	}
+	if pubAckOK(msg.Data) {
+		done(Outcome{Kind: Accepted}, nil)
+		return
+	}
+	var ack pubAck
+	if err := json.Unmarshal(msg.Data, &ack); err != nil {
+		done(Outcome{}, fmt.Errorf("router: bad publish ack: %w", err))
+		return
+	}
+	if ack.Error != nil {
+		done(Outcome{}, ts.storeError(ack.Error.ErrCode, ack.Error.Description))
+		return
+	}
+	done(Outcome{Kind: Accepted}, nil)
+}
+
+// retry schedules the entry to be sent again, unless it has waited
+// leaderWait already.
+func (e *entrySend) retry() bool {
+	now := time.Now()
+	if e.first.IsZero() {
+		e.first = now
+	}
+	if now.Sub(e.first) >= leaderWait {
+		return false
+	}
+	delay := min(leaderRetryMin<<min(e.tries, 4), leaderRetryMax)
+	e.tries++
+	time.AfterFunc(delay, func() {
+		if err := e.send(); err != nil {
+			e.done(Outcome{}, err)
+		}
+	})
+	return true
 }
 
 // ErrDiskFull refuses a stored message while the engine's disk guard is

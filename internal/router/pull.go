@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
@@ -48,8 +49,34 @@ func (r *Router) ensureSubscription(ctx context.Context, ts *tenantState, tg tar
 	return nil
 }
 
+// apiTry bounds one try of a JetStream API request on the subscription
+// paths. In a cluster, a request sent while there is no meta leader (a
+// node died, an election is on: a second or a few) is answered by nobody,
+// and it waited for the caller's whole context: an MQTT session resumed
+// on a survivor right after its node's kill -9 hung 15 s in ensureDurable
+// and was then closed (TestMQTTSessionAcrossNodes, issue 16). Asked again
+// after apiTry, it is answered once the election is over. Consumer
+// lookups and creations are idempotent (an existing consumer of the same
+// name is taken as it is).
+const apiTry = 3 * time.Second
+
+// retryAPI runs f with apiTry per try until it returns something other
+// than a timeout, or ctx ends.
+func retryAPI[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, apiTry)
+		v, err := f(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+			return v, err
+		}
+	}
+}
+
 func (r *Router) ensureDurable(ctx context.Context, ts *tenantState, stream, cname, subName string, filters []string, opts ConsumeOptions) error {
-	if _, err := ts.js.Consumer(ctx, stream, cname); err == nil {
+	if _, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return ts.js.Consumer(ctx, stream, cname)
+	}); err == nil {
 		return nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return err
@@ -71,7 +98,9 @@ func (r *Router) ensureDurable(ctx context.Context, ts *tenantState, stream, cna
 	default:
 		cc.FilterSubjects = filters
 	}
-	_, err := ts.js.CreateConsumer(ctx, stream, cc)
+	_, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return ts.js.CreateConsumer(ctx, stream, cc)
+	})
 	if errors.Is(err, jetstream.ErrConsumerExists) {
 		return nil
 	}

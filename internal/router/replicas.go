@@ -34,7 +34,9 @@ func (ts *tenantState) replicated(sc jetstream.StreamConfig) jetstream.StreamCon
 // an operator asked for, updates strictly).
 func (ts *tenantState) createOrUpdate(ctx context.Context, sc jetstream.StreamConfig) (jetstream.Stream, error) {
 	sc = ts.replicated(sc)
-	existing, lerr := ts.js.Stream(ctx, sc.Name)
+	// retryAPI: right after a node's death the lookup may go unanswered
+	// until the election is over (pull.go).
+	existing, lerr := retryAPI(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ts.js.Stream(ctx, sc.Name) })
 	if lerr == nil && sameStreamConfig(existing.CachedInfo().Config, sc) {
 		return existing, nil
 	}

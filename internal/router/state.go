@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -58,7 +59,12 @@ func stateKey(k string) string { return "k" + base64.RawURLEncoding.EncodeToStri
 
 // Get returns a value and its revision; ErrNoState if absent.
 func (s *State) Get(ctx context.Context, key string) ([]byte, uint64, error) {
-	e, err := s.kv.Get(ctx, stateKey(key))
+	// Asked again after apiTry (pull.go): a read is answered by the
+	// bucket's replicas, and one on a node that is stopped or cut off
+	// (its peers and routes not yet aware) never answers: an MQTT
+	// CONNECT's session lookup waited its whole 15 s and failed while a
+	// node was SIGSTOPped (TestStopUnderLoad, issue 16).
+	e, err := retryAPI(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.kv.Get(ctx, stateKey(key)) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, ErrNoState
 	}
@@ -87,23 +93,52 @@ func (s *State) Delete(ctx context.Context, key string, rev uint64) error {
 	return err
 }
 
-// Keys lists the keys present.
+// keysWait bounds how long a key listing waits for its watcher: the
+// listing creates a consumer on the bucket's stream, and in a cluster that
+// request is not answered while the stream elects a new leader (its
+// leader's node died): it waited for the caller's whole context — an MQTT
+// CONNECT resuming a session held by a killed node hung for 15 s, and a
+// sweep for 30 s, delaying the node's wills (TestMQTTSessionAcrossNodes,
+// issue 16). A healthy engine creates it in milliseconds.
+const keysWait = 5 * time.Second
+
+// Keys lists the keys present. An error with keys is a listing cut short
+// by ctx.
 func (s *State) Keys(ctx context.Context) ([]string, error) {
-	lister, err := s.kv.ListKeys(ctx)
+	// The watcher's subscription ends with the context it was created
+	// with (nats.go unsubscribes when it is done), so that context must
+	// last the whole listing: only its creation is cut short, by a timer.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := time.AfterFunc(keysWait, cancel)
+	w, err := s.kv.WatchAll(wctx, jetstream.IgnoreDeletes(), jetstream.MetaOnly())
+	if !timer.Stop() && err == nil {
+		err = context.DeadlineExceeded // cut short just after it was created
+	}
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = w.Stop() }()
 	var out []string
-	for k := range lister.Keys() {
-		b, err := base64.RawURLEncoding.DecodeString(k[1:])
-		if err == nil {
-			out = append(out, string(b))
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil {
+				// The end of the initial values, or the watcher ended
+				// (its context did): a listing cut short is an error.
+				return out, wctx.Err()
+			}
+			k := e.Key()
+			if b, err := base64.RawURLEncoding.DecodeString(k[1:]); err == nil {
+				out = append(out, string(b))
+			}
+		case <-wctx.Done():
+			return out, wctx.Err()
 		}
 	}
-	return out, nil
 }
 
 // DeleteDurable removes the durable subscription that Consume created for
