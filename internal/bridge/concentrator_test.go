@@ -15,6 +15,7 @@ import (
 // TestBridges runs the bridge tests on one platform (a platform's start
 // and its bcrypt logins under -race are most of their time).
 func TestBridges(t *testing.T) {
+	t.Parallel() // with TestBridgeKill: most of both is waiting
 	p := testkit.Start(t)
 	api(t, p, "POST", "/api/tenants/default/users", `{"name":"app","password":"app-secret","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`)
 	t.Run("MosquittoConcentrator", func(t *testing.T) { testConcentrator(t, p) })

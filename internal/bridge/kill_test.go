@@ -221,6 +221,7 @@ func TestBridgeKill(t *testing.T) {
 		return
 	}
 	need(t, "mosquitto")
+	t.Parallel() // with TestBridges: most of both is waiting
 	// The remotes.
 	mq := startMosquitto(t, "")
 	mmsgs := make(chan *paho.Publish, 100000)
