@@ -73,6 +73,9 @@ func (a *App) startFrontEnds() error {
 			Hono:              a.hono,
 			Audit:             a.audit,
 			Conns:             a.obs.registry(),
+			// The node's name (as in connection ids): with it, a restart
+			// takes over the sessions of the killed process at once.
+			NodeName: a.obs.registry().Node(),
 		})
 		if err != nil {
 			return fmt.Errorf("app: mqtt: %w", err)

@@ -584,11 +584,48 @@ func (s *Server) alive(seen map[string]time.Time, node string, now time.Time) bo
 	if node == s.node {
 		return true // this node's connections handle their own wills
 	}
+	if s.previousProcess(node) {
+		return false
+	}
 	t, ok := seen[node]
 	if _, unknown := seen[unknownLeases]; unknown && !ok {
 		return true // cannot tell (liveNodes)
 	}
 	return ok && now.Sub(t) <= s.cfg.NodeLease
+}
+
+// nodeID is a node id for this process: name '=' a random part (no
+// '=' can be in a name: see sanitizeNodeName), or only the random part
+// without a name. Ids are keys in the engine's KV buckets.
+func nodeID(name string) string {
+	r := newClientID()[len("throng-"):]
+	if name = sanitizeNodeName(name); name == "" {
+		return r
+	}
+	return name + "=" + r
+}
+
+// sanitizeNodeName keeps the characters a KV key may hold, except '='.
+func sanitizeNodeName(name string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+// previousProcess reports whether node is the id of an earlier process of
+// this node (Config.NodeName): that process is dead, since this one holds
+// the node's data directory.
+func (s *Server) previousProcess(node string) bool {
+	name, _, ok := strings.Cut(s.node, "=")
+	if !ok || node == s.node {
+		return false
+	}
+	other, _, ok := strings.Cut(node, "=")
+	return ok && other == name
 }
 
 // unknownLeases marks the leases of liveNodes as not all known; no node

@@ -124,6 +124,15 @@ type Config struct {
 	// wills of a node whose lease ran out are taken over by the sweepers
 	// of the others.
 	NodeLease time.Duration
+	// NodeName is the node's lasting name (the cluster's node name, else
+	// the host name), which this process holds with its data directory:
+	// its node id is NodeName '=' a random part, and a lease of an id
+	// with the same name and another random part is a previous process
+	// of this node, dead for sure (killed, or it would still hold the
+	// data directory). Its sessions are taken over and its clients' wills
+	// fire at once instead of after NodeLease. Empty: no such rule (tests
+	// with several servers on one engine).
+	NodeName string
 	// ReadWorkers bounds the goroutines that read event-driven (plain
 	// TCP) connections at once (default 256). A worker is held while a
 	// packet is handled, including subscribe's engine round trips.
@@ -270,7 +279,7 @@ func New(cfg Config) (*Server, error) {
 		log:        cfg.Logger.With("component", "mqtt"),
 		m:          newMetrics(cfg.Metrics),
 		started:    time.Now(),
-		node:       newClientID()[len("throng-"):],
+		node:       nodeID(cfg.NodeName),
 		listeners:  map[net.Listener]struct{}{},
 		conns:      map[*conn]struct{}{},
 		clients:    map[string]*conn{},
