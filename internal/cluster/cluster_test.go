@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -66,7 +67,9 @@ type node struct {
 	cmd     *exec.Cmd
 	done    chan struct{}
 	waitErr error
-	// Listener addresses of the running process, from its log.
+	// Listener addresses: picked free before the first start and the same
+	// across restarts, as a client's list of hosts would be. Never
+	// written after newCluster: load workers read them concurrently.
 	admin, amqp, mqtt string
 	addrs             chan [2]string // (listener, address) from the log
 }
@@ -86,16 +89,19 @@ func newCluster(t *testing.T, n int) *testCluster {
 	c := &testCluster{t: t, bin: bin}
 	var lns []net.Listener
 	var peers []string
+	free := func() int {
+		ln := listenFixed(t)
+		lns = append(lns, ln)
+		return ln.Addr().(*net.TCPAddr).Port
+	}
+	addr := func() string { return "127.0.0.1:" + strconv.Itoa(free()) }
 	for i := range n {
 		// The peers must be known before any node starts: pick the route
-		// ports first.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		port := ln.Addr().(*net.TCPAddr).Port
-		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), port: port})
+		// ports first; the client listeners' too, so that a restarted
+		// node is where its clients look for it.
+		port := free()
+		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), port: port,
+			admin: addr(), amqp: addr(), mqtt: addr()})
 		peers = append(peers, "127.0.0.1:"+strconv.Itoa(port))
 	}
 	for _, ln := range lns {
@@ -112,6 +118,39 @@ func newCluster(t *testing.T, n int) *testCluster {
 	return c
 }
 
+// listenFixed listens on a free port below the kernel's ephemeral range.
+// The nodes' ports are picked before the nodes start and released for
+// them; a port from the ephemeral range (":0") was often taken meanwhile
+// by one of the many outgoing connections the nodes make (routes), which
+// the kernel gives ports from that range: the node then failed with
+// "address already in use".
+func listenFixed(t *testing.T) net.Listener {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low <= 11000 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln
+	}
+	for range 1000 {
+		port := 10000 + rand.IntN(low-10000)
+		if ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port)); err == nil {
+			return ln
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return nil
+}
+
 // start starts the node's process; listening waits until its listeners
 // are up (a node opens them once it has joined the cluster), waitReady
 // for /readyz.
@@ -120,7 +159,7 @@ func (c *testCluster) start(nd *node) {
 	t.Helper()
 	cmd := exec.Command(c.bin, "serve",
 		"--data-dir", nd.dir,
-		"--admin", "127.0.0.1:0", "--amqp", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
+		"--admin", nd.admin, "--amqp", nd.amqp, "--mqtt", nd.mqtt,
 		"--amqps", "", "--mqtts", "", "--http", "", "--https", "",
 		"--log-format", "json",
 		"--cluster-name", "test", "--cluster-listen", "127.0.0.1:"+strconv.Itoa(nd.port),
@@ -134,7 +173,6 @@ func (c *testCluster) start(nd *node) {
 		t.Fatal(err)
 	}
 	nd.cmd, nd.done = cmd, make(chan struct{})
-	nd.admin, nd.amqp, nd.mqtt = "", "", ""
 	addrs := make(chan [2]string, 8)
 	nd.addrs = addrs
 	go func() {
@@ -165,17 +203,11 @@ func (c *testCluster) listening(nd *node) {
 	t.Helper()
 	addrs := nd.addrs
 	timeout := time.After(startMax)
-	for nd.admin == "" || nd.amqp == "" || nd.mqtt == "" {
+	up := map[string]bool{}
+	for !up["admin"] || !up["amqp"] || !up["mqtt"] {
 		select {
 		case a := <-addrs:
-			switch a[0] {
-			case "admin":
-				nd.admin = a[1]
-			case "amqp":
-				nd.amqp = a[1]
-			case "mqtt":
-				nd.mqtt = a[1]
-			}
+			up[a[0]] = true
 		case <-nd.done:
 			t.Fatalf("%s exited: %v", nd.name, nd.waitErr)
 		case <-timeout:
