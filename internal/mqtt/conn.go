@@ -810,7 +810,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		ctx, cancel := context.WithTimeout(s.authCtx, s.cfg.ConnectTimeout)
 		var err error
 		// The client id names a JWT's tenant and auth-id (Hono; auth/jwt.go).
-		p, err = s.cfg.Auth.AuthenticateFor(auth.WithSource(ctx, c.pr.ip), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
+		p, err = s.cfg.Auth.AuthenticateFor(auth.WithClientID(auth.WithSource(ctx, c.pr.ip), c.clientID), auth.AdapterMQTT, ten, user, string(pk.Connect.Password))
 		cancel()
 		if err != nil {
 			return c.refuseAuth(v, string(pk.Connect.Username), err)
