@@ -508,6 +508,7 @@ func TestConsoleScreenshots(t *testing.T) {
 		{"address-new", "/t/acme/addresses/new", "#address-form"},
 		{"address", "/t/acme/address/orders/eu?peek=1&limit=3", "#addr-backlog"},
 		{"connections", "/connections", "main h1"},
+		{"anomalies", "/anomalies?tenant=acme", "#findings"},
 		{"users", "/t/acme/users", "#users"},
 		{"devices", "/t/acme/devices", "#devices"},
 		{"device", "/t/acme/device/sensor-1", "#credentials"},

@@ -3,7 +3,6 @@ package metrics_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -17,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/throngmq/throng/internal/metrics"
-	"github.com/throngmq/throng/internal/testkit"
 )
 
 // Each anomaly is made for real, amongst devices that behave, on their
@@ -84,12 +82,10 @@ func testAnomalies(t *testing.T, e *env) {
 			_ = rcv.RejectMessage(ctx, m, &goamqp.Error{Condition: "app:bad-order", Description: "unparseable"})
 		}
 	}()
+	// (Orders keep coming, so the dead-letter address keeps growing while
+	// the test looks: a finding is about the last 30 s.)
 	orders, _ := e.mqtt("dev@acme", "pw-dev", "shop")
-	for i := range 30 {
-		if _, err := orders.Publish(ctx, &paho.Publish{Topic: "orders", QoS: 0, Payload: []byte(fmt.Sprint("order ", i))}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	loop(orders, "orders", 200*time.Millisecond, 0)
 
 	// A client that reconnects in a loop.
 	for range 6 {
@@ -134,18 +130,26 @@ func testAnomalies(t *testing.T, e *env) {
 		{metrics.KindAuthFailures, "dev@acme"},
 		{metrics.KindDenied, "ro"},
 	}
-	testkit.Eventually(t, 60*time.Second, func() bool {
+	var missing []string
+	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(250 * time.Millisecond) {
 		rep = found{}
 		if err := json.Unmarshal(e.api("GET", "/api/tenants/acme/anomalies"+query, nil, 200), &rep); err != nil {
 			t.Fatal(err)
 		}
+		missing = missing[:0]
 		for _, c := range checks {
 			if !has(c.kind, c.subject) {
-				return false
+				missing = append(missing, c.kind+" "+c.subject)
 			}
 		}
-		return true
-	})
+		if len(missing) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := json.Marshal(rep)
+			t.Fatalf("not found within 90 s: %v; the report: %s", missing, b)
+		}
+	}
 	t.Logf("%v: all found", time.Since(begin).Round(time.Second))
 	for _, f := range rep.Findings {
 		t.Logf("%s %s: %s %v", f.Kind, f.Tenant, f.Summary, f.Evidence)
