@@ -296,8 +296,9 @@ func New(cfg Config) (*Server, error) {
 		s.log.Warn("epoll unavailable; one reader goroutine per connection", "err", err)
 	}
 	s.pollers = ps
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go s.sweepLoop()
+	go s.heartbeatLoop()
 	if cfg.SysInterval > 0 {
 		s.bg.Add(1)
 		go s.sysLoop()

@@ -356,21 +356,38 @@ func (s *Server) sweepLoop() {
 	defer s.bg.Done()
 	t := time.NewTicker(s.cfg.SweepInterval)
 	defer t.Stop()
-	var lastBeat time.Time
 	for n := 0; ; n++ {
 		select {
 		case <-s.stop:
 			return
 		case <-t.C:
 		}
-		if time.Since(lastBeat) >= s.cfg.NodeLease/3 {
-			s.heartbeat()
-			lastBeat = time.Now()
-		}
 		for _, tn := range s.cfg.Store.Tenants() {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			s.sweepTenant(ctx, tn.Name, n%10 == 0)
 			cancel()
+		}
+	}
+}
+
+// heartbeatLoop refreshes this node's leases every NodeLease/3, on its
+// own: in the sweep loop it waited for every tenant's sweep, which may
+// take seconds (engine round trips per session and will, a stream
+// electing a leader after a node failed), and a lease refreshed that late
+// made the other nodes take this live node for dead — they fired its
+// clients' wills 1.3 and 6.6 s after another node's kill
+// (internal/cluster TestKillUnderLoad).
+func (s *Server) heartbeatLoop() {
+	defer s.bg.Done()
+	s.heartbeat()
+	t := time.NewTicker(s.cfg.NodeLease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.heartbeat()
 		}
 	}
 }
