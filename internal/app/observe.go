@@ -51,6 +51,7 @@ func (a *App) startObserver(rt *router.Router) {
 		Known:         func(t string) bool { _, ok := store.Tenant(t); return ok },
 		AddressSeries: a.cfg.Metrics.AddressSeries,
 		History:       o.hist,
+		Conns:         o.conns,
 		Addresses: func(yield func(string, *address.Address)) {
 			for _, t := range store.Tenants() {
 				for _, ad := range store.Addresses(t.Name) {

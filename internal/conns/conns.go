@@ -31,6 +31,7 @@ package conns
 
 import (
 	"cmp"
+	"iter"
 	"slices"
 	"strconv"
 	"strings"
@@ -229,10 +230,11 @@ type Registry struct {
 	onAdd, onRemove func(*Entry)
 }
 
-// Watch sets functions called after a connection is registered and
-// after it is unregistered (per-tenant totals and the anomaly finder,
-// internal/metrics). Call it before the first Register; they must be
-// quick and must not call the registry.
+// Watch sets functions called after a connection is registered and when
+// it is unregistered (per-tenant totals and the anomaly finder,
+// internal/metrics); removed runs under the registry's lock, so that a
+// ReadLocked pass and removed exclude each other. Call it before the first
+// Register; they must be quick and must not call the registry.
 func (r *Registry) Watch(added, removed func(*Entry)) {
 	if r != nil {
 		r.onAdd, r.onRemove = added, removed
@@ -279,14 +281,35 @@ func (r *Registry) Unregister(e *Entry) {
 		return
 	}
 	r.mu.Lock()
-	removed := r.byID[e.seq] == e
-	if removed {
-		delete(r.byID, e.seq)
+	defer r.mu.Unlock()
+	if r.byID[e.seq] != e {
+		return
 	}
-	r.mu.Unlock()
-	if removed && r.onRemove != nil {
+	delete(r.byID, e.seq)
+	// Under the lock: a ReadLocked pass sees the entry or what onRemove
+	// did with it (its counters in a total), never both or neither.
+	if r.onRemove != nil {
 		r.onRemove(e)
 	}
+}
+
+// ReadLocked calls f with every registered connection while holding the
+// registry's read lock: no connection is unregistered meanwhile (see
+// Watch). f must be quick and must not call the registry.
+func (r *Registry) ReadLocked(f func(all iter.Seq[*Entry])) {
+	if r == nil {
+		f(func(func(*Entry) bool) {})
+		return
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	f(func(yield func(*Entry) bool) {
+		for _, e := range r.byID {
+			if !yield(e) {
+				return
+			}
+		}
+	})
 }
 
 // Len is the number of registered connections.

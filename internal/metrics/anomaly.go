@@ -209,14 +209,12 @@ func (o *Observer) Report(tenantName string, th Thresholds) Report {
 	mine := func(t string) bool { return tenantName == "" || t == tenantName }
 
 	// Top talkers.
-	o.mu.Lock()
-	entries := make([]*conns.Entry, 0, len(o.live))
-	for e := range o.live {
+	var entries []*conns.Entry
+	o.opt.Conns.Each(func(e *conns.Entry) {
 		if mine(e.Info().Tenant) {
 			entries = append(entries, e)
 		}
-	}
-	o.mu.Unlock()
+	})
 	perTenant := map[string][]Talker{}
 	sum := map[string]float64{}
 	for _, e := range entries {

@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"iter"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +50,9 @@ type Options struct {
 	Finder Thresholds
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
+	// Conns is the node's connection registry, whose open connections'
+	// counters the series add to the closed ones' (nil: closed only).
+	Conns *conns.Registry
 }
 
 // tkey is a tenant and a protocol.
@@ -74,11 +78,12 @@ type Observer struct {
 	opt   Options
 	limit int
 
+	// The open connections are the registry's (Options.Conns): a map of
+	// them here cost ~50 B per idle connection (docs/mqtt.md).
 	mu     sync.Mutex
-	live   map[*conns.Entry]struct{} // guarded by mu
-	closed map[tkey]*totals          // guarded by mu: connects, and the counters of closed connections
-	auth   map[authKey]uint64        // guarded by mu
-	denied map[deniedKey]uint64      // guarded by mu
+	closed map[tkey]*totals     // guarded by mu: connects, and the counters of closed connections
+	auth   map[authKey]uint64   // guarded by mu
+	denied map[deniedKey]uint64 // guarded by mu
 
 	find *finder
 
@@ -117,7 +122,6 @@ func NewObserver(o Options) *Observer {
 	}
 	ob := &Observer{
 		opt: o, limit: limit,
-		live:   map[*conns.Entry]struct{}{},
 		closed: map[tkey]*totals{},
 		auth:   map[authKey]uint64{},
 		denied: map[deniedKey]uint64{},
@@ -133,27 +137,23 @@ func (o *Observer) Connected(e *conns.Entry) {
 	info := e.Info()
 	k := tkey{info.Tenant, info.Protocol}
 	o.mu.Lock()
-	o.live[e] = struct{}{}
 	o.tot(k).connects++
 	o.mu.Unlock()
 	o.find.connected(info)
 }
 
-// Disconnected is conns.Registry.Watch's removed callback: the
-// connection's counters move to its tenant's totals, so that the
-// counters never go down.
+// Disconnected is conns.Registry.Watch's removed callback (called once
+// per connection, under the registry's lock): the connection's counters
+// move to its tenant's totals, so that the counters never go down.
 func (o *Observer) Disconnected(e *conns.Entry) {
 	info := e.Info()
 	o.mu.Lock()
-	if _, ok := o.live[e]; ok {
-		delete(o.live, e)
-		t := o.tot(tkey{info.Tenant, info.Protocol})
-		mi, mo, bi, bo := e.Counters()
-		t.msgsIn += mi
-		t.msgsOut += mo
-		t.bytesIn += bi
-		t.bytesOut += bo
-	}
+	t := o.tot(tkey{info.Tenant, info.Protocol})
+	mi, mo, bi, bo := e.Counters()
+	t.msgsIn += mi
+	t.msgsOut += mo
+	t.bytesIn += bi
+	t.bytesOut += bo
 	o.mu.Unlock()
 }
 
@@ -244,34 +244,38 @@ func (o *Observer) Collect(ch chan<- prometheus.Metric) {
 	rows := map[tkey]*row{}
 	var auth map[authKey]uint64
 	var denied map[deniedKey]uint64
-	o.mu.Lock()
-	for k, t := range o.closed {
-		rows[k] = &row{totals: *t}
-	}
-	for e := range o.live {
-		info := e.Info()
-		k := tkey{info.Tenant, info.Protocol}
-		r := rows[k]
-		if r == nil {
-			r = &row{}
-			rows[k] = r
+	// The registry's read lock first (then o.mu, as Disconnected
+	// runs): the open connections and the closed totals are read as one.
+	o.opt.Conns.ReadLocked(func(all iter.Seq[*conns.Entry]) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		for k, t := range o.closed {
+			rows[k] = &row{totals: *t}
 		}
-		mi, mo, bi, bo := e.Counters()
-		r.open++
-		r.msgsIn += mi
-		r.msgsOut += mo
-		r.bytesIn += bi
-		r.bytesOut += bo
-	}
-	auth = make(map[authKey]uint64, len(o.auth))
-	for k, v := range o.auth {
-		auth[k] = v
-	}
-	denied = make(map[deniedKey]uint64, len(o.denied))
-	for k, v := range o.denied {
-		denied[k] = v
-	}
-	o.mu.Unlock()
+		for e := range all {
+			info := e.Info()
+			k := tkey{info.Tenant, info.Protocol}
+			r := rows[k]
+			if r == nil {
+				r = &row{}
+				rows[k] = r
+			}
+			mi, mo, bi, bo := e.Counters()
+			r.open++
+			r.msgsIn += mi
+			r.msgsOut += mo
+			r.bytesIn += bi
+			r.bytesOut += bo
+		}
+		auth = make(map[authKey]uint64, len(o.auth))
+		for k, v := range o.auth {
+			auth[k] = v
+		}
+		denied = make(map[deniedKey]uint64, len(o.denied))
+		for k, v := range o.denied {
+			denied[k] = v
+		}
+	})
 
 	for k, r := range rows {
 		gauge(descConns, float64(r.open), k.tenant, k.protocol)
