@@ -263,20 +263,42 @@ func (c *cli) benchTable(args []string) error {
 	return bench.WriteTable(c.stdout, results, *baseline)
 }
 
+// nodeFlags registers the flags that name a bench mode's node (a running
+// throng, or this binary started as 'throng serve'; startedWhere completes
+// the --admin-url help). The returned function completes n after parsing;
+// needServer: --admin-url without --server is a usage error.
+func (c *cli) nodeFlags(fs *flag.FlagSet, n *bench.Node, startedWhere string, needServer bool) func() error {
+	fs.StringVar(&n.AdminURL, "admin-url", "", "admin API of a running throng (default: start this binary as 'throng serve'"+startedWhere+")")
+	fs.StringVar(&n.AdminUser, "admin-user", "admin", "throng administrator (with --admin-url)")
+	secretVar(fs, &n.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator `password` (with --admin-url; env THRONG_PASSWORD)")
+	fs.StringVar(&n.Server, "server", "", "MQTT host:port of the running throng (with --admin-url)")
+	fs.StringVar(&n.Bin, "bin", "", "throng binary to start (default: this one)")
+	nodeArgs := fs.String("node-args", "", "further 'throng serve' flags for the started node, space-separated")
+	return func() error {
+		n.NodeArgs = strings.Fields(*nodeArgs)
+		if n.AdminURL == "" && n.Bin == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			n.Bin = exe
+		}
+		if needServer && n.AdminURL != "" && n.Server == "" {
+			return usagef("--admin-url needs --server (the node's MQTT host:port)")
+		}
+		return nil
+	}
+}
+
 func (c *cli) benchRegistry(ctx context.Context, args []string) error {
 	fs := c.newFlagSet("bench registry", "bench registry [--devices N] [--secret bcrypt|plain|sha-256] [--data-dir D] [--phases create,page,connect,storm] [flags]")
 	var cfg bench.RegistryConfig
 	output := fs.String("o", "text", "output format: text or json")
 	fs.StringVar(&cfg.Label, "label", "", "free-form label copied into the result")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	fs.StringVar(&cfg.AdminURL, "admin-url", "", "admin API of a running throng (default: start this binary as 'throng serve' on --data-dir)")
-	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator (with --admin-url)")
-	secretVar(fs, &cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator `password` (with --admin-url; env THRONG_PASSWORD)")
-	fs.StringVar(&cfg.Server, "server", "", "MQTT host:port of the running throng (with --admin-url)")
+	nodeDone := c.nodeFlags(fs, &cfg.Node, " on --data-dir", false)
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data directory of the started node, kept: a rerun on it skips the devices that exist (default: a temporary one, removed)")
-	fs.StringVar(&cfg.Bin, "bin", "", "throng binary to start (default: this one)")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "the started node serves /debug/pprof/ on a free loopback port (printed)")
-	nodeArgs := fs.String("node-args", "", "further 'throng serve' flags for the started node, space-separated")
 	fs.StringVar(&cfg.Tenant, "tenant", "bench", "IoT tenant of the devices (created if missing)")
 	fs.StringVar(&cfg.Prefix, "prefix", "d", "device id prefix (ids are PREFIX + 7 digits; the auth-id is the id)")
 	fs.IntVar(&cfg.Devices, "devices", 1000, "devices to have registered (existing ones are skipped)")
@@ -303,13 +325,8 @@ func (c *cli) benchRegistry(ctx context.Context, args []string) error {
 	if *phases != "" {
 		cfg.Phases = strings.Split(*phases, ",")
 	}
-	cfg.NodeArgs = strings.Fields(*nodeArgs)
-	if cfg.AdminURL == "" && cfg.Bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cfg.Bin = exe
+	if err := nodeDone(); err != nil {
+		return err
 	}
 	if !*quiet {
 		cfg.Progress = c.stderr
@@ -330,12 +347,7 @@ func (c *cli) benchIsolation(ctx context.Context, args []string) error {
 	output := fs.String("o", "text", "output format: text or json")
 	fs.StringVar(&cfg.Label, "label", "", "free-form label copied into the result")
 	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	fs.StringVar(&cfg.AdminURL, "admin-url", "", "admin API of a running throng (default: start this binary as 'throng serve')")
-	fs.StringVar(&cfg.AdminUser, "admin-user", "admin", "throng administrator (with --admin-url)")
-	secretVar(fs, &cfg.AdminPassword, "admin-password", c.env.get("THRONG_PASSWORD"), "throng administrator `password` (with --admin-url; env THRONG_PASSWORD)")
-	fs.StringVar(&cfg.Server, "server", "", "MQTT host:port of the running throng (with --admin-url)")
-	fs.StringVar(&cfg.Bin, "bin", "", "throng binary to start (default: this one)")
-	nodeArgs := fs.String("node-args", "", "further 'throng serve' flags for the started node, space-separated")
+	nodeDone := c.nodeFlags(fs, &cfg.Node, "", true)
 	fs.IntVar(&cfg.Rounds, "rounds", 3, "pairs of phases: the victim alone, then during the flood")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "each phase's probe time")
 	fs.Float64Var(&cfg.ProbeRate, "probe-rate", 200, "the victim tenant's QoS 1 messages per second")
@@ -348,16 +360,8 @@ func (c *cli) benchIsolation(ctx context.Context, args []string) error {
 	if *output != "text" && *output != "json" {
 		return usagef("-o must be text or json")
 	}
-	cfg.NodeArgs = strings.Fields(*nodeArgs)
-	if cfg.AdminURL == "" && cfg.Bin == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		cfg.Bin = exe
-	}
-	if cfg.AdminURL != "" && cfg.Server == "" {
-		return usagef("--admin-url needs --server (the node's MQTT host:port)")
+	if err := nodeDone(); err != nil {
+		return err
 	}
 	if !*quiet {
 		cfg.Progress = c.stderr

@@ -30,11 +30,8 @@ import (
 type IsolationConfig struct {
 	// A running node (AdminURL set: the tenants "victim" and "flood" are
 	// created there), or a node to start (Bin).
-	AdminURL, AdminUser, AdminPassword string
-	Server                             string   // its MQTT host:port
-	Bin                                string   // throng binary to start
-	NodeArgs                           []string // further serve flags
-	DataDir                            string   // data directory (default: a temporary one, removed)
+	Node
+	DataDir string // the started node's data directory (default: a temporary one, removed)
 
 	Rounds     int           // alone/flooded pairs (default 3)
 	Duration   time.Duration // each phase's probe time (default 10 s)

@@ -15,7 +15,7 @@ import (
 func TestIsolation(t *testing.T) {
 	p := testkit.Start(t)
 	cfg := IsolationConfig{
-		AdminURL: p.AdminURL, AdminUser: p.AdminUser, AdminPassword: p.AdminPassword, Server: p.MQTTAddr,
+		Node:   Node{AdminURL: p.AdminURL, AdminUser: p.AdminUser, AdminPassword: p.AdminPassword, Server: p.MQTTAddr},
 		Rounds: 1, Duration: time.Second, ProbeRate: 100, FloodConns: 4, FloodRate: 2000, Limit: 100,
 		Progress: testLog{t},
 	}

@@ -53,18 +53,23 @@ const (
 
 func registryPassword(i int) string { return "bench-pw-" + strconv.Itoa(i%passwordPool) }
 
+// Node is the throng a bench mode runs against: a running one (AdminURL
+// and Server) or a binary it starts as `throng serve` (Bin, NodeArgs).
+type Node struct {
+	AdminURL      string   // http://host:port of the admin listener ("" = start Bin)
+	AdminUser     string   // with AdminURL
+	AdminPassword string   // with AdminURL
+	Server        string   // MQTT host:port of the running throng
+	Bin           string   // throng binary to start when AdminURL is ""
+	NodeArgs      []string // further `throng serve` flags
+}
+
 // RegistryConfig configures a registry run. Either AdminURL and Server
 // name a running throng, or Bin is started as `throng serve` on DataDir.
 type RegistryConfig struct {
-	AdminURL      string // http://host:port of the admin listener ("" = start Bin)
-	AdminUser     string
-	AdminPassword string
-	Server        string // MQTT host:port of the running throng
-
-	Bin      string   // throng binary to start when AdminURL is ""
-	DataDir  string   // its data directory: kept, and a rerun resumes on it ("" = temporary, removed)
-	Pprof    bool     // the started node serves /debug/pprof on a free port (printed)
-	NodeArgs []string // further `throng serve` flags
+	Node
+	DataDir string // the started node's data directory: kept, and a rerun resumes on it ("" = temporary, removed)
+	Pprof   bool   // the started node serves /debug/pprof on a free port (printed)
 
 	Tenant      string // IoT tenant, created if missing (default "bench")
 	Prefix      string // device id prefix (default "d")

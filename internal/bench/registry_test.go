@@ -15,7 +15,7 @@ import (
 func TestRegistry(t *testing.T) {
 	p := testkit.Start(t)
 	cfg := RegistryConfig{
-		AdminURL: p.AdminURL, AdminUser: p.AdminUser, AdminPassword: p.AdminPassword, Server: p.MQTTAddr,
+		Node:   Node{AdminURL: p.AdminURL, AdminUser: p.AdminUser, AdminPassword: p.AdminPassword, Server: p.MQTTAddr},
 		Tenant: "bench", Devices: 200, Secret: SecretSHA256, Concurrency: 8, PageRequests: 5,
 		ConnectClients: 50, ConnectParallel: 8, Client: "both", Storm: 100, StormTimeout: time.Minute,
 		ProbeRate: 100, pause: 200 * time.Millisecond, Progress: testLog{t},
