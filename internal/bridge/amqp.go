@@ -504,29 +504,12 @@ func fromGoAMQP(am *amqp.Message) (*message.Message, error) {
 
 // propFromGo maps an application property onto the model's kinds.
 func propFromGo(v any) any {
+	if p, ok := message.Property(v); ok {
+		return p
+	}
 	switch v := v.(type) {
-	case string, bool, int64, uint64, float64, []byte, nil:
-		return v
-	case int8:
-		return int64(v)
-	case int16:
-		return int64(v)
-	case int32:
-		return int64(v)
-	case int:
-		return int64(v)
-	case uint8:
-		return uint64(v)
-	case uint16:
-		return uint64(v)
-	case uint32:
-		return uint64(v)
-	case float32:
-		return float64(v)
 	case amqp.Symbol:
 		return string(v)
-	case time.Time:
-		return v.UnixMilli()
 	case amqp.UUID:
 		return v.String()
 	}

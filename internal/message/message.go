@@ -162,3 +162,32 @@ func (m *Message) Size() int {
 	}
 	return n
 }
+
+// Property maps a Go value onto the kinds of Properties: the sized
+// integers and float32 widen, a time becomes Unix milliseconds. ok is
+// false for any other type (a protocol's own types: the caller maps them).
+func Property(v any) (p any, ok bool) {
+	switch v := v.(type) {
+	case string, bool, int64, uint64, float64, []byte, nil:
+		return v, true
+	case int:
+		return int64(v), true
+	case int8:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int32:
+		return int64(v), true
+	case uint8:
+		return uint64(v), true
+	case uint16:
+		return uint64(v), true
+	case uint32:
+		return uint64(v), true
+	case float32:
+		return float64(v), true
+	case time.Time:
+		return v.UnixMilli(), true
+	}
+	return nil, false
+}
