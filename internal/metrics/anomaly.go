@@ -62,36 +62,25 @@ var DefaultThresholds = Thresholds{
 	BacklogGrowth: 20,
 }
 
-// Merge returns t with its zero fields taken from d.
+// Merge returns t with its zero (or negative) fields taken from d.
 func (t Thresholds) Merge(d Thresholds) Thresholds {
-	if t.Window <= 0 {
-		t.Window = d.Window
-	}
-	if t.ReconnectLoop <= 0 {
-		t.ReconnectLoop = d.ReconnectLoop
-	}
-	if t.AuthFailures <= 0 {
-		t.AuthFailures = d.AuthFailures
-	}
-	if t.Denied <= 0 {
-		t.Denied = d.Denied
-	}
-	if t.TopShare <= 0 {
-		t.TopShare = d.TopShare
-	}
-	if t.TopMinRate <= 0 {
-		t.TopMinRate = d.TopMinRate
-	}
-	if t.TopN <= 0 {
-		t.TopN = d.TopN
-	}
-	if t.BacklogPoints <= 0 {
-		t.BacklogPoints = d.BacklogPoints
-	}
-	if t.BacklogGrowth <= 0 {
-		t.BacklogGrowth = d.BacklogGrowth
-	}
+	orDefault(&t.Window, d.Window)
+	orDefault(&t.ReconnectLoop, d.ReconnectLoop)
+	orDefault(&t.AuthFailures, d.AuthFailures)
+	orDefault(&t.Denied, d.Denied)
+	orDefault(&t.TopShare, d.TopShare)
+	orDefault(&t.TopMinRate, d.TopMinRate)
+	orDefault(&t.TopN, d.TopN)
+	orDefault(&t.BacklogPoints, d.BacklogPoints)
+	orDefault(&t.BacklogGrowth, d.BacklogGrowth)
 	return t
+}
+
+// orDefault sets *v to d unless it is positive.
+func orDefault[T int | int64 | float64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
 
 // AddressLister calls yield with every defined address of every tenant.
