@@ -81,12 +81,14 @@ bench-compare:
 # Runs the crash, fault and soak checker (internal/soak, docs/reliability.md)
 # against a throng serve child for DURATION, with a fault every INTERVAL;
 # progress lines, then the final table. Exits non-zero if an acknowledged
-# message was lost or order was broken where promised.
+# message was lost or order was broken where promised. NODES=3 runs it on
+# a cluster of three children (kill -9 and SIGSTOP of a random node).
 DURATION ?= 1h
 INTERVAL ?= 60s
+NODES    ?= 1
 .PHONY: soak
 soak: build
-	$(BIN) soak --duration $(DURATION) --interval $(INTERVAL)
+	$(BIN) soak --duration $(DURATION) --interval $(INTERVAL) --nodes $(NODES)
 
 # Device registry figures (issue 12; docs/benchmarks.md, "Device registry"):
 # `throng bench registry` against `throng serve` children. 1) 1k devices,

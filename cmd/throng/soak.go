@@ -10,7 +10,7 @@ import (
 	"github.com/throngmq/throng/internal/soak"
 )
 
-const soakSynopsis = `soak [--duration 1h] [--interval 60s] [--rate 200] [--storm 15000] [--faults a,b] [--work-dir D] [--keep] [--seed N]
+const soakSynopsis = `soak [--duration 1h] [--interval 60s] [--rate 200] [--storm 15000] [--faults a,b] [--nodes 3] [--work-dir D] [--keep] [--seed N]
 
 Runs the crash, fault and soak checker (docs/reliability.md): starts this
 binary as a 'throng serve' child on free loopback ports and a temporary
@@ -35,12 +35,13 @@ func (c *cli) soak(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 0, "random seed (default: from the clock)")
 	bin := fs.String("bin", "", "throng binary to run as the node (default: this one)")
 	catchUp := fs.Duration("catch-up", 30*time.Second, "a check ends when nothing was delivered for this long")
+	nodes := fs.Int("nodes", 1, "run a cluster of this many nodes, clients spread over them (faults: "+strings.Join(soak.ClusterFaults, ", ")+"; default "+strings.Join(soak.DefaultClusterFaults, ",")+")")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	cfg := soak.Config{Duration: *duration, Interval: *interval, Cycles: *cycles, Rate: *rate, Storm: *storm,
 		Bin: *bin, WorkDir: *workDir, Keep: *keep || *workDir != "", Seed: *seed, Out: c.stdout, CatchUp: *catchUp,
-		RequireDiskFull: c.env.get("CI") == "true"}
+		RequireDiskFull: c.env.get("CI") == "true", Nodes: *nodes}
 	if *faults != "" {
 		cfg.Faults = strings.Split(*faults, ",")
 	}

@@ -99,8 +99,46 @@ const (
 // packet id the broker still holds for an unfinished QoS 2 exchange, and
 // the broker rightly answers such a PUBLISH with PUBREC without routing it.
 
-func (h *harness) m5Connect(ctx context.Context, cid string, clean bool, sess session.SessionManager, onMsg func(*paho.Publish), onLost func(string)) (*paho.Client, bool, error) {
-	return m5ConnectAddr(ctx, h.node.MQTT, cid, clean, sess, onMsg, onLost)
+// hosts is one client's list of nodes, as a client configured with
+// several hosts has: it connects to its home node and, when an attempt
+// fails or its connection ends, to the next one. The clients of a run get
+// their home nodes in turn, so that they are spread over a cluster. With
+// one node it is always that node.
+type hosts struct {
+	nodes []*Node
+	i     atomic.Int64
+}
+
+func (h *harness) newHosts() *hosts {
+	hs := &hosts{nodes: h.nodes}
+	hs.i.Store(h.homes.Add(1) - 1)
+	return hs
+}
+
+// node is where the client connects now; nil hosts is the first node.
+func (hs *hosts) node(h *harness) *Node {
+	if hs == nil {
+		return h.node
+	}
+	return hs.nodes[int(hs.i.Load()%int64(len(hs.nodes)))]
+}
+
+// connected counts a connection made to the current node.
+func (hs *hosts) connected() {
+	if hs != nil {
+		hs.node(nil).Conns.Add(1)
+	}
+}
+
+// next moves the client on to the next node (a no-op with one node).
+func (hs *hosts) next() {
+	if hs != nil {
+		hs.i.Add(1)
+	}
+}
+
+func (h *harness) m5Connect(ctx context.Context, hs *hosts, cid string, clean bool, sess session.SessionManager, onMsg func(*paho.Publish), onLost func(string)) (*paho.Client, bool, error) {
+	return m5ConnectAddr(ctx, hs.node(h).MQTT, cid, clean, sess, onMsg, onLost)
 }
 
 // m5ConnectAddr connects an MQTT 5 client; a persistent one (clean false)
@@ -150,12 +188,15 @@ func (h *harness) m5Producer(ctx context.Context, st *Stream, topic string, qos 
 	topic = fmt.Sprintf("%s/p%d", topic, pid)
 	pace := &pacer{rate: h.cfg.Rate}
 	sess := newSession(clean)
+	hs := h.newHosts()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		c, _, err := h.m5Connect(ctx, cid, clean, sess, nil, nil)
+		c, _, err := h.m5Connect(ctx, hs, cid, clean, sess, nil, nil)
 		if err != nil {
+			hs.next()
 			backoff(ctx, attempt)
 			continue
 		}
+		hs.connected()
 		attempt = 0
 		// With a session of its own, paho keeps waiting for the
 		// acknowledgement of a publish in flight when the connection
@@ -197,6 +238,7 @@ func (h *harness) m5Producer(ctx context.Context, st *Stream, topic string, qos 
 		}
 		cancelConn()
 		closeM5(c)
+		hs.next()
 	}
 }
 
@@ -214,6 +256,7 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 	ctl := h.ctl(st)
 	first := true
 	sess := newSession(clean)
+	hs := h.newHosts()
 	onMsg := func(p *paho.Publish) {
 		ctl.hold(ctx)
 		st.recordPkt(p.Payload, p.PacketID)
@@ -222,11 +265,13 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 		for ctl.away.Load() && ctx.Err() == nil {
 			sleep(ctx, 50*time.Millisecond)
 		}
-		c, present, err := h.m5Connect(ctx, cid, clean, sess, onMsg, func(why string) { h.lostConn(ctx, st, "consumer", why) })
+		c, present, err := h.m5Connect(ctx, hs, cid, clean, sess, onMsg, func(why string) { h.lostConn(ctx, st, "consumer", why) })
 		if err != nil {
+			hs.next()
 			backoff(ctx, attempt)
 			continue
 		}
+		hs.connected()
 		attempt = 0
 		if !first {
 			bumpDisruption()
@@ -240,6 +285,7 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 			cancel()
 			if err != nil {
 				closeM5(c)
+				hs.next()
 				continue
 			}
 		}
@@ -256,6 +302,7 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 			closeM5(c)
 		}
 		ctl.online.Store(false)
+		hs.next()
 	}
 }
 
@@ -273,13 +320,14 @@ func (h *harness) lostConn(ctx context.Context, st *Stream, who, why string) {
 // m3Client is one paho.mqtt.golang client used for all the connections of
 // a logical client, so that its session state (its store) carries over.
 type m3Client struct {
-	c    mqtt3.Client
-	mu   sync.Mutex
-	lost chan struct{}
+	c     mqtt3.Client
+	hosts *hosts // pubrelFix dials its current node, whatever broker paho names
+	mu    sync.Mutex
+	lost  chan struct{}
 }
 
 func (h *harness) newM3(cid string, clean bool, onMsg func(mqtt3.Message), onLost func(string)) *m3Client {
-	m := &m3Client{}
+	m := &m3Client{hosts: h.newHosts()}
 	// Resent in the order first sent [MQTT-4.6.0-1]; the plain memory
 	// store resends in map order.
 	store := mqtt3.NewOrderedMemoryStore()
@@ -289,7 +337,7 @@ func (h *harness) newM3(cid string, clean bool, onMsg func(mqtt3.Message), onLos
 		SetWriteTimeout(opTimeout).
 		SetStore(store).
 		// PUBREL, not the PUBLISH, after a PUBREC (pubrel.go).
-		SetCustomOpenConnectionFn(pubrelFix(store)).
+		SetCustomOpenConnectionFn(pubrelFix(store, func() string { return m.hosts.node(h).MQTT })).
 		SetConnectionLostHandler(func(_ mqtt3.Client, err error) {
 			if onLost != nil {
 				onLost(err.Error())
@@ -319,6 +367,7 @@ func (m *m3Client) connect() (bool, <-chan struct{}, error) {
 	m.mu.Unlock()
 	tok := m.c.Connect()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		m.hosts.next()
 		m.c.Disconnect(0)
 		if tok.Error() != nil {
 			return false, nil, tok.Error()
@@ -348,6 +397,7 @@ func (h *harness) m3Producer(ctx context.Context, st *Stream, topic string, qos 
 			// paho resends what was in flight: duplicates are allowed.
 			bumpDisruption()
 		}
+		m.hosts.connected()
 		attempt = 0
 		ok := true
 		for ok && ctx.Err() == nil {
@@ -383,6 +433,7 @@ func (h *harness) m3Producer(ctx context.Context, st *Stream, topic string, qos 
 			h.gateOut()
 		}
 		m.c.Disconnect(100)
+		m.hosts.next()
 	}
 }
 
@@ -401,6 +452,7 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 			backoff(ctx, attempt)
 			continue
 		}
+		m.hosts.connected()
 		attempt = 0
 		if !first {
 			bumpDisruption()
@@ -412,6 +464,7 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 			tok := m.c.Subscribe(filter, qos, func(_ mqtt3.Client, msg mqtt3.Message) { on(msg) })
 			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 				m.c.Disconnect(0)
+				m.hosts.next()
 				continue
 			}
 		}
@@ -426,15 +479,17 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 		case <-ctx.Done():
 			m.c.Disconnect(250)
 		}
+		m.hosts.next()
 	}
 }
 
 // ---- AMQP 1.0 (go-amqp) ----
 
-func (h *harness) amqpDial(ctx context.Context) (*amqp.Conn, *amqp.Session, error) {
+// amqpDial connects to hosts' current node (nil: the first node).
+func (h *harness) amqpDial(ctx context.Context, hs *hosts) (*amqp.Conn, *amqp.Session, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	conn, err := amqp.Dial(cctx, "amqp://"+h.node.AMQP, &amqp.ConnOptions{SASLType: amqp.SASLTypeAnonymous(), IdleTimeout: 30 * time.Second})
+	conn, err := amqp.Dial(cctx, "amqp://"+hs.node(h).AMQP, &amqp.ConnOptions{SASLType: amqp.SASLTypeAnonymous(), IdleTimeout: 30 * time.Second})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -450,9 +505,11 @@ func (h *harness) amqpProducer(ctx context.Context, st *Stream, address string) 
 	pid := h.newPID()
 	pace := &pacer{rate: h.cfg.Rate}
 	const window = 32
+	hs := h.newHosts()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		conn, sess, err := h.amqpDial(ctx)
+		conn, sess, err := h.amqpDial(ctx, hs)
 		if err != nil {
+			hs.next()
 			backoff(ctx, attempt)
 			continue
 		}
@@ -461,9 +518,11 @@ func (h *harness) amqpProducer(ctx context.Context, st *Stream, address string) 
 		cancel()
 		if err != nil {
 			conn.Close()
+			hs.next()
 			backoff(ctx, attempt)
 			continue
 		}
+		hs.connected()
 		attempt = 0
 		ok := true
 		for ok && ctx.Err() == nil {
@@ -479,6 +538,7 @@ func (h *harness) amqpProducer(ctx context.Context, st *Stream, address string) 
 			}
 		}
 		conn.Close()
+		hs.next()
 	}
 }
 
@@ -530,9 +590,11 @@ func (h *harness) amqpBatch(ctx context.Context, st *Stream, pid int, snd *amqp.
 func (h *harness) amqpConsumer(ctx context.Context, st *Stream, address string, ready func()) {
 	ctl := h.ctl(st)
 	first := true
+	hs := h.newHosts()
 	for attempt := 0; ctx.Err() == nil; attempt++ {
-		conn, sess, err := h.amqpDial(ctx)
+		conn, sess, err := h.amqpDial(ctx, hs)
 		if err != nil {
+			hs.next()
 			backoff(ctx, attempt)
 			continue
 		}
@@ -541,9 +603,11 @@ func (h *harness) amqpConsumer(ctx context.Context, st *Stream, address string, 
 		cancel()
 		if err != nil {
 			conn.Close()
+			hs.next()
 			backoff(ctx, attempt)
 			continue
 		}
+		hs.connected()
 		attempt = 0
 		if !first {
 			bumpDisruption()
@@ -579,5 +643,6 @@ func (h *harness) amqpConsumer(ctx context.Context, st *Stream, address string, 
 		}
 		cancelLink()
 		conn.Close()
+		hs.next()
 	}
 }

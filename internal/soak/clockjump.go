@@ -60,7 +60,7 @@ func faultClockJump(ctx context.Context, h *harness) (note string, err error) {
 		h.catchUp(ctx, st, 5*time.Second)
 	}
 
-	pub, _, err := h.m5Connect(ctx, "soak-exp-pub", true, nil, nil, nil)
+	pub, _, err := h.m5Connect(ctx, nil, "soak-exp-pub", true, nil, nil, nil)
 	if err != nil {
 		return "", fmt.Errorf("clockjump: publisher: %w", err)
 	}

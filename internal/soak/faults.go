@@ -42,43 +42,45 @@ func init() {
 	}
 }
 
-// faultKill9 kills the node under load at a random point of the cycle and
-// restarts it.
+// faultKill9 kills the node (on a cluster: a random one) under load at a
+// random point of the cycle and restarts it.
 func faultKill9(ctx context.Context, h *harness) (string, error) {
-	h.node.Kill()
+	n := h.victim()
+	n.Kill()
 	t0 := time.Now()
-	if err := h.restart(ctx); err != nil {
+	if err := h.restartNode(ctx, n); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("killed -9 under load; ready again in %s", time.Since(t0).Round(10*time.Millisecond)), nil
+	return fmt.Sprintf("%s killed -9 under load; ready again in %s", n.label(), time.Since(t0).Round(10*time.Millisecond)), nil
 }
 
 // faultKill9Startup kills the node, starts it, and kills it again during
 // its startup recovery (a random point within the last recovery time).
 func faultKill9Startup(ctx context.Context, h *harness) (string, error) {
-	h.node.Kill()
+	n := h.victim()
+	n.Kill()
 	h.mu.Lock()
 	rec := h.res.recoverMax
 	h.mu.Unlock()
 	if rec < 200*time.Millisecond {
 		rec = 200 * time.Millisecond
 	}
-	if err := h.node.Start(); err != nil {
+	if err := n.Start(); err != nil {
 		return "", err
 	}
 	d := time.Duration(h.rnd.Int64N(int64(rec)))
 	sleep(ctx, d)
 	when := "before ready"
-	if probeReady(h.node) {
+	if probeReady(n) {
 		when = "after ready"
 	}
-	h.node.Kill()
+	n.Kill()
 	t0 := time.Now()
-	if err := h.restart(ctx); err != nil {
+	if err := h.restartNode(ctx, n); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("killed -9, restarted, killed -9 again %s into startup (%s); ready in %s",
-		d.Round(time.Millisecond), when, time.Since(t0).Round(10*time.Millisecond)), nil
+	return fmt.Sprintf("%s killed -9, restarted, killed -9 again %s into startup (%s); ready in %s",
+		n.label(), d.Round(time.Millisecond), when, time.Since(t0).Round(10*time.Millisecond)), nil
 }
 
 func probeReady(n *Node) bool {
@@ -107,7 +109,7 @@ func faultKill9Purge(ctx context.Context, h *harness) (string, error) {
 		return "", err
 	}
 	const n = 20000
-	conn, sess, err := h.amqpDial(ctx)
+	conn, sess, err := h.amqpDial(ctx, nil)
 	if err != nil {
 		return "", err
 	}
@@ -155,17 +157,19 @@ func faultKill9Purge(ctx context.Context, h *harness) (string, error) {
 		st.acked, d.Round(time.Millisecond), del, after), nil
 }
 
-// faultStopCont freezes the node with SIGSTOP for 1–5 s.
+// faultStopCont freezes the node (on a cluster: a random one) with
+// SIGSTOP for 1–5 s.
 func faultStopCont(ctx context.Context, h *harness) (string, error) {
+	n := h.victim()
 	d := time.Second + time.Duration(h.rnd.Int64N(int64(4*time.Second)))
-	if err := h.node.Signal(syscall.SIGSTOP); err != nil {
+	if err := n.Signal(syscall.SIGSTOP); err != nil {
 		return "", err
 	}
 	sleep(ctx, d)
-	if err := h.node.Signal(syscall.SIGCONT); err != nil {
+	if err := n.Signal(syscall.SIGCONT); err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("SIGSTOP for %s", d.Round(10*time.Millisecond)), nil
+	return fmt.Sprintf("%s SIGSTOP for %s", n.label(), d.Round(10*time.Millisecond)), nil
 }
 
 // pickStreams chooses k distinct streams with producers at random.

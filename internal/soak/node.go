@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -51,6 +52,15 @@ type Node struct {
 	// the wall clock of its expiry decisions (SetClock; internal/clock).
 	// It stays across restarts, as a machine's clock does.
 	ClockFile string
+	// Name is the node's name in a cluster (NewCluster), "" for a
+	// single node; Args and Env are added to its command line and
+	// environment (the cluster flags and secret).
+	Name string
+	Args []string
+	Env  []string
+	// Conns counts the soak clients' connections made to the node (a
+	// cluster's clients are spread over its nodes and move on).
+	Conns atomic.Int64
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd
@@ -70,6 +80,39 @@ func NewNode(bin, dataDir, logPath string) (*Node, error) {
 		*p = a
 	}
 	return n, nil
+}
+
+// clusterSecret authenticates the routes between a soak cluster's nodes.
+const clusterSecret = "soak-cluster-secret"
+
+// NewCluster makes k nodes of one cluster (named n1…nk), each on its own
+// data directory and log under workDir, with route ports picked before
+// any node starts (every node gets the same peer list, itself included,
+// as docs/cluster.md asks). The nodes must be started together: a
+// clustered node opens its listeners only once the cluster has formed.
+func NewCluster(bin, workDir string, k int) ([]*Node, error) {
+	var nodes []*Node
+	var peers []string
+	for i := range k {
+		name := fmt.Sprintf("n%d", i+1)
+		n, err := NewNode(bin, filepath.Join(workDir, "data-"+name), filepath.Join(workDir, "node-"+name+".log"))
+		if err != nil {
+			return nil, err
+		}
+		route, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		n.Name = name
+		n.Args = []string{"--cluster-name", "soak", "--cluster-listen", route, "--node-name", name}
+		n.Env = []string{"THRONG_CLUSTER_SECRET=" + clusterSecret}
+		peers = append(peers, route)
+		nodes = append(nodes, n)
+	}
+	for _, n := range nodes {
+		n.Args = append(n.Args, "--peers", strings.Join(peers, ","))
+	}
+	return nodes, nil
 }
 
 // freePort picks a free loopback port below the kernel's ephemeral range
@@ -118,7 +161,9 @@ func (n *Node) Start() error {
 		"--admin", n.Admin, "--amqp", n.AMQP, "--mqtt", n.MQTT,
 		"--amqps", "", "--mqtts", "", "--http", "", "--https", "",
 		"--log-format", "json")
+	cmd.Args = append(cmd.Args, n.Args...)
 	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD="+n.Password, "THRONG_CLOCK_OFFSET_FILE="+n.ClockFile)
+	cmd.Env = append(cmd.Env, n.Env...)
 	cmd.Stdout = io.Discard
 	cmd.Stderr = logf
 	if err := cmd.Start(); err != nil {
@@ -136,6 +181,14 @@ func (n *Node) Start() error {
 		close(done)
 	}()
 	return nil
+}
+
+// label names the node in progress lines: its cluster name, or "node".
+func (n *Node) label() string {
+	if n.Name == "" {
+		return "node"
+	}
+	return n.Name
 }
 
 // PID is the running process's id, 0 if none.

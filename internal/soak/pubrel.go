@@ -36,11 +36,16 @@ import (
 // resume code handles stored PUBRELs). docs/reliability.md.
 
 // pubrelFix opens connections for one paho.mqtt.golang client that keep
-// its store right on PUBREC.
-func pubrelFix(store mqtt3.Store) mqtt3.OpenConnectionFunc {
+// its store right on PUBREC. addr, when not nil, says where to connect
+// (the client's current node of a cluster) instead of the broker URL.
+func pubrelFix(store mqtt3.Store, addr func() string) mqtt3.OpenConnectionFunc {
 	return func(uri *url.URL, o mqtt3.ClientOptions) (net.Conn, error) {
 		d := net.Dialer{Timeout: o.ConnectTimeout}
-		nc, err := d.Dial("tcp", uri.Host)
+		host := uri.Host
+		if addr != nil {
+			host = addr()
+		}
+		nc, err := d.Dial("tcp", host)
 		if err != nil {
 			return nil, err
 		}
