@@ -344,6 +344,13 @@ func (c *conn) readLoop() {
 			c.fatal(re)
 			return
 		}
+		if d := c.in.pause; d > 0 && (d >= maxRatePause || c.pr.buf == nil || c.pr.r == c.pr.w) {
+			// Over the rate (ratepause.go): what is buffered is
+			// parsed, then the socket is not read for the time the
+			// rate needs for what was refused.
+			c.in.pause = 0
+			c.pauseReading(min(d, maxRatePause))
+		}
 	}
 }
 

@@ -48,8 +48,9 @@ const maxRatePause = time.Second
 // reader's goroutine (the refusal is synchronous in Producer.Publish).
 func (in *inbuf) overRate(err error) {
 	var qe *quota.Error
-	// Bounded: a connection read by its own goroutine (TLS) never
-	// consumes it.
+	// Bounded, as one parsed read buffer can refuse many: the reader
+	// consumes it after the buffer (readable; readLoop for TLS and
+	// WebSocket, ratepause.go).
 	if in.pause < maxRatePause && errors.As(err, &qe) && qe.Rate > 0 && (qe.Limit == quota.MessagesIn || qe.Limit == quota.MessagesInPerConnection) {
 		in.pause += time.Duration(float64(time.Second) / qe.Rate)
 	}

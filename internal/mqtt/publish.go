@@ -312,6 +312,11 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			break
 		}
 		p.Publish(m, func(o router.Outcome, err error) {
+			if err != nil && errors.Is(err, router.ErrLimitExceeded) {
+				// Hono telemetry QoS 0 over the rate: backpressure as
+				// for any QoS 0 publish (synchronous refusal).
+				c.in.overRate(err)
+			}
 			if err != nil || o.Kind != router.Accepted {
 				// Dropped unless reported or on-error is disconnect.
 				if c.deviceFailure(derr, deviceStatus(o, err), outcomeText(o, err)) == actClose {
