@@ -257,6 +257,7 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 	first := true
 	sess := newSession(clean)
 	hs := h.newHosts()
+	subscribed := false
 	onMsg := func(p *paho.Publish) {
 		ctl.hold(ctx)
 		st.recordPkt(p.Payload, p.PacketID)
@@ -276,18 +277,28 @@ func (h *harness) m5Consumer(ctx context.Context, st *Stream, filter string, qos
 		if !first {
 			bumpDisruption()
 		}
-		if clean || !present {
-			if !clean && !first {
+		// Subscribe again when the session is new, and also when the
+		// last SUBSCRIBE was not granted: the session was created by the
+		// CONNECT before (a cluster node whose session store is not
+		// ready yet refuses the SUBSCRIBE), and a session present without
+		// the subscription would get nothing, ever.
+		if clean || !present || !subscribed {
+			if !clean && !present && subscribed {
 				h.finding("%s: persistent session not present on reconnect (stored messages gone)", st.Name)
 			}
 			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			_, err := c.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
+			sa, err := c.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}})
 			cancel()
+			if err == nil && (sa == nil || len(sa.Reasons) != 1 || sa.Reasons[0] >= 0x80) {
+				err = fmt.Errorf("SUBACK %v", sa)
+			}
 			if err != nil {
+				h.logf("  %s: consumer's SUBSCRIBE not granted (subscribing again on the next connection): %v", st.Name, err)
 				closeM5(c)
 				hs.next()
 				continue
 			}
+			subscribed = true
 		}
 		if first {
 			first = false
@@ -446,6 +457,7 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 		st.recordPkt(msg.Payload(), msg.MessageID())
 	}
 	m := h.newM3(cid, clean, on, func(why string) { h.lostConn(ctx, st, "consumer", why) })
+	subscribed := false
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		present, lost, err := m.connect()
 		if err != nil {
@@ -457,16 +469,18 @@ func (h *harness) m3Consumer(ctx context.Context, st *Stream, filter string, qos
 		if !first {
 			bumpDisruption()
 		}
-		if clean || !present {
-			if !clean && !first {
+		if clean || !present || !subscribed { // as in m5Consumer
+			if !clean && !present && subscribed {
 				h.finding("%s: persistent session not present on reconnect (stored messages gone)", st.Name)
 			}
 			tok := m.c.Subscribe(filter, qos, func(_ mqtt3.Client, msg mqtt3.Message) { on(msg) })
-			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil || refusedSuback(tok) {
+				h.logf("  %s: consumer's SUBSCRIBE not granted (subscribing again on the next connection): %v", st.Name, tok.Error())
 				m.c.Disconnect(0)
 				m.hosts.next()
 				continue
 			}
+			subscribed = true
 		}
 		if first {
 			first = false
@@ -645,4 +659,19 @@ func (h *harness) amqpConsumer(ctx context.Context, st *Stream, address string, 
 		conn.Close()
 		hs.next()
 	}
+}
+
+// refusedSuback reports whether a 3.1.1 SUBACK refused the subscription
+// (return code 0x80).
+func refusedSuback(tok mqtt3.Token) bool {
+	st, ok := tok.(*mqtt3.SubscribeToken)
+	if !ok {
+		return false
+	}
+	for _, rc := range st.Result() {
+		if rc >= 0x80 {
+			return true
+		}
+	}
+	return false
 }
