@@ -94,7 +94,9 @@ type Config struct {
 	// AuthCacheTTL is how long a connection reuses the principal its
 	// last Authorization header authenticated (default 10 s; negative:
 	// never). A kept-alive device then costs one registry lookup per
-	// period, not per request.
+	// period, not per request. A change of the device, its credentials or
+	// its tenant ends the reuse at once when Tenants and Devices report
+	// their changes (*tenant.Store, *registry.Store: authcache.go).
 	AuthCacheTTL time.Duration
 	// Audit receives devices' logins (each authentication, not each
 	// request of the cache period) and refusals (nil: none are recorded).
@@ -115,6 +117,8 @@ type Server struct {
 	closeOnce sync.Once
 
 	msg *messaging // the messaging API's receivers and locks (messaging_pool.go)
+
+	changes changes // what invalidates connections' cached principals (authcache.go)
 }
 
 type cachedProducer struct {
@@ -151,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "http"), m: newMetrics(cfg.Metrics),
 		producers: map[string]cachedProducer{}, closing: make(chan struct{})}
 	s.msg = newMessaging(s, cfg.Metrics)
+	s.changes.watch(cfg.Tenants, cfg.Devices)
 	s.srv = &http.Server{
 		Handler:           http.HandlerFunc(s.route), // /api/: messaging.go; else Hono's adapter
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -193,13 +198,15 @@ type connKey struct{}
 // Requests on one connection are sequential (HTTP/1.1), but the state is
 // locked anyway: nothing forbids a handler goroutine outliving its turn.
 type connState struct {
-	mu      sync.Mutex
-	authz   string // the Authorization header that authenticated p
-	p       *auth.Principal
-	at      time.Time
-	certP   *auth.Principal // the client certificate's device
-	certErr error           // or why it was refused
-	certAt  time.Time
+	mu        sync.Mutex
+	authz     string // the Authorization header that authenticated p
+	p         *auth.Principal
+	at        time.Time
+	stamp     stamp           // p is reused only while it is current
+	certP     *auth.Principal // the client certificate's device
+	certErr   error           // or why it was refused
+	certAt    time.Time
+	certStamp stamp
 }
 
 // producer returns a cached producer for telemetry/T and event/T (a
