@@ -628,6 +628,7 @@ const (
 	evConsumers               // anycast consumer presence changed
 	evDrained                 // a consumer's drain completed
 	evGone                    // the address of a sender link's consumer was deleted
+	evHoldEnd                 // a receiver link's credit hold over the message rate ended (ratehold.go)
 )
 
 type event struct {
@@ -702,6 +703,8 @@ func (c *conn) processEvents() {
 			e.l.onConsumers(e.has)
 		case evDrained:
 			e.l.onDrained()
+		case evHoldEnd:
+			e.l.onHoldEnd()
 		case evGone:
 			if !c.done {
 				e.l.detachWith(&encoding.Error{Condition: frames.CondResourceDeleted, Description: "address " + e.l.addr + " deleted"})

@@ -58,6 +58,12 @@ type link struct {
 	partialID  uint32
 	partialSet bool // partial is pre-settled
 	skipping   bool // the rest of an ignored resumed delivery follows
+	// Over the message rate (ratehold.go): no credit before holdUntil;
+	// while throttle (the refusing rate) is set, less credit.
+	holdUntil time.Time
+	refusedAt time.Time
+	throttle  float64
+	holdTimer bool // a timer will end the hold
 
 	// sending (server → client)
 	consumer     *router.Consumer
@@ -655,10 +661,10 @@ func (l *link) finishDrain() {
 // of messages being published.
 func (l *link) refill() {
 	c := l.s.c
-	if l.detachSent || l.gone || c.draining || (l.anycast && !l.hasCons) || c.inBytes > maxInflightBytes {
+	if l.detachSent || l.gone || c.draining || (l.anycast && !l.hasCons) || c.inBytes > maxInflightBytes || l.held() {
 		return
 	}
-	target := int64(c.s.cfg.LinkCredit)
+	target := l.creditTarget() // ratehold.go
 	want := target - int64(l.inflight)
 	have := int64(int32(l.limit - l.count))
 	if want <= have || (have > 0 && want-have < target/2) {
@@ -885,6 +891,7 @@ func (l *link) onOutcome(e event) {
 	if e.err != nil && e.settled {
 		c.log.Debug("pre-settled message dropped", "address", l.addr, "err", e.err)
 	}
+	l.overRate(e.err) // ratehold.go: hold the credit before settleIn refills it
 	l.settleIn(e.id, e.settled, stateOf(e.o, e.err))
 }
 
