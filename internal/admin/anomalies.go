@@ -1,11 +1,13 @@
 package admin
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
 
 	"github.com/throngmq/throng/internal/metrics"
+	"github.com/throngmq/throng/internal/tenant"
 )
 
 // The anomaly finder (issue 15; docs/anomalies.md): top talkers, growing
@@ -23,6 +25,9 @@ func init() {
 	routes = append(routes,
 		route{"GET", "/api/anomalies", accessPlatform, (*Server).allAnomalies},
 		route{"GET", "/api/tenants/{tenant}/anomalies", accessTenant, (*Server).tenantAnomalies},
+		route{"GET", "/api/tenants/{tenant}/anomaly-thresholds", accessTenant, (*Server).getAnomalyThresholds},
+		route{"PUT", "/api/tenants/{tenant}/anomaly-thresholds", accessTenant, (*Server).putAnomalyThresholds},
+		route{"DELETE", "/api/tenants/{tenant}/anomaly-thresholds", accessTenant, (*Server).deleteAnomalyThresholds},
 	)
 }
 
@@ -37,9 +42,8 @@ func (s *Server) tenantAnomalies(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeAnomalies answers with the report; the query may lower or raise
-// the thresholds for this request: reconnectLoop, authFailures, denied,
-// topN, backlogPoints (positive integers), backlogGrowth (a positive
-// integer), topShare (0 < x ≤ 1), topMinRate (> 0).
+// the thresholds for this request (thresholdParams); the others are the
+// tenant's own (anomaly-thresholds), then the node's.
 func (s *Server) writeAnomalies(w http.ResponseWriter, r *http.Request, tenantName string) {
 	if s.cfg.Observe.Anomalies == nil {
 		writeError(w, CodeNotFound, "the anomaly finder is not available on this node")
@@ -47,52 +51,138 @@ func (s *Server) writeAnomalies(w http.ResponseWriter, r *http.Request, tenantNa
 	}
 	var th metrics.Thresholds
 	q := r.URL.Query()
-	ints := []struct {
-		name string
-		dst  *int
-		max  int
-	}{
-		{"reconnectLoop", &th.ReconnectLoop, 1 << 30},
-		{"authFailures", &th.AuthFailures, 1 << 30},
-		{"denied", &th.Denied, 1 << 30},
-		{"topN", &th.TopN, 1000},
-		{"backlogPoints", &th.BacklogPoints, 179},
-	}
-	for _, p := range ints {
+	for _, p := range thresholdParams(&th) {
 		v := q.Get(p.name)
 		if v == "" {
 			continue
 		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > p.max {
-			writeError(w, CodeInvalid, fmt.Sprintf("%s must be an integer from 1 to %d, not %q", p.name, p.max, v))
-			return
-		}
-		*p.dst = n
-	}
-	if v := q.Get("backlogGrowth"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			writeError(w, CodeInvalid, fmt.Sprintf("backlogGrowth must be a positive integer, not %q", v))
-			return
-		}
-		th.BacklogGrowth = n
-	}
-	if v := q.Get("topShare"); v != "" {
 		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || !(f > 0 && f <= 1) {
-			writeError(w, CodeInvalid, fmt.Sprintf("topShare must be a number above 0 and at most 1, not %q", v))
+		if err != nil || !p.ok(f) {
+			writeError(w, CodeInvalid, fmt.Sprintf("%s must be %s, not %q", p.name, p.want, v))
 			return
 		}
-		th.TopShare = f
-	}
-	if v := q.Get("topMinRate"); v != "" {
-		f, err := strconv.ParseFloat(v, 64)
-		if err != nil || !(f > 0 && f < 1e12) {
-			writeError(w, CodeInvalid, fmt.Sprintf("topMinRate must be a positive number, not %q", v))
-			return
-		}
-		th.TopMinRate = f
+		p.set(f)
 	}
 	writeJSON(w, http.StatusOK, s.cfg.Observe.Anomalies.Report(tenantName, th))
+}
+
+// thresholdParam is one threshold: its name (as in the query and in
+// metrics.Thresholds' JSON), what it may be, how to read and set it.
+type thresholdParam struct {
+	name, want string
+	ok         func(float64) bool
+	get        func() float64
+	set        func(float64)
+}
+
+// thresholdParams are the settable thresholds of th: reconnectLoop,
+// authFailures, denied, topN, backlogPoints (positive integers, topN at
+// most 1000, backlogPoints at most 179), backlogGrowth (a positive
+// integer), topShare (0 < x ≤ 1), topMinRate, silentFactor and
+// silentMinSeconds (positive numbers). The sketches' window is the
+// node's.
+func thresholdParams(th *metrics.Thresholds) []thresholdParam {
+	integer := func(name string, dst *int, max int) thresholdParam {
+		return thresholdParam{name: name, want: fmt.Sprintf("an integer from 1 to %d", max),
+			ok:  func(f float64) bool { return f >= 1 && f <= float64(max) && f == float64(int(f)) },
+			get: func() float64 { return float64(*dst) }, set: func(f float64) { *dst = int(f) }}
+	}
+	number := func(name string, dst *float64, max float64, want string) thresholdParam {
+		return thresholdParam{name: name, want: want, ok: func(f float64) bool { return f > 0 && f <= max },
+			get: func() float64 { return *dst }, set: func(f float64) { *dst = f }}
+	}
+	return []thresholdParam{
+		integer("reconnectLoop", &th.ReconnectLoop, 1<<30),
+		integer("authFailures", &th.AuthFailures, 1<<30),
+		integer("denied", &th.Denied, 1<<30),
+		integer("topN", &th.TopN, 1000),
+		integer("backlogPoints", &th.BacklogPoints, 179),
+		{name: "backlogGrowth", want: "a positive integer",
+			ok:  func(f float64) bool { return f >= 1 && f < 1<<62 && f == float64(int64(f)) },
+			get: func() float64 { return float64(th.BacklogGrowth) }, set: func(f float64) { th.BacklogGrowth = int64(f) }},
+		number("topShare", &th.TopShare, 1, "a number above 0 and at most 1"),
+		number("topMinRate", &th.TopMinRate, 1e12, "a positive number"),
+		number("silentFactor", &th.SilentFactor, 1e6, "a positive number"),
+		number("silentMinSeconds", &th.SilentMinSeconds, 1e9, "a positive number"),
+	}
+}
+
+// tenantThresholds is the body of the anomaly-thresholds routes: the
+// tenant's own thresholds (a field left out or 0: the node's) and the
+// ones its reports use.
+type tenantThresholds struct {
+	Thresholds metrics.Thresholds `json:"thresholds"`
+	Effective  metrics.Thresholds `json:"effective"`
+}
+
+// TenantAnomalyThresholds reads a tenant's own thresholds from its
+// definition (zero: none, or unreadable).
+func TenantAnomalyThresholds(t *tenant.Tenant) metrics.Thresholds {
+	var th metrics.Thresholds
+	if t != nil && len(t.AnomalyThresholds) > 0 {
+		_ = json.Unmarshal(t.AnomalyThresholds, &th)
+	}
+	return th
+}
+
+func (s *Server) getAnomalyThresholds(w http.ResponseWriter, r *http.Request) {
+	t, ok := s.lookupTenant(w, r)
+	if !ok {
+		return
+	}
+	s.writeThresholds(w, t.Name, TenantAnomalyThresholds(t))
+}
+
+func (s *Server) writeThresholds(w http.ResponseWriter, tenantName string, own metrics.Thresholds) {
+	body := tenantThresholds{Thresholds: own}
+	if s.cfg.Observe.Anomalies != nil {
+		body.Effective = s.cfg.Observe.Anomalies.Report(tenantName, metrics.Thresholds{}).Thresholds
+	}
+	writeJSON(w, http.StatusOK, body)
+}
+
+// putAnomalyThresholds replaces the tenant's own thresholds (a tenant
+// administrator sets its own tenant's; an empty object: the node's).
+func (s *Server) putAnomalyThresholds(w http.ResponseWriter, r *http.Request) {
+	var th metrics.Thresholds
+	if !decode(w, r, &th) {
+		return
+	}
+	if th.Window != 0 {
+		writeError(w, CodeInvalid, "window is the node's (the sketches are shared by every tenant)")
+		return
+	}
+	for _, p := range thresholdParams(&th) {
+		if v := p.get(); v != 0 && !p.ok(v) {
+			writeError(w, CodeInvalid, fmt.Sprintf("%s must be %s (or 0: the node's), not %v", p.name, p.want, v))
+			return
+		}
+	}
+	s.storeThresholds(w, r, th)
+}
+
+func (s *Server) deleteAnomalyThresholds(w http.ResponseWriter, r *http.Request) {
+	s.storeThresholds(w, r, metrics.Thresholds{})
+}
+
+func (s *Server) storeThresholds(w http.ResponseWriter, r *http.Request, th metrics.Thresholds) {
+	old, ok := s.lookupTenant(w, r)
+	if !ok {
+		return
+	}
+	t := *old // the store's copy is shared: change a copy
+	t.AnomalyThresholds = nil
+	if th != (metrics.Thresholds{}) {
+		b, err := json.Marshal(th)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		t.AnomalyThresholds = b
+	}
+	if err := s.cfg.Router.UpdateTenant(r.Context(), &t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.writeThresholds(w, t.Name, th)
 }

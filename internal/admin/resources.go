@@ -102,8 +102,9 @@ func (s *Server) updateTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t := req.tenant()
-	// The Hono settings are managed under /v1 (hono.go): kept here.
-	t.IoT = old.IoT
+	// The Hono settings are managed under /v1 (hono.go), the anomaly
+	// thresholds under their own path (anomalies.go): kept here.
+	t.IoT, t.AnomalyThresholds = old.IoT, old.AnomalyThresholds
 	if p := principal(r); !p.IsAdmin() && (!reflect.DeepEqual(t.Limits, old.Limits) || t.Plan != old.Plan) {
 		// A tenant's limits are its plan: the platform's to set.
 		writeError(w, CodeForbidden, "only the platform administrator may change a tenant's limits or plan")

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"os"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/throngmq/throng/internal/conns"
 	"github.com/throngmq/throng/internal/history"
 	"github.com/throngmq/throng/internal/metrics"
+	"github.com/throngmq/throng/internal/registry"
 	"github.com/throngmq/throng/internal/router"
 )
 
@@ -45,13 +47,23 @@ func (a *App) startObserver(rt *router.Router) {
 		stopCh: make(chan struct{}),
 		done:   make(chan struct{}),
 	}
-	store := a.store
+	store, devices := a.store, a.devices
 	o.tenants = metrics.NewObserver(metrics.Options{
 		Router:        rt,
 		Known:         func(t string) bool { _, ok := store.Tenant(t); return ok },
 		AddressSeries: a.cfg.Metrics.AddressSeries,
 		History:       o.hist,
 		Conns:         o.conns,
+		TenantThresholds: func(t string) metrics.Thresholds {
+			tt, _ := store.Tenant(t)
+			return admin.TenantAnomalyThresholds(tt)
+		},
+		DeviceExists: func(t, id string) bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_, _, err := devices.Device(ctx, t, id)
+			return !errors.Is(err, registry.ErrNotFound) // an error of the registry is not proof
+		},
 		Addresses: func(yield func(string, *address.Address)) {
 			for _, t := range store.Tenants() {
 				for _, ad := range store.Addresses(t.Name) {
@@ -63,6 +75,7 @@ func (a *App) startObserver(rt *router.Router) {
 	o.conns.Watch(o.tenants.Connected, o.tenants.Disconnected)
 	a.registry.MustRegister(o.tenants)
 	a.audit.SetTap(o.tenants.Audit)
+	a.hono.OnDeviceSeen(o.tenants.DeviceSeen) // silent devices: every adapter's device messages
 	a.mu.Lock()
 	a.obs = o
 	a.mu.Unlock()

@@ -11,18 +11,7 @@ import (
 
 // anomalyReport is the API's answer (internal/metrics.Report).
 type anomalyReport struct {
-	Findings []struct {
-		Kind       string         `json:"kind"`
-		Tenant     string         `json:"tenant"`
-		Summary    string         `json:"summary"`
-		Address    string         `json:"address"`
-		Connection string         `json:"connection"`
-		ClientID   string         `json:"clientId"`
-		User       string         `json:"user"`
-		Device     string         `json:"device"`
-		Source     string         `json:"source"`
-		Evidence   map[string]any `json:"evidence"`
-	} `json:"findings"`
+	Findings   []finding `json:"findings"`
 	TopTalkers []struct {
 		Tenant            string  `json:"tenant"`
 		Connection        string  `json:"connection"`
@@ -38,6 +27,20 @@ type anomalyReport struct {
 	Thresholds map[string]any `json:"thresholds"`
 }
 
+// finding is one of the report's findings.
+type finding struct {
+	Kind       string         `json:"kind"`
+	Tenant     string         `json:"tenant"`
+	Summary    string         `json:"summary"`
+	Address    string         `json:"address"`
+	Connection string         `json:"connection"`
+	ClientID   string         `json:"clientId"`
+	User       string         `json:"user"`
+	Device     string         `json:"device"`
+	Source     string         `json:"source"`
+	Evidence   map[string]any `json:"evidence"`
+}
+
 // kindTitles name the kinds of finding for people.
 var kindTitles = map[string]string{
 	"top_talker":          "Top talker",
@@ -46,6 +49,7 @@ var kindTitles = map[string]string{
 	"reconnect_loop":      "Reconnect loop",
 	"auth_failures":       "Refused logins",
 	"denied":              "Refused actions",
+	"silent_device":       "Silent device",
 }
 
 func (s *Server) anomalies(w http.ResponseWriter, r *http.Request) {
@@ -60,7 +64,8 @@ func (s *Server) anomalies(w http.ResponseWriter, r *http.Request) {
 	}
 	// The API's thresholds pass through (a bookmark keeps them).
 	th := map[string][]string{}
-	for _, k := range []string{"reconnectLoop", "authFailures", "denied", "topN", "topShare", "topMinRate", "backlogPoints", "backlogGrowth"} {
+	for _, k := range []string{"reconnectLoop", "authFailures", "denied", "topN", "topShare", "topMinRate", "backlogPoints", "backlogGrowth",
+		"silentFactor", "silentMinSeconds"} {
 		if v := r.URL.Query().Get(k); v != "" {
 			th[k] = []string{v}
 		}
@@ -71,6 +76,14 @@ func (s *Server) anomalies(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// The silent devices also have their own list (the devices page's
+	// links).
+	var silent []finding
+	for _, f := range rep.Findings {
+		if f.Kind == "silent_device" {
+			silent = append(silent, f)
+		}
+	}
 	s.render(w, r, http.StatusOK, "anomalies", &page{Title: "Anomalies", Nav: "anomalies",
-		Data: map[string]any{"Report": rep, "Tenant": t, "Kinds": kindTitles}})
+		Data: map[string]any{"Report": rep, "Tenant": t, "Kinds": kindTitles, "Silent": silent}})
 }

@@ -59,7 +59,14 @@ type Service struct {
 	mu    sync.RWMutex
 	tconf map[string]*tenantConf // by tenant; guarded by mu
 	devs  deviceDefaults
+
+	seen func(tenantName, device string, ttd time.Duration) // OnDeviceSeen; nil: none
 }
+
+// OnDeviceSeen makes every device message resolved by Upstream (all
+// adapters) call f with its device and ttd: the silent-device finder
+// (internal/metrics). Call it before the service is used.
+func (s *Service) OnDeviceSeen(f func(tenantName, device string, ttd time.Duration)) { s.seen = f }
 
 // New returns the service. A registry that also serves tenants (Tenants,
 // as *registry.Store) gives the tenants' defaults, limits and settings;
@@ -99,6 +106,9 @@ type UpstreamRequest struct {
 	// TTL is the device's time to live for an event given outside the
 	// topic (HTTP's hono-ttl header); the topic's hono-ttl wins.
 	TTL time.Duration
+	// TTD is how long the device waits for a command (HTTP's hono-ttd),
+	// for the silent-device finder.
+	TTD time.Duration
 }
 
 // Upstream resolves a device's publish: parses the topic, checks a
@@ -120,6 +130,9 @@ func (s *Service) Upstream(ctx context.Context, p *auth.Principal, req UpstreamR
 	dev, err := s.target(ctx, p, pt.Tenant, pt.Device)
 	if err != nil {
 		return nil, err
+	}
+	if s.seen != nil {
+		s.seen(p.Tenant, dev, req.TTD)
 	}
 	t := p.Tenant
 	ct := req.ContentType

@@ -47,19 +47,25 @@ type Thresholds struct {
 	TopN          int           `json:"topN"`
 	BacklogPoints int           `json:"backlogPoints"` // history points (5 s each)
 	BacklogGrowth int64         `json:"backlogGrowth"`
+	// A device is silent when not seen for SilentFactor times its usual
+	// interval, and at least SilentMinSeconds (silent.go).
+	SilentFactor     float64 `json:"silentFactor"`
+	SilentMinSeconds float64 `json:"silentMinSeconds"`
 }
 
 // DefaultThresholds are the finder's defaults.
 var DefaultThresholds = Thresholds{
-	Window:        time.Minute,
-	ReconnectLoop: 5,
-	AuthFailures:  5,
-	Denied:        10,
-	TopShare:      0.5,
-	TopMinRate:    1,
-	TopN:          5,
-	BacklogPoints: 6,
-	BacklogGrowth: 20,
+	Window:           time.Minute,
+	ReconnectLoop:    5,
+	AuthFailures:     5,
+	Denied:           10,
+	TopShare:         0.5,
+	TopMinRate:       1,
+	TopN:             5,
+	BacklogPoints:    6,
+	BacklogGrowth:    20,
+	SilentFactor:     3,
+	SilentMinSeconds: 60,
 }
 
 // Merge returns t with its zero (or negative) fields taken from d.
@@ -73,6 +79,8 @@ func (t Thresholds) Merge(d Thresholds) Thresholds {
 	orDefault(&t.TopN, d.TopN)
 	orDefault(&t.BacklogPoints, d.BacklogPoints)
 	orDefault(&t.BacklogGrowth, d.BacklogGrowth)
+	orDefault(&t.SilentFactor, d.SilentFactor)
+	orDefault(&t.SilentMinSeconds, d.SilentMinSeconds)
 	return t
 }
 
@@ -94,6 +102,7 @@ const (
 	KindReconnectLoop  = "reconnect_loop"
 	KindAuthFailures   = "auth_failures"
 	KindDenied         = "denied"
+	KindSilent         = "silent_device"
 	kindSketchReconn   = 0
 	kindSketchAuth     = 1
 	kindSketchDenied   = 2
@@ -190,10 +199,30 @@ func (f *finder) audit(tenantName string, e audit.Event) {
 }
 
 // Report finds the anomalies of a tenant ("": every tenant) with the
-// thresholds th (zero fields: the observer's, then the defaults).
-func (o *Observer) Report(tenantName string, th Thresholds) Report {
-	th = th.Merge(o.opt.Finder.Merge(DefaultThresholds))
-	th.Window = o.opt.Finder.Merge(DefaultThresholds).Window // the sketches' window is fixed
+// thresholds th; its zero fields take the tenant's own
+// (Options.TenantThresholds), then the node's (Options.Finder), then the
+// defaults. Report.Thresholds are the tenant's (all tenants: the node's).
+func (o *Observer) Report(tenantName string, query Thresholds) Report {
+	node := o.opt.Finder.Merge(DefaultThresholds)
+	ths := map[string]Thresholds{}
+	thOf := func(t string) Thresholds {
+		th, ok := ths[t]
+		if !ok {
+			th = query
+			if o.opt.TenantThresholds != nil {
+				th = th.Merge(o.opt.TenantThresholds(t))
+			}
+			th = th.Merge(node)
+			th.Window = node.Window // the sketches' window is fixed
+			ths[t] = th
+		}
+		return th
+	}
+	th := query.Merge(node)
+	th.Window = node.Window
+	if tenantName != "" {
+		th = thOf(tenantName)
+	}
 	r := Report{Findings: []Finding{}, TopTalkers: []Talker{}, Thresholds: th}
 	mine := func(t string) bool { return tenantName == "" || t == tenantName }
 
@@ -217,6 +246,7 @@ func (o *Observer) Report(tenantName string, th Thresholds) Report {
 			ClientID: s.ClientID, User: s.User, Device: s.Device, MessagesPerSecond: rate, BytesIn: s.BytesIn, BytesOut: s.BytesOut})
 	}
 	for t, list := range perTenant {
+		th := thOf(t)
 		slices.SortFunc(list, func(a, b Talker) int { return cmp.Compare(b.MessagesPerSecond, a.MessagesPerSecond) })
 		if len(list) > th.TopN {
 			list = list[:th.TopN]
@@ -256,7 +286,7 @@ func (o *Observer) Report(tenantName string, th Thresholds) Report {
 			}
 		})
 		for _, k := range list {
-			if f, ok := backlogFinding(o.opt.History.Series(history.AddressSeries(k.tenant, k.name)), th, dl[k]); ok {
+			if f, ok := backlogFinding(o.opt.History.Series(history.AddressSeries(k.tenant, k.name)), thOf(k.tenant), dl[k]); ok {
 				f.Tenant, f.Address = k.tenant, k.name
 				r.Findings = append(r.Findings, f)
 			}
@@ -282,11 +312,8 @@ func (o *Observer) Report(tenantName string, th Thresholds) Report {
 	}
 	f.mu.Unlock()
 	for _, h := range hits[kindSketchReconn] {
-		if h.n < uint64(th.ReconnectLoop) {
-			continue
-		}
 		t, client, _ := strings.Cut(h.key, "\x00")
-		if !mine(t) {
+		if !mine(t) || h.n < uint64(thOf(t).ReconnectLoop) {
 			continue
 		}
 		r.Findings = append(r.Findings, Finding{Kind: KindReconnectLoop, Tenant: t, ClientID: client, Source: h.detail,
@@ -294,11 +321,8 @@ func (o *Observer) Report(tenantName string, th Thresholds) Report {
 			Evidence: map[string]any{"connects": h.n, "within": (2 * th.Window).String(), "lastConnect": h.last.UTC().Format(time.RFC3339), "source": h.detail}})
 	}
 	for _, h := range hits[kindSketchAuth] {
-		if h.n < uint64(th.AuthFailures) {
-			continue
-		}
 		parts := strings.SplitN(h.key, "\x00", 3)
-		if len(parts) != 3 || !mine(parts[0]) {
+		if len(parts) != 3 || !mine(parts[0]) || h.n < uint64(thOf(parts[0]).AuthFailures) {
 			continue
 		}
 		r.Findings = append(r.Findings, Finding{Kind: KindAuthFailures, Tenant: parts[0], User: parts[1], Source: parts[2],
@@ -306,17 +330,18 @@ func (o *Observer) Report(tenantName string, th Thresholds) Report {
 			Evidence: map[string]any{"failures": h.n, "within": (2 * th.Window).String(), "lastReason": h.detail, "last": h.last.UTC().Format(time.RFC3339)}})
 	}
 	for _, h := range hits[kindSketchDenied] {
-		if h.n < uint64(th.Denied) {
-			continue
-		}
 		parts := strings.SplitN(h.key, "\x00", 3)
-		if len(parts) != 3 || !mine(parts[0]) {
+		if len(parts) != 3 || !mine(parts[0]) || h.n < uint64(thOf(parts[0]).Denied) {
 			continue
 		}
 		r.Findings = append(r.Findings, Finding{Kind: KindDenied, Tenant: parts[0], User: parts[1],
 			Summary:  fmt.Sprintf("%q was refused %d actions within %s", parts[1], h.n, 2*th.Window),
 			Evidence: map[string]any{"refused": h.n, "within": (2 * th.Window).String(), "protocol": parts[2], "last": truncate(h.detail)}})
 	}
+
+	// Silent devices (silent.go).
+	r.Findings = append(r.Findings, o.silentFindings(now, mine, thOf)...)
+
 	slices.SortStableFunc(r.Findings, func(a, b Finding) int {
 		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Kind, b.Kind))
 	})

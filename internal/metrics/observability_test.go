@@ -25,4 +25,5 @@ func TestObservability(t *testing.T) {
 	t.Run("TenantMetrics", func(t *testing.T) { testTenantMetrics(t, e.with(t)) })
 	t.Run("GrafanaDashboard", func(t *testing.T) { testGrafanaDashboard(t, e.with(t)) })
 	t.Run("Anomalies", func(t *testing.T) { testAnomalies(t, e.with(t)) })
+	t.Run("SilentDevices", func(t *testing.T) { testSilentDevices(t, e.with(t)) })
 }

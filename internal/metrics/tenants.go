@@ -48,6 +48,15 @@ type Options struct {
 	Addresses AddressLister
 	// Finder are the anomaly finder's thresholds (zero fields: defaults).
 	Finder Thresholds
+	// TenantThresholds gives a tenant's own thresholds (zero fields: the
+	// node's); nil: none.
+	TenantThresholds func(tenant string) Thresholds
+	// DeviceExists reports whether a device is still registered (a
+	// silent device that is not is forgotten); nil: all are.
+	DeviceExists func(tenant, device string) bool
+	// MaxDevices bounds the devices the silent-device tracker keeps (0:
+	// MaxTrackedDevices).
+	MaxDevices int
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time
 	// Conns is the node's connection registry, whose open connections'
@@ -86,6 +95,7 @@ type Observer struct {
 	denied map[deniedKey]uint64 // guarded by mu
 
 	find *finder
+	devs *devices // silent devices (silent.go)
 
 	descs []*prometheus.Desc
 }
@@ -129,6 +139,10 @@ func NewObserver(o Options) *Observer {
 			descBacklog, descAuth, descDenied, descAddrBL, descAddrIn, descAddrOut, descAddrLimit, descAddrCount},
 	}
 	ob.find = newFinder(ob)
+	if o.MaxDevices <= 0 {
+		o.MaxDevices = MaxTrackedDevices
+	}
+	ob.devs = newDevices(o.MaxDevices)
 	return ob
 }
 
@@ -140,6 +154,9 @@ func (o *Observer) Connected(e *conns.Entry) {
 	o.tot(k).connects++
 	o.mu.Unlock()
 	o.find.connected(info)
+	if info.Device != "" {
+		o.devs.saw(info.Tenant, info.Device, 0, o.opt.Now())
+	}
 }
 
 // Disconnected is conns.Registry.Watch's removed callback (called once

@@ -6,6 +6,7 @@
 package tenant
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -48,6 +49,10 @@ type Tenant struct {
 	// tenant configuration (trust anchors, adapters, limits), served by
 	// the device registry's /v1/tenants API.
 	IoT *IoT `json:"iot,omitempty"`
+	// AnomalyThresholds are the tenant's own thresholds of the anomaly
+	// finder (internal/metrics.Thresholds as JSON), set with PUT
+	// /api/tenants/{t}/anomaly-thresholds; empty: the node's.
+	AnomalyThresholds json.RawMessage `json:"anomalyThresholds,omitempty"`
 }
 
 // AutoCreateRule defines an address on first use of a matching name.

@@ -1,0 +1,219 @@
+package metrics
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Silent devices (issue 15, docs/anomalies.md): registered devices that
+// were seen at a regular interval and then stopped, or whose last
+// message's ttd (the time it said it would wait for commands) lapsed.
+//
+// A device is seen when it connects (MQTT, AMQP: Observer.Connected) and
+// when a message of it goes upstream (telemetry, events, command
+// responses, whatever the adapter: hono.Service.Upstream calls
+// Observer.DeviceSeen). Per device the tracker keeps the last time it was
+// seen, an estimate of its usual interval (an exponentially weighted
+// moving average of the gaps, weight 1/4 for the newest) and the ttd of
+// its last message: 24 bytes of value in a map keyed by tenant, then
+// device id (the device id string is the key's only allocation). Only
+// devices seen on this node are kept, at most MaxTrackedDevices: beyond
+// that new devices are not tracked (Observer.DevicesUntracked counts
+// them) rather than letting memory grow; a device deleted from the
+// registry is dropped when a report finds it silent and the registry no
+// longer knows it (Options.DeviceExists).
+
+// MaxTrackedDevices bounds the devices the tracker keeps per node.
+const MaxTrackedDevices = 2_000_000
+
+// silentMinSightings is how often a device must have been seen before
+// its interval is its usual one (two gaps).
+const silentMinSightings = 3
+
+// maxSilentFindings caps the silent devices one report lists (the count
+// of all is in each finding's evidence).
+const maxSilentFindings = 500
+
+// seen is one device's state.
+type seen struct {
+	last  int64  // Unix milliseconds of the last sighting
+	ival  uint32 // usual interval, milliseconds (EWMA of the gaps)
+	ttd   uint32 // the last message's ttd, seconds (0: none)
+	count uint8  // sightings, saturating
+}
+
+type devices struct {
+	mu        sync.Mutex
+	byTenant  map[string]map[string]seen // guarded by mu
+	n         int                        // devices kept; guarded by mu
+	untracked uint64                     // sightings of devices beyond the bound; guarded by mu
+	max       int
+}
+
+func newDevices(max int) *devices {
+	return &devices{byTenant: map[string]map[string]seen{}, max: max}
+}
+
+// saw records a sighting of a device at now with the ttd its message
+// carried (0: none). The hot path of every device message: one lock,
+// two map lookups, no allocation once the device is known.
+func (d *devices) saw(tenantName, device string, ttd time.Duration, now time.Time) {
+	ms := now.UnixMilli()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.byTenant[tenantName]
+	if m == nil {
+		m = map[string]seen{}
+		d.byTenant[tenantName] = m
+	}
+	s, ok := m[device]
+	if !ok {
+		if d.n >= d.max {
+			d.untracked++
+			return
+		}
+		d.n++
+		m[device] = seen{last: ms, count: 1, ttd: uint32(max(ttd, 0) / time.Second)}
+		return
+	}
+	gap := max(ms-s.last, 0)
+	gap = min(gap, 1<<32-1)
+	if s.count == 1 {
+		s.ival = uint32(gap)
+	} else {
+		s.ival = uint32((3*int64(s.ival) + gap) / 4)
+	}
+	if s.count < 255 {
+		s.count++
+	}
+	s.last = ms
+	s.ttd = uint32(max(ttd, 0) / time.Second)
+	m[device] = s
+}
+
+// forget drops a device (deleted from the registry).
+func (d *devices) forget(tenantName, device string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.byTenant[tenantName][device]; ok {
+		m := d.byTenant[tenantName]
+		delete(m, device)
+		d.n--
+		if len(m) == 0 {
+			delete(d.byTenant, tenantName)
+		}
+	}
+}
+
+// silentDevice is a device found silent.
+type silentDevice struct {
+	tenant, device string
+	last           time.Time
+	ival           time.Duration
+	ttd            time.Duration
+	count          int
+	reason         string // "interval" or "ttd"
+	silence        time.Duration
+}
+
+// silent lists the silent devices of the tenants mine accepts, with each
+// tenant's thresholds (thOf), oldest silence first.
+func (d *devices) silent(now time.Time, mine func(string) bool, thOf func(string) Thresholds) []silentDevice {
+	var out []silentDevice
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for t, m := range d.byTenant {
+		if !mine(t) {
+			continue
+		}
+		th := thOf(t)
+		minSilence := time.Duration(th.SilentMinSeconds * float64(time.Second))
+		for id, s := range m {
+			var wait time.Duration
+			reason := ""
+			if s.count >= silentMinSightings {
+				wait = time.Duration(th.SilentFactor * float64(time.Duration(s.ival)*time.Millisecond))
+				reason = "interval"
+			}
+			if ttd := time.Duration(s.ttd) * time.Second; ttd > 0 && ttd >= wait {
+				// It said it would wait this long for commands: not
+				// silent before that, silent after whatever its history.
+				wait, reason = ttd, "ttd"
+			}
+			if reason == "" {
+				continue
+			}
+			wait = max(wait, minSilence)
+			last := time.UnixMilli(s.last)
+			if silence := now.Sub(last); silence > wait {
+				out = append(out, silentDevice{tenant: t, device: id, last: last, ival: time.Duration(s.ival) * time.Millisecond,
+					ttd: time.Duration(s.ttd) * time.Second, count: int(s.count), reason: reason, silence: silence})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b silentDevice) int {
+		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(b.silence, a.silence), cmp.Compare(a.device, b.device))
+	})
+	return out
+}
+
+// DeviceSeen records that a device of a tenant was seen now (a message
+// upstream; ttd: the time the message said the device waits for
+// commands, 0 if none). hono.Service calls it for every device message.
+func (o *Observer) DeviceSeen(tenantName, device string, ttd time.Duration) {
+	if device == "" {
+		return
+	}
+	o.devs.saw(tenantName, device, ttd, o.opt.Now())
+}
+
+// DevicesTracked reports how many devices the tracker keeps and how many
+// sightings of devices beyond MaxTrackedDevices it did not record.
+func (o *Observer) DevicesTracked() (tracked int, untracked uint64) {
+	o.devs.mu.Lock()
+	defer o.devs.mu.Unlock()
+	return o.devs.n, o.devs.untracked
+}
+
+// silentFindings turns the silent devices into findings; a device the
+// registry no longer knows is dropped instead.
+func (o *Observer) silentFindings(now time.Time, mine func(string) bool, thOf func(string) Thresholds) []Finding {
+	list := o.devs.silent(now, mine, thOf)
+	var out []Finding
+	perTenant := map[string]int{}
+	for _, s := range list {
+		perTenant[s.tenant]++
+	}
+	for _, s := range list {
+		if len(out) >= maxSilentFindings {
+			break
+		}
+		if o.opt.DeviceExists != nil && !o.opt.DeviceExists(s.tenant, s.device) {
+			o.devs.forget(s.tenant, s.device)
+			continue
+		}
+		ev := map[string]any{"lastSeen": s.last.UTC().Format(time.RFC3339), "silentSeconds": int64(s.silence / time.Second),
+			"sightings": s.count, "reason": s.reason, "silentInTenant": perTenant[s.tenant]}
+		var summary string
+		if s.reason == "ttd" {
+			ev["ttdSeconds"] = int64(s.ttd / time.Second)
+			summary = fmt.Sprintf("device %q not seen for %s; its last message's ttd of %s lapsed", s.device, roundDur(s.silence), s.ttd)
+		} else {
+			ev["usualIntervalSeconds"] = round2(s.ival.Seconds())
+			summary = fmt.Sprintf("device %q not seen for %s; it used to be seen every %s", s.device, roundDur(s.silence), roundDur(s.ival))
+		}
+		out = append(out, Finding{Kind: KindSilent, Tenant: s.tenant, Device: s.device, Summary: summary, Evidence: ev})
+	}
+	return out
+}
+
+// roundDur shows a duration to the second (to the millisecond below one).
+func roundDur(d time.Duration) time.Duration {
+	if d < time.Second {
+		return d.Round(time.Millisecond)
+	}
+	return d.Round(time.Second)
+}
