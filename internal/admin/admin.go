@@ -76,8 +76,11 @@ type Config struct {
 	Ready func() bool
 	// Cluster reports the cluster for GET /api/status; nil leaves it out.
 	Cluster func() *ClusterStatus
-	Version string
-	Logger  *slog.Logger
+	// RemoveNode takes a stopped node out of the cluster for good
+	// (cluster.go); nil answers 404.
+	RemoveNode func(ctx context.Context, name string) (*NodeRemoval, error)
+	Version    string
+	Logger     *slog.Logger
 	// SetPassword stores a new user's password (bcrypt hash and SCRAM
 	// verifier); nil uses auth.SetPassword.
 	SetPassword func(u *tenant.User, password string) error
@@ -119,6 +122,7 @@ var routes = []route{
 	{"GET", "/openapi.json", accessPublic, (*Server).openapi},
 	{"GET", "/metrics", accessPlatform, (*Server).metrics},
 	{"GET", "/api/status", accessPlatform, (*Server).status},
+	{"POST", "/api/cluster/nodes/{node}/remove", accessPlatform, (*Server).removeNode},
 	{"GET", "/api/tenants", accessPlatform, (*Server).listTenants},
 	{"POST", "/api/tenants", accessPlatform, (*Server).createTenant},
 	{"GET", "/api/tenants/{tenant}", accessTenant, (*Server).getTenant},

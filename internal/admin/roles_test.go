@@ -31,6 +31,8 @@ var matrix = map[string]need{
 	"GET /metrics":      platform,
 	"GET /api/status":   platform,
 
+	"POST /api/cluster/nodes/{node}/remove": platform,
+
 	"GET /api/tenants":             platform,
 	"POST /api/tenants":            platform,
 	"GET /api/tenants/{tenant}":    tenantRW,

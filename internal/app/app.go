@@ -520,6 +520,7 @@ func (a *App) startAdmin() error {
 		Registerer: a.registry,
 		Ready:      a.isReady,
 		Cluster:    a.clusterStatus,
+		RemoveNode: a.removeNode(), // nil: a single node (cluster.go)
 		Version:    BuildVersion(),
 		Logger:     a.log,
 		Observe:    a.obs.adminConfig(),

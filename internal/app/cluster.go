@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"time"
@@ -136,5 +138,31 @@ func retryInCluster[T any](ctx context.Context, a *App, what string, open func(c
 			return v, err
 		}
 		a.log.Info("retrying", "component", "cluster", "what", what, "err", err)
+	}
+}
+
+// removeNode is the admin API's removal of a stopped node (engine
+// RemoveNode), nil on a single node.
+func (a *App) removeNode() func(context.Context, string) (*admin.NodeRemoval, error) {
+	if !a.cfg.Cluster.Enabled() {
+		return nil
+	}
+	return func(ctx context.Context, name string) (*admin.NodeRemoval, error) {
+		a.mu.Lock()
+		eng := a.eng
+		a.mu.Unlock()
+		if eng == nil {
+			return nil, errors.New("engine not running")
+		}
+		r, err := eng.RemoveNode(ctx, name)
+		switch {
+		case errors.Is(err, engine.ErrUnknownNode):
+			return nil, fmt.Errorf("%w: %s", admin.ErrNodeUnknown, name)
+		case errors.Is(err, engine.ErrNodeOnline), errors.Is(err, engine.ErrRemoveSelf):
+			return nil, fmt.Errorf("%w: %s", admin.ErrNodeOnline, name)
+		case err != nil:
+			return nil, err
+		}
+		return &admin.NodeRemoval{Node: r.Node, Replaced: r.Replaced, Took: r.Took}, nil
 	}
 }

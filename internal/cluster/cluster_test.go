@@ -72,6 +72,9 @@ type node struct {
 	// written after newCluster: load workers read them concurrently.
 	admin, amqp, mqtt string
 	addrs             chan [2]string // (listener, address) from the log
+	// peers overrides the cluster's peer list for this node (a node
+	// added to a running cluster, grow_test.go); set before its start.
+	peers string
 }
 
 type testCluster struct {
@@ -157,13 +160,17 @@ func listenFixed(t *testing.T) net.Listener {
 func (c *testCluster) start(nd *node) {
 	t := c.t
 	t.Helper()
+	peers := c.peers
+	if nd.peers != "" {
+		peers = nd.peers
+	}
 	cmd := exec.Command(c.bin, "serve",
 		"--data-dir", nd.dir,
 		"--admin", nd.admin, "--amqp", nd.amqp, "--mqtt", nd.mqtt,
 		"--amqps", "", "--mqtts", "", "--http", "", "--https", "",
 		"--log-format", "json",
 		"--cluster-name", "test", "--cluster-listen", "127.0.0.1:"+strconv.Itoa(nd.port),
-		"--peers", c.peers, "--node-name", nd.name)
+		"--peers", peers, "--node-name", nd.name)
 	cmd.Env = append(os.Environ(), "THRONG_CLUSTER_SECRET="+secret, "THRONG_ADMIN_PASSWORD="+adminPW)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

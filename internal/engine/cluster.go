@@ -28,6 +28,7 @@ package engine
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -303,6 +304,20 @@ func (e *Engine) startAnnouncements() error {
 	if err != nil {
 		return err
 	}
+	// A starting node asks which accounts the others know (learnAccounts).
+	if _, err := nc.Subscribe(accountsSubject, func(m *nats.Msg) {
+		e.mu.Lock()
+		names := make([]string, 0, len(e.accounts))
+		for n := range e.accounts {
+			names = append(names, n)
+		}
+		e.mu.Unlock()
+		b, _ := json.Marshal(names)
+		_ = m.Respond(b)
+	}); err != nil {
+		nc.Close()
+		return err
+	}
 	_, err = nc.Subscribe(announceSubject, func(m *nats.Msg) {
 		name := string(m.Data)
 		if err := e.RegisterAccount(name); err != nil {
@@ -372,6 +387,81 @@ func (e *Engine) announce(name string) {
 
 // announceTimeout bounds the wait for other nodes to register an account.
 const announceTimeout = 5 * time.Second
+
+// accountsSubject is where a node asks the others for the accounts they
+// know, in the system account.
+const accountsSubject = "throng.engine.accounts"
+
+// learnAccounts asks the other nodes online which accounts they know and
+// registers those this node does not (remembering them in the data
+// directory); it returns them. A node that joins without an account
+// its peers have — a new node, or one that was down while a tenant was
+// created — registers it too late for its routes: the peers sent their
+// interest in the account's subjects (stream API, KV, inboxes) when the
+// routes connected, and a node without the account drops it ("Unknown
+// account") and is never sent it again. Requests from this node to
+// streams led elsewhere then get no responders (an MQTT CONNECT on a new
+// node: "session store unavailable"). Start therefore starts such a node
+// again: accounts in the data directory are declared before the routes
+// connect.
+func (e *Engine) learnAccounts() []string {
+	nc := e.announceConn
+	if nc == nil {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, n := range e.Status().Nodes {
+		if n.Online && n.Name != e.nodeName {
+			want[n.Name] = true
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	inbox := nc.NewInbox()
+	replies := make(chan []byte, 64)
+	sub, err := nc.Subscribe(inbox, func(m *nats.Msg) {
+		select {
+		case replies <- m.Data:
+		default:
+		}
+	})
+	if err != nil {
+		return nil
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(accountsSubject, inbox, nil); err != nil {
+		return nil
+	}
+	var learnt []string
+	timeout := time.After(announceTimeout)
+	for got := 0; got < len(want); got++ {
+		var b []byte
+		select {
+		case b = <-replies:
+		case <-timeout:
+			e.log.Warn("not every node said which accounts it knows", "asked", len(want), "answered", got)
+			return learnt
+		}
+		var names []string
+		if json.Unmarshal(b, &names) != nil {
+			continue
+		}
+		for _, n := range names {
+			// Declared before the start (data directory, system and
+			// default accounts): the routes carried its interest.
+			if _, err := e.srv.LookupAccount(n); err == nil {
+				continue
+			}
+			if _, err := e.registerLocal(n); err != nil {
+				e.log.Warn("register account learnt from the cluster", "account", n, "err", err)
+				continue
+			}
+			learnt = append(learnt, n)
+		}
+	}
+	return learnt
+}
 
 // Status is what a node knows of the cluster.
 type Status struct {

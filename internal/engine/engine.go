@@ -90,7 +90,23 @@ type Engine struct {
 var ErrNotRunning = errors.New("engine: not running")
 
 // Start starts the embedded server and waits until it accepts connections.
+// A clustered node that learns accounts from the others once it has
+// joined starts again, so that it declares them before its routes come
+// up (cluster.go, learnAccounts).
 func Start(cfg Config) (*Engine, error) {
+	e, err := start(cfg)
+	if err != nil || e.cluster == nil {
+		return e, err
+	}
+	if learnt := e.learnAccounts(); len(learnt) > 0 {
+		e.log.Info("accounts learnt from the cluster after joining it; starting the engine again so that the other nodes' interest in them reaches this node", "accounts", len(learnt))
+		e.Shutdown()
+		return start(cfg)
+	}
+	return e, nil
+}
+
+func start(cfg Config) (*Engine, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("engine: data directory is required")
 	}
