@@ -70,8 +70,8 @@ type node struct {
 	// Listener addresses: picked free before the first start and the same
 	// across restarts, as a client's list of hosts would be. Never
 	// written after newCluster: load workers read them concurrently.
-	admin, amqp, mqtt string
-	addrs             chan [2]string // (listener, address) from the log
+	admin, amqp, mqtt, http string
+	addrs                   chan [2]string // (listener, address) from the log
 	// peers overrides the cluster's peer list for this node (a node
 	// added to a running cluster, grow_test.go); set before its start.
 	peers string
@@ -104,7 +104,7 @@ func newCluster(t *testing.T, n int) *testCluster {
 		// node is where its clients look for it.
 		port := free()
 		c.nodes = append(c.nodes, &node{name: fmt.Sprintf("n%d", i+1), dir: t.TempDir(), port: port,
-			admin: addr(), amqp: addr(), mqtt: addr()})
+			admin: addr(), amqp: addr(), mqtt: addr(), http: addr()})
 		peers = append(peers, "127.0.0.1:"+strconv.Itoa(port))
 	}
 	for _, ln := range lns {
@@ -167,7 +167,7 @@ func (c *testCluster) start(nd *node) {
 	cmd := exec.Command(c.bin, "serve",
 		"--data-dir", nd.dir,
 		"--admin", nd.admin, "--amqp", nd.amqp, "--mqtt", nd.mqtt,
-		"--amqps", "", "--mqtts", "", "--http", "", "--https", "",
+		"--amqps", "", "--mqtts", "", "--http", nd.http, "--https", "",
 		"--log-format", "json",
 		"--cluster-name", "test", "--cluster-listen", "127.0.0.1:"+strconv.Itoa(nd.port),
 		"--peers", peers, "--node-name", nd.name)

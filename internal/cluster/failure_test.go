@@ -163,8 +163,9 @@ func willOnce(t *testing.T, wills *tally, id string) {
 
 // TestKillUnderLoad (issue 16): under steady load — MQTT QoS 1 publishers
 // on nodes 1 and 3 into a persistent session held on node 2, AMQP
-// senders (unsettled) on nodes 1 and 3 into queue orders, consumed on
-// nodes 2 and 3 — node 1 is killed (-9), restarted, then node 2 is
+// senders (unsettled) on nodes 1 and 3 and an HTTP publisher (POST
+// /api/v1/addresses/orders/messages) on node 1 into queue orders,
+// consumed on nodes 2 and 3 — node 1 is killed (-9), restarted, then node 2 is
 // killed. Every acknowledged message is delivered, the clients of the
 // killed nodes work again on a survivor within recoverMax, the MQTT
 // session survives both moves, and the will of a client on node 1 is
@@ -180,6 +181,10 @@ func TestKillUnderLoad(t *testing.T) {
 	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
 	t.Logf("cluster up after %s", time.Since(began).Round(time.Millisecond))
 	l := startLoad(t, c, 1, []int{0, 2}, []int{1, 2})
+	// HTTP events: a producer of the HTTP messaging API on node 1 into
+	// the same queue (201 = stored = acknowledged).
+	l.httpPublisher("hpub-n1", 0, "orders")
+	l.waitFlowing("HTTP publisher start", time.Now().Add(-time.Millisecond), 60*time.Second)
 	wills := willWatch(t, n1, n3, "w1")
 	time.Sleep(3 * time.Second)
 
@@ -201,6 +206,10 @@ func TestKillUnderLoad(t *testing.T) {
 
 	mq, qq := l.finish(drainMax)
 	willOnce(t, wills, "w1")
+	hq, _ := total(l.posters, l.queueIn)
+	if hq.refused > 10 {
+		t.Errorf("%d HTTP publishes refused: the router should wait for the stream's new leader", hq.refused)
+	}
 	// The router waits up to 10 s for a stream's new leader (503 retry,
 	// router/publish.go); an election slower than that on a loaded CI
 	// machine still refuses (released / PUBACK ≥ 0x80), which loses

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"sort"
 	"strings"
@@ -55,6 +57,7 @@ type load struct {
 
 	pubs      []*client // MQTT QoS 1 publishers
 	senders   []*client // AMQP senders (unsettled)
+	posters   []*client // HTTP publishers (POST …/messages) into the queue
 	consumers []*client // AMQP queue receivers
 	sub       *client   // MQTT persistent-session subscriber
 }
@@ -427,6 +430,77 @@ func (l *load) amqpSender(name string, home int, addr string) *client {
 	return cl
 }
 
+// httpPublisher posts messages to addr with the platform's HTTP
+// messaging API (POST /api/v1/addresses/{addr}/messages) until the load
+// stops; only 201 (outcome stored) is an acknowledgement. An answer
+// that says not stored (4xx, 5xx) is a refusal, sent again; a request
+// without an answer (connection refused or broken, timeout) has an
+// unknown outcome and is sent again to the next node.
+func (l *load) httpPublisher(name string, home int, addr string) *client {
+	cl := &client{name: name, home: home}
+	l.posters = append(l.posters, cl)
+	l.run(true, func() {
+		ctx := l.pctx
+		nodes := l.c.nodes
+		i := home
+		// Its own connections (keep-alive to one node at a time), not
+		// the default client's.
+		hc := &http.Client{Transport: &http.Transport{}, Timeout: opTimeout}
+		defer hc.CloseIdleConnections()
+		var lost time.Time
+		from := ""
+		body := ""
+		for seq := 0; ctx.Err() == nil; {
+			nd := nodes[i]
+			if body == "" {
+				body = fmt.Sprintf("%s-%d", name, seq)
+				seq++
+			}
+			req, err := http.NewRequestWithContext(ctx, "POST", "http://"+nd.http+"/api/v1/addresses/"+addr+"/messages", strings.NewReader(body))
+			if err != nil {
+				l.t.Error(err)
+				return
+			}
+			req.SetBasicAuth(appUser, appPW)
+			req.Header.Set("Content-Type", "text/plain")
+			resp, err := hc.Do(req)
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			switch {
+			case err == nil && resp.StatusCode == http.StatusCreated:
+				if from != nd.name {
+					cl.connected(nd.name, lost, from)
+					from, lost = nd.name, time.Time{}
+				}
+				cl.ok(body)
+				body = ""
+				sleep(ctx, loadInterval)
+			case ctx.Err() != nil:
+				cl.count(false)
+			case err == nil:
+				cl.count(true)
+				l.t.Logf("%s: POST %s on %s: %d", name, body, nd.name, resp.StatusCode)
+				sleep(ctx, 200*time.Millisecond)
+			default:
+				cl.count(false)
+				cl.mu.Lock()
+				cl.connectErr = nd.name + ": " + err.Error()
+				cl.mu.Unlock()
+				if from != "" && lost.IsZero() {
+					lost = time.Now()
+					cl.disconnected()
+				}
+				hc.CloseIdleConnections()
+				i = (i + 1) % len(nodes)
+				sleep(ctx, 50*time.Millisecond)
+			}
+		}
+	})
+	return cl
+}
+
 // amqpConsumer receives from addr, accepting every message.
 func (l *load) amqpConsumer(name string, home int, addr string) *client {
 	cl := &client{name: name, home: home}
@@ -484,7 +558,9 @@ func (l *load) amqpConsumer(name string, home int, addr string) *client {
 // ---- checks
 
 // producers are the clients whose acknowledged messages are counted.
-func (l *load) producers() []*client { return append(append([]*client{}, l.pubs...), l.senders...) }
+func (l *load) producers() []*client {
+	return append(append(append([]*client{}, l.pubs...), l.senders...), l.posters...)
+}
 
 // waitFlowing waits until every producer had a message acknowledged after
 // since (and every consumer and the subscriber is connected), and returns
@@ -570,7 +646,8 @@ func (l *load) finish(drain time.Duration) (mqtt, queue counts) {
 	for {
 		mqtt, _ = total(l.pubs, l.mqttIn)
 		queue, _ = total(l.senders, l.queueIn)
-		if (mqtt.lost == 0 && queue.lost == 0) || time.Now().After(deadline) {
+		web, _ := total(l.posters, l.queueIn)
+		if (mqtt.lost == 0 && queue.lost == 0 && web.lost == 0) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -578,8 +655,15 @@ func (l *load) finish(drain time.Duration) (mqtt, queue counts) {
 	l.stop()
 	mqtt, ackedM := total(l.pubs, l.mqttIn)
 	queue, ackedQ := total(l.senders, l.queueIn)
+	web, ackedW := total(l.posters, l.queueIn)
 	l.t.Logf("MQTT QoS 1 → persistent session: %s", mqtt)
 	l.t.Logf("AMQP queue: %s", queue)
+	if len(l.posters) > 0 {
+		l.t.Logf("HTTP POST → queue: %s", web)
+	}
+	if web.lost > 0 {
+		l.t.Errorf("HTTP: %d acknowledged (201) messages lost, e.g. %v", web.lost, missing(ackedW, l.queueIn, 5))
+	}
 	for _, cl := range l.all() {
 		cl.mu.Lock()
 		var fo []string
