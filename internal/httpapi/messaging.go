@@ -223,6 +223,9 @@ func (s *Server) apiPublish(w http.ResponseWriter, r *http.Request, key rkey) in
 	if err != nil {
 		return s.answerError(w, err)
 	}
+	if err := s.checkRate(key.tenant); err != nil {
+		return s.answerError(w, err) // 429 before the body is read (ratecheck.go)
+	}
 	body, err := s.readBody(w, r, key.tenant)
 	if err != nil {
 		return s.answerError(w, err)

@@ -50,6 +50,27 @@ func (b *Bucket) Take(now time.Time, rate, burst float64) (ok bool, wait time.Du
 	return false, time.Duration(math.Ceil((1 - b.tokens) / rate * float64(time.Second)))
 }
 
+// Wait is how long until the bucket has a token at now (0: it has one),
+// taking none: a front-end refuses a request before reading its body.
+func (b *Bucket) Wait(now time.Time, rate, burst float64) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	if burst < 1 {
+		burst = math.Max(rate, 1)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.init {
+		return 0 // starts full
+	}
+	tokens := min(b.tokens+max(now.Sub(b.last).Seconds(), 0)*rate, burst)
+	if tokens >= 1 {
+		return 0
+	}
+	return time.Duration(math.Ceil((1 - tokens) / rate * float64(time.Second)))
+}
+
 // Limit names a refused limit in errors and in the metric
 // throng_tenant_quota_refused_total{limit}.
 type Limit string
@@ -140,6 +161,22 @@ func (l *Limiter) Admit(now time.Time, tenant string, r Rates, conn *Bucket) err
 		if ok, wait := b.(*Bucket).Take(now, r.In, r.InBurst); !ok {
 			return &Error{Tenant: tenant, Limit: MessagesIn, Rate: r.In, RetryAfter: wait}
 		}
+	}
+	return nil
+}
+
+// Wait reports, as Admit's *Error, that tenant's bucket has no token at
+// now, taking none (nil: Admit may pass).
+func (l *Limiter) Wait(now time.Time, tenant string, r Rates) error {
+	if r.In <= 0 {
+		return nil
+	}
+	b, ok := l.tenants.Load(tenant)
+	if !ok {
+		return nil
+	}
+	if wait := b.(*Bucket).Wait(now, r.In, r.InBurst); wait > 0 {
+		return &Error{Tenant: tenant, Limit: MessagesIn, Rate: r.In, RetryAfter: wait}
 	}
 	return nil
 }

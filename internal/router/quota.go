@@ -62,6 +62,27 @@ func (p *Producer) admit() error {
 	return &limitError{err}
 }
 
+// CheckRate refuses as admit would when the tenant's message rate has
+// no token now, taking none: the HTTP front-end asks before it reads a
+// request's body (a refused publish costs no upload). A refusal wraps
+// ErrLimitExceeded and a *quota.Error and is counted.
+func (r *Router) CheckRate(tenantName string) error {
+	t, ok := r.store.Tenant(tenantName)
+	if !ok {
+		return nil
+	}
+	l := t.EffectiveLimits()
+	if l.MaxMessagesInPerSecond <= 0 {
+		return nil
+	}
+	err := r.quota.Wait(time.Now(), tenantName, rates(*l))
+	if err == nil {
+		return nil
+	}
+	r.metrics.quotaRefused.WithLabelValues(tenantName, string(quota.MessagesIn)).Inc()
+	return &limitError{err}
+}
+
 // limitError is ErrLimitExceeded with the quota's refusal, whose text is
 // made only when asked for (an MQTT 5 reason string, a log line). A
 // tenant flooding QoS 0 over its rate is refused by the hundred thousand
