@@ -33,6 +33,7 @@ const (
 	paramCmdStatus     = "hono-cmd-status"
 	extMaxTTD          = "max-ttd"
 	registryLookupTime = 10 * time.Second
+	exactBody          = 64 << 10 // a body up to this length is read into a buffer of its size
 )
 
 // ServeHTTP serves Hono's HTTP adapter resources (docs/hono.md).
@@ -41,16 +42,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The write deadline covers writing the answer only (ReadTimeout
 	// from its first byte: a device that does not read its answer does
 	// not hold the connection), not the wait for an application or a
-	// command before it; none is left from an earlier request on a
-	// kept-alive connection.
-	rc := http.NewResponseController(w)
-	_ = rc.SetWriteDeadline(time.Time{})
-	dw := &deadlineWriter{ResponseWriter: w, rc: rc, d: s.cfg.ReadTimeout}
+	// command before it. None is left from an earlier request on a
+	// kept-alive connection: net/http clears it after each request
+	// (conn.serve, after finishRequest), so it is not cleared here.
+	dw := &deadlineWriter{ResponseWriter: w, d: s.cfg.ReadTimeout}
 	res, perr := ParsePath(r.URL.EscapedPath())
 	st := s.serve(dw, r, res, perr)
-	ep := res.Endpoint.String()
-	s.m.requests.WithLabelValues(ep, strconv.Itoa(st)).Inc()
-	s.m.duration.WithLabelValues(ep).Observe(time.Since(start).Seconds())
+	s.m.observe(res.Endpoint, st, time.Since(start))
 }
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request, res Resource, perr error) int {
@@ -317,8 +315,19 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, tenantName str
 	}
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
-	// The server's own writer: it closes the connection after a body
-	// cut at the limit.
+	if n := r.ContentLength; n >= 0 && n <= exactBody {
+		// The length is known and small, and net/http's body ends
+		// there: one buffer of that size, no growing copies and no limit
+		// reader. (A large one is read as it comes: a client announcing
+		// 64 MiB and sending nothing must not cost 64 MiB at once.)
+		body := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			return nil, fmt.Errorf("%w: reading the body: %v", ErrBadRequest, err)
+		}
+		return body, nil
+	}
+	// Chunked: the server's own writer, which closes the connection
+	// after a body cut at the limit.
 	body, err := io.ReadAll(http.MaxBytesReader(unwrap(w), r.Body, limit))
 	var mbe *http.MaxBytesError
 	switch {
@@ -334,6 +343,9 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, tenantName str
 func param(r *http.Request, header, query string) string {
 	if v := r.Header.Get(header); v != "" {
 		return v
+	}
+	if r.URL.RawQuery == "" {
+		return "" // most requests: no query to parse (and allocate)
 	}
 	return r.URL.Query().Get(query)
 }
@@ -393,7 +405,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 		return s.writeError(w, fmt.Errorf("%w: an empty notification has no body", ErrBadRequest))
 	}
 	up, err := s.cfg.Hono.Upstream(ctx, p, hono.UpstreamRequest{
-		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct, TTL: ttl, TTD: ttd,
+		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct, TTL: ttl,
 	})
 	if err != nil {
 		return s.writeError(w, err)
@@ -458,7 +470,6 @@ var _ Router = (*router.Router)(nil)
 // starts.
 type deadlineWriter struct {
 	http.ResponseWriter
-	rc      *http.ResponseController
 	d       time.Duration
 	started bool
 }
@@ -466,7 +477,7 @@ type deadlineWriter struct {
 func (w *deadlineWriter) WriteHeader(code int) {
 	if !w.started {
 		w.started = true
-		_ = w.rc.SetWriteDeadline(time.Now().Add(w.d))
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.d))
 	}
 	w.ResponseWriter.WriteHeader(code)
 }

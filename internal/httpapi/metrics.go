@@ -1,6 +1,12 @@
 package httpapi
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // metrics carry no tenant or device labels: requests that fail
 // authentication have neither, and devices are unbounded.
@@ -8,6 +14,11 @@ type metrics struct {
 	requests *prometheus.CounterVec   // throng_http_requests_total{endpoint,status}
 	duration *prometheus.HistogramVec // throng_http_request_duration_seconds{endpoint}
 	commands *prometheus.CounterVec   // throng_http_commands_total{result}
+
+	// series resolved on first use (observe), by Endpoint (0: other)
+	// and status code - 100
+	counters  [4][500]atomic.Pointer[counterRef]
+	durations [4]atomic.Pointer[observerRef]
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,3 +39,30 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	return m
 }
+
+// observe counts a request of the device adapter and its duration. The
+// series of an endpoint and status are resolved once (WithLabelValues
+// hashes the label values and takes a lock each time; a sync.Map would box
+// its int key): a kept-alive device costs atomic loads and adds here.
+func (m *metrics) observe(ep Endpoint, status int, d time.Duration) {
+	if int(ep) >= len(m.counters) || status < 100 || status >= 600 {
+		m.requests.WithLabelValues(ep.String(), strconv.Itoa(status)).Inc()
+		m.duration.WithLabelValues(ep.String()).Observe(d.Seconds())
+		return
+	}
+	c := m.counters[ep][status-100].Load()
+	if c == nil {
+		c = &counterRef{m.requests.WithLabelValues(ep.String(), strconv.Itoa(status))}
+		m.counters[ep][status-100].Store(c)
+	}
+	c.Inc()
+	o := m.durations[ep].Load()
+	if o == nil {
+		o = &observerRef{m.duration.WithLabelValues(ep.String())}
+		m.durations[ep].Store(o)
+	}
+	o.Observe(d.Seconds())
+}
+
+type counterRef struct{ prometheus.Counter }
+type observerRef struct{ prometheus.Observer }
