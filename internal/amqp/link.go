@@ -61,7 +61,6 @@ type link struct {
 	// Over the message rate (ratehold.go): no credit before holdUntil;
 	// while throttle (the refusing rate) is set, less credit.
 	holdUntil time.Time
-	refusedAt time.Time
 	throttle  float64
 	holdTimer bool // a timer will end the hold
 

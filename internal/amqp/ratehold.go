@@ -29,7 +29,7 @@ import (
 // apply from then on.
 //
 // A sender at or under the rate never sees it; one that was refused gets
-// its full credit back after a second without a refusal. Each link of a
+// its full credit back a second after its last hold ended. Each link of a
 // tenant is throttled by what it is refused, so a tenant's links together
 // are held to about the rate, and their transfers cost the node about
 // that many refusals a second rather than the line rate.
@@ -59,7 +59,6 @@ func (l *link) overRate(err error) bool {
 		l.holdUntil = limit
 	}
 	l.throttle = qe.Rate
-	l.refusedAt = now
 	if !l.gone && !l.detachSent {
 		l.wakeAfterHold()
 	}
@@ -96,14 +95,14 @@ func (l *link) held() bool {
 }
 
 // creditTarget is the credit a client sender link is granted:
-// Config.LinkCredit, or while throttled (a refusal over the rate in the
-// last second) throttleSlice's worth at the rate.
+// Config.LinkCredit, or while throttled (until a second after the last
+// hold ended) throttleSlice's worth at the rate.
 func (l *link) creditTarget() int64 {
 	target := int64(l.s.c.s.cfg.LinkCredit)
 	if l.throttle <= 0 {
 		return target
 	}
-	if time.Since(l.refusedAt) > time.Second {
+	if time.Since(l.holdUntil) > time.Second { // a second since the hold ended (it may have been a second long)
 		l.throttle = 0
 		return target
 	}
