@@ -15,7 +15,7 @@ package engine
 // up from the stream's leader. throng does not do this on a clean stop (a
 // rolling restart would move every replica twice); the operator asks for
 // it once the node is gone, through the admin API (POST
-// /api/cluster/nodes/{name}/remove) or `throng cluster remove-node`.
+// /api/cluster/nodes/{name}/remove).
 
 import (
 	"context"
