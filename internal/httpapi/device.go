@@ -405,7 +405,7 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 		return s.writeError(w, fmt.Errorf("%w: an empty notification has no body", ErrBadRequest))
 	}
 	up, err := s.cfg.Hono.Upstream(ctx, p, hono.UpstreamRequest{
-		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct, TTL: ttl,
+		Adapter: auth.AdapterHTTP, Topic: res.topic(""), QoS: qos, Payload: body, ContentType: ct, TTL: ttl, TTD: ttd,
 	})
 	if err != nil {
 		return s.writeError(w, err)
