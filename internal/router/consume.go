@@ -126,6 +126,7 @@ type Consumer struct {
 	meters       *tenantMeters                    // the tenant's usage meters (quota.go), resolved once
 	typ          string                           // metrics label
 	out          prometheus.Counter               // metrics.out for this tenant and type, resolved once
+	latency      prometheus.Observer              // metrics.latency for this tenant, resolved once
 	settled      [Modified + 1]prometheus.Counter // metrics.settled by outcome kind
 	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
@@ -176,6 +177,7 @@ func (r *Router) Consume(ctx context.Context, tenantName, name string, opts Cons
 		c.typ = "topicspace"
 	}
 	c.out = r.metrics.out.WithLabelValues(ts.name, c.typ)
+	c.latency = r.metrics.latency.WithLabelValues(ts.name)
 	c.dropNoCredit = r.metrics.dropped.WithLabelValues(ts.name, "no_credit")
 	for k := range c.settled {
 		c.settled[k] = r.metrics.settled.WithLabelValues(ts.name, OutcomeKind(k).String())
@@ -374,6 +376,11 @@ func (c *Consumer) giveUnlock(d *Delivery) {
 	c.ctr.delivered(d.Message)
 	c.out.Inc()
 	c.meters.out.Inc() // usage (quota.go)
+	if d.Count == 1 && !d.Time.IsZero() {
+		// Stored messages only (Time is the engine's store time); first
+		// deliveries only: a redelivery's age is not latency.
+		c.latency.Observe(max(time.Since(d.Time).Seconds(), 0))
+	}
 	c.deliver(d)
 }
 

@@ -13,7 +13,13 @@ type metrics struct {
 	tempDeleted *prometheus.CounterVec
 	// throng_tenant_quota_refused_total (quota.go)
 	quotaRefused *prometheus.CounterVec
+	// latency is throng_delivery_latency_seconds (consume.go, giveUnlock).
+	latency *prometheus.HistogramVec
 }
+
+// latencyBuckets span a live consumer's milliseconds to a backlog's
+// minutes: 16 buckets per tenant.
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -35,9 +41,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		quotaRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "throng_tenant_quota_refused_total", Help: "Messages refused because the tenant (or its connection) was over a limit of its plan, by limit.",
 		}, []string{"tenant", "limit"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "throng_delivery_latency_seconds", Help: "Time from a message's storing (its publish accepted) to its first delivery to a consumer's connection, stored messages of queue and topic addresses; time in the backlog included.",
+			Buckets: latencyBuckets,
+		}, []string{"tenant"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.in, m.out, m.dropped, m.settled, m.tempDeleted, m.quotaRefused)
+		reg.MustRegister(m.in, m.out, m.dropped, m.settled, m.tempDeleted, m.quotaRefused, m.latency)
 	}
 	return m
 }
