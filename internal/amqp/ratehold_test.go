@@ -168,8 +168,8 @@ func TestRateHoldGoAMQP(t *testing.T) {
 	wg.Wait()
 	secs := time.Since(start).Seconds()
 	close(stop)
-	checkRefusals(t, "go-amqp", int(refused.Load()), secs, lat())
 	t.Logf("go-amqp: %d accepted in %.1f s", len(accepted), secs)
+	checkRefusals(t, "go-amqp", int(refused.Load()), secs, lat())
 	drainBodies(t, e, "f@flood", accepted)
 }
 
@@ -199,7 +199,7 @@ func TestRateHoldProton(t *testing.T) {
 	if len(res.Other) > 0 {
 		t.Fatalf("outcomes other than accepted or resource-limit-exceeded: %s", strings.Join(res.Other, ", "))
 	}
-	checkRefusals(t, "Proton", res.Rejected, res.Seconds, lat())
 	t.Logf("Proton: %d sent, %d accepted in %.1f s", res.Sent, len(res.Accepted), res.Seconds)
+	checkRefusals(t, "Proton", res.Rejected, res.Seconds, lat())
 	drainBodies(t, e, "f@flood", res.Accepted)
 }
