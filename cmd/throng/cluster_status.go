@@ -1,8 +1,11 @@
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
 	"io"
+	"net/url"
 
 	"github.com/throngmq/throng/internal/admin"
 )
@@ -48,4 +51,32 @@ func printCluster(w io.Writer, c *admin.ClusterStatus) {
 	}
 	fmt.Fprintln(w)
 	table(w, "ROUTE TO\tADDRESS\tPEER\tUP\tRTT", rows)
+}
+
+// ---- throng cluster (docs/cluster.md, "Growing and shrinking")
+
+var clusterOrder = []string{"remove-node"}
+
+var clusterCmds = map[string]command{
+	"remove-node": {"cluster remove-node NAME   (a stopped node, for good: its replicas move to the others)", "",
+		func(c *cli, fs *flag.FlagSet, cl *client) func(context.Context, []string) error {
+			return func(ctx context.Context, pos []string) error {
+				name, err := oneName(pos, "node")
+				if err != nil {
+					return err
+				}
+				var res admin.NodeRemoval
+				raw, err := cl.call(ctx, "POST", "/api/cluster/nodes/"+url.PathEscape(name)+"/remove", nil, &res)
+				if err != nil {
+					return err
+				}
+				c.done(cl, raw, "node %s removed from the cluster in %s; %d streams of %s had a replica on it, now placed elsewhere and current",
+					res.Node, res.Took, len(res.Replaced), cl.server)
+				return nil
+			}
+		}},
+}
+
+func (c *cli) cluster(ctx context.Context, args []string) error {
+	return c.dispatch(ctx, "cluster", clusterCmds, clusterOrder, args)
 }

@@ -54,6 +54,7 @@ Usage:
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
   throng credential set|list --tenant T --device D           manage a device's credentials
   throng status                                              show a node's status
+  throng cluster remove-node NAME                            remove a stopped node for good
   throng admin   reset-password [--data-dir DIR]             new admin password, node stopped (local)
   throng hono    app [-H H -P P -u U -p P] consume|command   Hono's command line client (app)
   throng bench   mqtt|amqp|conns|table [flags]               load and comparison tool
@@ -127,6 +128,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.credential(ctx, rest)
 	case "status":
 		err = c.status(ctx, rest)
+	case "cluster":
+		err = c.cluster(ctx, rest)
 	case "admin":
 		err = c.admin(ctx, rest)
 	case "hono":

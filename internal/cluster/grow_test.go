@@ -2,9 +2,12 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,7 +27,8 @@ const growQueues = 8
 // publish and consume — and shrinks back: each new node in turn is
 // stopped cleanly (SIGTERM) and removed from the cluster through the
 // admin API (POST /api/cluster/nodes/{node}/remove: JetStream's
-// peer-remove, which re-places the node's replicas on the others). The
+// peer-remove, which re-places the node's replicas on the others; node 5
+// with `throng cluster remove-node`). The
 // queues created while there were five nodes keep every acknowledged
 // message and stay writable with only the original three, and nothing
 // acknowledged by the load is lost. Removing a node that is online is
@@ -108,7 +112,20 @@ func TestGrowShrink(t *testing.T) {
 			Took     string   `json:"took"`
 		}
 		start := time.Now()
-		c.api(asked, "POST", "/api/cluster/nodes/"+nd.name+"/remove", "", &rm)
+		if nd == n4 {
+			c.api(asked, "POST", "/api/cluster/nodes/"+nd.name+"/remove", "", &rm)
+		} else {
+			// The second through the command line, as an operator would.
+			cmd := exec.Command(c.bin, "cluster", "remove-node", nd.name, "--server", "http://"+asked.admin, "-o", "json")
+			cmd.Env = append(os.Environ(), "THRONG_PASSWORD="+adminPW)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("throng cluster remove-node %s: %v %s", nd.name, err, out)
+			}
+			if err := json.Unmarshal(out, &rm); err != nil || rm.Node != nd.name {
+				t.Fatalf("throng cluster remove-node %s: %v in %s", nd.name, err, out)
+			}
+		}
 		t.Logf("%s removed (asked on %s) in %s: the streams there that had a replica on it, now placed elsewhere and current: %d %v",
 			nd.name, asked.name, time.Since(start).Round(time.Millisecond), len(rm.Replaced), rm.Replaced)
 		replaced += len(rm.Replaced)
