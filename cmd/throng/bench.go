@@ -23,6 +23,8 @@ const benchUsage = `Usage:
                                connects with authentication, reconnect storm (starts a node)
   throng bench isolation [flags] one tenant floods over its rate limit, another's QoS 1
                                latency alone and during the flood (starts a node)
+  throng bench bridge [flags]  MQTT QoS 1 → throng's bridge → remote mosquitto, and
+                               mosquitto's own bridge in the same run (starts them)
   throng bench table [--out FILE] RESULTS.jsonl...
                                markdown table of medians and ratios (bench-compare)
 
@@ -49,13 +51,15 @@ func (c *cli) bench(ctx context.Context, args []string) error {
 		return c.benchHTTP(ctx, args[1:])
 	case "isolation":
 		return c.benchIsolation(ctx, args[1:])
+	case "bridge":
+		return c.benchBridge(ctx, args[1:])
 	case "table":
 		return c.benchTable(args[1:])
 	case "-h", "--help", "help":
 		fmt.Fprint(c.stdout, benchUsage)
 		return nil
 	}
-	return usagef("unknown bench mode %q (want mqtt, amqp, conns, http, registry, isolation or table)", args[0])
+	return usagef("unknown bench mode %q (want mqtt, amqp, conns, http, registry, isolation, bridge or table)", args[0])
 }
 
 // benchCommon are the flags every load mode has.

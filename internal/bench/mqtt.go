@@ -24,6 +24,7 @@ import (
 // defaults (see Defaults).
 type MQTTConfig struct {
 	Server      string // host:port
+	SubServer   string // the subscribers' host:port if not Server (the bridge shape: a remote broker)
 	User        string
 	Password    string
 	Shape       string // "fan-in" (N→1), "fan-out" (1→N) or "" (Publishers/Subscribers as given)
@@ -125,7 +126,11 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 	run := randomID()
 	base := time.Now()
 	opts := func(role string, i int) mqttOptions {
-		return mqttOptions{Addr: cfg.Server, ClientID: fmt.Sprintf("tb-%s-%s%d", run, role, i), User: cfg.User,
+		addr := cfg.Server
+		if role == "s" && cfg.SubServer != "" {
+			addr = cfg.SubServer
+		}
+		return mqttOptions{Addr: addr, ClientID: fmt.Sprintf("tb-%s-%s%d", run, role, i), User: cfg.User,
 			Password: cfg.Password, Version: cfg.Version, KeepAlive: 60 * time.Second}
 	}
 	var conns []*mqttConn
