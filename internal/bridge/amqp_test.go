@@ -34,8 +34,9 @@ func amqpSession(t *testing.T, addr string) *amqp.Session {
 }
 
 // drainQueue receives (and accepts) from a remote address until want
-// distinct bodies arrived; it returns how often each came.
-func drainQueue(t *testing.T, s *amqp.Session, addr string, want int, within time.Duration) map[string]int {
+// distinct bodies arrived; it returns how often each came and the first
+// copies' order.
+func drainQueue(t *testing.T, s *amqp.Session, addr string, want int, within time.Duration) (map[string]int, []string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
@@ -45,10 +46,14 @@ func drainQueue(t *testing.T, s *amqp.Session, addr string, want int, within tim
 	}
 	defer rcv.Close(context.Background())
 	got := map[string]int{}
+	var firsts []string
 	for len(got) < want {
 		m, err := rcv.Receive(ctx, nil)
 		if err != nil {
 			t.Fatalf("%s: %d of %d distinct: %v", addr, len(got), want, err)
+		}
+		if got[string(m.GetData())] == 0 {
+			firsts = append(firsts, string(m.GetData()))
 		}
 		got[string(m.GetData())]++
 		if err := rcv.AcceptMessage(ctx, m); err != nil {
@@ -61,7 +66,7 @@ func drainQueue(t *testing.T, s *amqp.Session, addr string, want int, within tim
 	for {
 		m, err := rcv.Receive(qctx, nil)
 		if err != nil {
-			return got
+			return got, firsts
 		}
 		got[string(m.GetData())]++
 		_ = rcv.AcceptMessage(context.Background(), m)
@@ -131,7 +136,7 @@ func testAMQPBridge(t *testing.T, p *testkit.Platform) {
 	downFor := time.Since(down)
 	testkit.Eventually(t, 60*time.Second, func() bool { return bridgeStatus(t, p, "amqp-out").Status.Lag == 0 })
 	caught := time.Since(down) - downFor
-	got := drainQueue(t, rs, "inbox", n, 30*time.Second)
+	got, firsts := drainQueue(t, rs, "inbox", n, 30*time.Second)
 	dups := 0
 	for i := range n {
 		c := got[strconv.Itoa(i)]
@@ -139,6 +144,16 @@ func testAMQPBridge(t *testing.T, p *testkit.Platform) {
 			t.Errorf("message %d lost", i)
 		}
 		dups += max(c-1, 0)
+	}
+	// In order, though the 100 waiting after the outage went out a
+	// window at a time.
+	for i := 1; i < len(firsts); i++ {
+		a, _ := strconv.Atoi(firsts[i-1])
+		b, _ := strconv.Atoi(firsts[i])
+		if b < a {
+			t.Errorf("remote got message %d after %d", b, a)
+			break
+		}
 	}
 	t.Logf("remote down %v, caught up %v later: %d of %d delivered, %d duplicates; %+v",
 		downFor.Round(100*time.Millisecond), caught.Round(100*time.Millisecond), len(got), n, dups, bridgeStatus(t, p, "amqp-out").Status)
@@ -197,7 +212,7 @@ func testOverflow(t *testing.T, p, remote *testkit.Platform, rs *amqp.Session) {
 		return st.Out+st.Dropped >= n
 	}, func() string { return fmt.Sprintf("%+v", bridgeStatus(t, p, "amqp-ovf").Status) })
 	st := bridgeStatus(t, p, "amqp-ovf").Status
-	got := drainQueue(t, rs, "ovf", int(st.Out), 30*time.Second)
+	got, _ := drainQueue(t, rs, "ovf", int(st.Out), 30*time.Second)
 	minGot, maxDropped := n, -1
 	for i := range n {
 		c := got[strconv.Itoa(i)]

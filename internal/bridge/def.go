@@ -43,6 +43,15 @@ const (
 // DefaultBufferLimit is BufferLimit when none is set.
 const DefaultBufferLimit = 100_000
 
+// DefaultWindow is Window when none is set: enough for a remote a
+// millisecond away to keep up with tens of thousands of messages a second
+// (see docs/bridges.md, "Throughput").
+const DefaultWindow = 64
+
+// MaxWindow is the largest Window: the stored messages a mapping takes
+// from the router ahead of the remote's acknowledgements.
+const MaxWindow = outWindow
+
 // Bridge is a bridge definition.
 type Bridge struct {
 	Name      string    `json:"name"`
@@ -57,6 +66,10 @@ type Bridge struct {
 	// before Overflow applies; 0: DefaultBufferLimit.
 	BufferLimit int    `json:"bufferLimit,omitempty"`
 	Overflow    string `json:"overflow,omitempty"`
+	// Window is how many messages an MQTT or AMQP bridge has sent to the
+	// remote and not yet had acknowledged, per mapping ("out"): 1 to
+	// MaxWindow, 0: DefaultWindow. Kafka always has MaxWindow.
+	Window int `json:"window,omitempty"`
 	// Disabled bridges are stored but do not run.
 	Disabled bool      `json:"disabled,omitempty"`
 	Created  time.Time `json:"created"`
@@ -143,6 +156,13 @@ func (b *Bridge) bufferLimit() int {
 	return b.BufferLimit
 }
 
+func (b *Bridge) window() int {
+	if b.Window <= 0 {
+		return DefaultWindow
+	}
+	return b.Window
+}
+
 func (b *Bridge) overflow() string {
 	if b.Overflow == "" {
 		return OverflowKeep
@@ -188,6 +208,9 @@ func (b *Bridge) Validate() error {
 	}
 	if b.BufferLimit < 0 {
 		return invalid("bufferLimit must not be negative")
+	}
+	if b.Window < 0 || b.Window > MaxWindow {
+		return invalid("window %d (want 1 to %d, or 0 for %d)", b.Window, MaxWindow, DefaultWindow)
 	}
 	switch b.Overflow {
 	case "", OverflowKeep, OverflowDropOldest:

@@ -41,7 +41,7 @@ func TestValidateDefaults(t *testing.T) {
 	if err := b.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if b.Kind != KindMQTT || b.Direction != Out || b.qos() != 1 || b.bufferLimit() != DefaultBufferLimit || b.overflow() != OverflowKeep {
+	if b.Kind != KindMQTT || b.Direction != Out || b.qos() != 1 || b.bufferLimit() != DefaultBufferLimit || b.window() != DefaultWindow || b.overflow() != OverflowKeep {
 		t.Fatalf("defaults: %+v", b)
 	}
 	u, _ := b.remoteURL()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
@@ -63,10 +64,11 @@ type runner struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	cm    *autopaho.ConnectionManager // mqtt
-	kafka *kafkaOut                   // kafka
-	amqp  *amqpLink                   // amqp
-	conss []*router.Consumer
+	cm       *autopaho.ConnectionManager // mqtt
+	mqttPipe *mqttPipe                   // mqtt: the out window's queue (window.go)
+	kafka    *kafkaOut                   // kafka
+	amqp     *amqpLink                   // amqp
+	conss    []*router.Consumer
 
 	out, in, dropped, retried, reconnects atomic.Uint64
 	subscribed                            atomic.Int32 // out mappings whose durable subscription exists
@@ -159,6 +161,12 @@ func (r *runner) startMQTT() {
 			},
 		},
 	}
+	if r.def.out() && r.def.qos() > 0 {
+		// The out window (window.go) publishes through autopaho's queue
+		// and learns of each PUBACK from the session state.
+		r.mqttPipe = &mqttPipe{maxQoS: 2, retainAvail: true}
+		cfg.Session = &trackedSession{State: state.NewInMemory(), pipe: r.mqttPipe}
+	}
 	if r.def.Remote.Username != "" {
 		cfg.ConnectUsername = r.def.Remote.Username
 		cfg.ConnectPassword = []byte(r.def.Remote.Password)
@@ -213,6 +221,9 @@ func (r *runner) stop() {
 // up subscribes the in mappings (again: the remote may have lost the
 // session) and records the connection.
 func (r *runner) up(cm *autopaho.ConnectionManager, ack *paho.Connack) {
+	if r.mqttPipe != nil {
+		r.mqttPipe.up(ack)
+	}
 	r.setUp()
 	if !r.def.in() {
 		return
@@ -307,18 +318,13 @@ func (r *runner) outLoop(i int, mp Mapping) {
 		}
 	}
 	c.AddCredit(outWindow)
-	for {
-		select {
-		case <-r.ctx.Done():
-			return
-		case it := <-q:
-			credit := c
-			if it.live {
-				credit = live
-			}
-			r.forward(it.d, mp, func() { credit.AddCredit(1) })
+	r.windowLoop(mp, q, func(it outItem) {
+		if it.live {
+			live.AddCredit(1)
+		} else {
+			c.AddCredit(1)
 		}
-	}
+	})
 }
 
 // forward sends one delivery to the remote with the bridge's kind and
@@ -373,15 +379,13 @@ func (r *runner) count(dir, result string) {
 	r.mg.m.msgs.WithLabelValues(r.tenant, r.def.Name, dir, result).Inc()
 }
 
-// send publishes one delivery to the remote until the remote
-// acknowledges it (or the bridge stops: the delivery is released and
-// comes again), then settles it.
-func (r *runner) send(d *router.Delivery, mp Mapping) {
+// mqttPublish is the remote PUBLISH of a delivery (false: the topic is
+// not this mapping's).
+func (r *runner) mqttPublish(d *router.Delivery, mp Mapping) (*paho.Publish, string, bool) {
 	m := d.Message
 	topic, ok := mp.ToRemote(d.Address)
 	if !ok {
-		d.Settle(router.Outcome{Kind: router.Accepted}) // not this mapping's (a wildcard's edge)
-		return
+		return nil, "", false
 	}
 	qos := r.def.qos()
 	if d.PreSettled() || !m.Durable {
@@ -404,6 +408,18 @@ func (r *runner) send(d *router.Delivery, mp Mapping) {
 	if m.TTL > 0 {
 		sec := uint32(m.TTL / time.Second)
 		p.Properties.MessageExpiry = &sec
+	}
+	return p, topic, true
+}
+
+// send publishes one delivery to the remote until the remote
+// acknowledges it (or the bridge stops: the delivery is released and
+// comes again), then settles it.
+func (r *runner) send(d *router.Delivery, mp Mapping) {
+	p, topic, ok := r.mqttPublish(d, mp)
+	if !ok {
+		d.Settle(router.Outcome{Kind: router.Accepted}) // not this mapping's (a wildcard's edge)
+		return
 	}
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
