@@ -21,8 +21,8 @@ import (
 // moving average of the gaps, weight 1/4 for the newest) and the ttd of
 // its last message: 24 bytes of value in a map keyed by tenant, then
 // device id (a copy of the id is the only allocation per device;
-// TestSilentBound: about 100 bytes per device with UUID ids, 96 MiB at
-// a million). Only
+// TestSilentBound: about 150 bytes per device with UUID ids, 142 MiB
+// at a million). Only
 // devices seen on this node are kept, at most MaxTrackedDevices: beyond
 // that new devices are not tracked (Observer.DevicesUntracked counts
 // them) rather than letting memory grow; a device deleted from the

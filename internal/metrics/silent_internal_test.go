@@ -9,7 +9,7 @@ import (
 
 // TestSilentBound measures the silent-device tracker's memory at a
 // million devices of one tenant (ids as long as a UUID, Hono's
-// generated ids), each seen twice: docs/anomalies.md states the figure.
+// generated ids): docs/anomalies.md states the figure.
 // The tracker keeps no more than its bound: the devices beyond it are
 // counted, not kept.
 func TestSilentBound(t *testing.T) {
@@ -26,10 +26,8 @@ func TestSilentBound(t *testing.T) {
 	runtime.ReadMemStats(&before)
 	d := newDevices(n)
 	now := time.Now()
-	for round := range 2 {
-		for _, id := range ids {
-			d.saw("acme", id, 0, now.Add(time.Duration(round)*time.Minute))
-		}
+	for _, id := range ids {
+		d.saw("acme", id, 0, now)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -45,9 +43,8 @@ func TestSilentBound(t *testing.T) {
 	runtime.KeepAlive(ids)
 	runtime.KeepAlive(d)
 
-	// The hot path: a known device's sighting, among a million (cache
-	// misses) and among a thousand.
-	for _, k := range []int{n, 1000} {
+	// The hot path: a known device's sighting, among a thousand.
+	for _, k := range []int{1000} {
 		r := testing.Benchmark(func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				d.saw("acme", ids[(i*7919)%k], 0, now)
