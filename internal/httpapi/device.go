@@ -393,6 +393,9 @@ func (s *Server) upload(w http.ResponseWriter, r *http.Request, res Resource, p 
 			ttd = min(time.Duration(n)*time.Second, s.maxTTD(p.Tenant))
 		}
 	}
+	if err := s.checkRate(p.Tenant); err != nil {
+		return s.writeError(w, err) // 429 before the body is read (ratecheck.go)
+	}
 	body, err := s.readBody(w, r, p.Tenant)
 	if err != nil {
 		return s.writeError(w, err)
