@@ -92,7 +92,7 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) {
 	page, next := reg.List(f, q.Get("after"), limit)
 	out := ConnectionList{Connections: make([]conns.Snapshot, 0, len(page)), Next: next}
 	for _, e := range page {
-		out.Connections = append(out.Connections, e.Snapshot(reg.Node(), false))
+		out.Connections = append(out.Connections, reg.Snapshot(e, false))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -113,7 +113,7 @@ func (s *Server) lookupConnection(w http.ResponseWriter, r *http.Request) (*conn
 
 func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {
 	if e, ok := s.lookupConnection(w, r); ok {
-		writeJSON(w, http.StatusOK, e.Snapshot(s.cfg.Observe.Conns.Node(), true))
+		writeJSON(w, http.StatusOK, s.cfg.Observe.Conns.Snapshot(e, true))
 	}
 }
 
@@ -130,7 +130,7 @@ func (s *Server) closeConnection(w http.ResponseWriter, r *http.Request) {
 	if p := principal(r); p != nil {
 		by = p.User + "@" + p.Tenant
 	}
-	s.log.Info("closing connection", "id", e.ID(), "tenant", e.Info().Tenant, "by", by)
+	s.log.Info("closing connection", "id", s.cfg.Observe.Conns.ID(e), "tenant", e.Info().Tenant, "by", by)
 	e.Close("closed by " + by)
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -58,6 +58,6 @@ func (s *Server) addressHistory(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) connectionHistory(w http.ResponseWriter, r *http.Request) {
 	if e, ok := s.lookupConnection(w, r); ok {
-		s.writeHistory(w, history.ConnectionSeries(e.ID()))
+		s.writeHistory(w, history.ConnectionSeries(s.cfg.Observe.Conns.ID(e)))
 	}
 }

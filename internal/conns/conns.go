@@ -100,12 +100,12 @@ type Entry struct {
 	seq   uint64
 	since int64 // Unix nanoseconds
 	conn  Conn
-	r     *Registry // ids are the registry's node, '-', seq: made when asked for
 
 	msgsIn, msgsOut, bytesIn, bytesOut atomic.Uint64
 	// The rates are the registry's (Registry.rates), kept only for
-	// connections that have had traffic: an idle connection's entry is
-	// 80 bytes (TestBytesPerConnection; docs/mqtt.md).
+	// connections that have had traffic, and the id is made by the
+	// registry when asked for (Registry.ID): an idle connection's entry
+	// is 64 bytes (TestBytesPerConnection; docs/mqtt.md).
 }
 
 // rate is a connection's message rates at the last Sample, and the
@@ -131,12 +131,13 @@ func (e *Entry) Out(n int) {
 	}
 }
 
-// ID is the connection's id ("" for nil).
-func (e *Entry) ID() string {
+// ID is the id of e's connection, the registry's node, '-' and the
+// registration's sequence number ("" for nil).
+func (r *Registry) ID(e *Entry) string {
 	if e == nil {
 		return ""
 	}
-	return e.r.node + "-" + strconv.FormatUint(e.seq, 10)
+	return r.node + "-" + strconv.FormatUint(e.seq, 10)
 }
 
 // Info returns what the connection was registered with.
@@ -178,9 +179,9 @@ type Snapshot struct {
 	LinkList    []Link    `json:"linkList,omitempty"`
 }
 
-// Snapshot returns the connection's state now; withLinks lists its links
-// (LinkList), otherwise only their number is given.
-func (e *Entry) Snapshot(node string, withLinks bool) Snapshot {
+// Snapshot returns the state of e's connection now; withLinks lists its
+// links (LinkList), otherwise only their number is given.
+func (r *Registry) Snapshot(e *Entry, withLinks bool) Snapshot {
 	mi, mo, bi, bo := e.Counters()
 	var links []Link
 	n := 0
@@ -192,15 +193,15 @@ func (e *Entry) Snapshot(node string, withLinks bool) Snapshot {
 	}
 	info := e.conn.Info()
 	s := Snapshot{
-		ID: e.ID(), Node: node, Tenant: info.Tenant, Protocol: info.Protocol,
+		ID: r.ID(e), Node: r.node, Tenant: info.Tenant, Protocol: info.Protocol,
 		ClientID: info.ClientID, User: info.User, Device: info.Device,
 		Remote: info.Remote, TLS: info.TLS, Since: e.Since(),
 		MessagesIn: mi, MessagesOut: mo, BytesIn: bi, BytesOut: bo,
 		Links: n,
 	}
-	e.r.rateMu.RLock()
-	rt := e.r.rates[e.seq]
-	e.r.rateMu.RUnlock()
+	r.rateMu.RLock()
+	rt := r.rates[e.seq]
+	r.rateMu.RUnlock()
 	s.RateIn, s.RateOut = rt.in, rt.out
 	if withLinks {
 		s.LinkList = links
@@ -265,7 +266,7 @@ func (r *Registry) Register(c Conn) *Entry {
 		return nil
 	}
 	seq := r.seq.Add(1)
-	e := &Entry{seq: seq, r: r, since: r.now().UnixNano(), conn: c}
+	e := &Entry{seq: seq, since: r.now().UnixNano(), conn: c}
 	r.mu.Lock()
 	r.byID[seq] = e
 	r.mu.Unlock()
@@ -396,7 +397,7 @@ func (r *Registry) List(f Filter, after string, limit int) ([]*Entry, string) {
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Entry) int { return cmp.Compare(a.seq, b.seq) })
 	if limit > 0 && len(out) > limit {
-		return out[:limit], out[limit-1].ID()
+		return out[:limit], r.ID(out[limit-1])
 	}
 	return out, ""
 }

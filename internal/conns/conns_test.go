@@ -30,8 +30,8 @@ func TestRegistry(t *testing.T) {
 		}
 		es = append(es, r.Register(&fakeConn{info: Info{Tenant: []string{"acme", "other"}[i%2], Protocol: proto, ClientID: fmt.Sprint("c", i), User: "u"}}))
 	}
-	if es[0].ID() != "n1-1" || es[4].ID() != "n1-5" {
-		t.Fatalf("ids %s %s", es[0].ID(), es[4].ID())
+	if r.ID(es[0]) != "n1-1" || r.ID(es[4]) != "n1-5" {
+		t.Fatalf("ids %s %s", r.ID(es[0]), r.ID(es[4]))
 	}
 	if e, ok := r.Get("n1-3"); !ok || e != es[2] {
 		t.Fatal("Get n1-3")
@@ -68,13 +68,13 @@ func TestRegistry(t *testing.T) {
 	es[0].Out(7)
 	now = now.Add(5 * time.Second)
 	r.Sample(now)
-	s := es[0].Snapshot("n1", true)
+	s := r.Snapshot(es[0], true)
 	if s.MessagesIn != 10 || s.BytesIn != 1000 || s.MessagesOut != 1 || s.BytesOut != 7 || s.RateIn != 2 || s.RateOut != 0.2 || s.Links != 1 || len(s.LinkList) != 1 {
 		t.Fatalf("snapshot %+v", s)
 	}
 	now = now.Add(5 * time.Second)
 	r.Sample(now)
-	if s := es[0].Snapshot("n1", false); s.RateIn != 0 || s.LinkList != nil {
+	if s := r.Snapshot(es[0], false); s.RateIn != 0 || s.LinkList != nil {
 		t.Fatalf("idle: %+v", s)
 	}
 	r.Unregister(es[0])

@@ -236,7 +236,7 @@ func (o *Observer) Report(tenantName string, query Thresholds) Report {
 	perTenant := map[string][]Talker{}
 	sum := map[string]float64{}
 	for _, e := range entries {
-		s := e.Snapshot("", false)
+		s := o.opt.Conns.Snapshot(e, false)
 		rate := s.RateIn + s.RateOut
 		sum[s.Tenant] += rate
 		if rate <= 0 {

@@ -31,16 +31,18 @@ type conn struct {
 	raddr net.Addr   // the client's address as accepted (nc changes when the poller takes over)
 	pr    *connSetup // nil once the poller reads the connection
 
-	// Set during CONNECT by the reader, read-only afterwards.
-	tenant      string
+	// Set during CONNECT by the reader, read-only afterwards. The
+	// tenant is the principal's (tenant()); the client id shares key's
+	// bytes. Narrow types: conn stays in the 416-byte size class
+	// (TestConnSize; DESIGN §9, ≤ 2 KiB per idle connection).
 	ti          *tenantInfo
 	clientID    string
 	key         string
 	principal   *auth.Principal
-	keepAlive   time.Duration
-	recvMax     int    // client's receive maximum (our QoS>0 in flight)
-	maxOut      int    // client's maximum packet size (0: no limit)
-	maxIn       int    // our maximum packet size for this client (limits.go)
+	maxOut      uint32 // client's maximum packet size (0: no limit)
+	maxIn       uint32 // our maximum packet size for this client (limits.go)
+	kaSecs      uint16 // keep-alive in seconds, the server's maximum applied
+	recvMax     uint16 // client's receive maximum (our QoS>0 in flight)
 	aliasMaxOut uint16 // client's topic alias maximum
 	problemInfo bool
 	version     byte // 4 (3.1.1) or 5
@@ -58,55 +60,69 @@ type conn struct {
 	producers *producerCache // made on the first PUBLISH
 
 	// Event-driven reading (pr.rc nil: a reader goroutine); see evread.go.
-	fdc     *fdConn // the socket once taken over; set by watch
-	poller  *poller
-	token   uint64        // set by watch, read-only afterwards
-	due     atomic.Int64  // read deadline for the wheel (see dueAt); written by the reader
-	armed   bool          // owned by the reader
-	handoff atomic.Uint32 // see arm
-	in      inbuf         // owned by the reader
-	wPrev   *conn         // deadline wheel links; guarded by poller.mu
-	wNext   *conn
-	wDue    atomic.Int64 // wheel tick of the slot the connection is in, 0: not in the wheel; written under poller.mu
+	fdc    *fdConn // the socket once taken over; set by watch
+	poller *poller
+	token  uint64       // set by watch, read-only afterwards
+	due    atomic.Int64 // read deadline for the wheel (see dueAt); written by the reader
+	in     inbuf        // owned by the reader
+	wPrev  *conn        // deadline wheel links; guarded by poller.mu
+	wNext  *conn
+	wDue   atomic.Int64 // wheel tick of the slot the connection is in, 0: not in the wheel; written under poller.mu
 
-	mu         sync.Mutex // guards the fields below; see lock order in server.go
+	mu         sync.Mutex // guards the fields below up to smu, and those marked so; see lock order in server.go
 	subs       map[string]*subscription
 	inflight   map[uint16]*outMsg // server→client QoS 1/2 awaiting PUBACK/PUBREC/PUBCOMP
 	pending    []*outMsg          // deliveries waiting for the client's receive maximum
-	nextID     uint16
 	outAliases map[string]uint16
 	inQoS2     map[uint16]struct{} // client→server QoS 2 ids received, PUBREL not yet
-	inFlightIn int                 // client→server QoS 1/2 awaiting our ack
-	sessExpiry uint32
-	persistent bool
 	will       *will
 	x          *connExtra    // made on demand (extraLocked); never reset
-	discRC     int           // reason of the client's DISCONNECT; -1 none
-	kicked     byte          // reason the server disconnects with; 0 none
-	gone       bool          // cleanup started; deliveries are refused
-	ended      bool          // cleanup finished
 	endCh      chan struct{} // closed when ended; made on demand (closedCh)
 
-	smu      sync.Mutex // send order of QoS 1/2 publishes: taken with mu held (sendUnlock)
-	wmu      sync.Mutex // guards the write queue
-	wq       []wItem
-	wqBytes  int
-	writing  bool
-	wclosed  bool
-	closeAft bool          // close the socket once the queue is written
-	wdone    chan struct{} // closed when the writer exits, if set
-	polled   bool          // the poller watches the socket: shut it down, do not close it
+	smu     sync.Mutex // send order of QoS 1/2 publishes: taken with mu held (sendUnlock)
+	wmu     sync.Mutex // guards the write queue
+	wq      []wItem
+	wqBytes int
+	wdone   chan struct{} // closed when the writer exits, if set
+
+	// The small fields, packed together so that conn stays in the
+	// 416-byte size class (docs/mqtt.md, memory per idle connection;
+	// TestConnSize); each says what guards it.
+	inFlightIn int32         // client→server QoS 1/2 awaiting our ack; guarded by mu
+	sessExpiry uint32        // guarded by mu
+	handoff    atomic.Uint32 // see arm
+	nextID     uint16        // guarded by mu
+	discRC     int16         // reason of the client's DISCONNECT; -1 none; guarded by mu
+	kicked     byte          // reason the server disconnects with; 0 none; guarded by mu
+	armed      bool          // owned by the reader
+	persistent bool          // guarded by mu
+	gone       bool          // cleanup started; deliveries are refused; guarded by mu
+	ended      bool          // cleanup finished; guarded by mu
+	writing    bool          // a writer runs; guarded by wmu
+	wclosed    bool          // guarded by wmu
+	closeAft   bool          // close the socket once the queue is written; guarded by wmu
+	polled     bool          // the poller watches the socket: shut it down, do not close it
 	// fillWanted: QoS 1/2 publishes wait in conn.pending because the
 	// queue was full (writeRoomLocked); the writer moves them on
-	// (fillPending) once it has written half of it. Next to the other
-	// bools: conn stays within 512 bytes (docs/mqtt.md, memory per idle
-	// connection; TestConnSize).
+	// (fillPending) once it has written half of it. Guarded by wmu.
 	fillWanted bool
 	bridge     bool // the CONNECT had the bridge bit (bridge.go); set before connect, read-only afterwards
 	isTLS      bool // set by observe, read-only afterwards
 	counted    bool // in the tenant's maxConnections count (router AcquireConn); cleared by cleanup
 	swapNC     bool // fdc replaces nc when the writer is idle (see watch); guarded by wmu
 }
+
+// tenant is the connection's tenant, its principal's; "" before the
+// CONNECT is authenticated.
+func (c *conn) tenant() string {
+	if c.principal == nil {
+		return ""
+	}
+	return c.principal.Tenant
+}
+
+// keepAlive is the keep-alive in force, the server's maximum applied.
+func (c *conn) keepAlive() time.Duration { return time.Duration(c.kaSecs) * time.Second }
 
 // connSetup is what only the CONNECT handshake needs: dropped once the
 // poller reads the connection, so an idle connection does not keep it.
@@ -309,11 +325,11 @@ func (c *conn) readLoop() {
 	}
 	for {
 		kaDL = time.Time{}
-		if c.keepAlive > 0 {
-			kaDL = time.Now().Add(c.keepAlive * 3 / 2) // [MQTT-3.1.2-24]
+		if c.kaSecs > 0 {
+			kaDL = time.Now().Add(c.keepAlive() * 3 / 2) // [MQTT-3.1.2-24]
 		}
 		_ = c.nc.SetReadDeadline(kaDL)
-		fh, body, err := c.pr.readPacket(c.maxIn)
+		fh, body, err := c.pr.readPacket(int(c.maxIn))
 		if err != nil {
 			var re *ReasonError
 			switch {
@@ -375,7 +391,7 @@ func (c *conn) fatal(re *ReasonError) {
 	if re == nil {
 		re = errMalformed
 	}
-	c.s.log.Debug("disconnecting client", "tenant", c.tenant, "client_id", c.clientID, "reason", re.Error())
+	c.s.log.Debug("disconnecting client", "tenant", c.tenant(), "client_id", c.clientID, "reason", re.Error())
 	c.kick(re.Code, re.Reason)
 }
 
@@ -606,7 +622,7 @@ func (c *conn) writeLoop() {
 // wait (back-pressure, docs/mqtt.md "Slow subscribers") until it reads
 // again or the stall limit ends the connection. (A fixed 30 s deadline
 // ended paused subscribers after 30 s once their socket buffer was full.)
-func (c *conn) writeStall() time.Duration { return c.keepAlive * 3 / 2 }
+func (c *conn) writeStall() time.Duration { return c.keepAlive() * 3 / 2 }
 
 // writeAll writes buf. The stall limit counts from the last progress: a
 // slow reader is not cut off while it reads, only one that stopped. A
@@ -653,7 +669,7 @@ func (c *conn) writeFailed(err error) {
 	if !closing {
 		c.s.m.disconnects.WithLabelValues(why).Inc()
 	}
-	c.s.log.Debug("write failed; closing", "tenant", c.tenant, "client_id", c.clientID, "reason", why, "err", err)
+	c.s.log.Debug("write failed; closing", "tenant", c.tenant(), "client_id", c.clientID, "reason", why, "err", err)
 	c.closeNet()
 }
 
@@ -773,9 +789,9 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	c.problemInfo = true
 	if v == 5 {
 		if props.ReceiveMaximum > 0 {
-			c.recvMax = int(props.ReceiveMaximum)
+			c.recvMax = props.ReceiveMaximum
 		}
-		c.maxOut = int(props.MaximumPacketSize)
+		c.maxOut = props.MaximumPacketSize
 		c.aliasMaxOut = props.TopicAliasMaximum
 		if props.RequestProblemInfoFlag && props.RequestProblemInfo == 0 {
 			c.problemInfo = false
@@ -835,7 +851,6 @@ func (c *conn) connect(pk *packets.Packet) bool {
 			return c.refuse(v, rcNotAuthorized, "anonymous access not allowed", "not_authorized")
 		}
 	}
-	c.tenant = p.Tenant
 	c.principal = p
 	if p.IsDevice() {
 		// Hono's MQTT adapter keeps no session state (session present
@@ -844,7 +859,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		pk.Connect.Clean = true
 		pk.Connect.WillFlag = false
 	}
-	c.maxIn = s.maxPacketFor(c.tenant)
+	c.maxIn = uint32(s.maxPacketFor(c.tenant()))
 
 	// Client identifier [MQTT-3.1.3-6..8].
 	assigned := false
@@ -855,27 +870,27 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		c.clientID = newClientID()
 		assigned = true
 	}
-	c.key = c.tenant + "\x00" + c.clientID
+	c.key = c.tenant() + "\x00" + c.clientID
 	// Share the key's bytes rather than keep the CONNECT packet alive.
-	c.clientID = c.key[len(c.tenant)+1:]
+	c.clientID = c.key[len(c.tenant())+1:]
 	if p != s.anonymous {
 		p.ClientID = c.clientID // for ${client_id} in permissions
 	}
 
-	ti := s.tenantInfo(c.tenant)
-	if _, ok := s.cfg.Store.Tenant(c.tenant); !ok {
+	ti := s.tenantInfo(c.tenant())
+	if _, ok := s.cfg.Store.Tenant(c.tenant()); !ok {
 		return c.refuse(v, rcNotAuthorized, "unknown tenant", "not_authorized")
 	}
 	// maxConnections counts the tenant's connections of every protocol
 	// on this node (router/quota.go); released by cleanup, or below when
 	// the CONNECT is refused after all.
-	if err := s.r.AcquireConn(c.tenant); err != nil {
+	if err := s.r.AcquireConn(c.tenant()); err != nil {
 		return c.refuse(v, rcQuotaExceeded, "tenant connection limit reached", "quota_exceeded")
 	}
 	accepted := false
 	defer func() {
 		if !accepted {
-			s.r.ReleaseConn(c.tenant)
+			s.r.ReleaseConn(c.tenant())
 		}
 	}()
 
@@ -906,14 +921,14 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		ka = s.cfg.MaxKeepAlive
 		serverKA = v == 5
 	}
-	c.keepAlive = time.Duration(ka) * time.Second
+	c.kaSecs = ka
 
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	// The tenant's state, node lease and takeover listener exist before
 	// the client id is registered here.
-	if _, _, err := s.buckets(ctx, c.tenant, true); err != nil {
-		s.log.Warn("session store unavailable", "tenant", c.tenant, "err", err)
+	if _, _, err := s.buckets(ctx, c.tenant(), true); err != nil {
+		s.log.Warn("session store unavailable", "tenant", c.tenant(), "err", err)
 		return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
 	}
 	if c.persistent {
@@ -921,7 +936,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		if err := c.checkSessions(ctx); errors.Is(err, router.ErrLimitExceeded) {
 			return c.refuse(v, rcQuotaExceeded, "tenant session limit reached", "quota_exceeded")
 		} else if err != nil {
-			s.log.Warn("session store unavailable", "tenant", c.tenant, "err", err)
+			s.log.Warn("session store unavailable", "tenant", c.tenant(), "err", err)
 			return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
 		}
 	}
@@ -945,7 +960,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 	rec, err := c.loadSession(ctx, pk.Connect.Clean)
 	if err != nil {
 		s.unregister(c)
-		s.log.Warn("session load failed", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+		s.log.Warn("session load failed", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
 		return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
 	}
 	if rec != nil {
@@ -966,7 +981,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 
 	ti.connected.Add(1)
 	accepted, c.counted = true, true
-	s.m.connections.WithLabelValues(c.tenant).Inc()
+	s.m.connections.WithLabelValues(c.tenant()).Inc()
 	s.m.connects.WithLabelValues("accepted").Inc()
 
 	ack := &packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connack}, SessionPresent: present}
@@ -982,7 +997,7 @@ func (c *conn) connect(pk *packets.Packet) bool {
 			ap.SessionExpiryInterval, ap.SessionExpiryIntervalFlag = c.sessExpiry, true
 		}
 		ap.ReceiveMaximum = s.cfg.ReceiveMaximum
-		ap.MaximumPacketSize = uint32(c.maxIn)
+		ap.MaximumPacketSize = c.maxIn
 		ap.TopicAliasMaximum = s.cfg.TopicAliasMaximum
 		ap.RetainAvailable, ap.RetainAvailableFlag = 1, true
 		ap.WildcardSubAvailable, ap.WildcardSubAvailableFlag = 1, true
@@ -1081,7 +1096,7 @@ func (c *conn) handle(pk *packets.Packet) error {
 func (c *conn) onDisconnect(pk *packets.Packet) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.discRC = int(pk.ReasonCode)
+	c.discRC = int16(pk.ReasonCode)
 	if c.version == 5 && pk.Properties.SessionExpiryIntervalFlag {
 		if c.sessExpiry == 0 && pk.Properties.SessionExpiryInterval > 0 {
 			c.discRC = -1

@@ -115,7 +115,7 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 	sub.topic, sub.share = topic, group
 	inSpace := address.IsWildcard(topic)
 	if !inSpace {
-		if p, err := c.s.r.Producer(ctx, c.tenant, topic); err == nil {
+		if p, err := c.s.r.Producer(ctx, c.tenant(), topic); err == nil {
 			inSpace = p.TopicSpace()
 		} else if errors.Is(err, router.ErrNotFound) && !shared {
 			return 0, reason(rcTopicFilterInvalid, err.Error(), err)
@@ -127,7 +127,7 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 		opts   router.ConsumeOptions
 		window int
 	}
-	stored := min(c.recvMax, maxStoredWindow)
+	stored := min(int(c.recvMax), maxStoredWindow)
 	var specs []spec
 	switch {
 	case shared:
@@ -184,7 +184,7 @@ func (c *conn) subscribe(ctx context.Context, sub *subscription) (byte, error) {
 			sp.opts.Dropped = ref.dropped
 		}
 		sp.opts.Gone = func() { c.addressGone(topic) } // conn.go
-		rc, err := c.s.r.Consume(ctx, c.tenant, topic, sp.opts, ref.deliver)
+		rc, err := c.s.r.Consume(ctx, c.tenant(), topic, sp.opts, ref.deliver)
 		if err != nil {
 			c.closeRefs(sub)
 			rc, text := publishReason(router.Outcome{}, err)
@@ -223,8 +223,8 @@ func (c *conn) deleteDurable(ctx context.Context, sub *subscription) {
 	if shared || err != nil {
 		return // shared groups outlive their members
 	}
-	if err := c.s.r.DeleteDurable(ctx, c.tenant, topic, c.durableName()); err != nil {
-		c.s.log.Warn("delete durable subscription", "tenant", c.tenant, "client_id", c.clientID, "filter", topic, "err", err)
+	if err := c.s.r.DeleteDurable(ctx, c.tenant(), topic, c.durableName()); err != nil {
+		c.s.log.Warn("delete durable subscription", "tenant", c.tenant(), "client_id", c.clientID, "filter", topic, "err", err)
 	}
 }
 
@@ -355,7 +355,7 @@ func (c *conn) onUnsubscribe(pk *packets.Packet) error {
 // sendRetained delivers the retained messages matching a new subscription
 // [MQTT-3.3.1-9].
 func (c *conn) sendRetained(ctx context.Context, sub *subscription) {
-	err := c.s.r.Retained(ctx, c.tenant, sub.topic, func(name string, m *message.Message) {
+	err := c.s.r.Retained(ctx, c.tenant(), sub.topic, func(name string, m *message.Message) {
 		if sub.NoLoc && origin(m) == c.clientID {
 			return
 		}
@@ -383,7 +383,7 @@ func (c *conn) sendRetained(ctx context.Context, sub *subscription) {
 		c.sendUnlock(op)
 	})
 	if err != nil {
-		c.s.log.Warn("retained messages unavailable", "tenant", c.tenant, "filter", sub.topic, "err", err)
+		c.s.log.Warn("retained messages unavailable", "tenant", c.tenant(), "filter", sub.topic, "err", err)
 	}
 }
 
@@ -521,7 +521,7 @@ func (c *conn) overflow(why string) {
 // than wait in c.pending: nothing waits before it, the client's receive
 // maximum allows it, and the write queue has room. c.mu held.
 func (c *conn) mayStartLocked() bool {
-	return len(c.pending) == 0 && len(c.inflight) < c.recvMax && c.writeRoomLocked() > 0
+	return len(c.pending) == 0 && len(c.inflight) < int(c.recvMax) && c.writeRoomLocked() > 0
 }
 
 // writeRoomLocked returns how many more bytes of QoS 1/2 publishes may
@@ -583,11 +583,11 @@ func (c *conn) sendUnlock(ops ...outPkt) {
 // startPendingLocked starts the pending messages that may go out now, in
 // order, appending their packets to out. c.mu held.
 func (c *conn) startPendingLocked(out []outPkt) []outPkt {
-	if len(c.pending) == 0 || len(c.inflight) >= c.recvMax {
+	if len(c.pending) == 0 || len(c.inflight) >= int(c.recvMax) {
 		return out
 	}
 	room := c.writeRoomLocked()
-	for len(c.pending) > 0 && len(c.inflight) < c.recvMax {
+	for len(c.pending) > 0 && len(c.inflight) < int(c.recvMax) {
 		if room <= 0 {
 			c.writeRoomLocked() // asks the writer to call again
 			break
@@ -721,7 +721,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 		// codec's Packet and property tables were ~13 % of the QoS 0
 		// delivery path's CPU (docs/benchmarks.md).
 		if b, ok := appendPublish(nil, c.version, om.qos, om.retain, om.dup && om.qos > 0, om.topic, id, om.m.Body); ok {
-			if c.maxOut > 0 && len(b) > c.maxOut {
+			if c.maxOut > 0 && len(b) > int(c.maxOut) {
 				if om.sub != nil {
 					c.ti.mDropLarge.Inc()
 				}
@@ -738,7 +738,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 		TopicName:       om.topic,
 		PacketID:        id,
 		ProtocolVersion: c.version,
-		Mods:            packets.Mods{AllowResponseInfo: true, MaxSize: uint32(c.maxOut)},
+		Mods:            packets.Mods{AllowResponseInfo: true, MaxSize: c.maxOut},
 	}
 	v5 := c.version == 5
 	fillPublish(pk, om.m, v5, clock.Now()) // the expiry interval left
@@ -763,7 +763,7 @@ func (c *conn) encodePublish(om *outMsg, id uint16) []byte {
 		}
 	}
 	b, err := encodePacket(pk)
-	if err != nil || (c.maxOut > 0 && len(b) > c.maxOut) {
+	if err != nil || (c.maxOut > 0 && len(b) > int(c.maxOut)) {
 		if om.sub != nil {
 			c.ti.mDropLarge.Inc()
 		}

@@ -264,7 +264,7 @@ func (c *conn) parse(done *int) error {
 		}
 		fh.Remaining = rem
 		total := 1 + hl + rem
-		if max := c.maxIn; max > 0 && total > max {
+		if max := int(c.maxIn); max > 0 && total > max {
 			return errTooLarge
 		}
 		switch {
@@ -303,7 +303,7 @@ func (c *conn) dispatch(fh packets.FixedHeader, body []byte) error {
 // kaMillis is the read deadline's distance in milliseconds: 1.5 × the
 // keep-alive [MQTT-3.1.2-24]; 0 none. Derived, not stored: keepAlive is
 // set by CONNECT and read-only afterwards.
-func (c *conn) kaMillis() int64 { return c.keepAlive.Milliseconds() * 3 / 2 }
+func (c *conn) kaMillis() int64 { return c.keepAlive().Milliseconds() * 3 / 2 }
 
 // teardown ends an event-driven connection; run by the worker that holds
 // it, never concurrently with readable.

@@ -164,7 +164,7 @@ func (c *conn) deviceError(de deviceErr, status int, text string) bool {
 	if ef == nil || gone {
 		return false
 	}
-	topic, ok := ef.ErrorTopic(c.tenant, c.principal.Device, de.device, de.kind, de.corr, status)
+	topic, ok := ef.ErrorTopic(c.tenant(), c.principal.Device, de.device, de.kind, de.corr, status)
 	if ok && hono.IsUnauthenticated(c.principal) && de.tenant != ef.Tenant {
 		ok = false // about another tenant's device
 	}
@@ -224,8 +224,8 @@ func (c *conn) subscribeDevice(ctx context.Context, sub *subscription) (byte, er
 			if err := h.CheckUnauthenticated(ctx, c.principal, auth.AdapterMQTT, ef.Tenant, ef.Device); err != nil {
 				return 0, honoReason(err, rcTopicFilterInvalid)
 			}
-		} else if (ef.Tenant != "" && ef.Tenant != "+" && ef.Tenant != c.tenant) ||
-			(ef.Device != "" && ef.Device != "+" && ef.Device != c.principal.Device && h.AuthorizeGateway(ctx, c.tenant, c.principal.Device, ef.Device) != nil) {
+		} else if (ef.Tenant != "" && ef.Tenant != "+" && ef.Tenant != c.tenant()) ||
+			(ef.Device != "" && ef.Device != "+" && ef.Device != c.principal.Device && h.AuthorizeGateway(ctx, c.tenant(), c.principal.Device, ef.Device) != nil) {
 			return 0, reason(rcNotAuthorized, "not authorized", nil)
 		}
 		sub.topic, sub.errf, sub.QoS = sub.Filter, &ef, 0

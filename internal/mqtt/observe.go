@@ -27,7 +27,7 @@ func (c *conn) Info() conns.Info {
 	if c.version == 5 {
 		proto = conns.MQTT5
 	}
-	in := conns.Info{Tenant: c.tenant, Protocol: proto, ClientID: c.clientID, Remote: c.remote(), TLS: c.isTLS}
+	in := conns.Info{Tenant: c.tenant(), Protocol: proto, ClientID: c.clientID, Remote: c.remote(), TLS: c.isTLS}
 	if p := c.principal; p != nil {
 		in.User, in.Device = p.User, p.Device
 	}

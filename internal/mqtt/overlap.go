@@ -146,7 +146,7 @@ func (ref *consumerRef) dropped(reason string) {
 	case "closed":
 		label = "session_ended"
 	}
-	c.s.m.dropped.WithLabelValues(c.tenant, label).Inc()
+	c.s.m.dropped.WithLabelValues(c.tenant(), label).Inc()
 	if reason == "queue_full" {
 		c.overflow(reason)
 	}

@@ -187,12 +187,12 @@ func (c *conn) writeSession() {
 	b, _ := json.Marshal(rec)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	sessions, _, err := c.s.buckets(ctx, c.tenant, true)
+	sessions, _, err := c.s.buckets(ctx, c.tenant(), true)
 	if err == nil {
 		_, err = sessions.Put(ctx, c.clientID, b)
 	}
 	if err != nil {
-		c.s.log.Warn("session not saved", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+		c.s.log.Warn("session not saved", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
 	}
 }
 
@@ -465,12 +465,12 @@ func (c *conn) attach(_ context.Context, subs []*subscription) {
 		cancel()
 		if err != nil && busy {
 			c.s.log.Warn("cannot restore subscription now; closing the connection so that the next one restores it",
-				"tenant", c.tenant, "client_id", c.clientID, "filter", sub.Filter, "err", err)
+				"tenant", c.tenant(), "client_id", c.clientID, "filter", sub.Filter, "err", err)
 			c.kick(rcServerBusy, "session not restored: server busy")
 			return
 		}
 		if err != nil {
-			c.s.log.Warn("cannot restore subscription", "tenant", c.tenant, "client_id", c.clientID, "filter", sub.Filter, "err", err)
+			c.s.log.Warn("cannot restore subscription", "tenant", c.tenant(), "client_id", c.clientID, "filter", sub.Filter, "err", err)
 			c.mu.Lock()
 			if c.subs[sub.Filter] == sub {
 				delete(c.subs, sub.Filter)
@@ -650,8 +650,8 @@ func (s *Server) onTakeover(ten string, data []byte) {
 // announce tells the other nodes that this client id connected here.
 func (c *conn) announce(ctx context.Context) {
 	b, _ := json.Marshal(takeoverNote{ClientID: c.clientID, Node: c.s.node})
-	if err := c.s.r.Signal(ctx, c.tenant, takeoverTopic, b); err != nil {
-		c.s.log.Warn("takeover not signalled", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+	if err := c.s.r.Signal(ctx, c.tenant(), takeoverTopic, b); err != nil {
+		c.s.log.Warn("takeover not signalled", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
 	}
 }
 

@@ -203,7 +203,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 			}
 		}
 		if qos != 2 || !c.qos2PendingLocked(id) { // a resent id with a token is counted (qos2in.go)
-			if c.inFlightIn >= int(c.s.cfg.ReceiveMaximum) {
+			if int(c.inFlightIn) >= int(c.s.cfg.ReceiveMaximum) {
 				c.mu.Unlock()
 				return reason(rcReceiveMaxExceeded, "receive maximum exceeded", nil) // [MQTT-3.3.4-9]
 			}
@@ -289,7 +289,7 @@ func (c *conn) onPublish(pk *packets.Packet) error {
 	if pk.FixedHeader.Retain && !device {
 		// [MQTT-3.3.1-5..7]: store (or clear, with an empty payload).
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.s.r.Retain(ctx, c.tenant, topic, m)
+		err := c.s.r.Retain(ctx, c.tenant(), topic, m)
 		cancel()
 		if err != nil {
 			rc, text := publishReason(router.Outcome{}, err)
@@ -424,7 +424,7 @@ func (c *conn) producer(name string) (*router.Producer, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := c.s.r.Producer(ctx, c.tenant, name)
+	p, err := c.s.r.Producer(ctx, c.tenant(), name)
 	if err != nil {
 		return nil, err
 	}

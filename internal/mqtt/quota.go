@@ -16,7 +16,7 @@ import (
 // sessions connecting at the same time may pass the limit by their
 // number. An expired session counts until the sweeper removes it.
 func (c *conn) checkSessions(ctx context.Context) error {
-	t, ok := c.s.cfg.Store.Tenant(c.tenant)
+	t, ok := c.s.cfg.Store.Tenant(c.tenant())
 	if !ok {
 		return nil
 	}
@@ -24,7 +24,7 @@ func (c *conn) checkSessions(ctx context.Context) error {
 	if limit <= 0 {
 		return nil
 	}
-	sessions, _, err := c.s.buckets(ctx, c.tenant, true)
+	sessions, _, err := c.s.buckets(ctx, c.tenant(), true)
 	if err != nil {
 		return err
 	}
@@ -40,5 +40,5 @@ func (c *conn) checkSessions(ctx context.Context) error {
 	if len(keys) < limit {
 		return nil
 	}
-	return c.s.r.QuotaError(c.tenant, quota.Sessions, int64(limit))
+	return c.s.r.QuotaError(c.tenant(), quota.Sessions, int64(limit))
 }

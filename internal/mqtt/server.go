@@ -231,7 +231,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{} // guarded by mu
-	conns     map[*conn]struct{}        // guarded by mu
+	conns     map[*conn]struct{}        // connections not (yet) watched by a poller (poll_linux.go watch); guarded by mu
 	clients   map[string]*conn          // tenant\x00client id → connection; guarded by mu
 	tenants   map[string]*tenantInfo    // guarded by mu
 	closing   bool                      // guarded by mu
@@ -490,6 +490,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		conns = append(conns, c)
 	}
 	s.mu.Unlock()
+	// After s.conns: a connection the poller takes meanwhile is in its
+	// map by then (watch).
+	conns = s.polledConns(conns)
 	for _, c := range conns {
 		c.kick(rcServerShuttingDown, "server shutting down")
 	}
@@ -524,10 +527,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		s.mu.Lock()
+		conns := make([]*conn, 0, len(s.conns))
 		for c := range s.conns {
-			c.closeNet()
+			conns = append(conns, c)
 		}
 		s.mu.Unlock()
+		for _, c := range s.polledConns(conns) {
+			c.closeNet()
+		}
 		return ctx.Err()
 	}
 }

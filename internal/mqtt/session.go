@@ -113,7 +113,7 @@ const takeoverWait = 5 * time.Second
 // has saved it.
 func (c *conn) loadSession(ctx context.Context, clean bool) (*sessionRecord, error) {
 	s := c.s
-	sessions, wills, err := s.buckets(ctx, c.tenant, true)
+	sessions, wills, err := s.buckets(ctx, c.tenant(), true)
 	if err != nil {
 		return nil, err
 	}
@@ -129,14 +129,14 @@ func (c *conn) loadSession(ctx context.Context, clean bool) (*sessionRecord, err
 		}
 		rec = sessionRecord{}
 		if err := json.Unmarshal(b, &rec); err != nil {
-			s.log.Warn("discarding unreadable session", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+			s.log.Warn("discarding unreadable session", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
 			clean = true
 			break
 		}
 		if rec.Node == "" || rec.Node == s.node || !rec.Disconnected.IsZero() || time.Now().After(deadline) {
 			break
 		}
-		_, _, nodes := s.stateOf(c.tenant)
+		_, _, nodes := s.stateOf(c.tenant())
 		if !s.alive(s.liveNodes(ctx, nodes), rec.Node, clock.Now()) {
 			break
 		}
@@ -158,7 +158,7 @@ func (c *conn) loadSession(ctx context.Context, clean bool) (*sessionRecord, err
 		disc = clock.Now() // its node died; the session ends now at the latest
 	}
 	if clean || (!disc.IsZero() && clock.Since(disc) > time.Duration(rec.Expiry)*time.Second) {
-		s.dropSession(ctx, c.tenant, c.clientID, &rec, sessions, 0)
+		s.dropSession(ctx, c.tenant(), c.clientID, &rec, sessions, 0)
 		return nil, nil
 	}
 	return &rec, nil
@@ -184,13 +184,13 @@ func (c *conn) armWill(ctx context.Context) {
 	w.Delay = min(w.Delay, c.sessExpiry)
 	w.Node = c.s.node
 	b, _ := json.Marshal(&w)
-	_, wills, err := c.s.buckets(ctx, c.tenant, true)
+	_, wills, err := c.s.buckets(ctx, c.tenant(), true)
 	var rev uint64
 	if err == nil {
 		rev, err = wills.Put(ctx, c.clientID, b)
 	}
 	if err != nil {
-		c.s.log.Warn("will not stored", "tenant", c.tenant, "client_id", c.clientID, "err", err)
+		c.s.log.Warn("will not stored", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
 		return
 	}
 	c.mu.Lock()
@@ -224,7 +224,7 @@ func (c *conn) cleanup() {
 	c.gone = true
 	subs := c.subs
 	kicked := c.kicked
-	disc := c.discRC
+	disc := int(c.discRC)
 	w := c.will
 	var willRev uint64
 	if w != nil {
@@ -246,9 +246,9 @@ func (c *conn) cleanup() {
 	c.ti.connected.Add(-1)
 	if c.counted {
 		c.counted = false
-		c.s.r.ReleaseConn(c.tenant)
+		c.s.r.ReleaseConn(c.tenant())
 	}
-	s.m.connections.WithLabelValues(c.tenant).Dec()
+	s.m.connections.WithLabelValues(c.tenant()).Dec()
 	if s.halted.Load() {
 		return // test hook: the process died, nothing is written
 	}
@@ -266,22 +266,22 @@ func (c *conn) cleanup() {
 		c.extraLocked().dropped = true
 		c.mu.Unlock()
 		c.persistSync(false) // writes in flight end first
-		if sessions, _, err := s.buckets(ctx, c.tenant, true); err == nil {
+		if sessions, _, err := s.buckets(ctx, c.tenant(), true); err == nil {
 			rec := &sessionRecord{}
 			for _, sub := range subs {
 				rec.Subs = append(rec.Subs, sub)
 			}
-			s.dropSession(ctx, c.tenant, c.clientID, rec, sessions, 0)
+			s.dropSession(ctx, c.tenant(), c.clientID, rec, sessions, 0)
 		}
 	}
 	// Will [MQTT-3.1.2-8..10], [MQTT-3.14.4-3].
 	if w == nil {
 		return
 	}
-	_, wills, err := s.buckets(ctx, c.tenant, true)
+	_, wills, err := s.buckets(ctx, c.tenant(), true)
 	if err != nil {
 		if disc != 0x00 {
-			s.publishWill(ctx, c.tenant, w)
+			s.publishWill(ctx, c.tenant(), w)
 		}
 		return
 	}
@@ -303,7 +303,7 @@ func (c *conn) cleanup() {
 		return // the new connection cancels a delayed will (and deletes it)
 	}
 	if delay == 0 {
-		s.publishWill(ctx, c.tenant, w)
+		s.publishWill(ctx, c.tenant(), w)
 		disarm()
 		return
 	}
@@ -320,8 +320,8 @@ func (c *conn) cleanup() {
 		_, err = wills.Put(ctx, c.clientID, b)
 	}
 	if err != nil {
-		s.log.Warn("delayed will not stored; publishing now", "tenant", c.tenant, "client_id", c.clientID, "err", err)
-		s.publishWill(ctx, c.tenant, w)
+		s.log.Warn("delayed will not stored; publishing now", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
+		s.publishWill(ctx, c.tenant(), w)
 	}
 }
 
