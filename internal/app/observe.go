@@ -190,6 +190,12 @@ func (o *observer) sample(now time.Time) {
 	}
 	o.conns.Each(func(e *conns.Entry) {
 		in, out, _, _ := e.Counters()
-		rd.Counters(history.ConnectionSeries(e.ID()), in, out)
+		if in == 0 && out == 0 {
+			// Never had traffic: no series (Counters creates none), and
+			// no key to build — 15k idle connections made ~1 MB of
+			// garbage a round with their ids and keys.
+			return
+		}
+		rd.Counters(history.ConnectionSeries(o.conns.ID(e)), in, out)
 	})
 }
