@@ -22,7 +22,7 @@ import (
 // not silent yet: the finder uses the tenant's.
 func testSilentDevices(t *testing.T, e *env) {
 	e.api("POST", "/v1/tenants/iot", map[string]any{}, 201)
-	for _, d := range []string{"s-quiet", "s-steady", "s-once"} {
+	for _, d := range []string{"s-quiet", "s-steady", "s-once", "s-http"} {
 		e.api("POST", "/v1/devices/iot/"+d, map[string]any{}, 201)
 		e.api("PUT", "/v1/credentials/iot/"+d, []any{map[string]any{"type": "hashed-password", "auth-id": d,
 			"secrets": []any{map[string]any{"pwd-plain": "pw-" + d}}}}, 204)
@@ -88,6 +88,19 @@ func testSilentDevices(t *testing.T, e *env) {
 	_ = once.Disconnect(&paho.Disconnect{})
 	every(steady, 200*time.Millisecond, 0)
 	every(quiet, 200*time.Millisecond, 5)
+	// An HTTP device's one request with hono-ttd 1: it waits a second for
+	// a command; silent once that (and the minimum silence) passed,
+	// without an interval of its own.
+	req, _ := http.NewRequest("POST", "http://"+e.HTTPAddr+"/telemetry", bytes.NewBufferString("21.5"))
+	req.SetBasicAuth("s-http@iot", "pw-s-http")
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("hono-ttd", "1")
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		t.Logf("HTTP telemetry with hono-ttd: %s", resp.Status)
+	}
 
 	find := func(th string) map[string]metrics.Finding {
 		var rep metrics.Report
@@ -104,17 +117,20 @@ func testSilentDevices(t *testing.T, e *env) {
 	}
 	var silent map[string]metrics.Finding
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		if silent = find(""); silent["s-quiet"].Device != "" {
+		if silent = find(""); silent["s-quiet"].Device != "" && silent["s-http"].Device != "" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("s-quiet not found silent within 60 s: %v", silent)
+			t.Fatalf("s-quiet and s-http not both found silent within 60 s: %v", silent)
 		}
 	}
 	f := silent["s-quiet"]
 	t.Logf("%s: %s %v", f.Kind, f.Summary, f.Evidence)
 	if n, _ := f.Evidence["sightings"].(float64); n < 3 || f.Tenant != "iot" || f.Evidence["reason"] != "interval" {
 		t.Errorf("s-quiet's finding: %+v", f)
+	}
+	if h := silent["s-http"]; h.Evidence["reason"] != "ttd" || h.Evidence["ttdSeconds"] != float64(1) {
+		t.Errorf("s-http's finding: %+v", h)
 	}
 	for _, d := range []string{"s-steady", "s-once"} {
 		if _, ok := silent[d]; ok {
