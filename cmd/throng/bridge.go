@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -59,7 +60,7 @@ func mappingText(m bridge.Mapping) string {
 func bridgeRate(f float64) string { return fmt.Sprintf("%.1f/s", f) }
 
 var bridgeCmds = map[string]command{
-	"create": {"bridge create NAME --url mqtt://HOST:PORT --map FILTER[,LOCAL_PREFIX[,REMOTE_PREFIX]]... [--tenant T] [--direction out|in|both] [--username U --remote-password P] [--ca FILE] [--client-cert FILE --client-key FILE] [--sni NAME] [--qos 0|1] [--buffer-limit N] [--overflow keep|drop-oldest] [--kind mqtt|amqp|kafka] [--topic KAFKA_TOPIC [--key device|address|property:NAME|none]]", "",
+	"create": {"bridge create NAME --url mqtt://HOST:PORT --map FILTER[,LOCAL_PREFIX[,REMOTE_PREFIX]]... [--tenant T] [--direction out|in|both] [--username U --remote-password P] [--ca FILE] [--client-cert FILE --client-key FILE] [--sni NAME] [--qos 0|1] [--window N] [--buffer-limit N] [--overflow keep|drop-oldest] [--kind mqtt|amqp|kafka] [--topic KAFKA_TOPIC [--key device|address|property:NAME|none]]", "",
 		func(c *cli, fs *flag.FlagSet, cl *client) func(context.Context, []string) error {
 			ten := tenantFlag(fs)
 			kind := fs.String("kind", bridge.KindMQTT, "kind of bridge: mqtt, amqp or kafka")
@@ -77,6 +78,7 @@ var bridgeCmds = map[string]command{
 			var maps multiFlag
 			fs.Var(&maps, "map", "topics to bridge: FILTER[,LOCAL_PREFIX[,REMOTE_PREFIX]] (repeatable)")
 			qos := fs.Int("qos", 1, "QoS of the remote publishes and subscriptions (0 or 1)")
+			window := fs.Int("window", 0, "mqtt, amqp out: messages in flight to the remote per mapping, 1 to 256 (0: 64)")
 			limit := fs.Int("buffer-limit", 0, "messages waiting for the remote before --overflow applies (0: 100000)")
 			overflow := fs.String("overflow", "", "keep (default) or drop-oldest")
 			disabled := fs.Bool("disabled", false, "store it without running it")
@@ -86,7 +88,7 @@ var bridgeCmds = map[string]command{
 					return err
 				}
 				b := bridge.Bridge{
-					Name: name, Kind: *kind, Direction: *dir, QoS: qos, BufferLimit: *limit, Overflow: *overflow, Disabled: *disabled,
+					Name: name, Kind: *kind, Direction: *dir, QoS: qos, Window: *window, BufferLimit: *limit, Overflow: *overflow, Disabled: *disabled,
 					Remote: bridge.Remote{URL: *u, Username: *user, Password: *pass, ClientID: *cid, SNI: *sni},
 				}
 				for _, m := range maps {
@@ -158,7 +160,7 @@ var bridgeCmds = map[string]command{
 					{"name", b.Name}, {"kind", b.Kind}, {"direction", b.Direction}, {"remote", b.Remote.URL},
 					{"username", orDash(b.Remote.Username)}, {"client id", orDash(b.Remote.ClientID)},
 					{"mappings", strings.Join(maps, ", ")}, {"qos", fmt.Sprint(qos)},
-					{"buffer limit", fmt.Sprint(b.BufferLimit)}, {"overflow", orDash(b.Overflow)},
+					{"window", fmt.Sprint(cmp.Or(b.Window, bridge.DefaultWindow))}, {"buffer limit", fmt.Sprint(b.BufferLimit)}, {"overflow", orDash(b.Overflow)},
 					{"state", st.State}, {"connected since", ago(st.ConnectedSince)},
 					{"out", fmt.Sprintf("%d (%s)", st.Out, bridgeRate(st.OutRate))}, {"in", fmt.Sprintf("%d (%s)", st.In, bridgeRate(st.InRate))},
 					{"lag", fmt.Sprint(st.Lag)}, {"dropped", fmt.Sprint(st.Dropped)}, {"retried", fmt.Sprint(st.Retried)},

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -14,7 +15,7 @@ func TestCLIBridges(t *testing.T) {
 	env := platformEnv(p)
 
 	r := mustCLI(t, env, 0, "bridge", "create", "cloud", "--url", "mqtt://127.0.0.1:1", "--direction", "both",
-		"--map", "sensors/#", "--map", "cmd/#,,site1/", "--username", "u", "--remote-password", "secret", "--overflow", "drop-oldest")
+		"--map", "sensors/#", "--map", "cmd/#,,site1/", "--username", "u", "--remote-password", "secret", "--overflow", "drop-oldest", "--window", "16")
 	if !strings.Contains(r.stdout, "bridge cloud created") {
 		t.Fatalf("stdout: %s", r.stdout)
 	}
@@ -28,6 +29,9 @@ func TestCLIBridges(t *testing.T) {
 			t.Fatalf("get lacks %q:\n%s", want, get)
 		}
 	}
+	if !regexp.MustCompile(`(?m)^window\s+16\s*$`).MatchString(get) {
+		t.Fatalf("get lacks window 16:\n%s", get)
+	}
 	if j := mustCLI(t, env, 0, "bridge", "get", "cloud", "-o", "json").stdout; strings.Contains(j, "secret") || !strings.Contains(j, "********") {
 		t.Fatalf("json shows the password or no mask:\n%s", j)
 	}
@@ -35,6 +39,9 @@ func TestCLIBridges(t *testing.T) {
 		t.Fatalf("stderr: %s", r.stderr)
 	}
 	if r := mustCLI(t, env, 1, "bridge", "create", "bad", "--url", "ftp://x", "--map", "x"); !strings.Contains(r.stderr, "scheme") {
+		t.Fatalf("stderr: %s", r.stderr)
+	}
+	if r := mustCLI(t, env, 1, "bridge", "create", "wide", "--url", "mqtt://127.0.0.1:1", "--map", "x", "--window", "300"); !strings.Contains(r.stderr, "window") {
 		t.Fatalf("stderr: %s", r.stderr)
 	}
 	// Kafka: --topic and --key go to every --map.
