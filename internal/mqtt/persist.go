@@ -443,16 +443,42 @@ const restoreTimeout = 15 * time.Second
 
 var testRestoreTimeout atomic.Int64
 
+// testRestoreErr, when set, is what attaching a resumed session's
+// subscriptions fails with (tests: an engine error of a cluster without
+// a leader, a withdrawn permission).
+var testRestoreErr atomic.Pointer[error]
+
+// restoreGone reports whether a subscription that failed to attach can
+// never be attached again: its filter is invalid or names an address that
+// is gone, the client may not subscribe to it any more, or the tenant's
+// quota refuses it. Anything else — the engine without a leader (503), no
+// responders, a timeout, the router closing — is for now: the session
+// keeps the subscription.
+func restoreGone(err error) bool {
+	var re *ReasonError
+	if !errors.As(err, &re) {
+		return false
+	}
+	switch re.Code {
+	case rcTopicFilterInvalid, rcNotAuthorized, rcProtocolError, rcQuotaExceeded:
+		return true
+	}
+	return false
+}
+
 // attach re-attaches a resumed session's subscriptions, each with its own
 // time (the connect's may be spent on a busy node). One that can never be
-// attached again (its address is gone, the permission withdrawn) is
-// dropped from the session. One that fails for now — its time ran out on
-// a node busy with a reconnect storm, the engine not available — stays in
-// the session, and the connection is closed (0x89 server busy), so that
-// the client's next connection restores it: a session is resumed whole.
-// It used to be dropped as well, and a client told that its session was
-// present never subscribed again (issue 11: after a storm the soak's two
-// MQTT 3.1.1 persistent sessions received nothing more).
+// attached again (restoreGone: its address is gone, the permission
+// withdrawn) is dropped from the session. One that fails for now — its
+// time ran out on a node busy with a reconnect storm, the engine not
+// available — stays in the session, and the connection is closed (0x89
+// server busy), so that the client's next connection restores it: a
+// session is resumed whole. It used to be dropped as well, and a client
+// told that its session was present never subscribed again (issue 11:
+// after a storm the soak's two MQTT 3.1.1 persistent sessions received
+// nothing more; on a cluster, a 503 of a stream without a leader dropped
+// a QoS 2 session's subscription for good — 1,906 acknowledged messages
+// never delivered in the 25-minute cluster soak).
 func (c *conn) attach(_ context.Context, subs []*subscription) {
 	for _, sub := range subs {
 		d := restoreTimeout
@@ -460,8 +486,13 @@ func (c *conn) attach(_ context.Context, subs []*subscription) {
 			d = time.Duration(t)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), d)
-		_, err := c.subscribe(ctx, sub)
-		busy := ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, router.ErrClosed)
+		var err error
+		if e := testRestoreErr.Load(); e != nil {
+			err = *e
+		} else {
+			_, err = c.subscribe(ctx, sub)
+		}
+		busy := ctx.Err() != nil || !restoreGone(err)
 		cancel()
 		if err != nil && busy {
 			c.s.log.Warn("cannot restore subscription now; closing the connection so that the next one restores it",

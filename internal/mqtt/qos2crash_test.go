@@ -199,3 +199,51 @@ func TestRestoreFailureKeepsSubscription(t *testing.T) {
 	}
 	r.ack(packets.Puback, m.PacketID)
 }
+
+// TestRestoreEngineErrorKeepsSubscription (issue 11, found by the cluster
+// soak): a subscription whose attach fails with an engine error — a
+// stream without a leader answers 503 — stays in the session like a
+// timeout; only a permanent refusal (the permission withdrawn) drops it.
+// The 503 used to drop it: the session was resumed without it and its
+// acknowledged messages were never delivered.
+func TestRestoreEngineErrorKeepsSubscription(t *testing.T) {
+	e := startEnv(t, t.TempDir(), nil)
+	r := connect311(t, e, "re")
+	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "re/#", Qos: 1}}})
+	r.expect(packets.Suback, 1)
+	r.nc.Close()
+	eventually(t, "offline", func() bool { return !e.online("re") })
+	p := mustV5(t, e, "pub", true, 0)
+	pub(t, p, "re/1", 1, "kept")
+
+	inject := func(err error) {
+		testRestoreErr.Store(&err)
+		t.Cleanup(func() { testRestoreErr.Store(nil) })
+	}
+	engineErr := reason(rcUnspecified, "nats: API error: code=503 err_code=10008 description=JetStream system temporarily unavailable", nil)
+	inject(engineErr)
+	r = connect311(t, e, "re")
+	if !r.closed() {
+		t.Fatal("the connection stays open without its subscription after an engine error")
+	}
+	eventually(t, "offline", func() bool { return !e.online("re") })
+
+	testRestoreErr.Store(nil)
+	r = connect311(t, e, "re")
+	m := r.expect(packets.Publish, 0)
+	if string(m.Payload) != "kept" {
+		t.Fatalf("got %q, want %q", m.Payload, "kept")
+	}
+	r.ack(packets.Puback, m.PacketID)
+	r.nc.Close()
+	eventually(t, "offline", func() bool { return !e.online("re") })
+
+	// A permanent refusal drops the subscription; the session goes on
+	// without it.
+	inject(reason(rcNotAuthorized, "not authorized", nil))
+	r = connect311(t, e, "re")
+	if r.closed() {
+		t.Fatal("a withdrawn permission closed the connection instead of dropping the subscription")
+	}
+	testRestoreErr.Store(nil)
+}
