@@ -3,10 +3,12 @@ package router
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/throngmq/throng/internal/address"
@@ -17,6 +19,14 @@ import (
 // arbitrary strings (encoded for the engine); values are opaque.
 type State struct {
 	kv jetstream.KeyValue
+	// In a cluster (replicas > 1) reads go to the bucket's stream leader
+	// (getLeader): a direct get, which kv.Get uses, may be answered by a
+	// replica that has not applied the latest write yet, and a node
+	// resuming an MQTT session another node just wrote must see that
+	// write (its QoS 2 packet ids, the cluster soak's duplicates).
+	js     jetstream.JetStream
+	bucket string
+	leader bool
 }
 
 // ErrNoState is returned by Get for a missing key and by StateBucket for a
@@ -52,7 +62,7 @@ func (r *Router) StateBucket(ctx context.Context, tenantName, name string, creat
 	if err != nil {
 		return nil, fmt.Errorf("router: state bucket %s: %w", name, err)
 	}
-	return &State{kv: kv}, nil
+	return &State{kv: kv, js: ts.js, bucket: bucket, leader: ts.replicas > 1}, nil
 }
 
 func stateKey(k string) string { return "k" + base64.RawURLEncoding.EncodeToString([]byte(k)) }
@@ -64,6 +74,9 @@ func (s *State) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	// (its peers and routes not yet aware) never answers: an MQTT
 	// CONNECT's session lookup waited its whole 15 s and failed while a
 	// node was SIGSTOPped (TestStopUnderLoad, issue 16).
+	if s.leader {
+		return s.getLeader(ctx, key)
+	}
 	e, err := retryAPI(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.kv.Get(ctx, stateKey(key)) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, ErrNoState
@@ -72,6 +85,55 @@ func (s *State) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 		return nil, 0, err
 	}
 	return e.Value(), e.Revision(), nil
+}
+
+// getLeader is Get answered by the bucket's stream leader: the engine's
+// STREAM.MSG.GET request (what a KV get is without direct gets).
+func (s *State) getLeader(ctx context.Context, key string) ([]byte, uint64, error) {
+	req, err := json.Marshal(struct {
+		LastFor string `json:"last_by_subj"`
+	}{"$KV." + s.bucket + "." + stateKey(key)})
+	if err != nil {
+		return nil, 0, err
+	}
+	subj := jetstream.DefaultAPIPrefix + "STREAM.MSG.GET.KV_" + s.bucket
+	m, err := retryAPI(ctx, func(ctx context.Context) (*nats.Msg, error) { return s.js.Conn().RequestWithContext(ctx, subj, req) })
+	if err != nil {
+		return nil, 0, fmt.Errorf("router: state %s: %w", s.bucket, err)
+	}
+	var resp struct {
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+	}
+	if err := json.Unmarshal(m.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("router: state %s: %w", s.bucket, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.Code == 404 {
+			return nil, 0, ErrNoState // no message for the key
+		}
+		return nil, 0, fmt.Errorf("router: state %s: code=%d err_code=%d %s", s.bucket, resp.Error.Code, resp.Error.ErrCode, resp.Error.Description)
+	}
+	if resp.Message == nil {
+		return nil, 0, fmt.Errorf("router: state %s: empty answer", s.bucket)
+	}
+	if len(resp.Message.Hdrs) > 0 {
+		// A deleted or purged key is a marker with KV-Operation.
+		if h, err := nats.DecodeHeadersMsg(resp.Message.Hdrs); err == nil {
+			if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				return nil, 0, ErrNoState
+			}
+		}
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
 }
 
 // Put stores a value and returns its revision.
