@@ -161,7 +161,7 @@ var bridgeCmds = map[string]command{
 					{"username", orDash(b.Remote.Username)}, {"client id", orDash(b.Remote.ClientID)},
 					{"mappings", strings.Join(maps, ", ")}, {"qos", fmt.Sprint(qos)},
 					{"window", fmt.Sprint(cmp.Or(b.Window, bridge.DefaultWindow))}, {"buffer limit", fmt.Sprint(b.BufferLimit)}, {"overflow", orDash(b.Overflow)},
-					{"state", st.State}, {"connected since", ago(st.ConnectedSince)},
+					{"state", st.State}, {"owner", orDash(st.Owner)}, {"connected since", ago(st.ConnectedSince)},
 					{"out", fmt.Sprintf("%d (%s)", st.Out, bridgeRate(st.OutRate))}, {"in", fmt.Sprintf("%d (%s)", st.In, bridgeRate(st.InRate))},
 					{"lag", fmt.Sprint(st.Lag)}, {"dropped", fmt.Sprint(st.Dropped)}, {"retried", fmt.Sprint(st.Retried)},
 					{"reconnects", fmt.Sprint(st.Reconnects)},

@@ -23,24 +23,24 @@ type Router interface {
 	DeleteDurable(ctx context.Context, tenantName, name, durable string) error
 }
 
-// Manager runs the stored bridges of every tenant on this node and
-// follows their definitions (created, changed, deleted on any node).
-//
-// Limit: every node runs every bridge. In a cluster the nodes' "out"
-// runners share the durable subscription (each message goes out once,
-// through one of them) but all hold a connection to the remote with the
-// same client id and take its session over from each other; run bridges
-// on one node until a bridge is given an owner.
+// Manager runs the stored bridges of every tenant that this node owns
+// (owner.go: one node per bridge, a lease in KV) and follows their
+// definitions (created, changed, deleted on any node).
 type Manager struct {
 	store *Store
 	r     Router
 	log   *slog.Logger
 	m     *metrics
 
+	node   string     // this node's name: the value of its leases
 	syncMu sync.Mutex // held by sync: one start or stop at a time
+	// claimMu: one claim at a time (owner.go).
+	claimMu sync.Mutex
+	stop    chan struct{} // ends keepLeases
 
 	mu      sync.Mutex
 	running map[string]*runner // tenant + "\x00" + name
+	leases  map[string]*lease  // key(tenant, name)
 	closed  bool
 }
 
@@ -49,17 +49,31 @@ func NewManager(store *Store, r Router, log *slog.Logger, reg prometheus.Registe
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{store: store, r: r, log: log.With("component", "bridge"), m: newMetrics(reg), running: map[string]*runner{}}
+	return &Manager{store: store, r: r, log: log.With("component", "bridge"), m: newMetrics(reg),
+		node: store.node, running: map[string]*runner{}, leases: map[string]*lease{}, stop: make(chan struct{})}
 }
 
-// Start runs every stored bridge and follows changes.
+// Start runs every stored bridge this node can own and follows changes.
+// A lease that is free or already this node's is taken at once: a single
+// node starts its bridges without delay.
 func (mg *Manager) Start() {
-	mg.store.OnChange(func(ten, name string) { go mg.sync(ten, name) })
+	mg.store.OnChange(func(ten, name string) {
+		go func() {
+			if def, ok := mg.store.Get(ten, name); ok && !def.Disabled {
+				mg.claim(ten, name)
+			}
+			mg.sync(ten, name)
+		}()
+	})
 	for ten, bs := range mg.store.All() {
 		for _, b := range bs {
+			if !b.Disabled {
+				mg.claim(ten, b.Name)
+			}
 			mg.sync(ten, b.Name)
 		}
 	}
+	go mg.keepLeases(mg.stop)
 }
 
 // sync starts, restarts or stops the bridge's runner to match its stored
@@ -75,19 +89,31 @@ func (mg *Manager) sync(ten, name string) {
 		return
 	}
 	old := mg.running[k]
-	if old != nil && ok && sameDef(old.def, def) {
+	lk := key(ten, name)
+	owned := mg.owns(mg.leases[lk], time.Now())
+	if old != nil && ok && owned && sameDef(old.def, def) {
 		mg.mu.Unlock()
 		return // unchanged (our own write seen again by the watch)
 	}
+	if old == nil && !owned && ok && !def.Disabled {
+		mg.mu.Unlock()
+		return // another node's
+	}
 	delete(mg.running, k)
 	var nr *runner
-	if ok && !def.Disabled {
+	if ok && !def.Disabled && owned {
 		nr = newRunner(mg, ten, def)
 		mg.running[k] = nr
 	}
 	mg.mu.Unlock()
 	if old != nil {
 		old.stop()
+	}
+	if old != nil && nr == nil && ok && !def.Disabled {
+		mg.log.Warn("bridge stopped: its lease is another node's or could not be refreshed", "tenant", ten, "bridge", name)
+	}
+	if !ok || def.Disabled {
+		mg.release(lk)
 	}
 	if nr != nil {
 		nr.start()
@@ -114,6 +140,9 @@ func (mg *Manager) Close() {
 	mg.syncMu.Lock()
 	defer mg.syncMu.Unlock()
 	mg.mu.Lock()
+	if !mg.closed {
+		close(mg.stop)
+	}
 	mg.closed = true
 	rs := make([]*runner, 0, len(mg.running))
 	for _, r := range mg.running {
@@ -127,14 +156,29 @@ func (mg *Manager) Close() {
 		go func() { defer wg.Done(); r.stop() }()
 	}
 	wg.Wait()
+	// Give the leases back: another node takes the bridges at its next
+	// look rather than after leaseTime.
+	mg.mu.Lock()
+	ks := make([]string, 0, len(mg.leases))
+	for k := range mg.leases {
+		ks = append(ks, k)
+	}
+	mg.mu.Unlock()
+	for _, k := range ks {
+		mg.release(k)
+	}
 }
 
 // Status is a bridge's state as this node runs it.
 type Status struct {
 	// State: "connected", "connecting" (or reconnecting: see LastError),
 	// "overflow" (connected, more than bufferLimit waiting), "disabled",
-	// "stopped" (not running on this node).
-	State          string    `json:"state"`
+	// "standby" (another node, Owner, runs it), "stopped" (not running
+	// on this node).
+	State string `json:"state"`
+	// Owner is the node that runs the bridge, as far as this node knows
+	// (owner.go).
+	Owner          string    `json:"owner,omitempty"`
 	ConnectedSince time.Time `json:"connectedSince,omitzero"`
 	LastError      string    `json:"lastError,omitempty"`
 	LastErrorAt    time.Time `json:"lastErrorAt,omitzero"`
@@ -156,14 +200,22 @@ func (mg *Manager) Status(ten, name string) Status {
 	def, ok := mg.store.Get(ten, name)
 	mg.mu.Lock()
 	r := mg.running[ten+"\x00"+name]
+	var owner string
+	if l := mg.leases[key(ten, name)]; l != nil {
+		owner = l.owner
+	}
 	mg.mu.Unlock()
 	switch {
 	case r != nil:
-		return r.status()
+		st := r.status()
+		st.Owner = mg.node
+		return st
 	case ok && def.Disabled:
 		return Status{State: "disabled"}
+	case ok && owner != "" && owner != mg.node:
+		return Status{State: "standby", Owner: owner}
 	}
-	return Status{State: "stopped"}
+	return Status{State: "stopped", Owner: owner}
 }
 
 type metrics struct {

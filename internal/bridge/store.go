@@ -27,6 +27,8 @@ const bucket = "throng_bridges"
 // watch keeps current on every node.
 type Store struct {
 	kv      jetstream.KeyValue
+	owners  jetstream.KeyValue // leases (owner.go)
+	node    string             // this node's name (the server's)
 	w       jetstream.KeyWatcher
 	tenants *tenant.Store
 	log     *slog.Logger
@@ -49,7 +51,15 @@ func OpenStore(ctx context.Context, nc *nats.Conn, tenants *tenant.Store, log *s
 	if err != nil {
 		return nil, fmt.Errorf("bridge store: bucket %s: %w", bucket, err)
 	}
-	s := &Store{kv: kv, tenants: tenants, log: log, defs: map[string]map[string]*Bridge{}}
+	owners, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: ownersBucket, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bridge store: bucket %s: %w", ownersBucket, err)
+	}
+	// nc is the node's in-process connection: the server it names is
+	// this node, under a name that stays across restarts.
+	s := &Store{kv: kv, owners: owners, node: nc.ConnectedServerName(), tenants: tenants, log: log, defs: map[string]map[string]*Bridge{}}
 	w, err := kv.WatchAll(context.Background())
 	if err != nil {
 		return nil, err
