@@ -25,6 +25,9 @@ type Observe struct {
 	History History // history.go
 	// Anomalies is the anomaly finder (anomalies.go).
 	Anomalies Anomalies
+	// Peers asks the other nodes of a cluster about their connections
+	// (connpeers.go); nil on a single node.
+	Peers ConnPeers
 }
 
 // The routes are added to the table here, beside their handlers.
@@ -46,6 +49,9 @@ type ConnectionList struct {
 	Connections []conns.Snapshot `json:"connections"`
 	// Next is the after of the next page; empty on the last.
 	Next string `json:"next,omitempty"`
+	// Missing names the nodes of a cluster that did not answer (or are
+	// offline): their connections are not in this page.
+	Missing []string `json:"missing,omitempty"`
 }
 
 const (
@@ -88,6 +94,10 @@ func (s *Server) listConnections(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if peers := s.cfg.Observe.Peers; peers != nil {
+		writeJSON(w, http.StatusOK, s.listAcross(r.Context(), peers, f, q.Get("after"), limit))
+		return
+	}
 	reg := s.cfg.Observe.Conns
 	page, next := reg.List(f, q.Get("after"), limit)
 	out := ConnectionList{Connections: make([]conns.Snapshot, 0, len(page)), Next: next}
@@ -112,6 +122,9 @@ func (s *Server) lookupConnection(w http.ResponseWriter, r *http.Request) (*conn
 }
 
 func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {
+	if s.forwarded(w, r, false) { // another node's id (connpeers.go)
+		return
+	}
 	if e, ok := s.lookupConnection(w, r); ok {
 		writeJSON(w, http.StatusOK, s.cfg.Observe.Conns.Snapshot(e, true))
 	}
@@ -122,6 +135,9 @@ func (s *Server) getConnection(w http.ResponseWriter, r *http.Request) {
 // DISCONNECT within milliseconds; the registry drops the connection when
 // the front-end has torn it down).
 func (s *Server) closeConnection(w http.ResponseWriter, r *http.Request) {
+	if s.forwarded(w, r, true) { // another node's id (connpeers.go)
+		return
+	}
 	e, ok := s.lookupConnection(w, r)
 	if !ok {
 		return

@@ -302,6 +302,9 @@ func (a *App) start(ctx context.Context) error {
 		return errors.New("app: shut down during start")
 	}
 	a.startObserver(rt)
+	if err := a.serveConnPeers(); err != nil { // connections across nodes (connpeers.go)
+		return err
+	}
 
 	if err := a.startBridges(ctx); err != nil { // bridges.go
 		return err
@@ -524,7 +527,7 @@ func (a *App) startAdmin() error {
 		RemoveNode: a.removeNode(), // nil: a single node (cluster.go)
 		Version:    BuildVersion(),
 		Logger:     a.log,
-		Observe:    a.obs.adminConfig(),
+		Observe:    a.connsAcrossNodes(a.obs.adminConfig()), // + the other nodes' (connpeers.go)
 	})
 	if err != nil {
 		return err
