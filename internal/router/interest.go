@@ -176,8 +176,11 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	total := st.CachedInfo().State.Consumers
+	listed := 0
 	lister := st.ListConsumers(ctx)
 	for ci := range lister.Info() {
+		listed++
 		fs := ci.Config.FilterSubjects
 		if ci.Config.FilterSubject != "" {
 			fs = append(fs, ci.Config.FilterSubject)
@@ -194,6 +197,7 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 	}
 	si := &t.interest
 	si.mu.Lock()
+	filters, all = mergeInterest(filters, all, listed >= total, si.loaded.Load(), si.filters, si.all)
 	for f, at := range si.local {
 		if at.Before(began.Add(-time.Minute)) {
 			delete(si.local, f) // long since visible in the listing
@@ -207,6 +211,33 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 	si.mu.Unlock()
 	si.gen.Add(1)
 	return nil
+}
+
+// mergeInterest is the stored-interest set after a listing of the
+// TOPICSPACE consumers: the listing's filters when it was complete. A
+// partial listing — in a cluster a consumer's info comes from its leader,
+// and one on a node that is down or busy is missing ("Did not receive all
+// consumer info results") — only adds: dropping a filter would send
+// durable messages for its consumer out live, acknowledged and never
+// stored (the cluster soak lost 388 QoS 1 messages of a persistent
+// session that way around a kill -9). Before the first complete listing
+// (loaded false) a partial one means every durable message is stored.
+func mergeInterest(listed [][]string, listedAll, complete, loaded bool, old [][]string, oldAll bool) ([][]string, bool) {
+	if complete {
+		return listed, listedAll
+	}
+	all := listedAll || oldAll || !loaded
+	seen := make(map[string]bool, len(listed))
+	for _, f := range listed {
+		seen[strings.Join(f, ".")] = true
+	}
+	for _, f := range old {
+		if k := strings.Join(f, "."); !seen[k] {
+			seen[k] = true
+			listed = append(listed, f)
+		}
+	}
+	return listed, all
 }
 
 func (t *tenantState) stopInterest() {

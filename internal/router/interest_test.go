@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -221,5 +222,41 @@ func TestAnycastLocalFirst(t *testing.T) {
 	}
 	if got[Rejected] != 1 || got[Accepted] != 2 {
 		t.Fatalf("outcomes %v", got)
+	}
+}
+
+// TestMergeInterestPartialListing: a partial listing of the consumers (a
+// node down in a cluster) never drops a known filter, and before the
+// first complete listing it means "store everything"; a complete one
+// replaces the set (stale filters go).
+func TestMergeInterestPartialListing(t *testing.T) {
+	sp := splitSubject
+	old := [][]string{sp("t.a.>"), sp("t.b")}
+	has := func(fs [][]string, f string) bool {
+		for _, g := range fs {
+			if strings.Join(g, ".") == f {
+				return true
+			}
+		}
+		return false
+	}
+	// Partial, after a complete one: t.a.> is missing from the listing
+	// but stays; t.c is new.
+	fs, all := mergeInterest([][]string{sp("t.b"), sp("t.c")}, false, false, true, old, false)
+	if !has(fs, "t.a.>") || !has(fs, "t.b") || !has(fs, "t.c") || len(fs) != 3 || all {
+		t.Fatalf("partial: %v all=%v", fs, all)
+	}
+	// Partial, first listing: everything is stored until a complete one.
+	if _, all := mergeInterest([][]string{sp("t.b")}, false, false, false, nil, false); !all {
+		t.Fatal("a partial first listing must store every durable message")
+	}
+	// Partial keeps "all" once set.
+	if _, all := mergeInterest(nil, false, false, true, old, true); !all {
+		t.Fatal("a partial listing dropped all")
+	}
+	// Complete: the listing as it is.
+	fs, all = mergeInterest([][]string{sp("t.c")}, false, true, true, old, true)
+	if len(fs) != 1 || !has(fs, "t.c") || all {
+		t.Fatalf("complete: %v all=%v", fs, all)
 	}
 }
