@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,8 +60,9 @@ func (c *testCluster) apiStatus(nd *node, method, path string) (int, string) {
 // lists the MQTT clients of nodes 2 and 3 with their node, gets node 3's
 // connection by id and closes it (the MQTT 5 client gets DISCONNECT
 // 0x98, administrative action); a tenant's path does not show another
-// tenant's connection of another node; with node 3 down the list names
-// it as missing and a get of its id is 503.
+// tenant's connection of another node; with node 3 stopped (no answer
+// within 2 s) or down the list names it as missing and a get of its id
+// is 503.
 func TestConnectionsAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
@@ -186,6 +188,23 @@ func TestConnectionsAcrossNodes(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+
+	// Node 3 stopped (SIGSTOP: routes up, no answer): the list waits
+	// its 2 s for it and names it; a get of its ids is 503.
+	if err := n3.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	c.api(n1, "GET", "/api/connections", "", &l)
+	took := time.Since(start)
+	t.Logf("list with n3 stopped: %s", took.Round(time.Millisecond))
+	if got, _ := l.byClient("dev-n2"); got != id2 || !slices.Equal(l.Missing, []string{"n3"}) || took > 10*time.Second {
+		t.Fatalf("list with n3 stopped (%s): %+v", took, l)
+	}
+	if st, body := c.apiStatus(n1, "GET", "/api/connections/n3-1"); st != http.StatusServiceUnavailable {
+		t.Fatalf("GET of n3's id with n3 stopped: %d %s", st, body)
+	}
+	_ = n3.cmd.Process.Signal(syscall.SIGCONT)
 
 	// Node 3 down: named missing, the others still listed; its ids 503.
 	n3.kill()
