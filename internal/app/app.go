@@ -321,7 +321,7 @@ func (a *App) start(ctx context.Context) error {
 	if err := a.startFrontEnds(); err != nil {
 		return err
 	}
-	go trimMemory(a.stopped) // memtrim.go
+	go trimMemory(a.stopped, debug.FreeOSMemory) // memtrim.go
 
 	if addr := a.AdminAddr(); addr != nil {
 		// The console's address (issue 15): on stdout with the password it

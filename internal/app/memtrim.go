@@ -1,7 +1,6 @@
 package app
 
 import (
-	"runtime/debug"
 	"runtime/metrics"
 	"time"
 )
@@ -19,36 +18,30 @@ import (
 // node collects on its own, and a forced cycle there would only cost
 // CPU.
 const (
-	trimTick     = time.Second
-	trimQuiet    = 2                // ticks in a row with little allocation
-	trimQuietMax = 4 << 20          // bytes allocated per tick that still count as quiet
-	trimMinWaste = 4 << 20          // garbage + free retained pages worth a trim
-	trimEvery    = 30 * time.Second // at most one trim this often
+	trimTick       = time.Second
+	trimQuiet      = 2                // ticks in a row with little allocation
+	trimQuietMax   = 4 << 20          // bytes allocated per tick that still count as quiet
+	trimAfterAlloc = 16 << 20         // bytes allocated since the last trim that make a burst
+	trimEvery      = 30 * time.Second // at most one trim this often
 )
 
 // trimMemory returns the heap's garbage and free pages to the operating
-// system when the node is quiet after a burst; it returns when stop is
-// closed.
-func trimMemory(stop <-chan struct{}) {
-	samples := []metrics.Sample{
-		{Name: "/gc/heap/allocs:bytes"},
-		{Name: "/gc/heap/live:bytes"},
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/memory/classes/heap/free:bytes"},
-	}
-	read := func() (allocs, live, objects, free uint64) {
-		metrics.Read(samples)
-		v := func(i int) uint64 {
-			if samples[i].Value.Kind() != metrics.KindUint64 {
-				return 0
-			}
-			return samples[i].Value.Uint64()
+// system when the node is quiet after a burst (trimAfterAlloc allocated
+// since the last trim); it returns when stop is closed. free is
+// debug.FreeOSMemory (a test counts its calls).
+func trimMemory(stop <-chan struct{}, free func()) {
+	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
+	allocs := func() uint64 {
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return 0
 		}
-		return v(0), v(1), v(2), v(3)
+		return sample[0].Value.Uint64()
 	}
 	t := time.NewTicker(trimTick)
 	defer t.Stop()
-	lastAllocs, _, _, _ := read()
+	lastTick := allocs()
+	lastTrim := lastTick
 	quiet := 0
 	var last time.Time
 	for {
@@ -56,21 +49,18 @@ func trimMemory(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-t.C:
-			allocs, live, objects, free := read()
-			if allocs-lastAllocs <= trimQuietMax {
+			a := allocs()
+			if a-lastTick <= trimQuietMax {
 				quiet++
 			} else {
 				quiet = 0
 			}
-			lastAllocs = allocs
-			waste := free
-			if objects > live {
-				waste += objects - live
-			}
-			if quiet >= trimQuiet && waste >= max(trimMinWaste, live/4) && now.Sub(last) >= trimEvery {
-				debug.FreeOSMemory()
+			lastTick = a
+			if quiet >= trimQuiet && a-lastTrim >= trimAfterAlloc && now.Sub(last) >= trimEvery {
+				free()
 				last = now
-				lastAllocs, _, _, _ = read() // the collection's own work is not traffic
+				lastTick = allocs() // the collection's own work is not traffic
+				lastTrim = lastTick
 			}
 		}
 	}
