@@ -74,6 +74,11 @@ var connectionCmds = map[string]command{
 				if l.Next != "" {
 					fmt.Fprintf(c.stdout, "more: --after %s\n", l.Next)
 				}
+				if len(l.Missing) > 0 {
+					// A cluster's nodes that did not answer: their
+					// connections are not in the list.
+					fmt.Fprintf(c.stdout, "not answering (their connections are not listed): %s\n", strings.Join(l.Missing, ", "))
+				}
 				return nil
 			}
 		}},

@@ -541,22 +541,24 @@ func encodeQuery(v map[string][]string) string {
 	return b.String()
 }
 
-// connList reads a connections answer: a list, or an object with one.
-func connList(raw json.RawMessage) ([]map[string]any, string) {
+// connList reads a connections answer: a list, or an object with one,
+// the next page's start and the cluster's nodes that did not answer.
+func connList(raw json.RawMessage) ([]map[string]any, string, []string) {
 	var list []map[string]any
 	if json.Unmarshal(raw, &list) == nil {
-		return list, ""
+		return list, "", nil
 	}
 	var obj struct {
 		Connections []map[string]any `json:"connections"`
 		Items       []map[string]any `json:"items"`
 		Next        string           `json:"next"`
+		Missing     []string         `json:"missing"`
 	}
 	_ = json.Unmarshal(raw, &obj)
 	if obj.Connections == nil {
 		obj.Connections = obj.Items
 	}
-	return obj.Connections, obj.Next
+	return obj.Connections, obj.Next, obj.Missing
 }
 
 func (s *Server) connections(w http.ResponseWriter, r *http.Request) {
@@ -570,7 +572,7 @@ func (s *Server) connections(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		data["Conns"], data["Next"] = connList(raw)
+		data["Conns"], data["Next"], data["Missing"] = connList(raw)
 	}
 	s.render(w, r, http.StatusOK, "connections", &page{Title: "Connections", Nav: "connections", Data: data})
 }
