@@ -374,12 +374,18 @@ func (c *cli) benchIsolation(ctx context.Context, args []string) error {
 	if r == nil {
 		return err
 	}
-	if *output == "json" {
-		if perr := json.NewEncoder(c.stdout).Encode(r); perr != nil {
-			return perr
-		}
-	} else {
-		r.WriteText(c.stdout)
+	if perr := writeReport(c.stdout, *output, r); perr != nil {
+		return perr
 	}
 	return err
+}
+
+// writeReport prints a bench mode's result as text or, with output
+// "json", as one JSON object (the modes with a WriteText report).
+func writeReport(w io.Writer, output string, r interface{ WriteText(io.Writer) }) error {
+	if output == "json" {
+		return json.NewEncoder(w).Encode(r)
+	}
+	r.WriteText(w)
+	return nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"time"
 
@@ -47,12 +46,8 @@ func (c *cli) benchBridge(ctx context.Context, args []string) error {
 	if r == nil {
 		return err
 	}
-	if *output == "json" {
-		if perr := json.NewEncoder(c.stdout).Encode(r); perr != nil {
-			return perr
-		}
-	} else {
-		r.WriteText(c.stdout)
+	if perr := writeReport(c.stdout, *output, r); perr != nil {
+		return perr
 	}
 	return err
 }
