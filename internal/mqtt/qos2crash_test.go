@@ -168,6 +168,19 @@ func TestQoS2CompletedNotResentAfterCrashes(t *testing.T) {
 	r.ack(packets.Pubcomp, m.PacketID)
 }
 
+// offlineWithKept leaves a 3.1.1 persistent session id subscribed to
+// id/# at QoS 1, offline, with one message "kept" stored for it.
+func offlineWithKept(t *testing.T, e *env, id string) {
+	t.Helper()
+	r := connect311(t, e, id)
+	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1, Filters: packets.Subscriptions{{Filter: id + "/#", Qos: 1}}})
+	r.expect(packets.Suback, 1)
+	r.nc.Close()
+	eventually(t, "offline", func() bool { return !e.online(id) })
+	p := mustV5(t, e, "pub", true, 0)
+	pub(t, p, id+"/1", 1, "kept")
+}
+
 // TestRestoreFailureKeepsSubscription (issue 11): a subscription of a
 // resumed session that cannot be attached in time (a node busy with a
 // reconnect storm) stays in the session: the connection is closed and the
@@ -175,17 +188,11 @@ func TestQoS2CompletedNotResentAfterCrashes(t *testing.T) {
 // client, told that its session was present, received nothing more.
 func TestRestoreFailureKeepsSubscription(t *testing.T) {
 	e := startEnv(t, t.TempDir(), nil)
-	r := connect311(t, e, "rs")
-	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "rs/#", Qos: 1}}})
-	r.expect(packets.Suback, 1)
-	r.nc.Close()
-	eventually(t, "offline", func() bool { return !e.online("rs") })
-	p := mustV5(t, e, "pub", true, 0)
-	pub(t, p, "rs/1", 1, "kept")
+	offlineWithKept(t, e, "rs")
 
 	testRestoreTimeout.Store(int64(time.Nanosecond)) // no time to attach
 	t.Cleanup(func() { testRestoreTimeout.Store(0) })
-	r = connect311(t, e, "rs")
+	r := connect311(t, e, "rs")
 	if !r.closed() {
 		t.Fatal("the connection stays open without its subscription")
 	}
@@ -208,13 +215,7 @@ func TestRestoreFailureKeepsSubscription(t *testing.T) {
 // acknowledged messages were never delivered.
 func TestRestoreEngineErrorKeepsSubscription(t *testing.T) {
 	e := startEnv(t, t.TempDir(), nil)
-	r := connect311(t, e, "re")
-	r.write(&packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "re/#", Qos: 1}}})
-	r.expect(packets.Suback, 1)
-	r.nc.Close()
-	eventually(t, "offline", func() bool { return !e.online("re") })
-	p := mustV5(t, e, "pub", true, 0)
-	pub(t, p, "re/1", 1, "kept")
+	offlineWithKept(t, e, "re")
 
 	inject := func(err error) {
 		testRestoreErr.Store(&err)
@@ -222,7 +223,7 @@ func TestRestoreEngineErrorKeepsSubscription(t *testing.T) {
 	}
 	engineErr := reason(rcUnspecified, "nats: API error: code=503 err_code=10008 description=JetStream system temporarily unavailable", nil)
 	inject(engineErr)
-	r = connect311(t, e, "re")
+	r := connect311(t, e, "re")
 	if !r.closed() {
 		t.Fatal("the connection stays open without its subscription after an engine error")
 	}
