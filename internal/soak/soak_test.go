@@ -63,23 +63,7 @@ func TestSoakShort(t *testing.T) {
 	// A fixed seed by default, so that CI runs the same fault timings
 	// each time (the machine's timing still varies).
 	cfg.Seed = 11
-	if v := os.Getenv("THRONG_SOAK_SEED"); v != "" {
-		cfg.Seed, _ = strconv.ParseUint(v, 10, 64)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	strict := os.Getenv("THRONG_SOAK_STRICT") == "1"
-	for _, v := range r.Violations() {
-		if issue, ok := knownOpen[v.Stream+" "+v.Kind]; ok && !strict {
-			t.Logf("KNOWN OPEN (%s, not failed; THRONG_SOAK_STRICT=1 fails it): %s", issue, v.Msg)
-			continue
-		}
-		t.Error(v.Msg)
-	}
+	runChecked(t, cfg, knownOpen)
 }
 
 // TestSoakClusterShort is the CI form of the soak on a cluster: three
@@ -114,23 +98,7 @@ func TestSoakClusterShort(t *testing.T) {
 		cfg.Faults = strings.Split(f, ",")
 		cfg.Cycles = len(cfg.Faults)
 	}
-	if v := os.Getenv("THRONG_SOAK_SEED"); v != "" {
-		cfg.Seed, _ = strconv.ParseUint(v, 10, 64)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	strict := os.Getenv("THRONG_SOAK_STRICT") == "1"
-	for _, v := range r.Violations() {
-		if issue, ok := knownOpenCluster[v.Stream+" "+v.Kind]; ok && !strict {
-			t.Logf("KNOWN OPEN (%s, not failed; THRONG_SOAK_STRICT=1 fails it): %s", issue, v.Msg)
-			continue
-		}
-		t.Error(v.Msg)
-	}
+	r := runChecked(t, cfg, knownOpenCluster)
 	// Every fault was carried out: a run whose kill or stop did not
 	// happen proves nothing.
 	for _, f := range cfg.Faults {
@@ -156,6 +124,31 @@ func TestSoakClusterShort(t *testing.T) {
 	if clients := int64(len(r.Streams)*2 - 1); conns <= clients {
 		t.Errorf("%d client connections in all, for about %d clients: nobody moved after a kill", conns, clients)
 	}
+}
+
+// runChecked runs the soak (seed from THRONG_SOAK_SEED if set, 8 minutes
+// at most) and fails t for each violation, except the known open ones
+// (logged; THRONG_SOAK_STRICT=1 fails them too).
+func runChecked(t *testing.T, cfg Config, known map[string]string) *Report {
+	t.Helper()
+	if v := os.Getenv("THRONG_SOAK_SEED"); v != "" {
+		cfg.Seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	strict := os.Getenv("THRONG_SOAK_STRICT") == "1"
+	for _, v := range r.Violations() {
+		if issue, ok := known[v.Stream+" "+v.Kind]; ok && !strict {
+			t.Logf("KNOWN OPEN (%s, not failed; THRONG_SOAK_STRICT=1 fails it): %s", issue, v.Msg)
+			continue
+		}
+		t.Error(v.Msg)
+	}
+	return r
 }
 
 // knownOpen are violations the harness finds today that belong to open
