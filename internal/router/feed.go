@@ -935,14 +935,26 @@ func (f *feed) keepAlive() {
 // that consumers on other nodes get them.
 func (f *feed) idle() {
 	f.mu.Lock()
+	stay := !f.closed && (time.Since(f.lastGive) < idleRelease || f.ts.peers() <= 1) && len(f.ready) > 0
+	if !stay && !f.closed && len(f.ready) > 0 {
+		// idleArmed stays set while the engine is asked: run does not
+		// arm a second round meanwhile.
+		own := len(f.reqs)
+		f.mu.Unlock()
+		stay = !f.othersWaiting(own)
+		f.mu.Lock()
+		stay = stay || time.Since(f.lastGive) < idleRelease // given out meanwhile
+	}
 	f.idleArmed = false
 	var release []*Delivery
-	if !f.closed && (time.Since(f.lastGive) < idleRelease || f.ts.peers() <= 1) && len(f.ready) > 0 {
+	if stay && !f.closed && len(f.ready) > 0 {
 		// Members are taking messages (a slow consumer making
 		// progress): what waits is theirs to come. With no other node
-		// in the account there is nobody else to give it to, and giving
-		// it back would put newer entries ahead of it (the engine
-		// delays the redelivery): it stays, in order.
+		// in the account, or none asking the engine for entries of this
+		// consumer, there is nobody else to give it to, and giving it
+		// back would put newer entries ahead of it (the engine delays
+		// the redelivery, and a partly given entry comes back only once
+		// its other messages are settled): it stays, in order.
 		f.idleArmed = true
 		time.AfterFunc(idleRelease, f.idle)
 	} else if !f.closed {
@@ -971,6 +983,23 @@ func (f *feed) idle() {
 	if len(release) > 0 {
 		f.run()
 	}
+}
+
+// othersWaiting reports whether pull requests other than this feed's own
+// (own: its requests not finished) wait at the engine consumer: another
+// node's feed whose members have credit, which the ready messages given
+// back would reach. If the engine cannot say, nobody is taken to wait
+// (the next idle round asks again). A request of this feed the engine has
+// already expired but whose status is still on its way makes others look
+// fewer: the messages stay one more round.
+func (f *feed) othersWaiting(own int) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTry)
+	defer cancel()
+	cn, err := f.ts.js.Consumer(ctx, f.stream, f.cons)
+	if err != nil {
+		return false
+	}
+	return cn.CachedInfo().NumWaiting > own
 }
 
 // repull forgets the pull requests of a lost engine connection and asks

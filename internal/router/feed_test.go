@@ -475,3 +475,84 @@ func TestCrashSettledOutOfOrderNotAgain(t *testing.T) {
 	}
 	col2.none(t, 3*ackWait)
 }
+
+// peerRouter starts a second router on e's engine: to the engine's account
+// it is another node (peers counts it), with feeds of its own on the same
+// engine consumers.
+func peerRouter(t *testing.T, e *env) *Router {
+	t.Helper()
+	r, err := New(ctxT(t), Config{Engine: e.eng, Store: e.store, AnycastTimeout: 5 * time.Second, TempSweepInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// With other nodes in the account but no consumer of the queue on them, a
+// stuck consumer's ready messages stay on its node, in order (found by
+// the cluster soak: amqp-queue reordered in its stuck cycle). Given back,
+// the rest of the entry the consumer held came back only when it settled
+// what it held, with the engine's NAK delay, after newer entries.
+func TestQueueStuckConsumerKeepsOrderWithPeers(t *testing.T) {
+	old := idleRelease
+	idleRelease = 100 * time.Millisecond
+	t.Cleanup(func() { idleRelease = old })
+	e := batchedQueue(t, 50)
+	peerRouter(t, e)
+	if ts, err := e.r.tenant(ctxT(t), "default"); err != nil || ts.peers() < 2 {
+		t.Fatalf("the second router is not another node of the account (%v)", err)
+	}
+	c, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 5)
+	held := make([]*Delivery, 0, 5)
+	for i := range 5 {
+		d := col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d", d.Message.Body, i)
+		}
+		held = append(held, d) // stuck: received, not settled
+	}
+	col.none(t, 1500*time.Millisecond) // stuck for many idle periods
+	for i := 50; i < 55; i++ {
+		publish(t, e.r, "default", "q", strconv.Itoa(i))
+	}
+	for _, d := range held {
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	c.AddCredit(100)
+	for i := 5; i < 55; i++ {
+		d := col.next(t)
+		if string(d.Message.Body) != strconv.Itoa(i) {
+			t.Fatalf("got %q, want %d: order broken after the stall", d.Message.Body, i)
+		}
+		d.Settle(Outcome{Kind: Accepted})
+	}
+}
+
+// A stuck consumer's ready messages still go to a consumer of the queue on
+// another node that asks for them.
+func TestQueueStuckConsumerReadyGoesToPeer(t *testing.T) {
+	old := idleRelease
+	idleRelease = 100 * time.Millisecond
+	t.Cleanup(func() { idleRelease = old })
+	e := batchedQueue(t, 50)
+	r2 := peerRouter(t, e)
+	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 5)
+	for range 5 {
+		col.next(t).Settle(Outcome{Kind: Accepted})
+	}
+	col.none(t, 500*time.Millisecond) // stuck: no credit
+	_, other := consume(t, r2, "default", "q", ConsumeOptions{}, 100)
+	seen := map[string]bool{}
+	for len(seen) < 45 {
+		d := other.next(t)
+		seen[string(d.Message.Body)] = true
+		d.Settle(Outcome{Kind: Accepted})
+	}
+	for i := 5; i < 50; i++ {
+		if !seen[strconv.Itoa(i)] {
+			t.Fatalf("message %d did not reach the other node's consumer (got %d messages)", i, len(seen))
+		}
+	}
+	col.none(t, 100*time.Millisecond)
+}
