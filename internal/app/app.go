@@ -119,6 +119,7 @@ type App struct {
 	guard    *guard.Guard            // admits new connections on every listener (frontends.go)
 	reload   reloadable              // what SIGHUP re-reads (reload.go)
 	obs      *observer               // connection registry and sampler (observe.go)
+	silent   *silentStore            // the silent-device tracker's file (silentstore.go)
 	engReady readyCache              // the engine's readiness, for /readyz (cluster.go)
 }
 
@@ -302,6 +303,7 @@ func (a *App) start(ctx context.Context) error {
 		return errors.New("app: shut down during start")
 	}
 	a.startObserver(rt)
+	a.startSilentStore()
 	if err := a.serveConnPeers(); err != nil { // connections across nodes (connpeers.go)
 		return err
 	}
@@ -645,12 +647,13 @@ func (a *App) Shutdown(ctx context.Context) {
 		if a.pprofSrv != nil {
 			_ = a.pprofSrv.Close()
 		}
-		fronts, obs := a.fronts, a.obs
+		fronts, obs, silent := a.fronts, a.obs, a.silent
 		a.mu.Unlock()
 		log := a.log.With("component", "app")
 		log.Info("shutting down")
 		a.stopFrontEnds(ctx, fronts)
 		obs.stop()
+		silent.stop() // the front-ends' last sightings written
 
 		// 1 and 2: stop accepting and drain connections.
 		if srv != nil {

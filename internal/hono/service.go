@@ -60,8 +60,14 @@ type Service struct {
 	tconf map[string]*tenantConf // by tenant; guarded by mu
 	devs  deviceDefaults
 
-	seen func(tenantName, device string, ttd time.Duration) // OnDeviceSeen; nil: none
+	seen    func(tenantName, device string, ttd time.Duration) // OnDeviceSeen; nil: none
+	waiting func(tenantName, device string, waiting bool)      // OnDeviceWaiting; nil: none
 }
+
+// OnDeviceWaiting makes Notify call f when a device begins (ttd -1) or
+// stops (ttd 0) waiting for commands: the silent-device finder
+// (internal/metrics). Call it before the service is used.
+func (s *Service) OnDeviceWaiting(f func(tenantName, device string, waiting bool)) { s.waiting = f }
 
 // OnDeviceSeen makes every device message resolved by Upstream (all
 // adapters) call f with its device and ttd: the silent-device finder
@@ -424,6 +430,9 @@ func (s *Service) ViaGateway(ctx context.Context, tenantName, device string, m *
 // Notify sends Hono's empty notification for a device on event/T: ttd -1
 // when it subscribed for commands, 0 when it unsubscribed or left.
 func (s *Service) Notify(ctx context.Context, tenantName, device, adapter string, ttd int32) {
+	if s.waiting != nil {
+		s.waiting(tenantName, device, ttd != 0)
+	}
 	m := &message.Message{
 		ContentType: ContentTypeEmpty, CreationTime: s.now(), Durable: true,
 		To: Event + "/" + tenantName,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/throngmq/throng/internal/conns"
 )
 
 // Silent devices (issue 15, docs/anomalies.md): registered devices that
@@ -46,13 +48,30 @@ type seen struct {
 	ival  uint32 // usual interval, milliseconds (EWMA of the gaps)
 	ttd   uint32 // the last message's ttd, seconds (0: none)
 	count uint8  // sightings, saturating
+	flags uint8  // seenWaiting, seenWaitEnded
 }
+
+// A device's command subscription (MQTT command///req/#, an AMQP
+// receiver on "command": Hono's ttd -1, "until further notice") and its
+// end (ttd 0: unsubscribed, link or connection closed).
+const (
+	// seenWaiting: it waits for commands on an open connection of this
+	// node; not silent while that connection lasts (its keep-alive
+	// proves it alive).
+	seenWaiting uint8 = 1 << iota
+	// seenWaitEnded: its wait ended at last and nothing was seen since:
+	// judged like a lapsed ttd, whatever its sightings (silent.go's
+	// silent).
+	seenWaitEnded
+)
 
 type devices struct {
 	mu        sync.Mutex
 	byTenant  map[string]map[string]seen // guarded by mu
 	n         int                        // devices kept; guarded by mu
 	untracked uint64                     // sightings of devices beyond the bound; guarded by mu
+	waiting   int                        // devices with seenWaiting; guarded by mu
+	gen       uint64                     // changes so far (the store writes only after one); guarded by mu
 	max       int
 }
 
@@ -64,9 +83,13 @@ func newDevices(max int) *devices {
 // carried (0: none). The hot path of every device message: one lock,
 // two map lookups, no allocation once the device is known.
 func (d *devices) saw(tenantName, device string, ttd time.Duration, now time.Time) {
+	if !trackable(device) {
+		return
+	}
 	ms := now.UnixMilli()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.gen++
 	m := d.byTenant[tenantName]
 	if m == nil {
 		m = map[string]seen{}
@@ -96,6 +119,65 @@ func (d *devices) saw(tenantName, device string, ttd time.Duration, now time.Tim
 	}
 	s.last = ms
 	s.ttd = uint32(max(ttd, 0) / time.Second)
+	s.flags &^= seenWaitEnded // a new sighting, as a new message's ttd replaces the last one's
+	m[device] = s
+}
+
+// trackable: a registry device id. An unauthenticated connection's
+// principal names no device ("(unauthenticated)", which no id can be:
+// hono.ValidDeviceID) and is not tracked.
+func trackable(device string) bool {
+	return device != "" && !strings.HasPrefix(device, "(")
+}
+
+// commands records that a device began (on) or stopped waiting for
+// commands at now (hono.Service's ttd -1 and 0 notifications). The
+// beginning is a sighting that does not count as one for the interval
+// (the connect before it did); the end sets the last sighting to now —
+// the device was alive until then — without a gap for the interval
+// either: the time it waited is not a silence.
+func (d *devices) commands(tenantName, device string, on bool, now time.Time) {
+	if !trackable(device) {
+		return
+	}
+	ms := now.UnixMilli()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.byTenant[tenantName]
+	s, ok := m[device]
+	switch {
+	case !ok && !on:
+		return
+	case !ok:
+		// Not seen before on this node (the connect is seen first, so:
+		// beyond the bound, or forgotten meanwhile).
+		if d.n >= d.max {
+			d.untracked++
+			return
+		}
+		if m == nil {
+			m = map[string]seen{}
+			d.byTenant[tenantName] = m
+		}
+		d.n++
+		device = strings.Clone(device)
+		s = seen{count: 1}
+	}
+	d.gen++
+	was := s.flags&seenWaiting != 0
+	if on {
+		s.flags = s.flags&^seenWaitEnded | seenWaiting
+		if !was {
+			d.waiting++
+		}
+	} else {
+		if !was {
+			return // its end is known already (MQTT and AMQP may report it twice)
+		}
+		s.flags = s.flags&^seenWaiting | seenWaitEnded
+		d.waiting--
+	}
+	s.last = max(s.last, ms)
 	m[device] = s
 }
 
@@ -105,8 +187,12 @@ func (d *devices) forget(tenantName, device string) {
 	defer d.mu.Unlock()
 	if _, ok := d.byTenant[tenantName][device]; ok {
 		m := d.byTenant[tenantName]
+		if m[device].flags&seenWaiting != 0 {
+			d.waiting--
+		}
 		delete(m, device)
 		d.n--
+		d.gen++
 		if len(m) == 0 {
 			delete(d.byTenant, tenantName)
 		}
@@ -125,8 +211,25 @@ type silentDevice struct {
 }
 
 // silent lists the silent devices of the tenants mine accepts, with each
-// tenant's thresholds (thOf), oldest silence first.
+// tenant's thresholds (thOf), oldest silence first. A device waiting for
+// commands is taken at its word (silentLive has the connections' say).
 func (d *devices) silent(now time.Time, mine func(string) bool, thOf func(string) Thresholds) []silentDevice {
+	return d.silentLive(now, mine, thOf, nil)
+}
+
+// liveSet is the devices with an open connection on the node, by tenant
+// then device; a tenant with an unauthenticated devices' connection has
+// anyLive (its devices are not named by the connection).
+type liveSet map[string]struct {
+	devices map[string]bool
+	anyLive bool
+}
+
+// silentLive is silent where a device waiting for commands counts as
+// alive only while live has a connection of it (nil: always): the ttd 0
+// of its end is sent in the background and may come before the ttd -1
+// of a connection that ended at once, or not at all if the node stopped.
+func (d *devices) silentLive(now time.Time, mine func(string) bool, thOf func(string) Thresholds, live liveSet) []silentDevice {
 	var out []silentDevice
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -136,12 +239,27 @@ func (d *devices) silent(now time.Time, mine func(string) bool, thOf func(string
 		}
 		th := thOf(t)
 		minSilence := time.Duration(th.SilentMinSeconds * float64(time.Second))
+		lt, hasLive := live[t]
 		for id, s := range m {
+			ended := s.flags&seenWaitEnded != 0
+			if s.flags&seenWaiting != 0 {
+				if live == nil || (hasLive && (lt.anyLive || lt.devices[id])) {
+					continue // connected and waiting for commands: alive
+				}
+				ended = true
+			}
 			var wait time.Duration
 			reason := ""
 			if s.count >= silentMinSightings {
 				wait = time.Duration(th.SilentFactor * float64(time.Duration(s.ival)*time.Millisecond))
 				reason = "interval"
+			}
+			if ended {
+				// It waited for commands and stopped (its connection
+				// ended): like a lapsed ttd it is judged whatever its
+				// sightings, after its usual interval's silence if it
+				// has one, the minimum silence at least.
+				reason = "commands"
 			}
 			if ttd := time.Duration(s.ttd) * time.Second; ttd > 0 && ttd >= wait {
 				// It said it would wait this long for commands: not
@@ -175,6 +293,44 @@ func (o *Observer) DeviceSeen(tenantName, device string, ttd time.Duration) {
 	o.devs.saw(tenantName, device, ttd, o.opt.Now())
 }
 
+// DeviceWaiting records that a device began (ttd -1) or stopped (ttd 0)
+// waiting for commands on this node: hono.Service.Notify calls it for
+// MQTT command subscriptions and AMQP command links.
+func (o *Observer) DeviceWaiting(tenantName, device string, waiting bool) {
+	o.devs.commands(tenantName, device, waiting, o.opt.Now())
+}
+
+// liveDevices is the devices with an open connection on the node (nil:
+// no registry, or no device waits for commands, so none is asked about).
+// Built before the tracker's lock is taken: the registry's lock is not
+// held with it.
+func (o *Observer) liveDevices() liveSet {
+	o.devs.mu.Lock()
+	waiting := o.devs.waiting
+	o.devs.mu.Unlock()
+	if waiting == 0 || o.opt.Conns == nil {
+		return nil
+	}
+	live := liveSet{}
+	o.opt.Conns.Each(func(e *conns.Entry) {
+		info := e.Info()
+		if info.Device == "" {
+			return
+		}
+		lt := live[info.Tenant]
+		if trackable(info.Device) {
+			if lt.devices == nil {
+				lt.devices = map[string]bool{}
+			}
+			lt.devices[info.Device] = true
+		} else {
+			lt.anyLive = true
+		}
+		live[info.Tenant] = lt
+	})
+	return live
+}
+
 // DevicesTracked reports how many devices the tracker keeps and how many
 // sightings of devices beyond MaxTrackedDevices it did not record.
 func (o *Observer) DevicesTracked() (tracked int, untracked uint64) {
@@ -186,7 +342,7 @@ func (o *Observer) DevicesTracked() (tracked int, untracked uint64) {
 // silentFindings turns the silent devices into findings; a device the
 // registry no longer knows is dropped instead.
 func (o *Observer) silentFindings(now time.Time, mine func(string) bool, thOf func(string) Thresholds) []Finding {
-	list := o.devs.silent(now, mine, thOf)
+	list := o.devs.silentLive(now, mine, thOf, o.liveDevices())
 	var out []Finding
 	perTenant := map[string]int{}
 	for _, s := range list {
@@ -203,10 +359,17 @@ func (o *Observer) silentFindings(now time.Time, mine func(string) bool, thOf fu
 		ev := map[string]any{"lastSeen": s.last.UTC().Format(time.RFC3339), "silentSeconds": int64(s.silence / time.Second),
 			"sightings": s.count, "reason": s.reason, "silentInTenant": perTenant[s.tenant]}
 		var summary string
-		if s.reason == "ttd" {
+		switch s.reason {
+		case "ttd":
 			ev["ttdSeconds"] = int64(s.ttd / time.Second)
 			summary = fmt.Sprintf("device %q not seen for %s; its last message's ttd of %s lapsed", s.device, roundDur(s.silence), s.ttd)
-		} else {
+		case "commands":
+			summary = fmt.Sprintf("device %q not seen for %s since it stopped waiting for commands (unsubscribed or disconnected)", s.device, roundDur(s.silence))
+			if s.count >= silentMinSightings {
+				ev["usualIntervalSeconds"] = round2(s.ival.Seconds())
+				summary += fmt.Sprintf("; it used to be seen every %s", roundDur(s.ival))
+			}
+		default:
 			ev["usualIntervalSeconds"] = round2(s.ival.Seconds())
 			summary = fmt.Sprintf("device %q not seen for %s; it used to be seen every %s", s.device, roundDur(s.silence), roundDur(s.ival))
 		}
