@@ -383,14 +383,17 @@ func TestChartDefault(t *testing.T) {
 	if n.cfg.Listeners.AMQPS != "" || n.cfg.Listeners.MQTTS != "" || n.cfg.Listeners.HTTPS != "" {
 		t.Errorf("TLS listeners on without TLS: %+v", n.cfg.Listeners)
 	}
+	if n.cfg.Cluster.TLS.Enabled() {
+		t.Errorf("route TLS on without cluster.tls.secretName: %+v", n.cfg.Cluster.TLS)
+	}
 	if q := sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "10Gi" {
 		t.Errorf("storage %s", q.String())
 	}
 }
 
-// TestChartTLS renders ci/tls-values.yaml: TLS listeners with files from
-// the mounted Secrets, an existing credentials Secret, plans, a storage
-// class.
+// TestChartTLS renders ci/tls-values.yaml: TLS listeners and route mTLS
+// with files from the mounted Secrets, an existing credentials Secret,
+// plans, a storage class.
 func TestChartTLS(t *testing.T) {
 	o := render(t, filepath.Join("helm", "throng", "ci", "tls-values.yaml"))
 	if len(o.secrets) != 0 {
@@ -398,6 +401,7 @@ func TestChartTLS(t *testing.T) {
 	}
 	root := t.TempDir()
 	writeTLS(t, filepath.Join(root, "/etc/throng/tls"), filepath.Join(root, "/etc/throng/client-ca"))
+	writeTLS(t, filepath.Join(root, "/etc/throng/cluster-tls"), filepath.Join(root, "/etc/throng/cluster-tls"))
 	checkStatefulSet(t, o, "iot", "throng-credentials", 3, root)
 	sts := o.statefulSets[0]
 	n := podNode(t, sts, "iot", 1, root)
@@ -419,6 +423,9 @@ func TestChartTLS(t *testing.T) {
 		{n.cfg.TLS.Cert, "tls", "throng-tls"},
 		{n.cfg.TLS.Key, "tls", "throng-tls"},
 		{n.cfg.TLS.ClientCA, "client-ca", "throng-client-ca"},
+		{n.cfg.Cluster.TLS.Cert, "cluster-tls", "throng-cluster-tls"},
+		{n.cfg.Cluster.TLS.Key, "cluster-tls", "throng-cluster-tls"},
+		{n.cfg.Cluster.TLS.CA, "cluster-tls", "throng-cluster-tls"},
 	} {
 		if filepath.Dir(strings.TrimPrefix(f.path, root)) != mounts[f.volume] || secrets[f.volume] != f.secret {
 			t.Errorf("%s: mount of %s is %q (secret %q), want secret %s", f.path, f.volume, mounts[f.volume], secrets[f.volume], f.secret)

@@ -110,6 +110,7 @@ type App struct {
 	authn    *auth.Authenticator
 	adminLn  net.Listener
 	adminSrv *http.Server
+	adminMux adminSwitch             // the admin listener's handler: probes, then the API (probes.go)
 	pprofSrv *http.Server            // debug.pprof, nil when disabled
 	serveErr chan error              // the admin server's Serve result
 	closing  bool                    // Shutdown has begun; start stops where it is
@@ -240,6 +241,18 @@ func (a *App) start(ctx context.Context) error {
 	}
 
 	reg := metrics.NewRegistry()
+	// The guard comes before any listener (frontends.go).
+	unlimited, _ := config.Prefixes(a.cfg.Connections.UnlimitedSources) // validated
+	a.newGuard(reg, unlimited)
+	// The admin listener answers the liveness probe from now on, while
+	// the engine may wait minutes for its cluster (probes.go).
+	if err := a.listenAdmin(); err != nil {
+		return err
+	}
+	cluster, err := a.engineCluster() // nil: a single node (cluster.go)
+	if err != nil {
+		return err
+	}
 	eng, err := engine.Start(engine.Config{
 		DataDir:    cfg.DataDir,
 		MaxMemory:  int64(cfg.Engine.MaxMemory),
@@ -248,7 +261,7 @@ func (a *App) start(ctx context.Context) error {
 		Logger:     slog.New(newEngineLogFilter(a.log.Handler())), // no banner (enginelog.go)
 
 		DiskFreeLimit: int64(cfg.Engine.DiskFreeLimit),
-		Cluster:       a.engineCluster(), // nil: a single node (cluster.go)
+		Cluster:       cluster,
 	})
 	if err != nil {
 		return err
@@ -293,10 +306,8 @@ func (a *App) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("app: router: %w", err)
 	}
-	unlimited, _ := config.Prefixes(a.cfg.Connections.UnlimitedSources) // validated
 	authn := auth.New(store, auth.WithDevices(devices), auth.WithMetrics(reg), auth.WithLogger(a.log),
 		auth.WithLoginBackoff(auth.Backoff{Max: time.Duration(a.cfg.Connections.LoginBackoff), Exempt: unlimited}))
-	a.newGuard(reg, unlimited) // before any listener (frontends.go)
 	honoSvc := hono.New(devices, rt, a.log)
 	if !a.set(func() { a.router, a.authn, a.hono = rt, authn, honoSvc }) {
 		rt.Close()
@@ -534,32 +545,13 @@ func (a *App) startAdmin() error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("app: admin listener: %w", err)
-	}
-	ln = a.guarded(ln, "admin")
 	api = admin.Audited(h, a.audit) // admin changes, refusals, denials
-	srv := &http.Server{
-		Handler: api,
-
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		WriteTimeout:      time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(a.log.With("component", "admin").Handler(), slog.LevelWarn),
+	// The listener has served the probes since the start (probes.go);
+	// from now on it serves the whole API.
+	a.adminMux.set(api)
+	if addr := a.AdminAddr(); addr != nil {
+		a.log.Info("admin listening", "component", "admin", "addr", addr.String())
 	}
-	if !a.set(func() { a.adminLn, a.adminSrv = ln, srv }) {
-		ln.Close()
-		return errors.New("app: shut down during start")
-	}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.serveErr <- err
-		}
-	}()
-	a.log.Info("admin listening", "component", "admin", "addr", ln.Addr().String())
 	return nil
 }
 

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -15,14 +17,18 @@ import (
 
 // engineCluster is the engine's cluster configuration, nil for a single
 // node. The node name defaults to the host name.
-func (a *App) engineCluster() *engine.Cluster {
+func (a *App) engineCluster() (*engine.Cluster, error) {
 	c := a.cfg.Cluster
 	if !c.Enabled() {
-		return nil
+		return nil, nil
 	}
 	name := c.NodeName
 	if name == "" {
 		name, _ = os.Hostname()
+	}
+	conf, err := a.routeTLS()
+	if err != nil {
+		return nil, err
 	}
 	return &engine.Cluster{
 		Name:     c.Name,
@@ -31,7 +37,48 @@ func (a *App) engineCluster() *engine.Cluster {
 		Peers:    append([]string(nil), c.Peers...),
 		Secret:   c.Secret,
 		Replicas: c.Replicas,
+		TLS:      conf,
+	}, nil
+}
+
+// routeTLS is the mutual TLS of the routes between nodes (cluster.tls),
+// nil when not configured. One configuration serves both sides of a
+// route: a node accepts routes (server: it requires the peer's
+// certificate and verifies it against the CA) and solicits them (client:
+// it presents its certificate and verifies the peer's against the CA,
+// and the peer's name against the host in the peer list). The
+// certificate and key are read again when their files change (at the
+// next handshake) and on SIGHUP (Reload); the CA is read at start only.
+func (a *App) routeTLS() (*tls.Config, error) {
+	t := a.cfg.Cluster.TLS
+	if !t.Enabled() {
+		return nil, nil
 	}
+	r := &certReloader{cert: t.Cert, key: t.Key}
+	if _, err := r.get(nil); err != nil {
+		return nil, fmt.Errorf("app: cluster.tls: %w", err)
+	}
+	b, err := os.ReadFile(t.CA)
+	if err != nil {
+		return nil, fmt.Errorf("app: cluster.tls.ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("app: cluster.tls.ca %s: no certificates", t.CA)
+	}
+	a.reload.mu.Lock()
+	a.reload.routeCert = r
+	a.reload.mu.Unlock()
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: r.get,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return r.get(nil)
+		},
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs:  pool,
+		RootCAs:    pool,
+	}, nil
 }
 
 // followTenants registers, on a clustered node, the engine account of

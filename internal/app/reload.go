@@ -13,9 +13,10 @@ import (
 // reloadable is what Reload re-reads: the TLS certificate and the
 // revocation list (set by serverTLS when configured).
 type reloadable struct {
-	mu   sync.Mutex
-	cert *certReloader // nil: no tls.cert (self-signed) or no TLS listener
-	crl  *crlReloader  // nil: no tls.crl
+	mu        sync.Mutex
+	cert      *certReloader // nil: no tls.cert (self-signed) or no TLS listener
+	crl       *crlReloader  // nil: no tls.crl
+	routeCert *certReloader // nil: no cluster.tls (cluster.go)
 }
 
 func (r *reloadable) setCert(c *certReloader) { r.mu.Lock(); r.cert = c; r.mu.Unlock() }
@@ -23,7 +24,8 @@ func (r *reloadable) setCRL(c *crlReloader)   { r.mu.Lock(); r.crl = c; r.mu.Unl
 
 // Reload is what the node does on SIGHUP (cmd/throng serve):
 //
-//   - the TLS certificate and key (tls.cert, tls.key) and the revocation
+//   - the TLS certificate and key (tls.cert, tls.key), the routes'
+//     certificate and key (cluster.tls.cert, .key) and the revocation
 //     list (tls.crl) are read from their files again, whatever their
 //     modification times: new handshakes use them, established
 //     connections keep theirs. A pair or list that does not load keeps
@@ -39,8 +41,16 @@ func (r *reloadable) setCRL(c *crlReloader)   { r.mu.Lock(); r.crl = c; r.mu.Unl
 func (a *App) Reload(cfg *config.Config) error {
 	var errs []error
 	a.reload.mu.Lock()
-	cert, crl := a.reload.cert, a.reload.crl
+	cert, crl, routeCert := a.reload.cert, a.reload.crl, a.reload.routeCert
 	a.reload.mu.Unlock()
+	if routeCert != nil {
+		if err := routeCert.force(); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.tls: %w", err))
+			a.log.Warn("reload: cluster.tls.cert not loaded; the certificate in force stays", "component", "app", "err", err)
+		} else {
+			a.log.Info("reload: cluster.tls.cert loaded", "component", "app", "cert", routeCert.cert)
+		}
+	}
 	if cert != nil {
 		if err := cert.force(); err != nil {
 			errs = append(errs, err)

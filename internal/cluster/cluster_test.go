@@ -75,6 +75,36 @@ type node struct {
 	// peers overrides the cluster's peer list for this node (a node
 	// added to a running cluster, grow_test.go); set before its start.
 	peers string
+	// args are further serve flags, noSecret leaves the cluster secret
+	// out (a node authenticated by route TLS alone), log keeps the
+	// process's log lines when set (tls_test.go); set before its start.
+	args     []string
+	noSecret bool
+	log      *lineLog
+}
+
+// lineLog keeps a process's log lines.
+type lineLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *lineLog) add(s string) { l.mu.Lock(); l.lines = append(l.lines, s); l.mu.Unlock() }
+
+// find returns the first line containing every one of parts.
+func (l *lineLog) find(parts ...string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+next:
+	for _, s := range l.lines {
+		for _, p := range parts {
+			if !strings.Contains(s, p) {
+				continue next
+			}
+		}
+		return s
+	}
+	return ""
 }
 
 type testCluster struct {
@@ -171,7 +201,11 @@ func (c *testCluster) start(nd *node) {
 		"--log-format", "json",
 		"--cluster-name", "test", "--cluster-listen", "127.0.0.1:"+strconv.Itoa(nd.port),
 		"--peers", peers, "--node-name", nd.name)
-	cmd.Env = append(os.Environ(), "THRONG_CLUSTER_SECRET="+secret, "THRONG_ADMIN_PASSWORD="+adminPW)
+	cmd.Args = append(cmd.Args, nd.args...)
+	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD="+adminPW)
+	if !nd.noSecret {
+		cmd.Env = append(cmd.Env, "THRONG_CLUSTER_SECRET="+secret)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -189,6 +223,9 @@ func (c *testCluster) start(nd *node) {
 			var line struct {
 				Msg  string `json:"msg"`
 				Addr string `json:"addr"`
+			}
+			if nd.log != nil {
+				nd.log.add(sc.Text())
 			}
 			if json.Unmarshal(sc.Bytes(), &line) == nil && strings.HasSuffix(line.Msg, " listening") {
 				addrs <- [2]string{strings.TrimSuffix(line.Msg, " listening"), line.Addr}

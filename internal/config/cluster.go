@@ -1,7 +1,10 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 
@@ -29,6 +32,52 @@ type Cluster struct {
 	// Replicas is the replica count of every stream and bucket; 0 picks
 	// min(3, nodes).
 	Replicas int `yaml:"replicas"`
+	// TLS, when set, encrypts the routes between nodes and authenticates
+	// them with certificates (mutual TLS).
+	TLS ClusterTLS `yaml:"tls"`
+}
+
+// ClusterTLS configures mutual TLS on the routes between nodes: every
+// route is TLS, each side presents Cert and verifies the other's against
+// CA (a node without a certificate from CA cannot join; plain routes are
+// refused). The node's certificate serves as server and as client
+// certificate, so it needs both extended key usages (or none), and a
+// subject alternative name for the host this node is reached by in the
+// others' peer lists.
+type ClusterTLS struct {
+	Cert string `yaml:"cert"` // PEM certificate (chain) of this node
+	Key  string `yaml:"key"`  // its PEM private key
+	CA   string `yaml:"ca"`   // PEM bundle the other nodes' certificates are verified against
+}
+
+// Enabled reports whether route TLS is configured.
+func (t ClusterTLS) Enabled() bool { return t.Cert != "" || t.Key != "" || t.CA != "" }
+
+func (t ClusterTLS) problems() []error {
+	var errs []error
+	if !t.Enabled() {
+		return nil
+	}
+	n := len(errs)
+	for _, f := range []struct{ key, path string }{{"cert", t.Cert}, {"key", t.Key}, {"ca", t.CA}} {
+		if f.path == "" {
+			errs = append(errs, fmt.Errorf("cluster.tls.%s: required with the other cluster.tls files (routes use mutual TLS)", f.key))
+		} else if err := readable(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("cluster.tls.%s: %v", f.key, err))
+		}
+	}
+	if len(errs) > n {
+		return errs
+	}
+	if _, err := tls.LoadX509KeyPair(t.Cert, t.Key); err != nil {
+		errs = append(errs, fmt.Errorf("cluster.tls: %v", err))
+	}
+	if b, err := os.ReadFile(t.CA); err != nil {
+		errs = append(errs, fmt.Errorf("cluster.tls.ca: %v", err))
+	} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		errs = append(errs, fmt.Errorf("cluster.tls.ca: %s holds no PEM certificate", t.CA))
+	}
+	return errs
 }
 
 // Enabled reports whether the node is clustered.
@@ -83,6 +132,9 @@ func (c Cluster) problems() []error {
 		if c.Replicas != 0 {
 			bad("cluster.replicas: only for a cluster (set cluster.listen)")
 		}
+		if c.TLS.Enabled() {
+			bad("cluster.tls: only for a cluster (set cluster.listen)")
+		}
 		return errs
 	}
 	if _, port, err := checkListenAddr(c.Listen); err != nil {
@@ -98,9 +150,10 @@ func (c Cluster) problems() []error {
 			bad("cluster.peers: %q: want host:port", p)
 		}
 	}
-	if c.Secret == "" {
-		bad("cluster.secret: required when clustered (it authenticates the routes between nodes)")
+	if c.Secret == "" && !c.TLS.Enabled() {
+		bad("cluster.secret: required when clustered without cluster.tls (it authenticates the routes between nodes)")
 	}
+	errs = append(errs, c.TLS.problems()...)
 	if c.Name != "" && !clusterNameRE.MatchString(c.Name) {
 		bad("cluster.name: %q: letters, digits, '-' and '_' only", c.Name)
 	}

@@ -124,8 +124,8 @@ func TestEveryFlagAndEnvVariable(t *testing.T) {
 			val = "debug"
 		case s.Key == "dataDir" || s.Key == "adminPassword":
 			val = "x"
-		case strings.HasPrefix(s.Key, "tls."):
-			continue // needs files; covered by TestTLSValidation
+		case strings.HasPrefix(s.Key, "tls."), strings.HasPrefix(s.Key, "cluster.tls."):
+			continue // needs files; covered by TestTLSValidation, TestClusterTLSValidation
 		case s.Key == "cluster.name" || s.Key == "cluster.nodeName":
 			val = "node-1"
 		case s.Key == "cluster.replicas":

@@ -8,7 +8,9 @@ package engine
 // Raft group. throng adds three things on top:
 //
 //   - route authentication: every node presents the cluster secret as the
-//     route password, so a node without it cannot join;
+//     route password, so a node without it cannot join; with TLS, routes
+//     are mutual TLS as well (or instead), verified against the cluster's
+//     CA;
 //   - tenant accounts on every node: JetStream assigns a stream of an
 //     account to a node that must already have registered the account (a
 //     member that does not know it refuses the assignment, and a refused
@@ -28,6 +30,7 @@ package engine
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,7 +62,16 @@ type Cluster struct {
 	// own address may be among them (it is recognised and skipped).
 	Peers []string
 	// Secret authenticates routes: every node uses it as route password.
+	// It may be empty when TLS is set (the certificates authenticate).
 	Secret string
+	// TLS, when set, makes every route TLS, both ways: the server side
+	// of a route must require and verify the client's certificate
+	// (ClientAuth, ClientCAs) and the client side verify the server's
+	// (RootCAs) and present one (GetClientCertificate or Certificates).
+	// A route that does not complete the handshake is refused, plain ones
+	// included. The caller keeps it; certificates may change through its
+	// callbacks (app reloads them).
+	TLS *tls.Config
 	// Replicas is the replica count of every stream and bucket; zero
 	// picks min(3, nodes), the nodes being Peers plus this one.
 	Replicas int
@@ -171,8 +183,8 @@ func clusterOptions(opts *server.Options, c *Cluster, dataDir string) ([]string,
 	if c.NodeName == "" {
 		return nil, errors.New("engine: cluster node name is required")
 	}
-	if c.Secret == "" {
-		return nil, errors.New("engine: cluster secret is required")
+	if c.Secret == "" && c.TLS == nil {
+		return nil, errors.New("engine: cluster secret or TLS is required")
 	}
 	accounts, err := readAccounts(dataDir)
 	if err != nil {
@@ -202,14 +214,26 @@ func clusterOptions(opts *server.Options, c *Cluster, dataDir string) ([]string,
 	}
 	opts.ServerName = c.NodeName
 	opts.Cluster = server.ClusterOpts{
-		Name:     name,
-		Host:     host,
-		Port:     port,
-		Username: routeUser,
-		Password: c.Secret,
+		Name: name,
+		Host: host,
+		Port: port,
 		// Clients never connect over the network: do not tell them
 		// about other nodes.
 		NoAdvertise: true,
+	}
+	var user *url.Userinfo
+	if c.Secret != "" {
+		opts.Cluster.Username, opts.Cluster.Password = routeUser, c.Secret
+		user = url.UserPassword(routeUser, c.Secret)
+	}
+	if c.TLS != nil {
+		// The server does the handshake on every route it accepts or
+		// solicits before anything else (createRoute), so a node without
+		// TLS, or whose certificate the CA did not sign, never gets to
+		// the route protocol. 5 s rather than the server's 2 s: a loaded
+		// node's handshake (ECDSA/RSA) must not fail a route.
+		opts.Cluster.TLSConfig = c.TLS
+		opts.Cluster.TLSTimeout = 5
 	}
 	for _, p := range c.Peers {
 		p = strings.TrimSpace(p)
@@ -219,7 +243,7 @@ func clusterOptions(opts *server.Options, c *Cluster, dataDir string) ([]string,
 		if _, _, err := net.SplitHostPort(p); err != nil {
 			return nil, fmt.Errorf("engine: cluster peer %q: want host:port", p)
 		}
-		opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: p, User: url.UserPassword(routeUser, c.Secret)})
+		opts.Routes = append(opts.Routes, &url.URL{Scheme: "nats-route", Host: p, User: user})
 	}
 	// The server starts its routes only once its client listener is up
 	// (Server.Start): a clustered engine listens on loopback, on a
