@@ -22,7 +22,7 @@ import (
 // not silent yet: the finder uses the tenant's.
 func testSilentDevices(t *testing.T, e *env) {
 	e.api("POST", "/v1/tenants/iot", map[string]any{}, 201)
-	for _, d := range []string{"s-quiet", "s-steady", "s-once", "s-http"} {
+	for _, d := range []string{"s-quiet", "s-steady", "s-once", "s-http", "s-cmd-live", "s-cmd-gone"} {
 		e.api("POST", "/v1/devices/iot/"+d, map[string]any{}, 201)
 		e.api("PUT", "/v1/credentials/iot/"+d, []any{map[string]any{"type": "hashed-password", "auth-id": d,
 			"secrets": []any{map[string]any{"pwd-plain": "pw-" + d}}}}, 204)
@@ -88,6 +88,27 @@ func testSilentDevices(t *testing.T, e *env) {
 	_ = once.Disconnect(&paho.Disconnect{})
 	every(steady, 200*time.Millisecond, 0)
 	every(quiet, 200*time.Millisecond, 5)
+	// Hono MQTT devices waiting for commands (command///req/#): s-cmd-live
+	// published as often as s-quiet and then only waits, connected (alive:
+	// not silent, although its interval lapses); s-cmd-gone subscribed
+	// once and disconnected (silent once the minimum silence passed,
+	// without an interval of its own).
+	subscribe := func(c *paho.Client) {
+		sctx, scancel := context.WithTimeout(ctx, time.Minute)
+		defer scancel()
+		if _, err := c.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "command///req/#", QoS: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmdLive, _ := e.mqtt("s-cmd-live@iot", "pw-s-cmd-live", "s-cmd-live")
+	for range 4 {
+		time.Sleep(200 * time.Millisecond)
+		_, _ = cmdLive.Publish(ctx, &paho.Publish{Topic: "telemetry", QoS: 0, Payload: []byte("21.5")})
+	}
+	subscribe(cmdLive)
+	cmdGone, _ := e.mqtt("s-cmd-gone@iot", "pw-s-cmd-gone", "s-cmd-gone")
+	subscribe(cmdGone)
+	_ = cmdGone.Disconnect(&paho.Disconnect{})
 	// An HTTP device's one request with hono-ttd 1: it waits a second for
 	// a command; silent once that (and the minimum silence) passed,
 	// without an interval of its own.
@@ -117,11 +138,11 @@ func testSilentDevices(t *testing.T, e *env) {
 	}
 	var silent map[string]metrics.Finding
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		if silent = find(""); silent["s-quiet"].Device != "" && silent["s-http"].Device != "" {
+		if silent = find(""); silent["s-quiet"].Device != "" && silent["s-http"].Device != "" && silent["s-cmd-gone"].Device != "" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("s-quiet and s-http not both found silent within 60 s: %v", silent)
+			t.Fatalf("s-quiet, s-http and s-cmd-gone not all found silent within 60 s: %v", silent)
 		}
 	}
 	f := silent["s-quiet"]
@@ -132,7 +153,14 @@ func testSilentDevices(t *testing.T, e *env) {
 	if h := silent["s-http"]; h.Evidence["reason"] != "ttd" || h.Evidence["ttdSeconds"] != float64(1) {
 		t.Errorf("s-http's finding: %+v", h)
 	}
-	for _, d := range []string{"s-steady", "s-once"} {
+	if g := silent["s-cmd-gone"]; g.Evidence["reason"] != "commands" {
+		t.Errorf("s-cmd-gone's finding: %+v", g)
+	} else {
+		t.Logf("%s: %s %v", g.Kind, g.Summary, g.Evidence)
+	}
+	// s-cmd-live's last sighting is older than s-quiet's, its interval as
+	// short: only its wait for commands keeps it off the list.
+	for _, d := range []string{"s-steady", "s-once", "s-cmd-live"} {
 		if _, ok := silent[d]; ok {
 			t.Errorf("%s found silent: %+v", d, silent[d])
 		}
