@@ -10,7 +10,7 @@ import (
 	"github.com/throngmq/throng/internal/soak"
 )
 
-const soakSynopsis = `soak [--duration 1h] [--interval 60s] [--rate 200] [--storm 15000] [--faults a,b] [--nodes 3] [--work-dir D] [--keep] [--seed N]
+const soakSynopsis = `soak [--duration 1h] [--interval 60s] [--rate 200] [--storm 15000] [--faults a,b] [--nodes 3] [--only stream,…] [--work-dir D] [--keep] [--seed N]
 
 Runs the crash, fault and soak checker (docs/reliability.md): starts this
 binary as a 'throng serve' child on free loopback ports and a temporary
@@ -35,6 +35,7 @@ func (c *cli) soak(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 0, "random seed (default: from the clock)")
 	bin := fs.String("bin", "", "throng binary to run as the node (default: this one)")
 	catchUp := fs.Duration("catch-up", 30*time.Second, "a check ends when nothing was delivered for this long")
+	only := fs.String("only", "", "comma-separated streams the slow and stuck faults choose from (default: all)")
 	nodes := fs.Int("nodes", 1, "run a cluster of this many nodes, clients spread over them (faults: "+strings.Join(soak.ClusterFaults, ", ")+"; default "+strings.Join(soak.DefaultClusterFaults, ",")+")")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
@@ -44,6 +45,9 @@ func (c *cli) soak(ctx context.Context, args []string) error {
 		RequireDiskFull: c.env.get("CI") == "true", Nodes: *nodes}
 	if *faults != "" {
 		cfg.Faults = strings.Split(*faults, ",")
+	}
+	if *only != "" {
+		cfg.Only = strings.Split(*only, ",")
 	}
 	if cfg.Bin == "" {
 		exe, err := os.Executable()

@@ -11,10 +11,11 @@ import (
 	paho "github.com/eclipse/paho.golang/paho"
 )
 
-// The clockjump fault jumps the node's wall clock (the one of its expiry
-// decisions, internal/clock) forward and back while every stream goes on,
-// with messages of several TTLs waiting in a persistent session and
-// sessions of several expiry intervals disconnected. The ledger then
+// The clockjump fault jumps the node's (on a cluster: every node's) wall
+// clock (the one of its expiry decisions, internal/clock) forward and
+// back while every stream goes on, with messages of several TTLs waiting
+// in a persistent session and sessions of several expiry intervals
+// disconnected. The ledger then
 // checks (stream mqtt5-expiry) that nothing acknowledged is missing that
 // could not have expired, and that nothing is delivered once expired; the
 // other streams must not notice the jumps at all.
@@ -31,16 +32,10 @@ func faultClockJump(ctx context.Context, h *harness) (note string, err error) {
 	st := h.expiry
 	ctl := h.ctl(st)
 	var problems []string
-	jump := func(off time.Duration) error {
-		w, a, err := h.node.SetClock(ctx, off)
-		noteClock(w, a, off)
-		return err
-	}
+	jump := func(off time.Duration) error { return h.setClocks(ctx, off) }
 	defer func() {
-		if h.node.Running() {
-			if e := jump(0); e != nil && err == nil {
-				err = e
-			}
+		if e := jump(0); e != nil && err == nil {
+			err = e
 		}
 		ctl.away.Store(false)
 	}()
@@ -174,6 +169,27 @@ func faultClockJump(ctx context.Context, h *harness) (note string, err error) {
 		note += "; sessions: " + strings.Join(problems, ", ")
 	}
 	return note, nil
+}
+
+// setClocks jumps every node's wall clock to ours plus off. On a cluster
+// all nodes jump together: the ledger knows one wall clock (a message's
+// expiry is fixed by the node that accepts it and decided by the one that
+// delivers it), so the jump is the cluster's, from the first node's
+// offset file written to the last one's acknowledgement (the ledger allows
+// either clock meanwhile). A node that is down applies it when it starts.
+func (h *harness) setClocks(ctx context.Context, off time.Duration) error {
+	var first, last time.Time
+	var errs []error
+	for _, n := range h.nodes {
+		w, a, err := n.SetClock(ctx, off)
+		if first.IsZero() {
+			first = w
+		}
+		last = a
+		errs = append(errs, err)
+	}
+	noteClock(first, last, off)
+	return errors.Join(errs...)
 }
 
 // expirySession connects an MQTT 5 client with a persistent session that

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,13 +173,15 @@ func faultStopCont(ctx context.Context, h *harness) (string, error) {
 	return fmt.Sprintf("%s SIGSTOP for %s", n.label(), d.Round(10*time.Millisecond)), nil
 }
 
-// pickStreams chooses k distinct streams with producers at random.
+// pickStreams chooses k distinct streams with producers at random (among
+// cfg.Only, when set).
 func (h *harness) pickStreams(k int) []*Stream {
 	idx := h.rnd.Perm(len(h.streams))
 	var out []*Stream
 	for _, i := range idx {
-		if len(out) < k && h.streams[i] != h.expiry {
-			out = append(out, h.streams[i])
+		st := h.streams[i]
+		if len(out) < k && st != h.expiry && (len(h.cfg.Only) == 0 || slices.Contains(h.cfg.Only, st.Name)) {
+			out = append(out, st)
 		}
 	}
 	return out
@@ -260,6 +263,9 @@ func (h *harness) watchOthers(ctx context.Context, except []*Stream, d time.Dura
 // faultStorm connects cfg.Storm MQTT clients, kills the node, and has them
 // all reconnect at once when it is back.
 func faultStorm(ctx context.Context, h *harness) (string, error) {
+	if len(h.nodes) > 1 {
+		return faultStormCluster(ctx, h)
+	}
 	n := h.cfg.Storm
 	conns := make([]net.Conn, n)
 	t0 := time.Now()
@@ -288,22 +294,98 @@ func faultStorm(ctx context.Context, h *harness) (string, error) {
 	return note, nil
 }
 
+// faultStormCluster is the storm on a cluster: cfg.Storm clients spread
+// over the nodes (client i on node i mod n); a random node is killed and
+// its clients fail over to the next node all at once while it is down (as
+// clients with several hosts do); it restarts, and then every client
+// drops its connection and reconnects to its own node at once.
+func faultStormCluster(ctx context.Context, h *harness) (string, error) {
+	n, nn := h.cfg.Storm, len(h.nodes)
+	conns := make([]net.Conn, n)
+	at := func(i int) string { return h.nodes[i%nn].MQTT }
+	t0 := time.Now()
+	failed := stormConnectTo(ctx, at, conns, nil, 256, 30*time.Second)
+	first := time.Since(t0)
+	if failed > 0 {
+		closeAll(conns)
+		return "", fmt.Errorf("storm: %d of %d clients could not connect in the first place", failed, n)
+	}
+	files := func() string {
+		var parts []string
+		for _, nd := range h.nodes {
+			ps, _ := nd.Stats()
+			parts = append(parts, fmt.Sprintf("%s %d files %.0f MB", nd.label(), ps.OpenFiles, float64(ps.RSS)/(1<<20)))
+		}
+		return strings.Join(parts, ", ")
+	}
+	before := files()
+	vi := h.rnd.IntN(nn)
+	victim := h.nodes[vi]
+	victim.Kill()
+	// The victim's clients, all at once, to the next node (under their
+	// own client ids: the server takes their sessions over).
+	mine := func(i int) bool { return i%nn == vi }
+	moved := make([]net.Conn, n)
+	nMoved := 0
+	for i := range conns {
+		if mine(i) {
+			conns[i].Close()
+			conns[i] = nil
+			nMoved++
+		}
+	}
+	t1 := time.Now()
+	failedOver := stormConnectTo(ctx, func(i int) string { return h.nodes[(i+1)%nn].MQTT }, moved, mine, nMoved, 90*time.Second)
+	over := time.Since(t1)
+	closeAll(moved)
+	if err := h.restartNode(ctx, victim); err != nil {
+		closeAll(conns)
+		return "", err
+	}
+	closeAll(conns)
+	t2 := time.Now()
+	failed = stormConnectTo(ctx, at, conns, nil, n, 90*time.Second)
+	again := time.Since(t2)
+	after := files()
+	closeAll(conns)
+	note := fmt.Sprintf("storm: %d clients over %d nodes connected in %s (%s), %s killed -9, its %d clients failed over at once in %s, "+
+		"restarted, all reconnected at once in %s (%s)",
+		n, nn, first.Round(10*time.Millisecond), before, victim.label(), nMoved, over.Round(10*time.Millisecond),
+		again.Round(10*time.Millisecond), after)
+	switch {
+	case failedOver > 0:
+		return note, fmt.Errorf("storm: %d of %d clients of the killed node could not connect to another node within 90s", failedOver, nMoved)
+	case failed > 0:
+		return note, fmt.Errorf("storm: %d of %d clients could not reconnect within 90s", failed, n)
+	}
+	return note, nil
+}
+
 // stormConnect opens raw MQTT 3.1.1 connections (clean session, keep-alive
 // 0) with at most par dials at once, retrying each until limit; it returns
 // how many failed.
 func stormConnect(ctx context.Context, addr string, conns []net.Conn, par int, limit time.Duration) int {
+	return stormConnectTo(ctx, func(int) string { return addr }, conns, nil, par, limit)
+}
+
+// stormConnectTo is stormConnect with client i connecting to addr(i), only
+// the clients only accepts (nil: all).
+func stormConnectTo(ctx context.Context, addr func(int) string, conns []net.Conn, only func(int) bool, par int, limit time.Duration) int {
 	deadline := time.Now().Add(limit)
 	sem := make(chan struct{}, par)
 	var failed atomic.Int64
 	var wg sync.WaitGroup
 	for i := range conns {
+		if only != nil && !only(i) {
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
 			for attempt := 0; ; attempt++ {
-				c, err := rawConnect(addr, i)
+				c, err := rawConnect(addr(i), i)
 				if err == nil {
 					conns[i] = c
 					return

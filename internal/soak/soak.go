@@ -63,6 +63,9 @@ type Config struct {
 	// ends connects to the next node; the faults hit a random node.
 	// Only ClusterFaults can be injected (default DefaultClusterFaults).
 	Nodes int
+	// Only, when set, names the streams the slow and stuck faults choose
+	// from (to aim them at one stream when reproducing a finding).
+	Only []string
 	// RequireDiskFull makes a missing disk-full capability (not root, no
 	// tmpfs) an error instead of a skip; set under CI=true.
 	RequireDiskFull bool
@@ -74,14 +77,21 @@ var DefaultFaults = []string{
 }
 
 // ClusterFaults are the faults a cluster run can inject: the ones that hit
-// one node chosen at random (victim), and those on the clients' side. The
-// others need the one node (a reconnect storm at it, its own data
-// directory on a small disk, its clock).
-var ClusterFaults = []string{"kill9", "stopcont", "kill9-startup", "slow", "stuck"}
+// one node chosen at random (victim), those on the clients' side, a
+// reconnect storm spread over the nodes (one of them killed: its clients
+// fail over, then all reconnect), a clock jump of every node at once, and
+// a queue purge with the node serving it killed. diskfull needs a node
+// whose data directory is a small file system of its own (on one node it
+// starts a second node for that): not on a cluster yet.
+var ClusterFaults = []string{"kill9", "stopcont", "kill9-startup", "slow", "stuck", "storm", "clockjump", "kill9-purge"}
 
 // DefaultClusterFaults is the rotation of a cluster run: kill -9 of a
 // random node (restarted at once) and SIGSTOP/SIGCONT of a random node.
 var DefaultClusterFaults = []string{"kill9", "stopcont"}
+
+// streamNames are the streams with producers of their own (startStreams).
+var streamNames = []string{"mqtt5-persist-qos1", "mqtt5-persist-qos2", "mqtt3-persist-qos1", "mqtt3-persist-qos2",
+	"mqtt3-clean-qos1", "mqtt5-clean-qos0", "amqp-queue", "amqp-subscription", "amqp-anycast"}
 
 // harness is one run's state.
 type harness struct {
@@ -271,6 +281,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = uint64(time.Now().UnixNano())
 	}
+	for _, name := range cfg.Only {
+		if !slices.Contains(streamNames, name) {
+			return nil, fmt.Errorf("soak: unknown stream %q (known: %s)", name, strings.Join(streamNames, ", "))
+		}
+	}
 	for _, f := range cfg.Faults {
 		if faultFuncs[f] == nil {
 			return nil, fmt.Errorf("soak: unknown fault %q (known: %s)", f, strings.Join(DefaultFaults, ", "))
@@ -455,6 +470,11 @@ func (h *harness) startStreams(ctx context.Context, wg *sync.WaitGroup) error {
 	add("mqtt5-expiry", stored,
 		func(st *Stream, ready func()) { h.m5Consumer(ctx, st, expiryTopic+"/#", 1, false, ready) })
 	h.expiry = h.streams[len(h.streams)-1]
+	for _, st := range h.streams {
+		if st != h.expiry && !slices.Contains(streamNames, st.Name) {
+			return fmt.Errorf("soak: stream %s missing from streamNames", st.Name)
+		}
+	}
 
 	var readyWG sync.WaitGroup
 	for _, d := range defs {
