@@ -137,10 +137,11 @@ func (c *cli) parseBench(fs *flag.FlagSet, args []string) error {
 }
 
 func (c *cli) benchMQTT(ctx context.Context, args []string) error {
-	fs := c.newFlagSet("bench mqtt", "bench mqtt [--server HOST:PORT] [--shape fan-in|fan-out] [--qos N] [--rate N] [flags]")
+	fs := c.newFlagSet("bench mqtt", "bench mqtt [--server HOST:PORT] [--sub-server HOST:PORT] [--shape fan-in|fan-out] [--qos N] [--rate N] [flags]")
 	var cfg bench.MQTTConfig
 	common := c.benchCommonFlags(fs)
 	fs.StringVar(&cfg.Server, "server", "127.0.0.1:1883", "MQTT broker host:port")
+	fs.StringVar(&cfg.SubServer, "sub-server", "", "the subscribers' host:port, e.g. another node of a cluster (default: --server)")
 	fs.StringVar(&cfg.Shape, "shape", "", "fan-in (4 publishers → 1 subscriber) or fan-out (1 → 100); --publishers/--subscribers override")
 	fs.IntVar(&cfg.Publishers, "publishers", 0, "publishing connections (default 1, or from --shape)")
 	fs.IntVar(&cfg.Subscribers, "subscribers", 0, "subscribing connections (default 1, or from --shape)")
