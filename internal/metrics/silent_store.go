@@ -76,8 +76,8 @@ func (o *Observer) DevicesWaiting() int {
 // at any point leaves the previous file or the new one.
 func (o *Observer) SaveDevices(path string) (DevicesSaved, error) {
 	start := time.Now()
-	snap := o.devs.snapshot()
-	st := DevicesSaved{Locked: time.Since(start)}
+	snap, locked := o.devs.snapshot()
+	st := DevicesSaved{Locked: locked}
 	saved := o.opt.Now().UnixMilli()
 
 	tmp := path + ".tmp"
@@ -176,7 +176,7 @@ type devRec struct {
 // allocated before, with room for the devices that arrive meanwhile, so
 // that the lock is not held through an allocation (and the garbage
 // collector's assists it may bring).
-func (d *devices) snapshot() []tenantRecs {
+func (d *devices) snapshot() ([]tenantRecs, time.Duration) {
 	d.mu.Lock()
 	sizes := make(map[string]int, len(d.byTenant))
 	for t, m := range d.byTenant {
@@ -188,9 +188,10 @@ func (d *devices) snapshot() []tenantRecs {
 		pre[t] = make([]devRec, 0, n+n/64+16)
 	}
 
+	out := make([]tenantRecs, 0, len(sizes)+16)
+	locked := time.Now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]tenantRecs, 0, len(d.byTenant))
 	for t, m := range d.byTenant {
 		recs := pre[t]
 		for id, s := range m {
@@ -198,7 +199,7 @@ func (d *devices) snapshot() []tenantRecs {
 		}
 		out = append(out, tenantRecs{t, recs})
 	}
-	return out
+	return out, time.Since(locked)
 }
 
 // LoadDevices reads the tracker's file into the tracker (restore), up to

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	goamqp "github.com/Azure/go-amqp"
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/throngmq/throng/internal/metrics"
@@ -22,7 +23,7 @@ import (
 // not silent yet: the finder uses the tenant's.
 func testSilentDevices(t *testing.T, e *env) {
 	e.api("POST", "/v1/tenants/iot", map[string]any{}, 201)
-	for _, d := range []string{"s-quiet", "s-steady", "s-once", "s-http", "s-cmd-live", "s-cmd-gone"} {
+	for _, d := range []string{"s-quiet", "s-steady", "s-once", "s-http", "s-cmd-live", "s-cmd-gone", "s-amqp-gone"} {
 		e.api("POST", "/v1/devices/iot/"+d, map[string]any{}, 201)
 		e.api("PUT", "/v1/credentials/iot/"+d, []any{map[string]any{"type": "hashed-password", "auth-id": d,
 			"secrets": []any{map[string]any{"pwd-plain": "pw-" + d}}}}, 204)
@@ -109,6 +110,21 @@ func testSilentDevices(t *testing.T, e *env) {
 	cmdGone, _ := e.mqtt("s-cmd-gone@iot", "pw-s-cmd-gone", "s-cmd-gone")
 	subscribe(cmdGone)
 	_ = cmdGone.Disconnect(&paho.Disconnect{})
+	// An AMQP device (go-amqp) with a receiver on "command", then gone.
+	actx, acancel := context.WithTimeout(ctx, time.Minute)
+	ac, err := goamqp.Dial(actx, "amqp://"+e.AMQPAddr, &goamqp.ConnOptions{SASLType: goamqp.SASLTypePlain("s-amqp-gone@iot", "pw-s-amqp-gone")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := ac.NewSession(actx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := as.NewReceiver(actx, "command", &goamqp.ReceiverOptions{Credit: 10}); err != nil {
+		t.Fatal(err)
+	}
+	_ = ac.Close()
+	acancel()
 	// An HTTP device's one request with hono-ttd 1: it waits a second for
 	// a command; silent once that (and the minimum silence) passed,
 	// without an interval of its own.
@@ -138,11 +154,12 @@ func testSilentDevices(t *testing.T, e *env) {
 	}
 	var silent map[string]metrics.Finding
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		if silent = find(""); silent["s-quiet"].Device != "" && silent["s-http"].Device != "" && silent["s-cmd-gone"].Device != "" {
+		if silent = find(""); silent["s-quiet"].Device != "" && silent["s-http"].Device != "" && silent["s-cmd-gone"].Device != "" &&
+			silent["s-amqp-gone"].Device != "" {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("s-quiet, s-http and s-cmd-gone not all found silent within 60 s: %v", silent)
+			t.Fatalf("s-quiet, s-http, s-cmd-gone and s-amqp-gone not all found silent within 60 s: %v", silent)
 		}
 	}
 	f := silent["s-quiet"]
@@ -153,10 +170,12 @@ func testSilentDevices(t *testing.T, e *env) {
 	if h := silent["s-http"]; h.Evidence["reason"] != "ttd" || h.Evidence["ttdSeconds"] != float64(1) {
 		t.Errorf("s-http's finding: %+v", h)
 	}
-	if g := silent["s-cmd-gone"]; g.Evidence["reason"] != "commands" {
-		t.Errorf("s-cmd-gone's finding: %+v", g)
-	} else {
-		t.Logf("%s: %s %v", g.Kind, g.Summary, g.Evidence)
+	for _, d := range []string{"s-cmd-gone", "s-amqp-gone"} {
+		if g := silent[d]; g.Evidence["reason"] != "commands" {
+			t.Errorf("%s's finding: %+v", d, g)
+		} else {
+			t.Logf("%s: %s %v", g.Kind, g.Summary, g.Evidence)
+		}
 	}
 	// s-cmd-live's last sighting is older than s-quiet's, its interval as
 	// short: only its wait for commands keeps it off the list.
