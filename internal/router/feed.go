@@ -83,7 +83,30 @@ type feed struct {
 	// undeliverable-here), until it is consumed or they leave, also
 	// across its return to the engine; guarded by mu
 	nExcluded atomic.Int32 // len(excluded), read without mu on the settle path
+
+	// acked are the entries this feed acknowledged in full in the last
+	// ackedKeep, in order (only with other nodes in the account); ackedSet
+	// indexes them. An acknowledgement is a plain publish to the engine
+	// consumer's leader: when that node dies before the ack reached its
+	// replicas, the new leader delivers the entry again after the ack
+	// wait, to this same feed, while the consumers that settled it are
+	// still connected (an MQTT QoS 2 subscriber then got a completed
+	// message again under a new packet id: cluster soak, session 15). Such
+	// a redelivery is acknowledged again and not given out. Guarded by mu.
+	acked    []ackedEntry
+	ackedSet map[uint64]struct{}
 }
+
+// ackedEntry is an entry acknowledged in full, and when.
+type ackedEntry struct {
+	seq uint64
+	at  time.Time
+}
+
+// ackedKeep is how long a feed remembers the entries it acknowledged: a
+// lost ack comes back as a redelivery after the ack wait, plus the
+// election that lost it.
+func ackedKeep() time.Duration { return 2*ackWait + 10*time.Second }
 
 // member is a Consumer's state in its feed; guarded by the feed's mu.
 type member struct {
@@ -811,6 +834,12 @@ func (f *feed) onPulled(msg *nats.Msg) {
 		f.run()
 		return
 	}
+	if count > 1 && f.ackedBefore(seq) {
+		// Settled in full here already; the engine lost the ack.
+		_ = msg.Respond([]byte("+ACK"))
+		f.run()
+		return
+	}
 	if count == 1 && seq <= f.reclaimed {
 		count = 2 // delivered before the reset that took it back (reclaim)
 	}
@@ -1000,6 +1029,37 @@ func (f *feed) othersWaiting(own int) bool {
 		return false
 	}
 	return cn.CachedInfo().NumWaiting > own
+}
+
+// noteAcked remembers that the entry seq was acknowledged in full (with
+// other nodes in the account: on a single node an ack is lost only with
+// the process, and this feed with it).
+func (f *feed) noteAcked(seq uint64) {
+	if f.ts.peers() <= 1 {
+		return
+	}
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ackedSet == nil {
+		f.ackedSet = map[uint64]struct{}{}
+	}
+	i := 0
+	for i < len(f.acked) && now.Sub(f.acked[i].at) > ackedKeep() {
+		delete(f.ackedSet, f.acked[i].seq)
+		i++
+	}
+	f.acked = append(f.acked[i:], ackedEntry{seq, now})
+	f.ackedSet[seq] = struct{}{}
+}
+
+// ackedBefore reports whether this feed acknowledged the entry seq in full
+// within ackedKeep.
+func (f *feed) ackedBefore(seq uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.ackedSet[seq]
+	return ok
 }
 
 // repull forgets the pull requests of a lost engine connection and asks

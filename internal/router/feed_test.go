@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/throngmq/throng/internal/address"
 	"github.com/throngmq/throng/internal/message"
@@ -555,4 +558,39 @@ func TestQueueStuckConsumerReadyGoesToPeer(t *testing.T) {
 		}
 	}
 	col.none(t, 100*time.Millisecond)
+}
+
+// With other nodes in the account, an entry acknowledged in full whose ack
+// the engine lost (its consumer leader died before the ack reached the
+// replicas) comes again after the ack wait: it is acknowledged again, not
+// given out a second time (cluster soak, session 15: QoS 2 messages
+// completed by a subscriber that stayed connected came again under new
+// packet ids).
+func TestLostAckNotDeliveredAgain(t *testing.T) {
+	shortAckWait(t)
+	e := newEnv(t)
+	peerRouter(t, e)
+	mustAddr(t, e.r, "default", &address.Address{Name: "q", Type: address.Queue})
+	var lose atomic.Bool
+	old := ackPublish
+	ackPublish = func(nc *nats.Conn, subj string, b []byte) error {
+		if lose.CompareAndSwap(true, false) {
+			return nil // lost on its way, as to a dying leader
+		}
+		return old(nc, subj, b)
+	}
+	t.Cleanup(func() { ackPublish = old })
+	_, col := consume(t, e.r, "default", "q", ConsumeOptions{}, 10)
+	publish(t, e.r, "default", "q", "once")
+	d := col.next(t)
+	lose.Store(true)
+	d.Settle(Outcome{Kind: Accepted})
+	col.none(t, 3*ackWait) // the engine redelivers it after the ack wait
+	if lose.Load() {
+		t.Fatal("no ack was sent")
+	}
+	publish(t, e.r, "default", "q", "next")
+	if d := col.next(t); string(d.Message.Body) != "next" {
+		t.Fatalf("got %q (count %d), want next", d.Message.Body, d.Count)
+	}
 }
