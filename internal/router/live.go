@@ -73,11 +73,14 @@ const liveQueuedHigh = 512
 // the last consumer it waits for has caught up.
 type heldPublish struct {
 	n    atomic.Int32 // consumers still behind, plus one while the publish runs
+	p    *Producer    // counts the message accepted (stats.go) before done
+	body int          // its body length, for the byte counter
 	done func(Outcome, error)
 }
 
 func (h *heldPublish) release() {
 	if h.n.Add(-1) == 0 {
+		h.p.count(h.body, Outcome{Kind: Accepted}, nil)
 		h.done(Outcome{Kind: Accepted}, nil)
 	}
 }
@@ -170,8 +173,9 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 // (local.go) and, when other nodes share the account or a share group
 // member wants it, sends it through the engine. With done set (a durable
 // message), done gets Accepted once every consumer here that took it
-// while behind has caught up; an error is returned instead of calling
-// done.
+// while behind has caught up, and the message is counted accepted just
+// before (p.count, as Producer.counted would); an error is returned
+// instead of calling done, and nothing is counted.
 func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) error {
 	cs := p.ts.index.match(p.subject)
 	viaEngine := p.ts.peers() > 1
@@ -199,7 +203,7 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 		}
 		if c.take(m, p.tg.name, -1, hp) {
 			// The first consumer behind: c.mu is held (see take).
-			h = &heldPublish{done: done}
+			h = &heldPublish{p: p, body: bodyLen(m), done: done}
 			h.n.Store(1)
 			c.holdLocked(h)
 			c.mu.Unlock()
@@ -207,6 +211,7 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 	}
 	if done != nil {
 		if h == nil {
+			p.count(bodyLen(m), Outcome{Kind: Accepted}, nil)
 			done(Outcome{Kind: Accepted}, nil)
 		} else {
 			h.release()

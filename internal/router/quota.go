@@ -37,23 +37,19 @@ func rates(l tenant.Limits) quota.Rates {
 
 // admit takes the message's tokens; a refusal is counted in
 // throng_tenant_quota_refused_total.
-func (p *Producer) admit() error {
-	if p.exempt {
+func (p *Producer) admit(l *tenant.Limits) error {
+	if p.exempt || l == nil {
 		return nil
 	}
-	t, ok := p.r.store.Tenant(p.ts.name)
-	if !ok {
-		return nil
-	}
-	l := t.EffectiveLimits() // own limits over the plan's
+	// l: the tenant's own limits over its plan's (EffectiveLimits).
 	if l.MaxMessagesInPerSecond <= 0 && (l.MaxMessagesInPerSecondPerConnection <= 0 || p.conn == nil) {
-		p.r.meters(p.ts.name).in.Inc() // no clock read without a limit
+		p.meters.in.Inc() // no clock read without a limit
 		return nil
 	}
 	now := time.Now()
 	err := p.r.quota.Admit(now, p.ts.name, rates(*l), p.conn)
 	if err == nil {
-		p.r.meters(p.ts.name).in.Add(now)
+		p.meters.in.Add(now)
 		return nil
 	}
 	if qe, ok := err.(*quota.Error); ok {

@@ -3,8 +3,10 @@ package router
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/throngmq/throng/internal/address"
+	"github.com/throngmq/throng/internal/message"
 )
 
 // TestStatsCountAcceptedOnly: messagesIn and bytesIn count only messages the
@@ -62,5 +64,75 @@ func TestStatsCountDelivered(t *testing.T) {
 	st, err := e.r.AddressStats(ctxT(t), "default", "out")
 	if err != nil || st.MessagesOut != 2 || st.BytesOut != 8 {
 		t.Fatalf("messagesOut %d bytesOut %d (%v), want 2 and 8", st.MessagesOut, st.BytesOut, err)
+	}
+}
+
+// TestStatsCountTopicSpaceDurable: a durable topic-space publish that goes
+// out live is counted in (with its bytes) when its outcome is Accepted:
+// at once without a subscriber behind, only once a subscriber that took
+// it without credit has caught up (the publish is held until then), and
+// a stored one once stored. The live path counts without the counted
+// wrapper (session 15): this pins that it counts the same.
+func TestStatsCountTopicSpaceDurable(t *testing.T) {
+	e := newEnv(t)
+	p, err := e.r.Producer(ctxT(t), "default", "ts/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := p.ctr // a topic-space name's counters are its producer's (the metric and the stats API count defined addresses)
+	pub := func(body string) chan Outcome {
+		ch := make(chan Outcome, 1)
+		p.Publish(&message.Message{Body: []byte(body), Durable: true}, func(o Outcome, err error) {
+			if err != nil {
+				t.Errorf("publish %q: %v", body, err)
+			}
+			ch <- o
+		})
+		return ch
+	}
+	wait := func(ch chan Outcome) {
+		t.Helper()
+		select {
+		case o := <-ch:
+			if o.Kind != Accepted {
+				t.Fatalf("outcome %v, want accepted", o.Kind)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no outcome within 10s")
+		}
+	}
+	// No subscriber: live, accepted at once.
+	wait(pub("abc"))
+	if in, b := ctr.in.Load(), ctr.bytesIn.Load(); in != 1 || b != 3 {
+		t.Fatalf("after a live publish: in %d bytes %d, want 1 and 3", in, b)
+	}
+	// A live subscriber without credit: the message waits in its queue
+	// and the publish is held, not counted, until it has caught up.
+	c, col := consume(t, e.r, "default", "ts/a", ConsumeOptions{}, 0)
+	held := pub("hello")
+	select {
+	case o := <-held:
+		t.Fatalf("publish completed (%v) while the subscriber had no credit", o.Kind)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if in := ctr.in.Load(); in != 1 {
+		t.Fatalf("held publish counted: in %d, want 1", in)
+	}
+	c.AddCredit(10)
+	col.next(t).Settle(Outcome{Kind: Accepted})
+	wait(held)
+	if in, b := ctr.in.Load(), ctr.bytesIn.Load(); in != 2 || b != 8 {
+		t.Fatalf("after the held publish: in %d bytes %d, want 2 and 8", in, b)
+	}
+	c.Close()
+	// A stored consumer's interest: stored, counted once stored.
+	_, scol := consume(t, e.r, "default", "ts/#", ConsumeOptions{Durable: "s1"}, 10)
+	Eventually(t, func() bool { return p.storedInterest() })
+	wait(pub("wxyz"))
+	if in, b, rej := ctr.in.Load(), ctr.bytesIn.Load(), ctr.rejected.Load(); in != 3 || b != 12 || rej != 0 {
+		t.Fatalf("after a stored publish: in %d bytes %d rejected %d, want 3, 12, 0", in, b, rej)
+	}
+	if d := scol.next(t); string(d.Message.Body) != "wxyz" {
+		t.Fatalf("stored consumer got %q", d.Message.Body)
 	}
 }
