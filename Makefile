@@ -82,13 +82,15 @@ bench-compare:
 # against a throng serve child for DURATION, with a fault every INTERVAL;
 # progress lines, then the final table. Exits non-zero if an acknowledged
 # message was lost or order was broken where promised. NODES=3 runs it on
-# a cluster of three children (kill -9 and SIGSTOP of a random node).
+# a cluster of three children (kill -9 and SIGSTOP of a random node);
+# FAULTS=storm,clockjump,… picks the faults (docs/reliability.md).
 DURATION ?= 1h
 INTERVAL ?= 60s
 NODES    ?= 1
+FAULTS   ?=
 .PHONY: soak
 soak: build
-	$(BIN) soak --duration $(DURATION) --interval $(INTERVAL) --nodes $(NODES)
+	$(BIN) soak --duration $(DURATION) --interval $(INTERVAL) --nodes $(NODES) $(if $(FAULTS),--faults $(FAULTS))
 
 # Device registry figures (issue 12; docs/benchmarks.md, "Device registry"):
 # `throng bench registry` against `throng serve` children. 1) 1k devices,
