@@ -1,10 +1,13 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 
 	"github.com/throngmq/throng/internal/metrics"
 	"github.com/throngmq/throng/internal/tenant"
@@ -19,6 +22,20 @@ type Anomalies interface {
 	// Report finds the anomalies of a tenant ("": all) with th (zero
 	// fields: the defaults).
 	Report(tenantName string, th metrics.Thresholds) metrics.Report
+	// NodeReport is this node's part of a report of split nodes, Tally
+	// its counts of the parts' keys, Merge the cluster's report from
+	// every node's part and tally (internal/metrics/peers.go).
+	NodeReport(tenantName string, th metrics.Thresholds, split int) metrics.NodeReport
+	Tally(keys []metrics.TallyKey) []int64
+	Merge(tenantName string, th metrics.Thresholds, parts []metrics.NodeReport, keys []metrics.TallyKey, tallies [][]int64) metrics.Report
+}
+
+// AnomalyReport is the answer of the anomaly routes.
+type AnomalyReport struct {
+	metrics.Report
+	// Missing names the nodes of a cluster that did not answer (or are
+	// offline): what only they saw is not in the report.
+	Missing []string `json:"missing,omitempty"`
 }
 
 func init() {
@@ -63,7 +80,90 @@ func (s *Server) writeAnomalies(w http.ResponseWriter, r *http.Request, tenantNa
 		}
 		p.set(f)
 	}
-	writeJSON(w, http.StatusOK, s.cfg.Observe.Anomalies.Report(tenantName, th))
+	if peers, ok := s.cfg.Observe.Peers.(ObservePeers); ok {
+		writeJSON(w, http.StatusOK, s.reportAcross(r.Context(), peers, tenantName, th))
+		return
+	}
+	writeJSON(w, http.StatusOK, AnomalyReport{Report: s.cfg.Observe.Anomalies.Report(tenantName, th)})
+}
+
+// reportAcross is the report of every node (docs/anomalies.md, "Across
+// nodes"; internal/metrics/peers.go): each live node's part, asked at
+// once and bounded by peerWait, then each answering node's tally of the
+// parts' error makers and silent devices (a second round, only when
+// there is a candidate), merged on this node. A node that does not
+// answer either round (or is offline) is named in Missing.
+func (s *Server) reportAcross(ctx context.Context, peers ObservePeers, tenantName string, th metrics.Thresholds) AnomalyReport {
+	an := s.cfg.Observe.Anomalies
+	self := s.cfg.Observe.Conns.Node()
+	var others []string
+	var missing []string
+	for _, n := range peers.Nodes() {
+		switch {
+		case n.Name == self:
+		case n.Online:
+			others = append(others, n.Name)
+		default:
+			missing = append(missing, n.Name)
+		}
+	}
+	split := 1 + len(others) + len(missing)
+	parts := make([]metrics.NodeReport, 1+len(others))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, node := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rctx, cancel := context.WithTimeout(ctx, peerWait)
+			defer cancel()
+			parts[i+1], errs[i+1] = peers.Anomalies(rctx, node, tenantName, th, split)
+		}()
+	}
+	parts[0] = an.NodeReport(tenantName, th, split)
+	wg.Wait()
+	nodes := []string{self}
+	answered := parts[:1]
+	for i, node := range others {
+		if errs[i+1] != nil {
+			missing = append(missing, node)
+			continue
+		}
+		nodes = append(nodes, node)
+		answered = append(answered, parts[i+1])
+	}
+
+	keys := metrics.TallyKeys(answered)
+	tallies := make([][]int64, len(answered))
+	if len(keys) > 0 {
+		for i := 1; i < len(nodes); i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rctx, cancel := context.WithTimeout(ctx, peerWait)
+				defer cancel()
+				t, err := peers.Tally(rctx, nodes[i], keys)
+				if err == nil && len(t) == len(keys) {
+					tallies[i] = t
+				}
+			}()
+		}
+		tallies[0] = an.Tally(keys)
+		wg.Wait()
+		for i := 1; i < len(nodes); i++ {
+			if tallies[i] == nil {
+				// Its part is in, but not its sightings of the
+				// others' candidates.
+				missing = append(missing, nodes[i])
+			}
+		}
+	}
+	out := AnomalyReport{Report: an.Merge(tenantName, th, answered, keys, tallies)}
+	if missing != nil {
+		slices.Sort(missing)
+		out.Missing = missing
+	}
+	return out
 }
 
 // thresholdParam is one threshold: its name (as in the query and in

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/throngmq/throng/internal/conns"
+	"github.com/throngmq/throng/internal/history"
+	"github.com/throngmq/throng/internal/metrics"
 )
 
 // Connections across a cluster's nodes (docs/admin-api.md, "Across
@@ -33,6 +35,23 @@ type ConnPeers interface {
 	// Close asks node to close its connection id (of tenant, when not
 	// empty); by names who for the log and the close reason.
 	Close(ctx context.Context, node, id, tenant, by string) error
+}
+
+// ObservePeers is what else the other nodes answer: their part of an
+// anomaly report (anomalies.go) and a connection's history. A cluster's
+// Observe.Peers implements it (internal/app/anomalypeers.go); peers that
+// do not leave the anomalies this node's own and another node's
+// connection history 404.
+type ObservePeers interface {
+	ConnPeers
+	// Anomalies is node's part of a report of split nodes
+	// (metrics.Observer.NodeReport).
+	Anomalies(ctx context.Context, node, tenant string, th metrics.Thresholds, split int) (metrics.NodeReport, error)
+	// Tally is node's counts of keys (metrics.Observer.Tally).
+	Tally(ctx context.Context, node string, keys []metrics.TallyKey) ([]int64, error)
+	// History is the history of node's connection id (of tenant, when
+	// not empty).
+	History(ctx context.Context, node, id, tenant string) (history.View, error)
 }
 
 // PeerNode is another node of the cluster.
@@ -159,10 +178,24 @@ func (s *Server) listAcross(ctx context.Context, peers ConnPeers, f conns.Filter
 // forwarded reports whether the path's {id} is another node's, and then
 // answers the get (close false) or the close of it by asking that node.
 func (s *Server) forwarded(w http.ResponseWriter, r *http.Request, close bool) bool {
+	op := "get"
+	if close {
+		op = "close"
+	}
+	return s.forward(w, r, op)
+}
+
+// forward is forwarded for op: get, close or history (of a connection
+// of another node: the series is in that node's rings).
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, op string) bool {
 	peers := s.cfg.Observe.Peers
 	id := r.PathValue("id")
 	node := idNode(id)
 	if peers == nil || node == "" || node == s.cfg.Observe.Conns.Node() {
+		return false
+	}
+	op2, _ := peers.(ObservePeers)
+	if op == "history" && op2 == nil {
 		return false
 	}
 	known := false
@@ -176,9 +209,10 @@ func (s *Server) forwarded(w http.ResponseWriter, r *http.Request, close bool) b
 	ctx, cancel := context.WithTimeout(r.Context(), peerWait)
 	defer cancel()
 	tenant := r.PathValue("tenant")
-	var snap conns.Snapshot
+	var body any
 	var err error
-	if close {
+	switch op {
+	case "close":
 		by := "an administrator"
 		if p := principal(r); p != nil {
 			by = p.User + "@" + p.Tenant
@@ -186,14 +220,16 @@ func (s *Server) forwarded(w http.ResponseWriter, r *http.Request, close bool) b
 		if err = peers.Close(ctx, node, id, tenant, by); err == nil {
 			s.log.Info("closing connection on another node", "id", id, "node", node, "by", by)
 		}
-	} else {
-		snap, err = peers.Get(ctx, node, id, tenant)
+	case "history":
+		body, err = op2.History(ctx, node, id, tenant)
+	default:
+		body, err = peers.Get(ctx, node, id, tenant)
 	}
 	switch {
-	case err == nil && close:
+	case err == nil && op == "close":
 		w.WriteHeader(http.StatusNoContent)
 	case err == nil:
-		writeJSON(w, http.StatusOK, snap)
+		writeJSON(w, http.StatusOK, body)
 	case errors.Is(err, ErrConnNotFound):
 		writeError(w, CodeNotFound, fmt.Sprintf("connection %q not found", id))
 	default:

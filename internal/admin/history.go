@@ -57,6 +57,9 @@ func (s *Server) addressHistory(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) connectionHistory(w http.ResponseWriter, r *http.Request) {
+	if s.forward(w, r, "history") { // another node's connection (connpeers.go)
+		return
+	}
 	if e, ok := s.lookupConnection(w, r); ok {
 		s.writeHistory(w, history.ConnectionSeries(s.cfg.Observe.Conns.ID(e)))
 	}

@@ -318,6 +318,9 @@ func (a *App) start(ctx context.Context) error {
 	if err := a.serveConnPeers(); err != nil { // connections across nodes (connpeers.go)
 		return err
 	}
+	if err := a.serveObservePeers(); err != nil { // anomalies, histories across nodes (anomalypeers.go)
+		return err
+	}
 
 	if err := a.startBridges(ctx); err != nil { // bridges.go
 		return err

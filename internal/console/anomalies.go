@@ -25,6 +25,9 @@ type anomalyReport struct {
 		BytesOut          uint64  `json:"bytesOut"`
 	} `json:"topTalkers"`
 	Thresholds map[string]any `json:"thresholds"`
+	// Missing names the cluster's nodes that did not answer: what only
+	// they saw is not in the report.
+	Missing []string `json:"missing"`
 }
 
 // finding is one of the report's findings.

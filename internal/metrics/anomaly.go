@@ -203,6 +203,13 @@ func (f *finder) audit(tenantName string, e audit.Event) {
 // (Options.TenantThresholds), then the node's (Options.Finder), then the
 // defaults. Report.Thresholds are the tenant's (all tenants: the node's).
 func (o *Observer) Report(tenantName string, query Thresholds) Report {
+	r, _ := o.report(tenantName, query, 1)
+	return r
+}
+
+// thresholdsOf returns a cache of each tenant's thresholds with query
+// first, and the report's thresholds (tenantName "": the node's).
+func (o *Observer) thresholdsOf(tenantName string, query Thresholds) (func(string) Thresholds, Thresholds) {
 	node := o.opt.Finder.Merge(DefaultThresholds)
 	ths := map[string]Thresholds{}
 	thOf := func(t string) Thresholds {
@@ -223,6 +230,17 @@ func (o *Observer) Report(tenantName string, query Thresholds) Report {
 	if tenantName != "" {
 		th = thOf(tenantName)
 	}
+	return thOf, th
+}
+
+// report is Report for one of split nodes (peers.go): the error makers'
+// thresholds divided by split (rounded up: a key that reaches a
+// threshold on the cluster reaches its split share on one node at least)
+// and split times topN talkers per tenant; it also returns the tenants'
+// message rates (the talkers' shares' denominators).
+func (o *Observer) report(tenantName string, query Thresholds, split int) (Report, map[string]float64) {
+	thOf, th := o.thresholdsOf(tenantName, query)
+	cut := func(n int) uint64 { return uint64((n + split - 1) / split) }
 	r := Report{Findings: []Finding{}, TopTalkers: []Talker{}, Thresholds: th}
 	mine := func(t string) bool { return tenantName == "" || t == tenantName }
 
@@ -248,18 +266,13 @@ func (o *Observer) Report(tenantName string, query Thresholds) Report {
 	for t, list := range perTenant {
 		th := thOf(t)
 		slices.SortFunc(list, func(a, b Talker) int { return cmp.Compare(b.MessagesPerSecond, a.MessagesPerSecond) })
-		if len(list) > th.TopN {
-			list = list[:th.TopN]
+		if n := min(th.TopN*split, 1000); len(list) > n {
+			list = list[:n]
 		}
 		for i := range list {
 			list[i].Share = list[i].MessagesPerSecond / sum[t]
-			tk := list[i]
-			if tk.Share >= th.TopShare && tk.MessagesPerSecond >= th.TopMinRate {
-				r.Findings = append(r.Findings, Finding{Kind: KindTopTalker, Tenant: t, Connection: tk.Connection,
-					ClientID: tk.ClientID, User: tk.User, Device: tk.Device,
-					Summary: fmt.Sprintf("%s carries %.0f%% of the tenant's messages (%.1f/s)", who(tk.ClientID, tk.User, tk.Connection), tk.Share*100, tk.MessagesPerSecond),
-					Evidence: map[string]any{"messagesPerSecond": round2(tk.MessagesPerSecond), "share": round2(tk.Share),
-						"tenantMessagesPerSecond": round2(sum[t]), "bytesIn": tk.BytesIn, "bytesOut": tk.BytesOut, "protocol": tk.Protocol}})
+			if f, ok := talkerFinding(list[i], sum[t], th); ok {
+				r.Findings = append(r.Findings, f)
 			}
 		}
 		r.TopTalkers = append(r.TopTalkers, list...)
@@ -313,39 +326,70 @@ func (o *Observer) Report(tenantName string, query Thresholds) Report {
 	f.mu.Unlock()
 	for _, h := range hits[kindSketchReconn] {
 		t, client, _ := strings.Cut(h.key, "\x00")
-		if !mine(t) || h.n < uint64(thOf(t).ReconnectLoop) {
+		if !mine(t) || h.n < cut(thOf(t).ReconnectLoop) {
 			continue
 		}
 		r.Findings = append(r.Findings, Finding{Kind: KindReconnectLoop, Tenant: t, ClientID: client, Source: h.detail,
-			Summary:  fmt.Sprintf("client %q connected %d times within %s", client, h.n, 2*th.Window),
+			Summary:  reconnectSummary(client, h.n, 2*th.Window),
 			Evidence: map[string]any{"connects": h.n, "within": (2 * th.Window).String(), "lastConnect": h.last.UTC().Format(time.RFC3339), "source": h.detail}})
 	}
 	for _, h := range hits[kindSketchAuth] {
 		parts := strings.SplitN(h.key, "\x00", 3)
-		if len(parts) != 3 || !mine(parts[0]) || h.n < uint64(thOf(parts[0]).AuthFailures) {
+		if len(parts) != 3 || !mine(parts[0]) || h.n < cut(thOf(parts[0]).AuthFailures) {
 			continue
 		}
 		r.Findings = append(r.Findings, Finding{Kind: KindAuthFailures, Tenant: parts[0], User: parts[1], Source: parts[2],
-			Summary:  fmt.Sprintf("%d refused logins as %q from %s within %s", h.n, parts[1], parts[2], 2*th.Window),
+			Summary:  authSummary(parts[1], parts[2], h.n, 2*th.Window),
 			Evidence: map[string]any{"failures": h.n, "within": (2 * th.Window).String(), "lastReason": h.detail, "last": h.last.UTC().Format(time.RFC3339)}})
 	}
 	for _, h := range hits[kindSketchDenied] {
 		parts := strings.SplitN(h.key, "\x00", 3)
-		if len(parts) != 3 || !mine(parts[0]) || h.n < uint64(thOf(parts[0]).Denied) {
+		if len(parts) != 3 || !mine(parts[0]) || h.n < cut(thOf(parts[0]).Denied) {
 			continue
 		}
 		r.Findings = append(r.Findings, Finding{Kind: KindDenied, Tenant: parts[0], User: parts[1],
-			Summary:  fmt.Sprintf("%q was refused %d actions within %s", parts[1], h.n, 2*th.Window),
+			Summary:  deniedSummary(parts[1], h.n, 2*th.Window),
 			Evidence: map[string]any{"refused": h.n, "within": (2 * th.Window).String(), "protocol": parts[2], "last": truncate(h.detail)}})
 	}
 
 	// Silent devices (silent.go).
 	r.Findings = append(r.Findings, o.silentFindings(now, mine, thOf)...)
 
-	slices.SortStableFunc(r.Findings, func(a, b Finding) int {
+	sortFindings(r.Findings)
+	return r, sum
+}
+
+func sortFindings(fs []Finding) {
+	slices.SortStableFunc(fs, func(a, b Finding) int {
 		return cmp.Or(cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.Kind, b.Kind))
 	})
-	return r
+}
+
+// talkerFinding is the finding of a top talker whose share of its
+// tenant's rate (tenantRate) reaches th's, if it does.
+func talkerFinding(tk Talker, tenantRate float64, th Thresholds) (Finding, bool) {
+	if tk.Share < th.TopShare || tk.MessagesPerSecond < th.TopMinRate {
+		return Finding{}, false
+	}
+	return Finding{Kind: KindTopTalker, Tenant: tk.Tenant, Connection: tk.Connection,
+		ClientID: tk.ClientID, User: tk.User, Device: tk.Device,
+		Summary: fmt.Sprintf("%s carries %.0f%% of the tenant's messages (%.1f/s)", who(tk.ClientID, tk.User, tk.Connection), tk.Share*100, tk.MessagesPerSecond),
+		Evidence: map[string]any{"messagesPerSecond": round2(tk.MessagesPerSecond), "share": round2(tk.Share),
+			"tenantMessagesPerSecond": round2(tenantRate), "bytesIn": tk.BytesIn, "bytesOut": tk.BytesOut, "protocol": tk.Protocol}}, true
+}
+
+// The error makers' summaries (a cluster's merge rewrites them with the
+// summed counts, peers.go).
+func reconnectSummary(client string, n uint64, within time.Duration) string {
+	return fmt.Sprintf("client %q connected %d times within %s", client, n, within)
+}
+
+func authSummary(user, source string, n uint64, within time.Duration) string {
+	return fmt.Sprintf("%d refused logins as %q from %s within %s", n, user, source, within)
+}
+
+func deniedSummary(who string, n uint64, within time.Duration) string {
+	return fmt.Sprintf("%q was refused %d actions within %s", who, n, within)
 }
 
 // backlogFinding looks at the last th.BacklogPoints intervals of an
