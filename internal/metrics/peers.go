@@ -104,7 +104,7 @@ func (o *Observer) Tally(keys []TallyKey) []int64 {
 	for i, k := range keys {
 		if k.Kind == KindSilent {
 			t, dev, _ := strings.Cut(k.Key, "\x00")
-			out[i] = o.devs.lastSeen(t, dev)
+			out[i] = o.devs.lastSeen(t, dev, now)
 		}
 	}
 	return out
@@ -136,11 +136,18 @@ func (w *windowed) count(key string) uint64 {
 }
 
 // lastSeen is a device's last sighting on this node, Unix milliseconds
-// (0: not tracked).
-func (d *devices) lastSeen(tenantName, device string) int64 {
+// (0: not tracked); now for a device waiting for commands here.
+func (d *devices) lastSeen(tenantName, device string, now time.Time) int64 {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.byTenant[tenantName][device].last
+	s := d.byTenant[tenantName][device]
+	if s.flags&seenWaiting != 0 {
+		// Waiting for commands on this node now: seen now, so that
+		// another node's "stopped waiting" of a device that moved here
+		// is not reported as silent.
+		return now.UnixMilli()
+	}
+	return s.last
 }
 
 // Merge is the cluster's report from the nodes' parts (NodeReport,

@@ -91,3 +91,26 @@ func TestSilentRule(t *testing.T) {
 		t.Errorf("10× a 10 s interval, after 101 s: %s", got)
 	}
 }
+
+// A device waiting for commands on this node counts as seen now in the
+// tally another node asks for (a device that moved here must not stay
+// silent on the node it left); once the wait ends, its last sighting is
+// the end of the wait.
+func TestLastSeenWaiting(t *testing.T) {
+	d := newDevices(10)
+	t0 := time.Unix(1_000_000, 0)
+	d.saw("acme", "dev", 0, t0)
+	d.commands("acme", "dev", true, t0.Add(time.Second))
+	now := t0.Add(time.Hour)
+	if got := d.lastSeen("acme", "dev", now); got != now.UnixMilli() {
+		t.Fatalf("waiting device: last seen %d, want now %d", got, now.UnixMilli())
+	}
+	end := t0.Add(2 * time.Hour)
+	d.commands("acme", "dev", false, end)
+	if got := d.lastSeen("acme", "dev", end.Add(time.Hour)); got != end.UnixMilli() {
+		t.Fatalf("after the wait: last seen %d, want the wait's end %d", got, end.UnixMilli())
+	}
+	if got := d.lastSeen("acme", "other", now); got != 0 {
+		t.Fatalf("untracked device: %d", got)
+	}
+}
