@@ -49,6 +49,7 @@ Usage:
   throng address create|list|get|delete ... [--tenant T]     manage addresses
   throng address purge|peek|move NAME [--tenant T]           a queue's messages: remove, look at, move
   throng connection list|get|close [--tenant T]              live connections
+  throng anomalies [--tenant T]                              error makers, silent devices, top talkers
   throng user    create|list|delete ... [--tenant T]         manage users
   throng bridge  create|list|get|delete ... [--tenant T]     manage bridges to other brokers
   throng device  create|list|get|delete ... --tenant T       manage devices (Hono registry, /v1)
@@ -122,6 +123,8 @@ func run(ctx context.Context, args []string, environ []string, stdout, stderr io
 		err = c.bridge(ctx, rest)
 	case "connection", "connections":
 		err = c.connection(ctx, rest)
+	case "anomalies", "anomaly":
+		err = c.anomalies(ctx, rest)
 	case "device", "devices":
 		err = c.device(ctx, rest)
 	case "credential", "credentials":
