@@ -130,6 +130,19 @@ func (c *conn) persist(save bool, fn func()) {
 	x.svMu.Unlock()
 }
 
+// savesPending reports whether persist(false, fn) would have to wait for
+// a session write rather than run fn at once.
+func (c *conn) savesPending() bool {
+	if !c.persistent {
+		return false
+	}
+	x := c.x
+	x.svMu.Lock()
+	pending := x.svRunning || x.svDone != x.svWant
+	x.svMu.Unlock()
+	return pending
+}
+
 // persistSync writes the session record (if save) and waits for it and
 // every earlier write.
 func (c *conn) persistSync(save bool) {
@@ -216,8 +229,8 @@ func (c *conn) recordLocked() *sessionRecord {
 		switch {
 		case om.rel:
 			rec.Rel = append(rec.Rel, id)
-			if om.relKey != (outKey{}) {
-				rec.RelOut = append(rec.RelOut, outRef{ID: id, Filter: om.relKey.filter, Seq: om.relKey.seq, Part: om.relKey.part})
+			if k := om.relKeyOf(); k != (outKey{}) {
+				rec.RelOut = append(rec.RelOut, outRef{ID: id, Filter: k.filter, Seq: k.seq, Part: k.part})
 			}
 		case om.d != nil && om.d.Sequence > 0 && om.sub != nil:
 			rec.Out = append(rec.Out, outRef{ID: id, Filter: om.sub.Filter, Seq: om.d.Sequence, Part: om.d.Part})
@@ -395,7 +408,7 @@ func (c *conn) restoreState(rec *sessionRecord) {
 		if c.inflight == nil {
 			c.inflight = map[uint16]*outMsg{}
 		}
-		c.inflight[id] = &outMsg{qos: 2, rel: true, relKey: relKeys[id]}
+		c.inflight[id] = &outMsg{qos: 2, rel: true, x: &outExtra{relKey: relKeys[id]}}
 	}
 	if rec.Disconnected.IsZero() && rec.Node != "" && rec.Node != c.s.node {
 		// Its node died holding the connection: what the engine
