@@ -166,7 +166,7 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 	if msg.Sub != nil {
 		queued, _, _ = msg.Sub.Pending()
 	}
-	c.take(m, name, queued, nil)
+	c.take(m, name, queued, nil, -1)
 }
 
 // deliverLive delivers a live message to this node's consumers directly
@@ -197,11 +197,18 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 	if done != nil {
 		hp = &h
 	}
+	// The tenant's delivery rate limit, read once for an at-most-once
+	// message to several consumers (each read took the tenant store's
+	// lock: ~3 % of a 1 → 100 fan-out's CPU); -1: take reads it.
+	outRate := -1.0
+	if !m.Durable && len(cs) > 1 {
+		outRate = p.r.outRate(p.ts.name)
+	}
 	for _, c := range cs {
 		if c.opts.ShareGroup != "" {
 			continue // through the engine's queue group
 		}
-		if c.take(m, p.tg.name, -1, hp) {
+		if c.take(m, p.tg.name, -1, hp, outRate) {
 			// The first consumer behind: c.mu is held (see take).
 			h = &heldPublish{p: p, body: bodyLen(m), done: done}
 			h.n.Store(1)
@@ -227,8 +234,10 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 // be modified. With hp non-nil (a local durable publish) and the consumer
 // behind, the publish must wait for it: if *hp is set, take registers it
 // and returns false; if it is nil, take returns true with c.mu still held
-// so that the caller can make one (holdLocked) and unlock.
-func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPublish) bool {
+// so that the caller can make one (holdLocked) and unlock. outRate is
+// the tenant's maxMessagesOutPerSecond if the caller has read it (-1: not
+// read).
+func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPublish, outRate float64) bool {
 	if !m.Expiry.IsZero() && m.Expired(clock.Now()) {
 		c.drop("expired")
 		return false
@@ -239,7 +248,7 @@ func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPu
 	if c.tg.space && strings.HasPrefix(name, "$") && !strings.HasPrefix(c.tg.name, "$") {
 		return false // MQTT: wildcards at the first level do not match $-names
 	}
-	if (!c.tg.space || !m.Durable) && !c.r.admitLiveOut(c.ts.name) {
+	if (!c.tg.space || !m.Durable) && !c.r.admitLiveOut(c.ts.name, outRate) {
 		c.drop("rate_out") // maxMessagesOutPerSecond, at most once (quota.go)
 		return false
 	}

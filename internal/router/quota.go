@@ -388,9 +388,12 @@ func (r *Router) outRate(tenantName string) float64 {
 	return 0
 }
 
-// admitLiveOut takes a token for a live at-most-once delivery.
-func (r *Router) admitLiveOut(tenantName string) bool {
-	rate := r.outRate(tenantName)
+// admitLiveOut takes a token for a live at-most-once delivery; rate is
+// the tenant's limit (outRate), -1 to read it here.
+func (r *Router) admitLiveOut(tenantName string, rate float64) bool {
+	if rate < 0 {
+		rate = r.outRate(tenantName)
+	}
 	if rate <= 0 {
 		return true
 	}
