@@ -85,22 +85,15 @@ type feed struct {
 	nExcluded atomic.Int32 // len(excluded), read without mu on the settle path
 
 	// acked are the entries this feed acknowledged in full in the last
-	// ackedKeep, in order (only with other nodes in the account); ackedSet
-	// indexes them. An acknowledgement is a plain publish to the engine
+	// ackedKeep (only with other nodes in the account; ackedlog.go). An
+	// acknowledgement is a plain publish to the engine
 	// consumer's leader: when that node dies before the ack reached its
 	// replicas, the new leader delivers the entry again after the ack
 	// wait, to this same feed, while the consumers that settled it are
 	// still connected (an MQTT QoS 2 subscriber then got a completed
 	// message again under a new packet id: cluster soak, session 15). Such
 	// a redelivery is acknowledged again and not given out. Guarded by mu.
-	acked    []ackedEntry
-	ackedSet map[uint64]struct{}
-}
-
-// ackedEntry is an entry acknowledged in full, and when.
-type ackedEntry struct {
-	seq uint64
-	at  time.Time
+	acked ackedLog
 }
 
 // ackedKeep is how long a feed remembers the entries it acknowledged: a
@@ -1040,17 +1033,8 @@ func (f *feed) noteAcked(seq uint64) {
 	}
 	now := time.Now()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.ackedSet == nil {
-		f.ackedSet = map[uint64]struct{}{}
-	}
-	i := 0
-	for i < len(f.acked) && now.Sub(f.acked[i].at) > ackedKeep() {
-		delete(f.ackedSet, f.acked[i].seq)
-		i++
-	}
-	f.acked = append(f.acked[i:], ackedEntry{seq, now})
-	f.ackedSet[seq] = struct{}{}
+	f.acked.add(seq, now)
+	f.mu.Unlock()
 }
 
 // ackedBefore reports whether this feed acknowledged the entry seq in full
@@ -1058,8 +1042,7 @@ func (f *feed) noteAcked(seq uint64) {
 func (f *feed) ackedBefore(seq uint64) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	_, ok := f.ackedSet[seq]
-	return ok
+	return f.acked.has(seq)
 }
 
 // repull forgets the pull requests of a lost engine connection and asks
