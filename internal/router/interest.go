@@ -176,11 +176,26 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	total := st.CachedInfo().State.Consumers
-	listed := 0
+	// The names come from the engine's meta layer (every consumer the
+	// stream has); the infos from each consumer's leader, and in a cluster
+	// one whose leader is down or busy is left out ("Did not receive all
+	// consumer info results"). Comparing counts was not enough: consumers
+	// created between the two requests hid a missing one (the cluster
+	// soak lost 208 QoS 2 messages of a persistent session whose
+	// consumer's leader had been killed while reconnecting clients made
+	// new ones). A listing is complete when it has every name.
+	var names []string
+	nl := st.ConsumerNames(ctx)
+	for n := range nl.Name() {
+		names = append(names, n)
+	}
+	if err := nl.Err(); err != nil {
+		return err
+	}
+	var infoNames []string
 	lister := st.ListConsumers(ctx)
 	for ci := range lister.Info() {
-		listed++
+		infoNames = append(infoNames, ci.Name)
 		fs := ci.Config.FilterSubjects
 		if ci.Config.FilterSubject != "" {
 			fs = append(fs, ci.Config.FilterSubject)
@@ -197,7 +212,7 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 	}
 	si := &t.interest
 	si.mu.Lock()
-	filters, all = mergeInterest(filters, all, listed >= total, si.loaded.Load(), si.filters, si.all)
+	filters, all = mergeInterest(filters, all, listingComplete(names, infoNames), si.loaded.Load(), si.filters, si.all)
 	for f, at := range si.local {
 		if at.Before(began.Add(-time.Minute)) {
 			delete(si.local, f) // long since visible in the listing
@@ -238,6 +253,23 @@ func mergeInterest(listed [][]string, listedAll, complete, loaded bool, old [][]
 		}
 	}
 	return listed, all
+}
+
+// listingComplete reports whether the consumer infos listed (infoNames)
+// cover every consumer name the stream had (names): a consumer made after
+// the names were read may be listed too, one deleted since may be missing
+// (then the listing counts as partial: a stale filter only costs storing).
+func listingComplete(names, infoNames []string) bool {
+	got := make(map[string]bool, len(infoNames))
+	for _, n := range infoNames {
+		got[n] = true
+	}
+	for _, n := range names {
+		if !got[n] {
+			return false
+		}
+	}
+	return true
 }
 
 func (t *tenantState) stopInterest() {

@@ -260,3 +260,24 @@ func TestMergeInterestPartialListing(t *testing.T) {
 		t.Fatalf("complete: %v all=%v", fs, all)
 	}
 }
+
+// TestListingComplete: a listing is complete when it has every consumer
+// name, whatever the counts — a consumer made between the two requests
+// must not hide one whose leader did not answer (the count comparison
+// took [b c new] for complete against [a b c]).
+func TestListingComplete(t *testing.T) {
+	for _, tc := range []struct {
+		names, infos []string
+		want         bool
+	}{
+		{[]string{"a", "b", "c"}, []string{"c", "b", "a"}, true},
+		{[]string{"a", "b", "c"}, []string{"b", "c", "new"}, false},
+		{[]string{"a", "b"}, []string{"a", "b", "new"}, true},
+		{[]string{"a", "b"}, []string{"a"}, false},
+		{nil, nil, true},
+	} {
+		if got := listingComplete(tc.names, tc.infos); got != tc.want {
+			t.Errorf("names %v, infos %v: complete %v, want %v", tc.names, tc.infos, got, tc.want)
+		}
+	}
+}
