@@ -81,6 +81,33 @@ type node struct {
 	args     []string
 	noSecret bool
 	log      *lineLog
+	// tail is the process's last log lines, always kept: a node that
+	// exits at start says why in the failure (CI once saw only "n3
+	// exited: exit status 1").
+	tail tailLog
+}
+
+// tailLog keeps the last tailLines lines.
+type tailLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+const tailLines = 25
+
+func (l *tailLog) add(s string) {
+	l.mu.Lock()
+	if len(l.lines) == tailLines {
+		l.lines = append(l.lines[:0], l.lines[1:]...)
+	}
+	l.lines = append(l.lines, s)
+	l.mu.Unlock()
+}
+
+func (l *tailLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
 }
 
 // lineLog keeps a process's log lines.
@@ -216,7 +243,9 @@ func (c *testCluster) start(nd *node) {
 	nd.cmd, nd.done = cmd, make(chan struct{})
 	addrs := make(chan [2]string, 8)
 	nd.addrs = addrs
+	read := make(chan struct{}) // the log read to its end: Wait closes the pipe
 	go func() {
+		defer close(read)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -227,8 +256,12 @@ func (c *testCluster) start(nd *node) {
 			if nd.log != nil {
 				nd.log.add(sc.Text())
 			}
+			nd.tail.add(sc.Text())
 			if json.Unmarshal(sc.Bytes(), &line) == nil && strings.HasSuffix(line.Msg, " listening") {
-				addrs <- [2]string{strings.TrimSuffix(line.Msg, " listening"), line.Addr}
+				select { // never block the reading: Wait waits for it
+				case addrs <- [2]string{strings.TrimSuffix(line.Msg, " listening"), line.Addr}:
+				default:
+				}
 			}
 			if os.Getenv("THRONG_TEST_LOG") != "" {
 				os.Stderr.Write(append([]byte(nd.name+" "), append(sc.Bytes(), '\n')...))
@@ -237,6 +270,7 @@ func (c *testCluster) start(nd *node) {
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
 	go func() {
+		<-read
 		nd.waitErr = cmd.Wait()
 		close(nd.done)
 	}()
@@ -253,7 +287,7 @@ func (c *testCluster) listening(nd *node) {
 		case a := <-addrs:
 			up[a[0]] = true
 		case <-nd.done:
-			t.Fatalf("%s exited: %v", nd.name, nd.waitErr)
+			t.Fatalf("%s exited: %v; its last log lines:\n%s", nd.name, nd.waitErr, &nd.tail)
 		case <-timeout:
 			t.Fatalf("%s: listeners not up within %s", nd.name, startMax)
 		}
