@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/throngmq/throng/internal/admin"
 	"github.com/throngmq/throng/internal/history"
 	"github.com/throngmq/throng/internal/metrics"
@@ -43,33 +41,10 @@ type observePeerReply struct {
 	Error    string              `json:"error,omitempty"`
 }
 
-// serveObservePeers starts this node's answers, on a clustered node only;
-// the subscription ends with the system connection at shutdown.
+// serveObservePeers starts this node's answers, on a clustered node only.
 func (a *App) serveObservePeers() error {
-	a.mu.Lock()
-	nc, o := a.sysConn, a.obs
-	a.mu.Unlock()
-	if !a.cfg.Cluster.Enabled() || nc == nil || o == nil {
-		return nil
-	}
-	_, err := nc.Subscribe(observePeerSubject+o.conns.Node(), func(m *nats.Msg) {
-		var req observePeerRequest
-		var rep observePeerReply
-		if err := json.Unmarshal(m.Data, &req); err != nil {
-			rep.Error = "bad request: " + err.Error()
-		} else {
-			rep = answerObservePeer(o, req)
-		}
-		b, err := json.Marshal(rep)
-		if err != nil {
-			b, _ = json.Marshal(observePeerReply{Error: err.Error()})
-		}
-		_ = m.Respond(b)
-	})
-	if err != nil {
-		return fmt.Errorf("app: observation requests: %w", err)
-	}
-	return nil
+	return servePeer(a, observePeerSubject, "observation requests", answerObservePeer,
+		func(msg string) observePeerReply { return observePeerReply{Error: msg} })
 }
 
 // answerObservePeer answers req from this node's observer.

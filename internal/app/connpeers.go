@@ -42,30 +42,41 @@ type connPeerReply struct {
 }
 
 // serveConnPeers starts this node's answers, on a clustered node only
-// (a single node has nobody to ask it). The subscription ends with the
-// system connection at shutdown.
+// (a single node has nobody to ask it).
 func (a *App) serveConnPeers() error {
+	log := a.log.With("component", "admin")
+	return servePeer(a, connPeerSubject, "connection requests",
+		func(o *observer, req connPeerRequest) connPeerReply { return answerConnPeer(o.conns, req, log.Info) },
+		func(msg string) connPeerReply { return connPeerReply{Error: msg} })
+}
+
+// servePeer subscribes, on a clustered node's system connection, to
+// subject + this node's name and answers each JSON request with answer's
+// JSON reply (fail's for a request or reply that does not encode). The
+// subscription ends with the system connection at shutdown.
+func servePeer[Req, Rep any](a *App, subject, what string, answer func(*observer, Req) Rep, fail func(string) Rep) error {
 	a.mu.Lock()
 	nc, o := a.sysConn, a.obs
 	a.mu.Unlock()
 	if !a.cfg.Cluster.Enabled() || nc == nil || o == nil {
 		return nil
 	}
-	reg := o.conns
-	log := a.log.With("component", "admin")
-	_, err := nc.Subscribe(connPeerSubject+reg.Node(), func(m *nats.Msg) {
-		var req connPeerRequest
-		var rep connPeerReply
+	_, err := nc.Subscribe(subject+o.conns.Node(), func(m *nats.Msg) {
+		var req Req
+		var rep Rep
 		if err := json.Unmarshal(m.Data, &req); err != nil {
-			rep.Error = "bad request: " + err.Error()
+			rep = fail("bad request: " + err.Error())
 		} else {
-			rep = answerConnPeer(reg, req, log.Info)
+			rep = answer(o, req)
 		}
-		b, _ := json.Marshal(rep)
+		b, err := json.Marshal(rep)
+		if err != nil {
+			b, _ = json.Marshal(fail(err.Error()))
+		}
 		_ = m.Respond(b)
 	})
 	if err != nil {
-		return fmt.Errorf("app: connection requests: %w", err)
+		return fmt.Errorf("app: %s: %w", what, err)
 	}
 	return nil
 }
