@@ -194,7 +194,8 @@ func (a *App) Ready() <-chan struct{} { return a.ready }
 
 // Run starts the platform, blocks until ctx ends (or the admin server
 // fails), then shuts down gracefully within ShutdownTimeout. It returns
-// the start-up or serving error, if any. Run may be called once.
+// the start-up or serving error, if any; nil when ctx ended during the
+// start (the start is given up). Run may be called once.
 func (a *App) Run(ctx context.Context) error {
 	err := errors.New("app: Run called twice")
 	a.startOnce.Do(func() { err = nil })
@@ -206,6 +207,12 @@ func (a *App) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
 		a.Shutdown(sctx)
+		if ctx.Err() != nil {
+			// Asked to stop during the start (SIGTERM while a clustered
+			// node waits for its peers): a stop, not a failure.
+			a.log.Info("stopped during the start", "component", "app", "err", err)
+			return nil
+		}
 		return err
 	}
 	var runErr error
@@ -253,7 +260,8 @@ func (a *App) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.Start(engine.Config{
+	// ctx: a node asked to stop while it waits for its peers stops at once.
+	eng, err := engine.StartContext(ctx, engine.Config{
 		DataDir:    cfg.DataDir,
 		MaxMemory:  int64(cfg.Engine.MaxMemory),
 		MaxStore:   int64(cfg.Engine.MaxStore),

@@ -292,8 +292,9 @@ func (e *Engine) rememberAccount(name string) error {
 }
 
 // waitForCluster blocks until the meta group has a leader and enough
-// nodes are online to place streams with the configured replicas.
-func (e *Engine) waitForCluster(timeout time.Duration) error {
+// nodes are online to place streams with the configured replicas, or
+// ctx ends (the node is asked to stop: its error wraps ctx's).
+func (e *Engine) waitForCluster(ctx context.Context, timeout time.Duration) error {
 	if timeout <= 0 {
 		timeout = 5 * time.Minute
 	}
@@ -318,7 +319,12 @@ func (e *Engine) waitForCluster(timeout time.Duration) error {
 			lastLog = time.Now()
 			e.log.Info("waiting for the cluster", "meta_leader", st.MetaLeader, "nodes_online", online, "replicas", e.replicas, "routes", len(st.Routes))
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			e.log.Info("stopped while waiting for the cluster", "meta_leader", st.MetaLeader, "nodes_online", online, "replicas", e.replicas)
+			return fmt.Errorf("engine: stopped while waiting for the cluster: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

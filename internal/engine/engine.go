@@ -11,6 +11,7 @@
 package engine
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -93,20 +94,26 @@ var ErrNotRunning = errors.New("engine: not running")
 // A clustered node that learns accounts from the others once it has
 // joined starts again, so that it declares them before its routes come
 // up (cluster.go, learnAccounts).
-func Start(cfg Config) (*Engine, error) {
-	e, err := start(cfg)
+func Start(cfg Config) (*Engine, error) { return StartContext(context.Background(), cfg) }
+
+// StartContext is Start, given up when ctx ends while a clustered node
+// waits for its cluster (which may take minutes: peers not up yet): the
+// server is shut down, its stores closed, and the error wraps ctx's, so
+// that a node asked to stop (SIGTERM) meanwhile stops at once.
+func StartContext(ctx context.Context, cfg Config) (*Engine, error) {
+	e, err := start(ctx, cfg)
 	if err != nil || e.cluster == nil {
 		return e, err
 	}
 	if learnt := e.learnAccounts(); len(learnt) > 0 {
 		e.log.Info("accounts learnt from the cluster after joining it; starting the engine again so that the other nodes' interest in them reaches this node", "accounts", len(learnt))
 		e.Shutdown()
-		return start(cfg)
+		return start(ctx, cfg)
 	}
 	return e, nil
 }
 
-func start(cfg Config) (*Engine, error) {
+func start(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("engine: data directory is required")
 	}
@@ -219,7 +226,7 @@ func start(cfg Config) (*Engine, error) {
 			stop()
 			return nil, fmt.Errorf("engine: %w", err)
 		}
-		if err := e.waitForCluster(e.cluster.JoinTimeout); err != nil {
+		if err := e.waitForCluster(ctx, e.cluster.JoinTimeout); err != nil {
 			stop()
 			return nil, err
 		}
