@@ -145,6 +145,8 @@ func (c *Consumer) startLive(subjects []string) error {
 		}
 		c.indexed = true
 	}
+	// In force on the other nodes too before Consume returns (barrier.go).
+	c.ts.barrier()
 	return nil
 }
 

@@ -110,6 +110,7 @@ type Router struct {
 	rates   sync.Map      // tenant name → *tenantMeters (quota.go)
 	temps   *tempSweeper  // set by New
 	started time.Time     // when New ran (feed.reclaim)
+	routed  routedCache   // other nodes, for subscription barriers (barrier.go)
 
 	mu      sync.Mutex
 	tenants map[string]*tenantState // guarded by mu
@@ -334,6 +335,14 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		counters:  map[string]*addrCounters{},
 		consumers: map[*Consumer]struct{}{},
 		feeds:     map[string]*feed{},
+	}
+	if r.eng.Clustered() {
+		if err := ts.answerBarrier(r.eng.NodeName()); err != nil {
+			mux.close()
+			pubMux.close()
+			closeAll()
+			return nil, err
+		}
 	}
 	ts.peers, ts.leave = r.eng.JoinPeers(acc)
 	ts.replicas = r.eng.Replicas()
