@@ -144,6 +144,8 @@ type connExtra struct {
 	svDone    uint64     // writes done
 	svRunning bool       // a saveLoop goroutine runs
 	svWaiters []saveWaiter
+	svGood    uint64 // writes done that reached the engine (persist.go)
+	svFailed  bool   // a write failed for good: the connection closes (persist.go)
 
 	// Guarded by conn.mu.
 	discAt    time.Time           // set by cleanup: the stored session is disconnected
@@ -971,7 +973,10 @@ func (c *conn) connect(pk *packets.Packet) bool {
 		c.mu.Lock()
 		c.extraLocked() // before anything calls persist
 		c.mu.Unlock()
-		c.persistSync(true) // owner node, subscriptions, in-flight state
+		if !c.persistSync(true) { // owner node, subscriptions, in-flight state
+			s.unregister(c)
+			return c.refuse(v, rcServerUnavailable, "session store unavailable", "server_unavailable")
+		}
 	}
 	if c.will != nil {
 		c.armWill(ctx)

@@ -89,10 +89,13 @@ func (c *conn) skipAck(s *ackSlot) {
 // ---- session writes
 
 // saveWaiter is work that must wait for the session writes asked for
-// before it (a PUBREC after its packet id is stored, ...).
+// before it (a PUBREC after its packet id is stored, ...). fn and either
+// nil: a bare write (persist(true, nil)), waited for by nobody but
+// counted when writes fail (see saveLoop).
 type saveWaiter struct {
-	gen uint64
-	fn  func()
+	gen    uint64
+	fn     func()        // runs only if the writes succeeded
+	either func(ok bool) // runs in any case, told whether they did
 }
 
 // persist asks for the session record to be written (if save) and calls
@@ -101,6 +104,11 @@ type saveWaiter struct {
 // requests are pending, each write a snapshot of the state at that time.
 // Without a persistent session fn runs at once. It never blocks, so it
 // may be called from router callbacks.
+//
+// A write that keeps failing (saveLoop) fails the session: fn then never
+// runs, for it acts on state the engine does not have (issue 16: the
+// routing of a QoS 2 message whose token was not stored, a PUBCOMP whose
+// forgotten packet id was still stored), and the connection is closed.
 func (c *conn) persist(save bool, fn func()) {
 	if !c.persistent {
 		if fn != nil {
@@ -108,26 +116,64 @@ func (c *conn) persist(save bool, fn func()) {
 		}
 		return
 	}
+	c.persistWait(save, saveWaiter{fn: fn})
+}
+
+// persistEither is persist with a fn that runs whether the writes
+// succeeded or not, and is told which.
+func (c *conn) persistEither(save bool, fn func(ok bool)) {
+	if !c.persistent {
+		fn(true)
+		return
+	}
+	c.persistWait(save, saveWaiter{either: fn})
+}
+
+func (c *conn) persistWait(save bool, w saveWaiter) {
 	x := c.x // made in connect, before anything calls persist
 	x.svMu.Lock()
 	if save {
 		x.svWant++
 	}
+	dropped := x.svFailed && w.fn != nil
+	if dropped {
+		// The connection is on its way out (saveLoop): nothing more
+		// acts. (A save is still made: cleanup's final write may get
+		// through.)
+		w.fn = nil
+	}
 	if !x.svRunning && x.svDone == x.svWant {
+		failed := x.failedAt(x.svWant)
 		x.svMu.Unlock()
-		if fn != nil {
-			fn()
+		switch {
+		case w.either != nil:
+			w.either(!failed)
+		case w.fn != nil:
+			w.fn()
 		}
-		return
+	} else {
+		if w.fn != nil || w.either != nil || save {
+			w.gen = x.svWant
+			x.svWaiters = append(x.svWaiters, w)
+		}
+		if !x.svRunning {
+			x.svRunning = true
+			go c.saveLoop()
+		}
+		x.svMu.Unlock()
 	}
-	if fn != nil {
-		x.svWaiters = append(x.svWaiters, saveWaiter{x.svWant, fn})
+	if dropped {
+		// Not here: sendPublish calls persist holding smu, which is
+		// taken after c.mu (sendUnlock), and kick takes c.mu.
+		go c.kick(rcServerUnavailable, "session not saved: server unavailable")
 	}
-	if !x.svRunning {
-		x.svRunning = true
-		go c.saveLoop()
-	}
-	x.svMu.Unlock()
+}
+
+// failedAt reports whether the write of generation gen (and so the state
+// it holds) failed. svMu held, or called by the save loop (the only
+// writer of svFailed and svGood).
+func (x *connExtra) failedAt(gen uint64) bool {
+	return x.svFailed && gen > x.svGood
 }
 
 // savesPending reports whether persist(false, fn) would have to wait for
@@ -138,21 +184,44 @@ func (c *conn) savesPending() bool {
 	}
 	x := c.x
 	x.svMu.Lock()
-	pending := x.svRunning || x.svDone != x.svWant
+	pending := x.svRunning || x.svDone != x.svWant || x.svFailed
 	x.svMu.Unlock()
 	return pending
 }
 
 // persistSync writes the session record (if save) and waits for it and
-// every earlier write.
-func (c *conn) persistSync(save bool) {
-	done := make(chan struct{})
-	c.persist(save, func() { close(done) })
-	<-done
+// every earlier write. It reports false if one of them failed (the
+// session's state is not all in the engine); it never hangs.
+func (c *conn) persistSync(save bool) bool {
+	done := make(chan bool, 1)
+	c.persistEither(save, func(ok bool) { done <- ok })
+	return <-done
 }
+
+// Session writes that fail are tried again for sessionWriteFor (a
+// fresh snapshot each time, each try bounded by sessionWriteTry) while
+// the connection is open: in a cluster, the bucket's stream has no
+// leader for a few seconds after its node died (nats-server's election
+// timeout is 4–9 s), and every Put fails or times out meanwhile. Once
+// the connection is closed (taken over by another node, which waits
+// takeoverWait for this one's last write and then goes on with the
+// record as it is), a late write would only overwrite the new owner's
+// record: cleanup makes one more try. testSessionWriteFor (ns), when
+// set, replaces sessionWriteFor (tests).
+const (
+	sessionWriteFor = 20 * time.Second
+	sessionWriteTry = 15 * time.Second
+)
+
+var testSessionWriteFor atomic.Int64
+
+// testSessionWrite, when set, is called before each session write; an
+// error fails that write as the engine's would (tests).
+var testSessionWrite atomic.Pointer[func(*conn) error]
 
 func (c *conn) saveLoop() {
 	x := c.x
+	kick := false // a failed write had waiters that must not act: close once they are settled
 	for {
 		x.svMu.Lock()
 		n := 0
@@ -173,40 +242,97 @@ func (c *conn) saveLoop() {
 		x.svMu.Unlock()
 		if n > 0 {
 			for _, w := range run {
-				w.fn()
+				switch {
+				case w.either != nil:
+					w.either(!x.failedAt(w.gen))
+				case w.fn != nil && !x.failedAt(w.gen):
+					w.fn()
+				}
+			}
+			if kick {
+				// After the waiters that run anyway (a PUBREC whose
+				// message's token is stored) queued their packets.
+				kick = false
+				c.kick(rcServerUnavailable, "session not saved: server unavailable")
 			}
 			continue
 		}
-		c.writeSession()
+		// want is read before the snapshot is taken: the snapshot holds
+		// every change made before persist asked for write want.
+		err := c.writeSession()
+		for wait, until := 100*time.Millisecond, time.Now().Add(c.writeFor()); err != nil && time.Now().Before(until) && c.open(); wait = min(2*wait, time.Second) {
+			time.Sleep(wait)
+			x.svMu.Lock()
+			want = x.svWant
+			x.svMu.Unlock()
+			err = c.writeSession()
+		}
 		x.svMu.Lock()
+		if err != nil {
+			// Whatever waits for this write must not act (persist): a
+			// bare write or a waiter that would have acted closes the
+			// connection, so that the client sends again what it has not
+			// had an answer for, on a connection whose session record
+			// the engine has. Waiters that run anyway are told
+			// (persistSync: the CONNECT refuses with 0x88; cleanup ends as
+			// it is).
+			x.svFailed = true
+			for _, w := range x.svWaiters {
+				if w.gen > x.svGood && w.gen <= want && w.either == nil {
+					kick = true
+				}
+			}
+		} else {
+			x.svGood = want
+		}
 		x.svDone = want
 		x.svMu.Unlock()
+		if err != nil {
+			c.s.log.Warn("session not saved", "tenant", c.tenant(), "client_id", c.clientID, "err", err, "closing", kick)
+		}
 	}
+}
+
+// open reports whether the connection is neither closing nor closed.
+func (c *conn) open() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.gone && c.kicked == 0
+}
+
+func (c *conn) writeFor() time.Duration {
+	if d := testSessionWriteFor.Load(); d > 0 {
+		return time.Duration(d)
+	}
+	return sessionWriteFor
 }
 
 // writeSession writes a snapshot of the session. Only the save loop
 // calls it, so snapshots reach the engine in the order they were taken.
-func (c *conn) writeSession() {
+func (c *conn) writeSession() error {
 	if c.s.halted.Load() {
-		return // test hook: the process is gone
+		return nil // test hook: the process is gone
 	}
 	c.mu.Lock()
 	if c.x.dropped || c.sessExpiry == 0 {
 		c.mu.Unlock()
-		return
+		return nil
 	}
 	rec := c.recordLocked()
 	c.mu.Unlock()
+	if h := testSessionWrite.Load(); h != nil {
+		if err := (*h)(c); err != nil {
+			return err
+		}
+	}
 	b, _ := json.Marshal(rec)
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), sessionWriteTry)
 	defer cancel()
 	sessions, _, err := c.s.buckets(ctx, c.tenant(), true)
 	if err == nil {
 		_, err = sessions.Put(ctx, c.clientID, b)
 	}
-	if err != nil {
-		c.s.log.Warn("session not saved", "tenant", c.tenant(), "client_id", c.clientID, "err", err)
-	}
+	return err
 }
 
 // recordLocked is the session as stored. c.mu held.
@@ -613,6 +739,11 @@ func (s *Server) liveNodes(ctx context.Context, nodes *router.State) map[string]
 	for _, k := range keys {
 		b, _, err := nodes.Get(ctx, k)
 		if err != nil {
+			if !errors.Is(err, router.ErrNoState) {
+				// Not read (State.Get waits for the bucket's leader, and
+				// ctx ran out): the node is not known to be dead.
+				out[unknownLeases] = clock.Now()
+			}
 			continue
 		}
 		var l nodeLease

@@ -112,7 +112,21 @@ func (c *conn) routed2(id uint16, tok string, slot *ackSlot, o router.Outcome, e
 	// The id is stored as routed before PUBREC: a resend is then answered
 	// without routing, which also covers messages that went out live
 	// (not stored, so not deduplicated by their name).
-	c.persist(rc < 0x80, func() { c.completeAck(slot, packets.Pubrec, id, rc, text) })
+	//
+	// When that write fails for good (persist.go: the session store has
+	// been unavailable for longer than its retries), PUBREC goes out all
+	// the same and the connection is closed. The engine has the id with
+	// its token (publish2 routed only once that was stored), which is
+	// enough for exactly once: a PUBREL on the next connection forgets
+	// it (pubrelPendingLocked), a resend is routed under the same name
+	// and the engine stores it once. Withholding PUBREC would make that
+	// resend certain, and its live copies (not deduplicated) with it.
+	c.persistEither(rc < 0x80, func(ok bool) {
+		c.completeAck(slot, packets.Pubrec, id, rc, text)
+		if !ok {
+			c.kick(rcServerUnavailable, "session not saved: server unavailable")
+		}
+	})
 }
 
 // testQoS2Routed, when set, is called once a client's QoS 2 message is
