@@ -103,6 +103,9 @@ func (t *tenantState) answerBarrier(node string) error {
 // subscriptions of the tenant made so far (see above), or after
 // barrierWait. The caller has flushed the connections it subscribed on.
 func (t *tenantState) barrier() {
+	if !t.r.eng.Clustered() {
+		return
+	}
 	nodes := t.r.routedNodes()
 	if len(nodes) == 0 {
 		return
