@@ -241,11 +241,18 @@ func (c *conn) saveLoop() {
 		}
 		x.svMu.Unlock()
 		if n > 0 {
+			// Nothing acts for a connection that has closed meanwhile:
+			// a write that took long (the engine without a leader) may
+			// complete after the client moved to another node, which read
+			// the record before it — routing a QoS 2 message now would
+			// store it a second time, beside the resend routed there
+			// under the name that node gave it.
+			open := c.open()
 			for _, w := range run {
 				switch {
 				case w.either != nil:
 					w.either(!x.failedAt(w.gen))
-				case w.fn != nil && !x.failedAt(w.gen):
+				case w.fn != nil && !x.failedAt(w.gen) && open:
 					w.fn()
 				}
 			}

@@ -219,3 +219,54 @@ func TestSessionWriteFailureRefusesConnect(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowSessionWriteClosedConnection (issue 16): a session write that
+// completes only after the connection closed (the engine without a
+// leader for seconds, the client gone to another node, which read the
+// record before the write landed) must not let the QoS 2 message it
+// held the token of be routed: the other node routes the client's resend
+// under a name of its own, and the message would be stored twice.
+func TestSlowSessionWriteClosedConnection(t *testing.T) {
+	e := startEnv(t, t.TempDir(), nil)
+	w := mustV5(t, e, "watch", true, 0)
+	sub(t, w, packetsSub("slow/#", 2))
+	r, _ := connectPersistent(t, e, 4, "slow")
+
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var once atomic.Bool
+	hook := func(c *conn) error {
+		if c.clientID == "slow" && once.CompareAndSwap(false, true) {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	testSessionWrite.Store(&hook)
+	t.Cleanup(func() { testSessionWrite.Store(nil) })
+
+	publishQoS2(r, 5, "slow/a", "m", false)
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the token's write did not start")
+	}
+	r.nc.Close()
+	eventually(t, "offline", func() bool { return !e.online("slow") })
+	close(release)
+	w.none(t, time.Second)
+
+	// The resend on the next connection is routed once.
+	r, ack := connectPersistent(t, e, 4, "slow")
+	if !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	publishQoS2(r, 5, "slow/a", "m", true)
+	r.expect(packets.Pubrec, 5)
+	if m := w.next(t); string(m.Payload) != "m" {
+		t.Fatalf("got %q", m.Payload)
+	}
+	r.ack(packets.Pubrel, 5)
+	r.expect(packets.Pubcomp, 5)
+	w.none(t, 500*time.Millisecond)
+}
