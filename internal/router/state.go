@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -68,24 +69,68 @@ func (r *Router) StateBucket(ctx context.Context, tenantName, name string, creat
 func stateKey(k string) string { return "k" + base64.RawURLEncoding.EncodeToString([]byte(k)) }
 
 // Get returns a value and its revision; ErrNoState if absent.
+//
+// In a cluster the value is the leader's: the latest written. While the
+// bucket's stream has no leader (its node just died, an election under
+// way: the members answer 503, or nothing), Get keeps asking until ctx
+// ends, and then fails. It used to fall back after leaderReadWait to a
+// direct get, which any replica answers — one that had not applied the
+// latest write yet answered an MQTT session record without the token of
+// the QoS 2 message its client was about to resend to this node, and the
+// message was stored twice (the cluster soak's one duplicate, issue 16).
+// For a CONNECT, waiting is better than refusing at once with 0x88
+// (server unavailable): an election takes a few seconds, well within the
+// CONNECT's 15 s, and the client connects without depending on its
+// reconnect policy (some back off for long, some give up); if the
+// election takes longer, the CONNECT is refused all the same when its
+// time is up. Only a *present* value can be stale in the way that
+// matters, so a replica's answer that the key is absent is taken after
+// leaderReadWait: right after a cluster's start (a tenant's buckets just
+// created, no leader yet) a first CONNECT waited its whole 15 s for the
+// leader and failed (TestThreeNodes in CI), and its client has no
+// session. What this leaves open: a record written less than a
+// replica's lag before its leader died, read as absent there (a session
+// created a moment before; a key deleted a moment before reads present
+// and waits for the leader).
 func (s *State) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	// Asked again after apiTry (pull.go): a read is answered by the
 	// bucket's replicas, and one on a node that is stopped or cut off
 	// (its peers and routes not yet aware) never answers: an MQTT
 	// CONNECT's session lookup waited its whole 15 s and failed while a
 	// node was SIGSTOPped (TestStopUnderLoad, issue 16).
-	if s.leader {
+	if !s.leader {
+		return s.getDirect(ctx, key)
+	}
+	start := time.Now()
+	askedReplica := false
+	for {
 		lctx, cancel := context.WithTimeout(ctx, leaderReadWait)
-		v, rev, err := s.getLeader(lctx, key)
+		v, rev, err := s.getFromLeader(lctx, key)
 		cancel()
 		if err == nil || errors.Is(err, ErrNoState) || ctx.Err() != nil {
 			return v, rev, err
 		}
-		// The leader does not answer (an election under way, its node
-		// just killed): a replica's answer, possibly behind, rather than
-		// none — what every read was before leader reads. (A CONNECT
-		// right after a cluster's start or a kill waited its whole 15 s
-		// for a leader and failed: TestThreeNodes in CI.)
+		if !askedReplica && time.Since(start) >= leaderReadWait {
+			askedReplica = true
+			dctx, cancel := context.WithTimeout(ctx, leaderReadWait)
+			_, _, derr := s.getDirect(dctx, key)
+			cancel()
+			if errors.Is(derr, ErrNoState) {
+				return nil, 0, ErrNoState
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, err
+		case <-time.After(leaderRetryWait):
+		}
+	}
+}
+
+// getDirect is a direct get: any replica answers.
+func (s *State) getDirect(ctx context.Context, key string) ([]byte, uint64, error) {
+	if h := testStateDirect.Load(); h != nil {
+		return (*h)(key)
 	}
 	e, err := retryAPI(ctx, func(ctx context.Context) (jetstream.KeyValueEntry, error) { return s.kv.Get(ctx, stateKey(key)) })
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -97,9 +142,30 @@ func (s *State) Get(ctx context.Context, key string) ([]byte, uint64, error) {
 	return e.Value(), e.Revision(), nil
 }
 
-// leaderReadWait bounds a read from the stream leader before Get falls
-// back to a direct get.
-const leaderReadWait = 2 * time.Second
+// getFromLeader is getLeader unless a test makes the leader fail.
+func (s *State) getFromLeader(ctx context.Context, key string) ([]byte, uint64, error) {
+	if h := testStateLeader.Load(); h != nil {
+		if err := (*h)(key); err != nil {
+			return nil, 0, err
+		}
+	}
+	return s.getLeader(ctx, key)
+}
+
+// Test hooks: testStateLeader, when set, fails leader reads with its
+// error (nil: read as usual); testStateDirect answers direct gets.
+var (
+	testStateLeader atomic.Pointer[func(key string) error]
+	testStateDirect atomic.Pointer[func(key string) ([]byte, uint64, error)]
+)
+
+// leaderReadWait bounds each read from the stream leader, and is how
+// long Get waits before it takes a replica's word that a key is absent;
+// leaderRetryWait is the pause between reads while there is no leader.
+const (
+	leaderReadWait  = 2 * time.Second
+	leaderRetryWait = 100 * time.Millisecond
+)
 
 // getLeader is Get answered by the bucket's stream leader: the engine's
 // STREAM.MSG.GET request (what a KV get is without direct gets).
