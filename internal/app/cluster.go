@@ -4,9 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,8 +51,18 @@ func (a *App) engineCluster() (*engine.Cluster, error) {
 // certificate and verifies it against the CA) and solicits them (client:
 // it presents its certificate and verifies the peer's against the CA,
 // and the peer's name against the host in the peer list). The
-// certificate and key are read again when their files change (at the
-// next handshake) and on SIGHUP (Reload); the CA is read at start only.
+// certificate, the key and the CA are read again when their files change
+// (at the next handshake) and on SIGHUP (Reload), so that an operator
+// can rotate the CA (docs/cluster.md, "Route TLS").
+//
+// nats-server uses this one *tls.Config for every route, cloned for the
+// routes it solicits, and reads it without a lock: its fields must never
+// change, and Go reads the CAs from fields (ClientCAs, RootCAs). So the
+// CA in force comes from callbacks: an accepted route's handshake takes
+// a configuration with the current ClientCAs from GetConfigForClient; a
+// solicited route's verification is VerifyConnection's, with
+// InsecureSkipVerify only turning Go's own verification (against a
+// fixed RootCAs) off — verifyRoute does all it did.
 func (a *App) routeTLS() (*tls.Config, error) {
 	t := a.cfg.Cluster.TLS
 	if !t.Enabled() {
@@ -58,17 +72,24 @@ func (a *App) routeTLS() (*tls.Config, error) {
 	if _, err := r.get(nil); err != nil {
 		return nil, fmt.Errorf("app: cluster.tls: %w", err)
 	}
-	b, err := os.ReadFile(t.CA)
-	if err != nil {
-		return nil, fmt.Errorf("app: cluster.tls.ca: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("app: cluster.tls.ca %s: no certificates", t.CA)
+	ca := &caReloader{file: t.CA, log: a.log.With("component", "app")}
+	if _, err := ca.force(); err != nil {
+		return nil, err
 	}
 	a.reload.mu.Lock()
-	a.reload.routeCert = r
+	a.reload.routeCert, a.reload.routeCA = r, ca
 	a.reload.mu.Unlock()
+	var peerHosts []string
+	for _, p := range a.cfg.Cluster.Peers {
+		if h, _, err := net.SplitHostPort(strings.TrimSpace(p)); err == nil {
+			peerHosts = append(peerHosts, h)
+		}
+	}
+	accept := &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: r.get,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+	}
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: r.get,
@@ -76,9 +97,118 @@ func (a *App) routeTLS() (*tls.Config, error) {
 			return r.get(nil)
 		},
 		ClientAuth: tls.RequireAndVerifyClientCert,
-		ClientCAs:  pool,
-		RootCAs:    pool,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := accept.Clone()
+			c.ClientCAs = ca.get()
+			return c, nil
+		},
+		InsecureSkipVerify: true, // verified by verifyRoute
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return verifyRoute(cs, ca.get(), peerHosts)
+		},
 	}, nil
+}
+
+// verifyRoute verifies, on a route this node solicited, the peer's
+// certificate as Go's client does: its chain against the CA pool, for
+// server authentication, and its name against the host the route was
+// dialled by (ServerName: the peer list's host, or nats-server's
+// routeTLSName for an address learnt by gossip). Go does not send an IP
+// address as server name, so for a route dialled by address ServerName
+// is empty: then the certificate must be valid for one of the peer
+// list's hosts.
+func verifyRoute(cs tls.ConnectionState, pool *x509.CertPool, peerHosts []string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tls: the route's peer sent no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	opts := x509.VerifyOptions{Roots: pool, DNSName: cs.ServerName, Intermediates: x509.NewCertPool(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	for _, c := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := leaf.Verify(opts); err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	if cs.ServerName != "" {
+		return nil
+	}
+	for _, h := range peerHosts {
+		if leaf.VerifyHostname(h) == nil {
+			return nil
+		}
+	}
+	return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates,
+		Err: fmt.Errorf("x509: certificate is valid for none of the peers' hosts %v", peerHosts)}
+}
+
+// caReloader serves the CA pool of a PEM bundle, reading the file again
+// when its modification time changes (at the next handshake) and on
+// force (SIGHUP). A file that does not load — being written, or without
+// a certificate — keeps the pool in force.
+type caReloader struct {
+	file string
+	log  *slog.Logger
+
+	mu   sync.Mutex // handshakes run concurrently
+	mod  time.Time
+	pool *x509.CertPool
+	n    int // certificates in pool
+}
+
+// force loads the file now, whatever its modification time; it returns
+// the number of certificates loaded.
+func (r *caReloader) force() (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loadLocked()
+}
+
+func (r *caReloader) loadLocked() (int, error) {
+	st, err := os.Stat(r.file)
+	if err != nil {
+		return 0, fmt.Errorf("app: cluster.tls.ca: %w", err)
+	}
+	b, err := os.ReadFile(r.file)
+	if err != nil {
+		return 0, fmt.Errorf("app: cluster.tls.ca: %w", err)
+	}
+	pool, n := x509.NewCertPool(), 0
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return 0, fmt.Errorf("app: cluster.tls.ca %s: certificate %d: %w", r.file, n+1, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("app: cluster.tls.ca %s: no certificates", r.file)
+	}
+	r.pool, r.mod, r.n = pool, st.ModTime(), n
+	return n, nil
+}
+
+// get returns the pool in force, read again first if the file changed.
+func (r *caReloader) get() *x509.CertPool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st, err := os.Stat(r.file); err == nil && st.ModTime() != r.mod {
+		if n, err := r.loadLocked(); err != nil {
+			r.log.Warn("cluster.tls.ca changed but does not load; the CA in force stays", "err", err)
+			r.mod = st.ModTime() // not again at every handshake; SIGHUP retries
+		} else {
+			r.log.Info("cluster.tls.ca changed: loaded", "ca", r.file, "certificates", n)
+		}
+	}
+	return r.pool
 }
 
 // followTenants registers, on a clustered node, the engine account of

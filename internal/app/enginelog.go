@@ -14,7 +14,10 @@ import (
 // "maximum payloads over 8.00 MB are generally discouraged" is debug too:
 // throng sets that maximum itself, on purpose, so that a large message
 // fits (docs/router.md, "Large messages"), and an operator can do nothing
-// about the warning. Everything else passes unchanged.
+// about the warning; so is its warning that solicited routes' TLS
+// certificates "will not be verified": throng verifies them itself, so
+// that the CA can be reloaded (routeTLS). Everything else passes
+// unchanged.
 type engineLogFilter struct {
 	slog.Handler
 	ready *atomic.Bool // the engine said "Server is ready": the banner is over
@@ -36,7 +39,8 @@ var engineQuiet = map[string]bool{
 func (f *engineLogFilter) Handle(ctx context.Context, r slog.Record) error {
 	demote := engineQuiet[r.Message] ||
 		(r.Level == slog.LevelInfo && !f.ready.Load()) || // the banner
-		(r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "Maximum payloads over"))
+		(r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "Maximum payloads over")) ||
+		(r.Level == slog.LevelWarn && strings.HasPrefix(r.Message, "TLS certificate chain and hostname of solicited routes will not be verified"))
 	if r.Message == "Server is ready" {
 		f.ready.Store(true)
 	}

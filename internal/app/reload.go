@@ -17,6 +17,7 @@ type reloadable struct {
 	cert      *certReloader // nil: no tls.cert (self-signed) or no TLS listener
 	crl       *crlReloader  // nil: no tls.crl
 	routeCert *certReloader // nil: no cluster.tls (cluster.go)
+	routeCA   *caReloader   // nil: no cluster.tls (cluster.go)
 }
 
 func (r *reloadable) setCert(c *certReloader) { r.mu.Lock(); r.cert = c; r.mu.Unlock() }
@@ -25,11 +26,11 @@ func (r *reloadable) setCRL(c *crlReloader)   { r.mu.Lock(); r.crl = c; r.mu.Unl
 // Reload is what the node does on SIGHUP (cmd/throng serve):
 //
 //   - the TLS certificate and key (tls.cert, tls.key), the routes'
-//     certificate and key (cluster.tls.cert, .key) and the revocation
-//     list (tls.crl) are read from their files again, whatever their
-//     modification times: new handshakes use them, established
-//     connections keep theirs. A pair or list that does not load keeps
-//     the one in force, and is reported in the error;
+//     certificate, key and CA (cluster.tls.cert, .key, .ca) and the
+//     revocation list (tls.crl) are read from their files again,
+//     whatever their modification times: new handshakes use them,
+//     established connections keep theirs. A pair, CA or list that does
+//     not load keeps the one in force, and is reported in the error;
 //   - with cfg (the configuration read again: file, environment, flags),
 //     the connection guard's limits take cfg's values: connections.
 //     ratePerSource, burstPerSource, maxHalfOpen, maxHalfOpenPerSource
@@ -41,8 +42,16 @@ func (r *reloadable) setCRL(c *crlReloader)   { r.mu.Lock(); r.crl = c; r.mu.Unl
 func (a *App) Reload(cfg *config.Config) error {
 	var errs []error
 	a.reload.mu.Lock()
-	cert, crl, routeCert := a.reload.cert, a.reload.crl, a.reload.routeCert
+	cert, crl, routeCert, routeCA := a.reload.cert, a.reload.crl, a.reload.routeCert, a.reload.routeCA
 	a.reload.mu.Unlock()
+	if routeCA != nil {
+		if n, err := routeCA.force(); err != nil {
+			errs = append(errs, err)
+			a.log.Warn("reload: cluster.tls.ca not loaded; the CA in force stays", "component", "app", "err", err)
+		} else {
+			a.log.Info("reload: cluster.tls.ca loaded", "component", "app", "ca", routeCA.file, "certificates", n)
+		}
+	}
 	if routeCert != nil {
 		if err := routeCert.force(); err != nil {
 			errs = append(errs, fmt.Errorf("cluster.tls: %w", err))

@@ -66,11 +66,13 @@ type Cluster struct {
 	Secret string
 	// TLS, when set, makes every route TLS, both ways: the server side
 	// of a route must require and verify the client's certificate
-	// (ClientAuth, ClientCAs) and the client side verify the server's
-	// (RootCAs) and present one (GetClientCertificate or Certificates).
-	// A route that does not complete the handshake is refused, plain ones
-	// included. The caller keeps it; certificates may change through its
-	// callbacks (app reloads them).
+	// (ClientAuth, ClientCAs or GetConfigForClient) and the client side
+	// verify the server's (RootCAs, or VerifyConnection) and present one
+	// (GetClientCertificate or Certificates). A route that does not
+	// complete the handshake is refused, plain ones included. The caller
+	// keeps it; the server reads it without a lock, so its fields never
+	// change: certificates and CAs change through its callbacks (app
+	// reloads them).
 	TLS *tls.Config
 	// Replicas is the replica count of every stream and bucket; zero
 	// picks min(3, nodes), the nodes being Peers plus this one.
