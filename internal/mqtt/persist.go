@@ -198,8 +198,10 @@ func (c *conn) persistSync(save bool) bool {
 	return <-done
 }
 
-// Session writes that fail are tried again for sessionWriteFor (a
-// fresh snapshot each time, each try bounded by sessionWriteTry) while
+// Session writes that fail are tried again until sessionWriteFor from
+// the start of the first try (a fresh snapshot each time, the first try
+// bounded by sessionWriteTry as writes always were, the others by what is
+// left) while
 // the connection is open: in a cluster, the bucket's stream has no
 // leader for a few seconds after its node died (nats-server's election
 // timeout is 4–9 s), and every Put fails or times out meanwhile. Once
@@ -266,13 +268,14 @@ func (c *conn) saveLoop() {
 		}
 		// want is read before the snapshot is taken: the snapshot holds
 		// every change made before persist asked for write want.
-		err := c.writeSession()
-		for wait, until := 100*time.Millisecond, time.Now().Add(c.writeFor()); err != nil && time.Now().Before(until) && c.open(); wait = min(2*wait, time.Second) {
+		until := time.Now().Add(c.writeFor())
+		err := c.writeSession(sessionWriteTry)
+		for wait := 100 * time.Millisecond; err != nil && time.Until(until) > wait && c.open(); wait = min(2*wait, time.Second) {
 			time.Sleep(wait)
 			x.svMu.Lock()
 			want = x.svWant
 			x.svMu.Unlock()
-			err = c.writeSession()
+			err = c.writeSession(max(time.Until(until), time.Second))
 		}
 		x.svMu.Lock()
 		if err != nil {
@@ -316,7 +319,7 @@ func (c *conn) writeFor() time.Duration {
 
 // writeSession writes a snapshot of the session. Only the save loop
 // calls it, so snapshots reach the engine in the order they were taken.
-func (c *conn) writeSession() error {
+func (c *conn) writeSession(d time.Duration) error {
 	if c.s.halted.Load() {
 		return nil // test hook: the process is gone
 	}
@@ -333,7 +336,7 @@ func (c *conn) writeSession() error {
 		}
 	}
 	b, _ := json.Marshal(rec)
-	ctx, cancel := context.WithTimeout(context.Background(), sessionWriteTry)
+	ctx, cancel := context.WithTimeout(context.Background(), min(d, sessionWriteTry))
 	defer cancel()
 	sessions, _, err := c.s.buckets(ctx, c.tenant(), true)
 	if err == nil {
