@@ -200,11 +200,11 @@ func (c *conn) persistSync(save bool) bool {
 
 // Session writes that fail are tried again until sessionWriteFor from
 // the start of the first try (a fresh snapshot each time, the first try
-// bounded by sessionWriteTry as writes always were, the others by what is
-// left) while
-// the connection is open: in a cluster, the bucket's stream has no
-// leader for a few seconds after its node died (nats-server's election
-// timeout is 4–9 s), and every Put fails or times out meanwhile. Once
+// bounded by sessionWriteTry as writes always were, the others by what
+// is left) while the connection is open: in a cluster, the bucket's
+// stream has no leader for a few seconds after its node died
+// (nats-server's election timeout is 4–9 s), and every Put fails or
+// times out meanwhile. Once
 // the connection is closed (taken over by another node, which waits
 // takeoverWait for this one's last write and then goes on with the
 // record as it is), a late write would only overwrite the new owner's
