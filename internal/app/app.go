@@ -95,6 +95,13 @@ type App struct {
 	stopped   chan struct{} // closed when Shutdown has finished
 	startOnce sync.Once
 	stopOnce  sync.Once
+	// A Shutdown during the start cancels the start (a clustered node
+	// may wait minutes for its peers) and waits for it to return before
+	// it stops what the start left running and releases the data
+	// directory. Set by Run under mu; startDone is closed when start
+	// returns.
+	cancelStart context.CancelFunc
+	startDone   chan struct{}
 
 	// Set during start (by the goroutine running Run) and read after Ready
 	// or after Run returned; mu guards them against a concurrent Shutdown.
@@ -202,7 +209,15 @@ func (a *App) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := a.start(ctx); err != nil {
+	sctx, cancelStart := context.WithCancel(ctx)
+	defer cancelStart()
+	startDone := make(chan struct{})
+	a.mu.Lock()
+	a.cancelStart, a.startDone = cancelStart, startDone
+	a.mu.Unlock()
+	err = a.start(sctx)
+	close(startDone)
+	if err != nil {
 		a.forgetGenerated()
 		sctx, cancel := context.WithTimeout(context.Background(), ShutdownTimeout)
 		defer cancel()
@@ -639,12 +654,26 @@ func (a *App) Registry() *prometheus.Registry {
 // comment). It waits for each step; when ctx ends, the remaining
 // connections are closed without waiting further, but the router, store and
 // engine are still stopped so that the data directory is left consistent.
-// It is idempotent and may be called concurrently with Run.
+// It is idempotent and may be called concurrently with Run; during the
+// start it cancels the start and waits for it to return (Run then returns
+// the start's error), so that nothing started runs on after the data
+// directory is released.
 func (a *App) Shutdown(ctx context.Context) {
 	a.stopOnce.Do(func() {
 		defer close(a.stopped)
 		a.mu.Lock()
 		a.closing = true
+		cancelStart, startDone := a.cancelStart, a.startDone
+		a.mu.Unlock()
+		if startDone != nil {
+			select {
+			case <-startDone:
+			default: // still starting: give it up, and wait for what it started to be in the fields
+				cancelStart()
+				<-startDone
+			}
+		}
+		a.mu.Lock()
 		srv, rt, store, devices, nc, eng, lock := a.adminSrv, a.router, a.store, a.devices, a.sysConn, a.eng, a.lock
 		auditLog := a.audit
 		if a.pprofSrv != nil {
