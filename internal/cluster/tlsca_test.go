@@ -101,8 +101,8 @@ func (c *testCluster) waitRoutes(nd *node, others ...string) {
 // handshake (n2, no signal); (2) n3 gets a certificate of CA 2 and
 // restarts: n1 and n2, which started trusting CA 1 alone, take its
 // routes (both ways: each node solicits and accepts); a node with a
-// certificate of a CA 3 outside the bundle stays out; (3) the CA files
-// become CA 2 alone and n1, n2 get certificates of CA 2 (SIGHUP on n1
+// certificate of a CA 3 outside the bundle stays out; (3) n1, n2 get
+// certificates of CA 2 and the CA files become CA 2 alone (SIGHUP on n1
 // and n3, the watcher on n2): a node with a certificate of CA 1 is now
 // refused by all three, and n1, restarted, rejoins n2 and n3 with CA 2
 // alone. Without the CA reload, (2) fails: n1 and n2 refuse n3.
@@ -185,14 +185,14 @@ func TestRouteCARotation(t *testing.T) {
 	c.checkOut(intruder, members)
 	stopNode(t, intruder, syscall.SIGTERM)
 
-	// (3) CA 2 alone; n1 and n2 on certificates of CA 2 (n2 by the
+	// (3) n1 and n2 on certificates of CA 2, then CA 2 alone (n2 by the
 	// watcher again).
+	issue(n1, ca2)
+	issue(n2, ca2)
 	for _, nd := range members {
 		marks[nd] = nd.log.mark()
 		writeBundle(t, caFile(nd), ca2)
 	}
-	issue(n1, ca2)
-	issue(n2, ca2)
 	for _, nd := range []*node{n1, n3} {
 		if err := nd.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 			t.Fatal(err)
