@@ -199,20 +199,23 @@ func (c *conn) persistSync(save bool) bool {
 }
 
 // Session writes that fail are tried again until sessionWriteFor from
-// the start of the first try (a fresh snapshot each time, the first try
-// bounded by sessionWriteTry as writes always were, the others by what
-// is left) while the connection is open: in a cluster, the bucket's
-// stream has no leader for a few seconds after its node died
-// (nats-server's election timeout is 4–9 s), and every Put fails or
-// times out meanwhile. Once
-// the connection is closed (taken over by another node, which waits
-// takeoverWait for this one's last write and then goes on with the
-// record as it is), a late write would only overwrite the new owner's
-// record: cleanup makes one more try. testSessionWriteFor (ns), when
-// set, replaces sessionWriteFor (tests).
+// the start of the first try (a fresh snapshot each time, each try
+// bounded by sessionRetryTry) while the connection is open: in a
+// cluster, the bucket's stream has no leader for a few seconds after its
+// node died (nats-server's election timeout is 4–9 s), and every Put
+// fails or times out meanwhile. Tries are short because a request may
+// go unanswered: in the cluster soak a single 15 s try (what writes had)
+// timed out around a 3.5 s SIGSTOP, and the QoS 2 publisher waiting for
+// its PUBREC gave up and moved. Once the connection is closed (taken
+// over by another node, which waits takeoverWait for this one's last
+// write and then goes on with the record as it is), retries would only
+// overwrite the new owner's record later: the closed connection's write
+// (cleanup's) has one try, of sessionWriteTry. testSessionWriteFor (ns),
+// when set, replaces sessionWriteFor (tests).
 const (
 	sessionWriteFor = 20 * time.Second
 	sessionWriteTry = 15 * time.Second
+	sessionRetryTry = 5 * time.Second
 )
 
 var testSessionWriteFor atomic.Int64
@@ -269,13 +272,17 @@ func (c *conn) saveLoop() {
 		// want is read before the snapshot is taken: the snapshot holds
 		// every change made before persist asked for write want.
 		until := time.Now().Add(c.writeFor())
-		err := c.writeSession(sessionWriteTry)
+		try := sessionWriteTry
+		if c.open() {
+			try = sessionRetryTry
+		}
+		err := c.writeSession(try)
 		for wait := 100 * time.Millisecond; err != nil && time.Until(until) > wait && c.open(); wait = min(2*wait, time.Second) {
 			time.Sleep(wait)
 			x.svMu.Lock()
 			want = x.svWant
 			x.svMu.Unlock()
-			err = c.writeSession(max(time.Until(until), time.Second))
+			err = c.writeSession(min(max(time.Until(until), time.Second), sessionRetryTry))
 		}
 		x.svMu.Lock()
 		if err != nil {
