@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 // have heard of it. Each round a subscriber on node 2 (MQTT), node 3
 // (an MQTT persistent session) or node 3 (AMQP) subscribes to a new name, and a publisher already connected to
 // node 1 publishes one message to it as soon as the subscribe returns —
-// no probes, no retries. Every one of those messages must arrive.
+// no probes, no retries — while QoS 1 load crosses the nodes on other
+// connections. Every one of those messages must arrive.
 // Before the subscription barrier (router/barrier.go) a publish right
 // after the SUBACK often went nowhere: node 1's engine did not know the
 // subscription yet.
@@ -47,6 +49,38 @@ func TestSubscribeInForceAcrossNodes(t *testing.T) {
 	sub := dialMQTT(t, n2, "subscriber", func(p *paho.Publish) { got <- string(p.Payload) })
 	s3 := dialAMQP(t, n3)
 
+	// Load meanwhile (issue 10 item 12: "under load, across nodes"): QoS 1
+	// from node 3 to a subscriber on node 1 and from node 1 to one on
+	// node 2, each on its own connections.
+	var loaded atomic.Int64
+	for i, route := range [][2]*node{{n3, n1}, {n1, n2}} {
+		lsub := dialMQTT(t, route[1], fmt.Sprintf("load-sub-%d", i), func(*paho.Publish) { loaded.Add(1) })
+		topic := fmt.Sprintf("load/%d", i)
+		if _, err := lsub.Subscribe(ctxT(t, 10*time.Second), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		var lpub *paho.Client
+		for deadline := time.Now().Add(30 * time.Second); lpub == nil; {
+			lpub = tryMQTT(t, route[0], fmt.Sprintf("load-pub-%d", i), time.Now().After(deadline))
+		}
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, _ = lpub.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: []byte("load")})
+				cancel()
+			}
+		}()
+		t.Cleanup(func() { close(stop); <-done })
+	}
+
 	const rounds = 60
 	missed := 0
 	wait := func(want string) bool {
@@ -70,7 +104,10 @@ func TestSubscribeInForceAcrossNodes(t *testing.T) {
 			t.Fatalf("subscribe %s: %v", topic, err)
 		}
 		body := fmt.Sprintf("m-%d", i)
-		if _, err := pub.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)}); err != nil {
+		if pr, err := pub.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)}); err != nil {
+			if pr != nil && pr.Properties != nil {
+				t.Logf("reason string: %q", pr.Properties.ReasonString)
+			}
 			t.Fatalf("publish %s: %v", topic, err)
 		}
 		if !wait(body) {
@@ -104,7 +141,10 @@ func TestSubscribeInForceAcrossNodes(t *testing.T) {
 			t.Fatalf("subscribe %s: %v", topic, err)
 		}
 		body := fmt.Sprintf("p-%d", i)
-		if _, err := pub.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)}); err != nil {
+		if pr, err := pub.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: topic, QoS: 1, Payload: []byte(body)}); err != nil {
+			if pr != nil && pr.Properties != nil {
+				t.Logf("reason string: %q", pr.Properties.ReasonString)
+			}
 			t.Fatalf("publish %s: %v", topic, err)
 		}
 		if !wait(body) {
@@ -140,6 +180,10 @@ func TestSubscribeInForceAcrossNodes(t *testing.T) {
 		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 		_ = r.Close(ctx)
 		cancel()
+	}
+	t.Logf("load messages delivered meanwhile: %d", loaded.Load())
+	if loaded.Load() == 0 {
+		t.Error("no load message was delivered")
 	}
 	if missed > 0 {
 		t.Fatalf("%d of %d messages published on another node right after the subscribe were lost", missed, 3*rounds)

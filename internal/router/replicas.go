@@ -40,7 +40,13 @@ func (ts *tenantState) createOrUpdate(ctx context.Context, sc jetstream.StreamCo
 	if lerr == nil && sameStreamConfig(existing.CachedInfo().Config, sc) {
 		return existing, nil
 	}
-	s, err := ts.js.CreateOrUpdateStream(ctx, sc)
+	// Asked again too: nodes creating the same stream at once (clients
+	// of a new tenant arriving on every node) had a creation go
+	// unanswered, and a publisher's first QoS 1 message was refused with
+	// "router: topic space: context deadline exceeded"
+	// (TestSubscribeInForceAcrossNodes). The same configuration again is
+	// no change.
+	s, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ts.js.CreateOrUpdateStream(ctx, sc) })
 	if err != nil && lerr == nil && ts.replicas > 1 {
 		return existing, nil // a single node reports it, as it always did
 	}

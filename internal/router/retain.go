@@ -115,12 +115,19 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 		return err
 	}
 	if !address.IsWildcard(filter) {
-		// One name: read its last message directly.
-		s, err := ts.js.Stream(ctx, retainedStream)
+		// One name: read its last message directly. Each request asked
+		// again after apiTry (pull.go): in a cluster, one sent while the
+		// stream's group has no leader yet (just created by a subscriber
+		// on another node, an election after a kill) is answered by
+		// nobody, and the MQTT connection's reads waited the whole 15 s
+		// (TestSubscribeInForceAcrossNodes under load).
+		s, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ts.js.Stream(ctx, retainedStream) })
 		if err != nil {
 			return fmt.Errorf("router: read retained: %w", err)
 		}
-		raw, err := s.GetLastMsgForSubject(ctx, address.Subject("r", filter))
+		raw, err := retryAPI(ctx, func(ctx context.Context) (*jetstream.RawStreamMsg, error) {
+			return s.GetLastMsgForSubject(ctx, address.Subject("r", filter))
+		})
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil
 		}
@@ -132,14 +139,16 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 		}
 		return nil
 	}
-	cons, err := ts.js.OrderedConsumer(ctx, retainedStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: address.FilterSubjects("r", filter),
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	cons, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		return ts.js.OrderedConsumer(ctx, retainedStream, jetstream.OrderedConsumerConfig{
+			FilterSubjects: address.FilterSubjects("r", filter),
+			DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("router: read retained: %w", err)
 	}
-	info, err := cons.Info(ctx)
+	info, err := retryAPI(ctx, func(ctx context.Context) (*jetstream.ConsumerInfo, error) { return cons.Info(ctx) })
 	if err != nil {
 		return fmt.Errorf("router: read retained: %w", err)
 	}

@@ -192,8 +192,24 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 		tenants: map[string]*tenantState{},
 	}
 	if _, ok := cfg.Store.Tenant(tenant.Default); !ok {
-		if err := cfg.Store.CreateTenant(ctx, &tenant.Tenant{Name: tenant.Default}); err != nil && !errors.Is(err, tenant.ErrExists) {
-			return nil, err
+		// Asked again for a while: on a cluster starting, the tenants
+		// bucket's stream may not be in place on this node yet, and the
+		// write is answered "no response from stream" at once (a node
+		// exited at start with it: "n3 exited: exit status 1" in CI).
+		for try := 1; ; try++ {
+			err := cfg.Store.CreateTenant(ctx, &tenant.Tenant{Name: tenant.Default})
+			if err == nil || errors.Is(err, tenant.ErrExists) {
+				break
+			}
+			if try == 30 || ctx.Err() != nil {
+				return nil, err
+			}
+			r.log.Info("retrying", "what", "default tenant", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
 	}
 	for _, t := range cfg.Store.Tenants() {
