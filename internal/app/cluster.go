@@ -145,15 +145,17 @@ func verifyRoute(cs tls.ConnectionState, pool *x509.CertPool, peerHosts []string
 // caReloader serves the CA pool of a PEM bundle, reading the file again
 // when its modification time changes (at the next handshake) and on
 // force (SIGHUP). A file that does not load — being written, or without
-// a certificate — keeps the pool in force.
+// a certificate — keeps the pool in force, and is tried again at the
+// next handshake.
 type caReloader struct {
 	file string
 	log  *slog.Logger
 
-	mu   sync.Mutex // handshakes run concurrently
-	mod  time.Time
-	pool *x509.CertPool
-	n    int // certificates in pool
+	mu     sync.Mutex // handshakes run concurrently
+	mod    time.Time  // of the file in force
+	badMod time.Time  // of the last file that did not load (warned)
+	pool   *x509.CertPool
+	n      int // certificates in pool
 }
 
 // force loads the file now, whatever its modification time; it returns
@@ -202,8 +204,14 @@ func (r *caReloader) get() *x509.CertPool {
 	defer r.mu.Unlock()
 	if st, err := os.Stat(r.file); err == nil && st.ModTime() != r.mod {
 		if n, err := r.loadLocked(); err != nil {
-			r.log.Warn("cluster.tls.ca changed but does not load; the CA in force stays", "err", err)
-			r.mod = st.ModTime() // not again at every handshake; SIGHUP retries
+			// Tried again at the next handshake (warned once per
+			// modification time): a file caught half written must be
+			// read once complete, even if its time did not change —
+			// else an old CA the operator removed stays trusted.
+			if st.ModTime() != r.badMod {
+				r.log.Warn("cluster.tls.ca changed but does not load; the CA in force stays", "err", err)
+				r.badMod = st.ModTime()
+			}
 		} else {
 			r.log.Info("cluster.tls.ca changed: loaded", "ca", r.file, "certificates", n)
 		}

@@ -236,6 +236,16 @@ func clusterOptions(opts *server.Options, c *Cluster, dataDir string) ([]string,
 		// node's handshake (ECDSA/RSA) must not fail a route.
 		opts.Cluster.TLSConfig = c.TLS
 		opts.Cluster.TLSTimeout = 5
+		// Nothing must let a route up unverified: the server verifies
+		// accepted routes' certificates only as ClientAuth says, and with
+		// InsecureSkipVerify only a warning (which app demotes, as it
+		// verifies them itself) tells that solicited routes' are not.
+		if c.TLS.ClientAuth != tls.RequireAndVerifyClientCert {
+			return nil, errors.New("engine: cluster TLS must require and verify the routes' client certificates")
+		}
+		if c.TLS.InsecureSkipVerify && c.TLS.VerifyConnection == nil {
+			return nil, errors.New("engine: cluster TLS with InsecureSkipVerify needs VerifyConnection")
+		}
 	}
 	for _, p := range c.Peers {
 		p = strings.TrimSpace(p)
