@@ -131,11 +131,16 @@ type Consumer struct {
 	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
 	mu        sync.Mutex
-	credit    int       // granted, not yet used; guarded by mu
-	maxCredit int       // largest credit held; guarded by mu
-	lv        liveFlow  // back-pressure of a live topic-space consumer (live.go); guarded by mu
-	closed    bool      // guarded by mu
-	unsettled *Delivery // head of the list of unsettled deliveries (prev/next); guarded by mu
+	credit    int      // granted, not yet used; guarded by mu
+	maxCredit int      // largest credit held; guarded by mu
+	lv        liveFlow // back-pressure of a live topic-space consumer (live.go); guarded by mu
+	// A live topic-space consumer of a clustered tenant announces itself
+	// to the other nodes when behind (remotehold.go); set by startLive.
+	clustered    bool
+	holdID       uint64
+	liveSubjects []string
+	closed       bool      // guarded by mu
+	unsettled    *Delivery // head of the list of unsettled deliveries (prev/next); guarded by mu
 
 	// stored types: the node's reader of the engine consumer (feed.go),
 	// which holds this consumer's credit.

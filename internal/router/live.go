@@ -96,6 +96,10 @@ func (c *Consumer) startLive(subjects []string) error {
 		sum := sha256.Sum256([]byte(c.opts.ShareGroup + "\x00" + c.tg.name))
 		group = "share_" + hex.EncodeToString(sum[:12])
 	}
+	if c.tg.space && group == "" && c.r.eng.Clustered() {
+		// Announced to the other nodes when behind (remotehold.go).
+		c.clustered, c.holdID, c.liveSubjects = true, holdIDs.Add(1), subjects
+	}
 	flushNC := false
 	for _, s := range subjects {
 		nc := c.ts.nc
@@ -218,6 +222,14 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 			c.mu.Unlock()
 		}
 	}
+	if done != nil && viaEngine && p.ts.holds.n.Load() > 0 {
+		// Other nodes' consumers that are behind (remotehold.go).
+		p.ts.holdRemote(p.subject, &h, func() *heldPublish {
+			h := &heldPublish{p: p, body: bodyLen(m), done: done}
+			h.n.Store(1)
+			return h
+		})
+	}
 	if done != nil {
 		if h == nil {
 			p.count(bodyLen(m), Outcome{Kind: Accepted}, nil)
@@ -275,6 +287,7 @@ func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPu
 		c.lv.queued = queued
 	}
 	var release []*heldPublish
+	was := c.lv.behind
 	switch {
 	case c.credit > 0 && len(c.lv.queue) == 0 && !c.lv.pumping:
 		// While the pump runs it may be handing over the last queued
@@ -298,6 +311,9 @@ func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPu
 		c.lv.queue = append(c.lv.queue, d)
 		c.lv.behind = true
 		d = nil
+	}
+	if c.lv.behind != was {
+		c.announceBehind(c.lv.behind) // to the other nodes' publishers (remotehold.go)
 	}
 	if c.lv.behind && hp != nil && m.Durable {
 		if *hp == nil {
@@ -372,6 +388,7 @@ func (c *Consumer) liveCreditLocked() func() {
 		return nil
 	}
 	c.lv.behind = false
+	c.announceBehind(false)
 	held := c.lv.waiters
 	c.lv.waiters = nil
 	return func() {
@@ -400,6 +417,7 @@ func (c *Consumer) pumpLive() {
 	var held []*heldPublish
 	if !c.closed && c.lv.behind && c.caughtUpLocked() {
 		c.lv.behind = false
+		c.announceBehind(false)
 		held = c.lv.waiters
 		c.lv.waiters = nil
 	}
@@ -414,6 +432,9 @@ func (c *Consumer) pumpLive() {
 // queued messages are dropped and counted.
 func (c *Consumer) liveCloseLocked() func() {
 	held, queue := c.lv.waiters, c.lv.queue
+	if c.lv.behind {
+		c.announceBehind(false)
+	}
 	c.lv.waiters, c.lv.queue, c.lv.behind = nil, nil, false
 	if len(held) == 0 && len(queue) == 0 {
 		return nil

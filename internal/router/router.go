@@ -148,6 +148,8 @@ type tenantState struct {
 	leave    func()
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
+	holds    remoteHolds    // other nodes' live consumers that are behind (remotehold.go)
+	behind   behindSet      // this node's, announced to the others (remotehold.go)
 
 	// addrGen counts address definition changes of the tenant seen by
 	// this node (lifecycle.go): a producer checks again that its address
@@ -261,6 +263,7 @@ func (t *tenantState) close() {
 	for _, c := range t.openConsumers() {
 		c.Close()
 	}
+	t.closeHolds()
 	t.stopInterest()
 	t.mux.close()
 	t.pubMux.close()
@@ -353,7 +356,11 @@ func (r *Router) tenant(ctx context.Context, name string) (*tenantState, error) 
 		feeds:     map[string]*feed{},
 	}
 	if r.eng.Clustered() {
-		if err := ts.answerBarrier(r.eng.NodeName()); err != nil {
+		err := ts.answerBarrier(r.eng.NodeName())
+		if err == nil {
+			err = ts.listenHolds(r.eng.NodeName())
+		}
+		if err != nil {
 			mux.close()
 			pubMux.close()
 			closeAll()
