@@ -170,11 +170,47 @@ func (t *tenantState) loadInterest(ctx context.Context) error {
 // predate their consumer).
 func (t *tenantState) refreshInterest(ctx context.Context) error {
 	began := time.Now()
+	// Asked again after apiTry (pull.go): right after the stream's
+	// creation, or during an election, a request can go unanswered, and
+	// the first durable publish of a new tenant on a cluster was refused
+	// "context deadline exceeded" (TestSubscribeInForceAcrossNodes).
+	l, err := retryAPI(ctx, t.listInterest)
+	if err != nil {
+		return err
+	}
+	filters, all, names, infoNames := l.filters, l.all, l.names, l.infoNames
+	si := &t.interest
+	si.mu.Lock()
+	filters, all = mergeInterest(filters, all, listingComplete(names, infoNames), si.loaded.Load(), si.filters, si.all)
+	for f, at := range si.local {
+		if at.Before(began.Add(-time.Minute)) {
+			delete(si.local, f) // long since visible in the listing
+			continue
+		}
+		if !at.Before(began) {
+			filters = append(filters, splitSubject(f))
+		}
+	}
+	si.filters, si.all = filters, all
+	si.mu.Unlock()
+	si.gen.Add(1)
+	return nil
+}
+
+// interestListing is one reading of the TOPICSPACE consumers.
+type interestListing struct {
+	filters          [][]string
+	all              bool
+	names, infoNames []string
+}
+
+func (t *tenantState) listInterest(ctx context.Context) (interestListing, error) {
+	var l interestListing
 	var filters [][]string
 	all := false
 	st, err := t.js.Stream(ctx, topicSpaceStream)
 	if err != nil {
-		return err
+		return l, err
 	}
 	// The names come from the engine's meta layer (every consumer the
 	// stream has); the infos from each consumer's leader, and in a cluster
@@ -190,7 +226,7 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 		names = append(names, n)
 	}
 	if err := nl.Err(); err != nil {
-		return err
+		return l, err
 	}
 	var infoNames []string
 	lister := st.ListConsumers(ctx)
@@ -208,24 +244,9 @@ func (t *tenantState) refreshInterest(ctx context.Context) error {
 		}
 	}
 	if err := lister.Err(); err != nil {
-		return err
+		return l, err
 	}
-	si := &t.interest
-	si.mu.Lock()
-	filters, all = mergeInterest(filters, all, listingComplete(names, infoNames), si.loaded.Load(), si.filters, si.all)
-	for f, at := range si.local {
-		if at.Before(began.Add(-time.Minute)) {
-			delete(si.local, f) // long since visible in the listing
-			continue
-		}
-		if !at.Before(began) {
-			filters = append(filters, splitSubject(f))
-		}
-	}
-	si.filters, si.all = filters, all
-	si.mu.Unlock()
-	si.gen.Add(1)
-	return nil
+	return interestListing{filters: filters, all: all, names: names, infoNames: infoNames}, nil
 }
 
 // mergeInterest is the stored-interest set after a listing of the
