@@ -470,9 +470,20 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 			log.Info("created admin user", "user", AdminUser, "tenant", tenant.Default, "generated_password", generated)
 			return nil
 		case errors.Is(err, tenant.ErrExists):
-			// Another node created it meanwhile; sync below.
-			if u, ok = a.store.User(tenant.Default, AdminUser); !ok {
-				return fmt.Errorf("app: admin user: %w", err)
+			// Another node created it meanwhile; sync below. This
+			// node's copy of the users (a watch of the replicated
+			// bucket) may not have it yet: a cluster's nodes starting
+			// together had one exit with "user already exists" (CI).
+			deadline := time.Now().Add(30 * time.Second)
+			for u, ok = a.store.User(tenant.Default, AdminUser); !ok; u, ok = a.store.User(tenant.Default, AdminUser) {
+				if time.Now().After(deadline) {
+					return fmt.Errorf("app: admin user: %w", err)
+				}
+				select {
+				case <-ctx.Done():
+					return fmt.Errorf("app: admin user: %w", err)
+				case <-time.After(100 * time.Millisecond):
+				}
 			}
 		default:
 			return fmt.Errorf("app: create admin user: %w", err)
