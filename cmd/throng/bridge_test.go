@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/throngmq/throng/internal/testkit"
 )
@@ -19,7 +20,17 @@ func TestCLIBridges(t *testing.T) {
 	if !strings.Contains(r.stdout, "bridge cloud created") {
 		t.Fatalf("stdout: %s", r.stdout)
 	}
-	rows := columns(t, mustCLI(t, env, 0, "bridge", "list").stdout)
+	// The bridge starts a moment after its definition is stored (the
+	// manager follows the replicated store): "stopped" until then (CI
+	// once listed it that early).
+	var rows [][]string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		rows = columns(t, mustCLI(t, env, 0, "bridge", "list").stdout)
+		if len(rows) == 1 && rows[0][4] == "stopped" && time.Now().Before(deadline) {
+			continue
+		}
+		break
+	}
 	if len(rows) != 1 || rows[0][0] != "cloud" || rows[0][1] != "mqtt" || rows[0][2] != "both" || rows[0][4] != "connecting" {
 		t.Fatalf("rows %q", rows)
 	}
