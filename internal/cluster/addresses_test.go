@@ -33,6 +33,8 @@ func TestAddressesAcrossNodes(t *testing.T) {
 	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
 	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
 	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
+	waitLogin(t, n2)
+	waitLogin(t, n3)
 	c.api(n1, "POST", "/api/tenants/acme/addresses", `{"name":"alerts","type":"multicast"}`, nil)
 	c.api(n1, "POST", "/api/tenants/acme/addresses", `{"name":"work","type":"anycast"}`, nil)
 

@@ -37,6 +37,7 @@ func TestLiveBackPressureAcrossNodes(t *testing.T) {
 	n1, n2 := c.nodes[0], c.nodes[1]
 	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
 	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
+	waitLogin(t, n2) // the user made on n1 reaches n2's copy a moment later
 
 	// The subscriber: receive maximum 20, acknowledges by hand; paused,
 	// it keeps the PUBLISHes and acknowledges them when it resumes.
@@ -148,4 +149,19 @@ func TestLiveBackPressureAcrossNodes(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Logf("%d messages acknowledged, all delivered", len(want))
+}
+
+// waitLogin waits (≤ 30 s) until the tenant's user can log in on nd: a
+// user created through another node reaches nd's copy of the users a
+// moment later (CI: "bad user name or password" on the first CONNECT).
+func waitLogin(t *testing.T, nd *node) {
+	t.Helper()
+	var cl *paho.Client
+	for deadline := time.Now().Add(30 * time.Second); cl == nil; {
+		cl = tryMQTT(t, nd, "login-check-"+nd.name, time.Now().After(deadline))
+		if cl == nil {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	_ = cl.Disconnect(&paho.Disconnect{})
 }

@@ -38,6 +38,8 @@ func TestSubscribeInForceAcrossNodes(t *testing.T) {
 	}
 	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
 	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
+	waitLogin(t, n2)
+	waitLogin(t, n3)
 
 	// Everyone connected before the rounds start (each role on its own
 	// connection): the tenant is open on every node.
