@@ -90,7 +90,11 @@ func TestAddressesAcrossNodes(t *testing.T) {
 	if _, err := pub.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: "status/door", QoS: 1, Retain: true, Payload: []byte("open")}); err != nil {
 		t.Fatal(err)
 	}
-	retained := func(nd *node, id string) []string {
+	// retained subscribes on nd and returns what the new subscription
+	// gets: waits up to 10 s for want messages (the first retained read
+	// of a new tenant on a node can take a JetStream API retry, 3 s),
+	// then 500 ms for any more; with want 0, 4 s.
+	retained := func(nd *node, id string, want int) []string {
 		t.Helper()
 		got := make(chan string, 8)
 		conn, err := net.DialTimeout("tcp", nd.mqtt, 10*time.Second)
@@ -111,11 +115,18 @@ func TestAddressesAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		var out []string
-		timeout := time.After(2 * time.Second) // what a new subscription gets at once
+		wait := 10 * time.Second
+		if want == 0 {
+			wait = 4 * time.Second
+		}
+		timeout := time.After(wait)
 		for {
 			select {
 			case s := <-got:
 				out = append(out, s)
+				if len(out) == want {
+					timeout = time.After(500 * time.Millisecond)
+				}
 			case <-timeout:
 				_ = cl.Disconnect(&paho.Disconnect{})
 				return out
@@ -123,7 +134,7 @@ func TestAddressesAcrossNodes(t *testing.T) {
 		}
 	}
 	for _, nd := range []*node{n2, n3} {
-		if got := retained(nd, "reader-"+nd.name); len(got) != 1 || got[0] != "open retain=true" {
+		if got := retained(nd, "reader-"+nd.name, 1); len(got) != 1 || got[0] != "open retain=true" {
 			t.Errorf("retained message on %s: got %q, want [\"open retain=true\"]", nd.name, got)
 		}
 	}
@@ -134,7 +145,7 @@ func TestAddressesAcrossNodes(t *testing.T) {
 	if _, err := clr.Publish(ctxT(t, 10*time.Second), &paho.Publish{Topic: "status/door", QoS: 1, Retain: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got := retained(n1, "reader-after-clear"); len(got) != 0 {
+	if got := retained(n1, "reader-after-clear", 0); len(got) != 0 {
 		t.Errorf("retained message on n1 after it was cleared on n3: got %q, want none", got)
 	}
 }
