@@ -230,7 +230,14 @@ func (n *Node) WaitReady(ctx context.Context, timeout time.Duration) error {
 			n.mu.Lock()
 			err := n.waitErr
 			n.mu.Unlock()
-			return fmt.Errorf("soak: node exited before ready: %v (log %s)", err, n.LogPath)
+			// The log's end says why (the test's temporary directory,
+			// and the log with it, is gone when CI shows the failure).
+			tail := ""
+			if b, rerr := os.ReadFile(n.LogPath); rerr == nil {
+				lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+				tail = strings.Join(lines[max(0, len(lines)-8):], "\n")
+			}
+			return fmt.Errorf("soak: node exited before ready: %v (log %s); its last lines:\n%s", err, n.LogPath, tail)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
