@@ -78,6 +78,14 @@ type heldPublish struct {
 	done func(Outcome, error)
 }
 
+// newHeld makes the hold of a durable live publish, counting the
+// publish itself (released by deliverLive once it has run).
+func (p *Producer) newHeld(m *message.Message, done func(Outcome, error)) *heldPublish {
+	h := &heldPublish{p: p, body: bodyLen(m), done: done}
+	h.n.Store(1)
+	return h
+}
+
 func (h *heldPublish) release() {
 	if h.n.Add(-1) == 0 {
 		h.p.count(h.body, Outcome{Kind: Accepted}, nil)
@@ -216,19 +224,14 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 		}
 		if c.take(m, p.tg.name, -1, hp, outRate) {
 			// The first consumer behind: c.mu is held (see take).
-			h = &heldPublish{p: p, body: bodyLen(m), done: done}
-			h.n.Store(1)
+			h = p.newHeld(m, done)
 			c.holdLocked(h)
 			c.mu.Unlock()
 		}
 	}
 	if done != nil && viaEngine && p.ts.holds.n.Load() > 0 {
 		// Other nodes' consumers that are behind (remotehold.go).
-		p.ts.holdRemote(p.subject, &h, func() *heldPublish {
-			h := &heldPublish{p: p, body: bodyLen(m), done: done}
-			h.n.Store(1)
-			return h
-		})
+		p.ts.holdRemote(p.subject, &h, func() *heldPublish { return p.newHeld(m, done) })
 	}
 	if done != nil {
 		if h == nil {
