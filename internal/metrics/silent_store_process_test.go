@@ -20,6 +20,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/throngmq/throng/internal/metrics"
+	"github.com/throngmq/throng/internal/testkit"
 )
 
 // The silent-device tracker across restarts of a real `throng serve`
@@ -182,21 +183,11 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startServe starts `throng serve` on dataDir and waits until /readyz
 // answers 200.
 func startServe(t *testing.T, bin, dataDir, pw string) *serveProc {
 	t.Helper()
-	p := &serveProc{admin: freePort(t), mqtt: freePort(t), pw: pw, done: make(chan struct{}), stderr: &syncBuffer{}}
+	p := &serveProc{admin: testkit.FreeAddr(t), mqtt: testkit.FreeAddr(t), pw: pw, done: make(chan struct{}), stderr: &syncBuffer{}}
 	p.cmd = exec.Command(bin, "serve", "--data-dir", dataDir, "--admin", p.admin,
 		"--amqp", "", "--amqps", "", "--mqtt", p.mqtt, "--mqtts", "", "--http", "", "--https", "",
 		"--admin-password", pw, "--log-format", "json")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,12 +13,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	goamqp "github.com/Azure/go-amqp"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/throngmq/throng/internal/testkit"
 )
 
 // A device adapter's process killed in the middle (SIGKILL) and started
@@ -31,32 +35,58 @@ import (
 type serveChild struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+	log  *lockedLog // its standard error, shown when it fails
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+// lockedLog is a child's standard error, written by exec's copier and
+// read by the test.
+type lockedLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
 }
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// errPortTaken: a port picked by FreeAddr was taken by another process
+// (tests of other packages run at the same time) before the child bound it.
+var errPortTaken = errors.New("a listen address is in use")
 
 // startChild starts `throng serve` and waits until /readyz answers 200.
 func startChild(t *testing.T, bin, dataDir, admin, amqpAddr, mqttAddr, pw string) *serveChild {
+	t.Helper()
+	c, err := tryStartChild(t, bin, dataDir, admin, amqpAddr, mqttAddr, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tryStartChild is startChild returning the failure; errPortTaken when
+// the child could not bind one of its addresses.
+func tryStartChild(t *testing.T, bin, dataDir, admin, amqpAddr, mqttAddr, pw string) (*serveChild, error) {
 	t.Helper()
 	cmd := exec.Command(bin, "serve", "--data-dir", dataDir, "--admin", admin,
 		"--amqp", amqpAddr, "--amqps", "", "--mqtt", mqttAddr, "--mqtts", "", "--http", "", "--https", "",
 		"--admin-password", pw, "--log-format", "json")
 	cmd.Env = append(os.Environ(), "THRONG_ADMIN_PASSWORD=")
+	c := &serveChild{cmd: cmd, done: make(chan struct{}), log: &lockedLog{}}
+	cmd.Stderr = c.log
 	if os.Getenv("THRONG_TEST_LOG") != "" {
-		cmd.Stderr = os.Stderr
+		cmd.Stderr = io.MultiWriter(os.Stderr, c.log)
 	}
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	c := &serveChild{cmd: cmd, done: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(c.done) }()
 	t.Cleanup(func() { c.kill() })
 	deadline := time.Now().Add(90 * time.Second)
@@ -65,16 +95,19 @@ func startChild(t *testing.T, bin, dataDir, admin, amqpAddr, mqttAddr, pw string
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return c
+				return c, nil
 			}
 		}
 		select {
 		case <-c.done:
-			t.Fatal("throng serve exited while starting")
+			if strings.Contains(c.log.String(), "address already in use") {
+				return nil, fmt.Errorf("%w:\n%s", errPortTaken, c.log)
+			}
+			return nil, fmt.Errorf("throng serve exited while starting:\n%s", c.log)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("throng serve not ready within 90 s")
+			return nil, fmt.Errorf("throng serve not ready within 90 s:\n%s", c.log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -113,9 +146,20 @@ func TestHonoRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
-	admin, amqpAddr, mqttAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	const pw = "restart-admin-pw"
-	srv := startChild(t, bin, dataDir, admin, amqpAddr, mqttAddr, pw)
+	var admin, amqpAddr, mqttAddr string
+	var srv *serveChild
+	for try := 1; ; try++ {
+		admin, amqpAddr, mqttAddr = testkit.FreeAddr(t), testkit.FreeAddr(t), testkit.FreeAddr(t)
+		srv, err = tryStartChild(t, bin, dataDir, admin, amqpAddr, mqttAddr, pw)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, errPortTaken) || try == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("start %d: %v; again on other ports", try, err)
+	}
 	v1 := func(method, path string, body any, status int) {
 		t.Helper()
 		b, _ := json.Marshal(body)

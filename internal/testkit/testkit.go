@@ -11,8 +11,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -192,4 +195,29 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool) {
 			wait *= 2
 		}
 	}
+}
+
+// FreeAddr picks a free loopback address for a child process's listener
+// that must keep its port across a restart. It takes ports in
+// 20000–32767, below the kernel's ephemeral range (32768–60999 by
+// default): a port handed out by ":0" is one the kernel also gives to
+// outgoing connections, so between the pick and the child's bind — or
+// between a kill -9 and the restart — a client's connection could hold
+// it and the child fail with "address already in use". ":0" remains the
+// fallback.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	for range 50 {
+		a := fmt.Sprintf("127.0.0.1:%d", 20000+mrand.IntN(12768))
+		if ln, err := net.Listen("tcp", a); err == nil {
+			ln.Close()
+			return a
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }
