@@ -165,6 +165,10 @@ type connExtra struct {
 	// was when the session was stored, with the name their message is
 	// stored under (qos2in.go).
 	inTok map[uint16]string
+	// inSeq names this connection's sequence of QoS 2 messages, inN
+	// counts them: a message's name is "<inSeq>.<n>" (qos2in.go).
+	inSeq string
+	inN   uint64
 
 	pendingLive int // bytes of live (pre-settled) messages in conn.pending; guarded by conn.mu
 

@@ -27,8 +27,10 @@ import (
 // is routed again under the same name, and the engine stores it only if
 // the first attempt did not. Once routed, the id is stored as routed
 // (qos2, the token dropped) before PUBREC, as before, so that a resend
-// after PUBREC is not routed at all (a live message, not stored, has no
-// deduplication). The session writes three times per message (before
+// after PUBREC is not routed at all (a live message, not stored, is
+// deduplicated only by its live consumers' memory of recent names,
+// router/once.go: bounded, a backstop for a node that died between
+// routing and this write). The session writes three times per message (before
 // routing, before PUBREC, before PUBCOMP), coalesced per connection.
 
 // inRef is a client→server QoS 2 packet id whose routing this node has
@@ -38,10 +40,18 @@ type inRef struct {
 	Tok string `json:"t"`
 }
 
-// newInToken names one inbound QoS 2 message (128 random bits; the
-// engine's duplicate window is per stream, i.e. per tenant and address).
-func newInToken() string {
-	return "q2." + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+// newInTokenLocked names one inbound QoS 2 message: "q2.<r>.<n>", r 128
+// random bits naming this connection's sequence (the engine's duplicate
+// window is per stream, i.e. per tenant and address), n its number in
+// it. The router takes a live message of one name once per consumer by
+// these (router/once.go): a resend after this node died goes out under
+// the name it had here. c.mu held.
+func (x *connExtra) newInTokenLocked() string {
+	if x.inSeq == "" {
+		x.inSeq = "q2." + strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+	}
+	x.inN++
+	return x.inSeq + "." + strconv.FormatUint(x.inN, 36)
 }
 
 // qos2PendingLocked reports whether a QoS 2 id has a token: its routing
@@ -67,7 +77,7 @@ func (c *conn) publish2(p *router.Producer, m *message.Message, id uint16, slot 
 	x := c.extraLocked()
 	tok, again := x.inTok[id]
 	if !again {
-		tok = newInToken()
+		tok = x.newInTokenLocked()
 		if x.inTok == nil {
 			x.inTok = map[uint16]string{}
 		}

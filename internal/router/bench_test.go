@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -123,4 +124,55 @@ func BenchmarkMulticast(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 	})
+}
+
+// BenchmarkTopicSpaceLive: durable (QoS 1/2) topic-space messages to one
+// live consumer on this node, unnamed (Publish) and named (PublishOnce,
+// as an MQTT QoS 2 publisher's: once.go's memory of names).
+func BenchmarkTopicSpaceLive(b *testing.B) {
+	for _, named := range []bool{false, true} {
+		b.Run(fmt.Sprintf("named=%v", named), func(b *testing.B) {
+			e := newEnv(b)
+			var got atomic.Int64
+			var c *Consumer
+			c, err := e.r.Consume(context.Background(), "default", "bench/live", ConsumeOptions{}, func(d *Delivery) {
+				d.Settle(Outcome{Kind: Accepted})
+				got.Add(1)
+				c.AddCredit(1)
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			c.AddCredit(benchWindow)
+			p, err := e.r.Producer(context.Background(), "default", "bench/live")
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := make([]byte, 64)
+			sem := make(chan struct{}, benchWindow)
+			done := func(o Outcome, err error) {
+				if err != nil {
+					b.Error(err)
+				}
+				<-sem
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				sem <- struct{}{}
+				m := &message.Message{Body: body, Durable: true}
+				if named {
+					p.PublishOnce(m, "q2.benchsequence."+strconv.FormatUint(uint64(i+1), 36), done)
+				} else {
+					p.Publish(m, done)
+				}
+			}
+			for got.Load() < int64(b.N) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+		})
+	}
 }

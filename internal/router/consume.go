@@ -131,9 +131,10 @@ type Consumer struct {
 	dropNoCredit prometheus.Counter               // metrics.dropped{reason="no_credit"}
 
 	mu        sync.Mutex
-	credit    int      // granted, not yet used; guarded by mu
-	maxCredit int      // largest credit held; guarded by mu
-	lv        liveFlow // back-pressure of a live topic-space consumer (live.go); guarded by mu
+	credit    int       // granted, not yet used; guarded by mu
+	maxCredit int       // largest credit held; guarded by mu
+	lv        liveFlow  // back-pressure of a live topic-space consumer (live.go); guarded by mu
+	once      *onceSeen // names of the live messages taken (once.go); guarded by mu
 	// A live topic-space consumer of a clustered tenant announces itself
 	// to the other nodes when behind (remotehold.go); set by startLive.
 	clustered    bool

@@ -180,7 +180,11 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 	if msg.Sub != nil {
 		queued, _, _ = msg.Sub.Pending()
 	}
-	c.take(m, name, queued, nil, -1)
+	once := ""
+	if msg.Header != nil {
+		once = msg.Header.Get(onceHeader) // PublishOnce (once.go)
+	}
+	c.take(m, name, once, queued, nil, -1)
 }
 
 // deliverLive delivers a live message to this node's consumers directly
@@ -189,8 +193,9 @@ func (c *Consumer) onLive(msg *nats.Msg) {
 // message), done gets Accepted once every consumer here that took it
 // while behind has caught up, and the message is counted accepted just
 // before (p.count, as Producer.counted would); an error is returned
-// instead of calling done, and nothing is counted.
-func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) error {
+// instead of calling done, and nothing is counted. once is the message's
+// name (PublishOnce, once.go), or "".
+func (p *Producer) deliverLive(m *message.Message, once string, done func(Outcome, error)) error {
 	cs := p.ts.index.match(p.subject)
 	viaEngine := p.ts.peers() > 1
 	if !viaEngine {
@@ -202,7 +207,13 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 		}
 	}
 	if viaEngine {
-		if err := p.ts.live.Publish(p.subject, m.Marshal()); err != nil {
+		var err error
+		if once == "" {
+			err = p.ts.live.Publish(p.subject, m.Marshal())
+		} else {
+			err = p.ts.live.PublishMsg(&nats.Msg{Subject: p.subject, Data: m.Marshal(), Header: nats.Header{onceHeader: []string{once}}})
+		}
+		if err != nil {
 			return errPublish(err)
 		}
 	}
@@ -222,7 +233,7 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 		if c.opts.ShareGroup != "" {
 			continue // through the engine's queue group
 		}
-		if c.take(m, p.tg.name, -1, hp, outRate) {
+		if c.take(m, p.tg.name, once, -1, hp, outRate) {
 			// The first consumer behind: c.mu is held (see take).
 			h = p.newHeld(m, done)
 			c.holdLocked(h)
@@ -245,7 +256,9 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 }
 
 // take delivers a live message published to name, queues it (durable
-// messages to a topic-space consumer without credit), or drops it.
+// messages to a topic-space consumer without credit), or drops it — or
+// nothing, when a topic-space consumer has taken a message of that name
+// (once, "" if none) before (once.go).
 // queued is how many messages wait in the engine client for this consumer
 // (-1: a local delivery). m is shared with other consumers and must not
 // be modified. With hp non-nil (a local durable publish) and the consumer
@@ -254,7 +267,7 @@ func (p *Producer) deliverLive(m *message.Message, done func(Outcome, error)) er
 // so that the caller can make one (holdLocked) and unlock. outRate is
 // the tenant's maxMessagesOutPerSecond if the caller has read it (-1: not
 // read).
-func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPublish, outRate float64) bool {
+func (c *Consumer) take(m *message.Message, name, once string, queued int, hp **heldPublish, outRate float64) bool {
 	if !m.Expiry.IsZero() && m.Expired(clock.Now()) {
 		c.drop("expired")
 		return false
@@ -285,6 +298,16 @@ func (c *Consumer) take(m *message.Message, name string, queued int, hp **heldPu
 		c.credit--
 		c.giveUnlock(d)
 		return false
+	}
+	if once != "" {
+		if c.once == nil {
+			c.once = &onceSeen{}
+		}
+		if c.once.seen(once) {
+			c.mu.Unlock()
+			c.r.metrics.dropped.WithLabelValues(c.ts.name, "duplicate").Inc()
+			return false
+		}
 	}
 	if queued >= 0 {
 		c.lv.queued = queued

@@ -30,7 +30,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "throng_router_messages_out_total", Help: "Messages delivered to consumers.",
 		}, []string{"tenant", "type"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "throng_router_messages_dropped_total", Help: "Messages dropped for consumers, by reason: at-most-once ones without credit (no_credit); durable live ones beyond a consumer's live queue (queue_full) or queued for a consumer that closed (closed); expired ones (expired); large messages whose chunks are gone (large_missing).",
+			Name: "throng_router_messages_dropped_total", Help: "Messages dropped for consumers, by reason: at-most-once ones without credit (no_credit); durable live ones beyond a consumer's live queue (queue_full) or queued for a consumer that closed (closed); expired ones (expired); large messages whose chunks are gone (large_missing); a live copy of a named message (MQTT QoS 2) the consumer already took (duplicate).",
 		}, []string{"tenant", "reason"}),
 		settled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "throng_router_deliveries_settled_total", Help: "Deliveries settled by consumers, by outcome.",

@@ -141,8 +141,9 @@ func (p *Producer) Publish(m *message.Message, done func(Outcome, error)) { p.pu
 // (queue, topic, durable topic-space message) is stored once per name
 // within the engine's duplicate window (JetStream Nats-Msg-Id, 2
 // minutes), a second store being answered as stored. It goes in an entry
-// of its own (no group commit). Live, anycast and multicast deliveries
-// are not deduplicated.
+// of its own (no group commit). A live topic-space consumer takes one
+// message of a name when once has the form "<sequence>.<n>" (once.go);
+// anycast and multicast deliveries are not deduplicated.
 func (p *Producer) PublishOnce(m *message.Message, once string, done func(Outcome, error)) {
 	p.publish(m, once, done)
 }
@@ -209,7 +210,7 @@ func (p *Producer) publish(m *message.Message, once string, done func(Outcome, e
 		}
 		// Held while a live subscriber of it on this node is behind
 		// (live.go); counted when accepted (heldPublish).
-		if err := p.deliverLive(m, done); err != nil {
+		if err := p.deliverLive(m, once, done); err != nil {
 			p.count(0, Outcome{}, err)
 			done(Outcome{}, err)
 		}
@@ -227,7 +228,7 @@ func (p *Producer) publish(m *message.Message, once string, done func(Outcome, e
 }
 
 // publishLive delivers an at-most-once live message (live.go).
-func (p *Producer) publishLive(m *message.Message) error { return p.deliverLive(m, nil) }
+func (p *Producer) publishLive(m *message.Message) error { return p.deliverLive(m, "", nil) }
 
 // storedInterest reports whether a stored consumer's filter matches this
 // topic-space name; the answer is cached per generation of the set.
@@ -341,7 +342,7 @@ func entryHeader(m *message.Message, once string) nats.Header {
 		if h == nil {
 			h = nats.Header{}
 		}
-		h["Nats-Msg-Id"] = []string{once}
+		h[onceHeader] = []string{once}
 	}
 	return h
 }
