@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -160,5 +161,38 @@ func TestReadyz(t *testing.T) {
 func TestNewRequiresDependencies(t *testing.T) {
 	if _, err := New(Config{}); err == nil {
 		t.Fatal("New without dependencies succeeded")
+	}
+}
+
+// TestOpenAPIStatusSchema: every field GET /api/status answers with, the
+// cluster's included, is described in openapi.json (the document lagged
+// behind the cluster object once).
+func TestOpenAPIStatusSchema(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(openapiDoc, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for schema, v := range map[string]any{"Status": Status{}, "ClusterStatus": ClusterStatus{}, "ClusterNode": ClusterNode{}, "ClusterRoute": ClusterRoute{}} {
+		props := doc.Components.Schemas[schema].Properties
+		if props == nil {
+			t.Errorf("openapi.json lacks the schema %s", schema)
+			continue
+		}
+		typ := reflect.TypeOf(v)
+		for i := range typ.NumField() {
+			name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+			if _, ok := props[name]; !ok {
+				t.Errorf("openapi.json: %s lacks %q", schema, name)
+			}
+		}
+		if len(props) != typ.NumField() {
+			t.Errorf("openapi.json: %s describes %d properties, the type has %d fields", schema, len(props), typ.NumField())
+		}
 	}
 }
