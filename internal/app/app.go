@@ -461,7 +461,18 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 		if err := auth.SetPassword(nu, pw); err != nil {
 			return err
 		}
-		err := a.store.PutUser(ctx, nu, true)
+		// Asked again on a transient failure (a cluster starting: the
+		// users bucket may have no leader yet); "exists" is an answer.
+		exists, err := retryInCluster(ctx, a, "admin user", func(ctx context.Context) (bool, error) {
+			err := a.store.PutUser(ctx, nu, true)
+			if errors.Is(err, tenant.ErrExists) {
+				return true, nil
+			}
+			return false, err
+		})
+		if exists {
+			err = tenant.ErrExists
+		}
 		switch {
 		case err == nil:
 			if generated {
@@ -484,6 +495,15 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 					return fmt.Errorf("app: admin user: %w", err)
 				case <-time.After(100 * time.Millisecond):
 				}
+			}
+			if generated {
+				// Not configured: the node that created it generated and
+				// shows the password — this node, if a first attempt
+				// whose answer was lost did it; never overwritten here.
+				if bcrypt.CompareHashAndPassword([]byte(u.PasswordHash), []byte(pw)) == nil {
+					a.generated = pw
+				}
+				return nil
 			}
 		default:
 			return fmt.Errorf("app: create admin user: %w", err)
@@ -508,7 +528,9 @@ func (a *App) bootstrapAdmin(ctx context.Context) error {
 	if !roleOK {
 		nu.Roles = append(append([]tenant.Role{}, u.Roles...), tenant.RoleAdmin)
 	}
-	if err := a.store.PutUser(ctx, &nu, false); err != nil {
+	if _, err := retryInCluster(ctx, a, "admin user update", func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, a.store.PutUser(ctx, &nu, false)
+	}); err != nil {
 		return fmt.Errorf("app: update admin user: %w", err)
 	}
 	log.Info("admin user synced with the configured password", "user", AdminUser, "password_changed", !hashOK, "scram_verifier_set", !scramOK, "role_restored", !roleOK)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -81,6 +82,10 @@ type node struct {
 	args     []string
 	noSecret bool
 	log      *lineLog
+	// env is further environment (after the test's own, so it wins);
+	// stdout gets the process's standard output when set.
+	env    []string
+	stdout io.Writer
 	// tail is the process's last log lines, always kept: a node that
 	// exits at start says why in the failure (CI once saw only "n3
 	// exited: exit status 1").
@@ -233,6 +238,8 @@ func (c *testCluster) start(nd *node) {
 	if !nd.noSecret {
 		cmd.Env = append(cmd.Env, "THRONG_CLUSTER_SECRET="+secret)
 	}
+	cmd.Env = append(cmd.Env, nd.env...)
+	cmd.Stdout = nd.stdout
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -628,6 +635,24 @@ func TestThreeNodes(t *testing.T) {
 	for _, nd := range c.nodes {
 		c.checkStatus(nd, 3)
 	}
+	// `throng status` shows the same: the nodes with their roles, the
+	// routes to the two others.
+	out, err := exec.Command(c.bin, "status", "--server", "http://"+n1.admin, "--password", adminPW).CombinedOutput()
+	if err != nil {
+		t.Fatalf("throng status: %v\n%s", err, out)
+	}
+	for _, want := range []string{"cluster test, node n1, meta leader n", "NODE", "n1 (this node)", "ROUTE TO", "configured"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("throng status lacks %q:\n%s", want, out)
+		}
+	}
+	for _, nd := range c.nodes[1:] {
+		if !regexp.MustCompile(`(?m)^` + nd.name + `\s+(leader|follower)\s+online\s`).Match(out) ||
+			!regexp.MustCompile(`(?m)^` + nd.name + `\s+127\.0\.0\.1:`).Match(out) {
+			t.Fatalf("throng status: %s not listed as an online node with a route:\n%s", nd.name, out)
+		}
+	}
+	t.Logf("throng status:\n%s", out)
 
 	// A tenant, its user and two queues, all created on node 1.
 	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)

@@ -2,6 +2,9 @@ package cluster_test
 
 import (
 	"net/http"
+	"regexp"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -88,4 +91,90 @@ func TestStopWhileWaiting(t *testing.T) {
 	waitWaiting(t, n1)
 	d = stopNode(t, n1, syscall.SIGINT)
 	t.Logf("the second process on the same data directory waited for the cluster and exited %s after SIGINT", d.Round(time.Millisecond))
+}
+
+// TestGeneratedAdminPasswordCluster: three nodes started together with
+// no admin password configured. One of them creates the administrator
+// with a generated password and prints it; the others find it made and
+// must neither fail nor replace it with a password of their own that
+// nobody was shown (they did: a node that lost the race to create it
+// went on to "sync" it with its own generated password). The printed
+// password logs in on every node.
+func TestGeneratedAdminPasswordCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs three nodes")
+	}
+	c := newCluster(t, 3)
+	outs := make([]*safeBuf, len(c.nodes))
+	for i, nd := range c.nodes {
+		outs[i] = &safeBuf{}
+		nd.env = []string{"THRONG_ADMIN_PASSWORD="}
+		nd.stdout = outs[i]
+		c.start(nd)
+	}
+	for _, nd := range c.nodes {
+		c.listening(nd)
+		c.waitReady(nd)
+	}
+	re := regexp.MustCompile(`generated admin password: (\S+)`)
+	var pws []string
+	for i, o := range outs {
+		if m := re.FindStringSubmatch(o.String()); m != nil {
+			pws = append(pws, m[1])
+			t.Logf("%s generated the password", c.nodes[i].name)
+		}
+	}
+	if len(pws) != 1 {
+		t.Fatalf("%d nodes printed a generated password, want 1", len(pws))
+	}
+	for _, nd := range c.nodes {
+		var code int
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			req, _ := http.NewRequest("GET", "http://"+nd.admin+"/api/status", nil)
+			req.SetBasicAuth("admin", pws[0])
+			resp, err := http.DefaultClient.Do(req)
+			if err == nil {
+				code = resp.StatusCode
+				resp.Body.Close()
+			}
+			if code == http.StatusOK || time.Now().After(deadline) {
+				break
+			}
+		}
+		if code != http.StatusOK {
+			t.Fatalf("%s: the printed password is refused (%d)", nd.name, code)
+		}
+	}
+	// Still so a moment later: no node replaced it afterwards.
+	time.Sleep(2 * time.Second)
+	for _, nd := range c.nodes {
+		req, _ := http.NewRequest("GET", "http://"+nd.admin+"/api/status", nil)
+		req.SetBasicAuth("admin", pws[0])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: the printed password is refused later (%d)", nd.name, resp.StatusCode)
+		}
+	}
+}
+
+// safeBuf is a process's standard output, read while it is written.
+type safeBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

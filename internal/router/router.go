@@ -213,6 +213,21 @@ func New(ctx context.Context, cfg Config) (*Router, error) {
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
+		// Made by another node (ErrExists), it reaches this node's copy
+		// of the tenants (a watch of the replicated bucket) a moment
+		// later; what follows (the admin user, app.go) needs it here.
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if _, ok := cfg.Store.Tenant(tenant.Default); ok {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return nil, fmt.Errorf("router: the default tenant, made by another node, is not in this node's copy of the tenants after 30 s")
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 	for _, t := range cfg.Store.Tenants() {
 		if _, err := r.tenant(ctx, t.Name); err != nil {
