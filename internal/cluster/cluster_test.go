@@ -12,8 +12,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"regexp"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -647,8 +647,8 @@ func TestThreeNodes(t *testing.T) {
 		}
 	}
 	for _, nd := range c.nodes[1:] {
-		if !regexp.MustCompile(`(?m)^` + nd.name + `\s+(leader|follower)\s+online\s`).Match(out) ||
-			!regexp.MustCompile(`(?m)^` + nd.name + `\s+127\.0\.0\.1:`).Match(out) {
+		if !regexp.MustCompile(`(?m)^`+nd.name+`\s+(leader|follower)\s+online\s`).Match(out) ||
+			!regexp.MustCompile(`(?m)^`+nd.name+`\s+127\.0\.0\.1:`).Match(out) {
 			t.Fatalf("throng status: %s not listed as an online node with a route:\n%s", nd.name, out)
 		}
 	}
