@@ -22,19 +22,8 @@ func TestAddressesAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
-	c := newCluster(t, 3)
-	for _, nd := range c.nodes {
-		c.start(nd)
-	}
-	for _, nd := range c.nodes {
-		c.listening(nd)
-		c.waitReady(nd)
-	}
+	c := startAcme(t)
 	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
-	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
-	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
-	waitLogin(t, n2)
-	waitLogin(t, n3)
 	c.api(n1, "POST", "/api/tenants/acme/addresses", `{"name":"alerts","type":"multicast"}`, nil)
 	c.api(n1, "POST", "/api/tenants/acme/addresses", `{"name":"work","type":"anycast"}`, nil)
 

@@ -25,19 +25,8 @@ func TestLiveBackPressureAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
-	c := newCluster(t, 3)
-	for _, nd := range c.nodes {
-		nd.args = []string{"--mqtt-max-queued-messages", "500"}
-		c.start(nd)
-	}
-	for _, nd := range c.nodes {
-		c.listening(nd)
-		c.waitReady(nd)
-	}
+	c := startAcme(t, "--mqtt-max-queued-messages", "500")
 	n1, n2 := c.nodes[0], c.nodes[1]
-	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
-	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
-	waitLogin(t, n2) // the user made on n1 reaches n2's copy a moment later
 
 	// The subscriber: receive maximum 20, acknowledges by hand; paused,
 	// it keeps the PUBLISHes and acknowledges them when it resumes.

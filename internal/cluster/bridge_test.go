@@ -144,17 +144,8 @@ func TestBridgeOwner(t *testing.T) {
 		t.Skip("builds the binary and runs three nodes")
 	}
 	maddr, mlog := startMosquitto(t)
-	c := newCluster(t, 3)
-	for _, nd := range c.nodes {
-		c.start(nd)
-	}
-	for _, nd := range c.nodes {
-		c.listening(nd)
-		c.waitReady(nd)
-	}
+	c := startAcme(t)
 	n1 := c.nodes[0]
-	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
-	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
 
 	// The receiver at mosquitto.
 	got := newTally()

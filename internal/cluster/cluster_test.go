@@ -183,6 +183,31 @@ func newCluster(t *testing.T, n int) *testCluster {
 	return c
 }
 
+// startAcme starts a cluster of three nodes (args: further serve flags
+// for each), waits until every node is ready, and makes tenant acme with
+// its user app on node 1; it returns once the user can log in on every
+// node (the user made on node 1 reaches the others' copies a moment
+// later).
+func startAcme(t *testing.T, args ...string) *testCluster {
+	t.Helper()
+	c := newCluster(t, 3)
+	for _, nd := range c.nodes {
+		nd.args = args
+		c.start(nd)
+	}
+	for _, nd := range c.nodes {
+		c.listening(nd)
+		c.waitReady(nd)
+	}
+	n1 := c.nodes[0]
+	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
+	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
+	for _, nd := range c.nodes[1:] {
+		waitLogin(t, nd)
+	}
+	return c
+}
+
 // listenFixed listens on a free port below the kernel's ephemeral range.
 // The nodes' ports are picked before the nodes start and released for
 // them; a port from the ephemeral range (":0") was often taken meanwhile

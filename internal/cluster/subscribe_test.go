@@ -27,19 +27,8 @@ func TestSubscribeInForceAcrossNodes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs three nodes")
 	}
-	c := newCluster(t, 3)
+	c := startAcme(t)
 	n1, n2, n3 := c.nodes[0], c.nodes[1], c.nodes[2]
-	for _, nd := range c.nodes {
-		c.start(nd)
-	}
-	for _, nd := range c.nodes {
-		c.listening(nd)
-		c.waitReady(nd)
-	}
-	c.api(n1, "POST", "/api/tenants", `{"name":"acme"}`, nil)
-	c.api(n1, "POST", "/api/tenants/acme/users", `{"name":"app","password":"`+appPW+`","roles":["app"],"permissions":[{"pattern":"#","actions":["send","receive"]}]}`, nil)
-	waitLogin(t, n2)
-	waitLogin(t, n3)
 
 	// Everyone connected before the rounds start (each role on its own
 	// connection): the tenant is open on every node.

@@ -139,16 +139,7 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 		}
 		return nil
 	}
-	cons, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
-		return ts.js.OrderedConsumer(ctx, retainedStream, jetstream.OrderedConsumerConfig{
-			FilterSubjects: address.FilterSubjects("r", filter),
-			DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-		})
-	})
-	if err != nil {
-		return fmt.Errorf("router: read retained: %w", err)
-	}
-	info, err := retryAPI(ctx, func(ctx context.Context) (*jetstream.ConsumerInfo, error) { return cons.Info(ctx) })
+	cons, info, err := r.retainedReader(ctx, ts, filter)
 	if err != nil {
 		return fmt.Errorf("router: read retained: %w", err)
 	}
@@ -157,9 +148,30 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 		left = MaxRetainedScan
 	}
 	now := clock.Now()
-	for left > 0 {
+	// A fetch may come back empty or fail while messages are pending: a
+	// consumer just placed on a node that is busy catching up (a node
+	// resumed after SIGSTOP answered nothing for seconds, and the
+	// subscription got none of its 2,000 retained messages). Fetched
+	// again until retainedReadMax has passed.
+	deadline := time.Now().Add(retainedReadMax)
+	for {
+		if left == 0 && r.eng.Clustered() && time.Now().Before(deadline) {
+			// The consumer's replica may have applied a write the leader
+			// had acknowledged only after the consumer counted what was
+			// pending (the last of 2,000 retained messages missed once):
+			// it delivers such messages as new ones; ask once more.
+			if info, err := cons.Info(ctx); err == nil {
+				left = min(int(info.NumPending), MaxRetainedScan)
+			}
+		}
+		if left == 0 {
+			break
+		}
 		batch, err := cons.Fetch(min(left, 256), jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
+			if time.Now().Before(deadline) && ctx.Err() == nil {
+				continue
+			}
 			return fmt.Errorf("router: read retained: %w", err)
 		}
 		got := 0
@@ -175,10 +187,96 @@ func (r *Router) Retained(ctx context.Context, tenantName, filter string, fn fun
 			}
 			fn(name, m)
 		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+			r.log.Debug("retained fetch", "tenant", ts.name, "filter", filter, "err", err)
+		}
 		if got == 0 {
-			break
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			// Still pending by the consumer's count? (Retained messages
+			// that expired meanwhile are not: no waiting for them.)
+			info, err := cons.Info(ctx)
+			if err == nil && info.NumPending == 0 {
+				break
+			}
+			if err == nil {
+				left = min(int(info.NumPending), MaxRetainedScan)
+			}
+			continue
 		}
 		left -= got
 	}
 	return nil
+}
+
+// retainedReader makes the ordered consumer that reads the retained
+// messages matching a wildcard filter.
+//
+// In a cluster JetStream places such a consumer (R1) on a random replica
+// of the stream, and it reads that replica's store: a replica behind the
+// leader — the stream's quorum acknowledges a write without it — gave a
+// subscription stale retained messages or none (1,744 of 2,000 right
+// after they were written, TestRetainedWhileReplicaLags). So the consumer
+// is kept only on the leader or on a replica the leader reports current
+// with no lag; otherwise it is deleted and made again (placement is
+// random), a little later each time, at most retainedPlacements times —
+// the last one is kept whatever its replica's state (a node that stays
+// behind must not stop subscriptions).
+func (r *Router) retainedReader(ctx context.Context, ts *tenantState, filter string) (jetstream.Consumer, *jetstream.ConsumerInfo, error) {
+	for try := 1; ; try++ {
+		cons, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+			return ts.js.OrderedConsumer(ctx, retainedStream, jetstream.OrderedConsumerConfig{
+				FilterSubjects: address.FilterSubjects("r", filter),
+				DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+			})
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		info, err := retryAPI(ctx, func(ctx context.Context) (*jetstream.ConsumerInfo, error) { return cons.Info(ctx) })
+		if err != nil {
+			return nil, nil, err
+		}
+		if !r.eng.Clustered() || try == retainedPlacements || info.Cluster == nil {
+			return cons, info, nil
+		}
+		s, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Stream, error) { return ts.js.Stream(ctx, retainedStream) })
+		if err != nil {
+			return cons, info, nil // best effort: read what this replica has
+		}
+		if replicaCurrent(s.CachedInfo(), info.Cluster.Leader) {
+			return cons, info, nil
+		}
+		_ = ts.js.DeleteConsumer(ctx, retainedStream, info.Name)
+		select {
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		case <-time.After(time.Duration(try) * 50 * time.Millisecond):
+		}
+	}
+}
+
+// retainedReadMax bounds a wildcard read of retained messages that makes
+// no progress (fetches empty or failing while messages are pending).
+const retainedReadMax = 10 * time.Second
+
+// retainedPlacements bounds how many times retainedReader places its
+// consumer (random placement among three replicas, one of them behind:
+// the last try is on a current one with probability 1 − (1/3)^5).
+const retainedPlacements = 6
+
+// replicaCurrent reports whether, by the stream leader's account, node
+// holds everything the leader has: it is the leader, or a replica that
+// is online, current and not lagging.
+func replicaCurrent(si *jetstream.StreamInfo, node string) bool {
+	if si == nil || si.Cluster == nil || node == "" || node == si.Cluster.Leader {
+		return true
+	}
+	for _, p := range si.Cluster.Replicas {
+		if p.Name == node {
+			return p.Current && !p.Offline && p.Lag == 0
+		}
+	}
+	return false
 }
