@@ -45,15 +45,11 @@ func OpenStore(ctx context.Context, nc *nats.Conn, tenants *tenant.Store, log *s
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: bucket, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-	})
+	kv, err := openBucket(ctx, js, bucket, replicas)
 	if err != nil {
 		return nil, fmt.Errorf("bridge store: bucket %s: %w", bucket, err)
 	}
-	owners, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: ownersBucket, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
-	})
+	owners, err := openBucket(ctx, js, ownersBucket, replicas)
 	if err != nil {
 		return nil, fmt.Errorf("bridge store: bucket %s: %w", ownersBucket, err)
 	}
@@ -79,6 +75,20 @@ func OpenStore(ctx context.Context, nc *nats.Conn, tenants *tenant.Store, log *s
 		}
 	}()
 	return s, nil
+}
+
+// openBucket uses an existing bucket as it is and creates a missing one.
+// An update is not asked for: in a cluster it needs every replica's node,
+// so a node restarting while another is down would wait for that node
+// (the tenant and registry stores do the same).
+func openBucket(ctx context.Context, js jetstream.JetStream, name string, replicas int) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, name)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: name, History: 1, Storage: jetstream.FileStorage, Replicas: max(replicas, 1),
+		})
+	}
+	return kv, err
 }
 
 // Close stops the watch.
