@@ -577,6 +577,16 @@ func (e *Engine) Status() Status {
 				Configured: r.IsConfigured, Since: r.Uptime, RTT: r.RTT,
 			})
 		}
+		// A node this one has a route to but whose meta-group peer it
+		// has not learnt yet (just after a start: the peers of the meta
+		// group are learnt a moment after the routes) is online all the
+		// same; without it, lists across nodes would leave it out
+		// without naming it missing (CI: TestConnectionsAcrossNodes).
+		for name := range seen {
+			if name != "" && name != e.nodeName && !slices.ContainsFunc(st.Nodes, func(n NodeStatus) bool { return n.Name == name }) {
+				st.Nodes = append(st.Nodes, NodeStatus{Name: name, Online: true})
+			}
+		}
 	}
 	slices.SortFunc(st.Nodes, func(a, b NodeStatus) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(st.Routes, func(a, b RouteStatus) int { return strings.Compare(a.Node, b.Node) })
