@@ -1,8 +1,6 @@
 package router
 
 import (
-	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -106,24 +104,5 @@ func (t *tenantState) barrier() {
 	if !t.r.eng.Clustered() {
 		return
 	}
-	nodes := t.r.routedNodes()
-	if len(nodes) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), barrierWait)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := t.nc.RequestWithContext(ctx, barrierSubject(n), nil)
-			ok := err == nil || errors.Is(err, nats.ErrNoResponders)
-			if !ok {
-				t.r.log.Debug("subscription barrier not answered", "tenant", t.name, "node", n, "err", err)
-			}
-			t.r.barrierAnswered(n, ok)
-		}()
-	}
-	wg.Wait()
+	t.barrierOn(t.nc)
 }

@@ -204,6 +204,9 @@ func (p *Producer) publish(m *message.Message, once string, done func(Outcome, e
 			done(Outcome{}, err)
 			return
 		}
+		// On a cluster, accepted once the other nodes have the live
+		// copies (liveack.go).
+		done = p.ts.afterPeers(done)
 		if p.storedInterest() {
 			p.publishStored(address.Subject("s", p.tg.name), m, once, p.counted(m, done))
 			return

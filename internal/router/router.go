@@ -149,6 +149,7 @@ type tenantState struct {
 
 	interest storedInterest // stored consumers' filters in the topic space (interest.go)
 	holds    remoteHolds    // other nodes' live consumers that are behind (remotehold.go)
+	liveAcks liveAcks       // outcomes waiting for the other nodes to have the copies (liveack.go)
 	behind   behindSet      // this node's, announced to the others (remotehold.go)
 
 	// addrGen counts address definition changes of the tenant seen by

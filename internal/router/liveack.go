@@ -1,0 +1,119 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// A durable topic-space publish is acknowledged on a cluster only once
+// the other nodes have its live copies (issue 16: "every message that
+// was acknowledged to a producer is delivered").
+//
+// Live subscribers on other nodes get a durable message as an engine
+// (core NATS) copy: the publish goes out on this node's live connection
+// (not stored: deliverLive) or, stored, the engine forwards the stored
+// publish to them. Neither is acknowledged by the other node. The outcome
+// was given as soon as the copy was handed to this node's engine, so a
+// node killed a moment later took the copies still in its buffers with
+// it: MQTT QoS 1/2 publishers had their PUBACK/PUBREC (QoS 2: the session
+// recorded the message as routed, so the client's resend after moving
+// to another node was answered without routing) and the live subscribers
+// on the surviving nodes never got the messages (TestQoS2ResendAcrossNodes:
+// the last 9 messages before the kill, on both other nodes).
+//
+// So such an outcome waits for a barrier (barrier.go) sent on the live
+// connection after the copy: the engine sends an account's messages to a
+// node over one route connection, in order, so when that node's router
+// answers, its engine has had every copy sent before. Barriers are
+// batched: while one is out, the outcomes that come meanwhile wait for
+// the next. A node that does not answer in barrierWait is not waited for
+// (nor asked for barrierSkip): a stopped node holds the outcomes for at
+// most that long, once.
+
+// liveAcks is a tenant's outcomes waiting for a barrier.
+type liveAcks struct {
+	mu      sync.Mutex
+	waiting []func()
+	running bool
+}
+
+// afterPeers returns done wrapped so that an accepted outcome waits until
+// the other nodes have what this node sent in the account so far; on a
+// single node, or with no other node having the tenant open, done itself.
+func (t *tenantState) afterPeers(done func(Outcome, error)) func(Outcome, error) {
+	if !t.r.eng.Clustered() || t.peers() <= 1 {
+		return done
+	}
+	return func(o Outcome, err error) {
+		if err != nil || o.Kind != Accepted {
+			done(o, err)
+			return
+		}
+		t.whenPeersHave(func() { done(o, err) })
+	}
+}
+
+// whenPeersHave calls f once every other routed node has answered a
+// barrier sent after this call (or did not answer in barrierWait).
+func (t *tenantState) whenPeersHave(f func()) {
+	la := &t.liveAcks
+	la.mu.Lock()
+	la.waiting = append(la.waiting, f)
+	if la.running {
+		la.mu.Unlock()
+		return
+	}
+	la.running = true
+	la.mu.Unlock()
+	go t.runLiveAcks()
+}
+
+// runLiveAcks sends barriers until no outcome waits.
+func (t *tenantState) runLiveAcks() {
+	la := &t.liveAcks
+	for {
+		la.mu.Lock()
+		batch := la.waiting
+		la.waiting = nil
+		if len(batch) == 0 {
+			la.running = false
+			la.mu.Unlock()
+			return
+		}
+		la.mu.Unlock()
+		t.barrierOn(t.live)
+		for _, f := range batch {
+			f()
+		}
+	}
+}
+
+// barrierOn asks every other routed node's router to answer a barrier
+// request sent on nc, in parallel, and returns when all have answered or
+// after barrierWait. A node without a responder (its router does not
+// have the tenant open) answers "no responders" at once.
+func (t *tenantState) barrierOn(nc *nats.Conn) {
+	nodes := t.r.routedNodes()
+	if len(nodes) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), barrierWait)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nc.RequestWithContext(ctx, barrierSubject(n), nil)
+			ok := err == nil || errors.Is(err, nats.ErrNoResponders)
+			if !ok {
+				t.r.log.Debug("barrier not answered", "tenant", t.name, "node", n, "err", err)
+			}
+			t.r.barrierAnswered(n, ok)
+		}()
+	}
+	wg.Wait()
+}
