@@ -1,6 +1,12 @@
 package router
 
-import "sync"
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
 
 // A durable topic-space publish is acknowledged on a cluster only once
 // the other nodes have its live copies (issue 16: "every message that
@@ -38,9 +44,9 @@ const liveAckBarriers = 4
 // liveAcks is a tenant's outcomes waiting for a barrier.
 type liveAcks struct {
 	mu      sync.Mutex
-	waiting []func(Outcome, error) // each called with Accepted
-	running bool                   // a runLiveAcks goroutine takes the waiting
-	slots   chan struct{}          // barriers out (liveAckBarriers); made on first use
+	waiting []func()
+	running bool          // a runLiveAcks goroutine takes the waiting
+	slots   chan struct{} // barriers out (liveAckBarriers); made on first use
 }
 
 // afterPeers returns done wrapped so that an accepted outcome waits until
@@ -55,17 +61,16 @@ func (t *tenantState) afterPeers(done func(Outcome, error)) func(Outcome, error)
 			done(o, err)
 			return
 		}
-		t.whenPeersHave(done)
+		t.whenPeersHave(func() { done(o, err) })
 	}
 }
 
-// whenPeersHave calls done with Accepted once every other routed node has
-// answered a barrier sent after this call (or did not answer in
-// barrierWait).
-func (t *tenantState) whenPeersHave(done func(Outcome, error)) {
+// whenPeersHave calls f once every other routed node has answered a
+// barrier sent after this call (or did not answer in barrierWait).
+func (t *tenantState) whenPeersHave(f func()) {
 	la := &t.liveAcks
 	la.mu.Lock()
-	la.waiting = append(la.waiting, done)
+	la.waiting = append(la.waiting, f)
 	if la.running {
 		la.mu.Unlock()
 		return
@@ -97,9 +102,36 @@ func (t *tenantState) runLiveAcks() {
 		go func() {
 			t.barrierOn(t.live)
 			<-la.slots
-			for _, done := range batch {
-				done(Outcome{Kind: Accepted}, nil)
+			for _, f := range batch {
+				f()
 			}
 		}()
 	}
+}
+
+// barrierOn asks every other routed node's router to answer a barrier
+// request sent on nc, in parallel, and returns when all have answered or
+// after barrierWait. A node without a responder (its router does not
+// have the tenant open) answers "no responders" at once.
+func (t *tenantState) barrierOn(nc *nats.Conn) {
+	nodes := t.r.routedNodes()
+	if len(nodes) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), barrierWait)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nc.RequestWithContext(ctx, barrierSubject(n), nil)
+			ok := err == nil || errors.Is(err, nats.ErrNoResponders)
+			if !ok {
+				t.r.log.Debug("barrier not answered", "tenant", t.name, "node", n, "err", err)
+			}
+			t.r.barrierAnswered(n, ok)
+		}()
+	}
+	wg.Wait()
 }
