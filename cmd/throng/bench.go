@@ -155,6 +155,7 @@ func (c *cli) benchMQTT(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.Shared, "shared", "", "subscribe as shared subscription group $share/GROUP/topic")
 	fs.IntVar(&cfg.Inflight, "inflight", 64, "unacknowledged QoS 1/2 publishes per publisher (capped by the server's receive maximum)")
 	fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "longest wait for outstanding deliveries after publishing")
+	fs.StringVar(&cfg.Client, "client", "raw", "MQTT client: raw (pipelining, the bench's codec) or paho (github.com/eclipse/paho.golang, MQTT 5 only)")
 	if err := c.parseBench(fs, args); err != nil {
 		return err
 	}

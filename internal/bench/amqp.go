@@ -147,7 +147,7 @@ func RunAMQP(ctx context.Context, cfg AMQPConfig) (*Result, error) {
 	res := &Result{
 		Mode: "amqp", Target: cfg.Server, Label: cfg.Label, Started: time.Now().UTC().Format(time.RFC3339),
 		Publishers: cfg.Senders, Subscribers: cfg.Receivers, Size: cfg.Size, Rate: cfg.Rate, Topic: cfg.Address,
-		Settle: cfg.Settle, Credit: cfg.Credit,
+		Settle: cfg.Settle, Credit: cfg.Credit, Client: cfg.Client,
 	}
 	if cfg.Shared {
 		res.Shared = "competing"

@@ -42,6 +42,10 @@ type MQTTConfig struct {
 	Drain       time.Duration // how long to wait for stragglers after publishing
 	Label       string
 	Progress    io.Writer // one line per second (nil: quiet)
+	// Client is "raw" (default: the bench's pipelining client,
+	// mqttconn.go) or "paho" (github.com/eclipse/paho.golang, MQTT 5: a
+	// third-party client for cross-checks, mqttpaho.go).
+	Client string
 }
 
 func (c *MQTTConfig) defaults() error {
@@ -72,6 +76,13 @@ func (c *MQTTConfig) defaults() error {
 	}
 	if c.Server == "" {
 		c.Server = "127.0.0.1:1883"
+	}
+	switch c.Client {
+	case "":
+		c.Client = "raw"
+	case "raw", "paho":
+	default:
+		return fmt.Errorf("bench: --client must be raw or paho, not %q", c.Client)
 	}
 	if c.Version == 0 {
 		c.Version = 5
@@ -120,7 +131,10 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 	res := &Result{
 		Mode: "mqtt", Target: cfg.Server, Label: cfg.Label, Started: time.Now().UTC().Format(time.RFC3339),
 		Publishers: cfg.Publishers, Subscribers: cfg.Subscribers, QoS: cfg.QoS, Version: cfg.Version,
-		Size: cfg.Size, Rate: cfg.Rate, Topic: cfg.Topic, Shared: cfg.Shared,
+		Size: cfg.Size, Rate: cfg.Rate, Topic: cfg.Topic, Shared: cfg.Shared, Client: cfg.Client,
+	}
+	if cfg.Client == "paho" {
+		return runMQTTPaho(ctx, cfg, res)
 	}
 	var errs errorList
 	run := randomID()

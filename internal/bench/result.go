@@ -213,6 +213,7 @@ type Result struct {
 	Size        int     `json:"size,omitempty"`
 	Rate        float64 `json:"rate,omitempty"` // requested total rate (0: unpaced)
 	Topic       string  `json:"topic,omitempty"`
+	Client      string  `json:"client,omitempty"` // mqtt: raw or paho; amqp: raw or go-amqp
 	Shared      string  `json:"shared,omitempty"`
 	Settle      string  `json:"settle,omitempty"`
 	Credit      int     `json:"credit,omitempty"`

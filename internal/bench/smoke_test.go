@@ -139,3 +139,33 @@ func TestAMQPQueue(t *testing.T) {
 		})
 	}
 }
+
+// The paho.golang client (--client paho) counts like the bench's own:
+// every message of a fan-in and of a shared subscription, once.
+func TestMQTTPahoClient(t *testing.T) {
+	p := testkit.Start(t)
+	r, err := RunMQTT(context.Background(), MQTTConfig{
+		Server: p.MQTTAddr, User: p.AdminUser, Password: p.AdminPassword,
+		Shape: "fan-in", QoS: 1, Version: 5, Count: 400, Inflight: 16, Client: "paho",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Client != "paho" || r.Publishers != 4 || r.Subscribers != 1 {
+		t.Fatalf("client %q, %d→%d", r.Client, r.Publishers, r.Subscribers)
+	}
+	checkDelivered(t, r, 400, 400)
+
+	r, err = RunMQTT(context.Background(), MQTTConfig{
+		Server: p.MQTTAddr, User: p.AdminUser, Password: p.AdminPassword,
+		Publishers: 2, Subscribers: 3, Shared: "g", QoS: 1, Version: 5, Count: 300, Client: "paho",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkDelivered(t, r, 300, 300)
+
+	if _, err := RunMQTT(context.Background(), MQTTConfig{Server: p.MQTTAddr, Version: 3, Count: 1, Client: "paho"}); err == nil || !strings.Contains(err.Error(), "MQTT 5 only") {
+		t.Fatalf("paho with MQTT 3.1.1: %v", err)
+	}
+}
