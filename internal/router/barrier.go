@@ -1,6 +1,8 @@
 package router
 
 import (
+	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -105,4 +107,33 @@ func (t *tenantState) barrier() {
 		return
 	}
 	t.barrierOn(t.nc)
+}
+
+// barrierOn asks every other routed node's router to answer a barrier
+// request sent on nc, in parallel, and returns when all have answered or
+// after barrierWait. A node without a responder (its router does not
+// have the tenant open) answers "no responders" at once. Subscriptions
+// ask on the connection they subscribed on (barrier), durable live
+// publishes on the one their copies went out on (liveack.go).
+func (t *tenantState) barrierOn(nc *nats.Conn) {
+	nodes := t.r.routedNodes()
+	if len(nodes) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), barrierWait)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := nc.RequestWithContext(ctx, barrierSubject(n), nil)
+			ok := err == nil || errors.Is(err, nats.ErrNoResponders)
+			if !ok {
+				t.r.log.Debug("barrier not answered", "tenant", t.name, "node", n, "err", err)
+			}
+			t.r.barrierAnswered(n, ok)
+		}()
+	}
+	wg.Wait()
 }

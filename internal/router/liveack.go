@@ -1,12 +1,6 @@
 package router
 
-import (
-	"context"
-	"errors"
-	"sync"
-
-	"github.com/nats-io/nats.go"
-)
+import "sync"
 
 // A durable topic-space publish is acknowledged on a cluster only once
 // the other nodes have its live copies (issue 16: "every message that
@@ -107,31 +101,4 @@ func (t *tenantState) runLiveAcks() {
 			}
 		}()
 	}
-}
-
-// barrierOn asks every other routed node's router to answer a barrier
-// request sent on nc, in parallel, and returns when all have answered or
-// after barrierWait. A node without a responder (its router does not
-// have the tenant open) answers "no responders" at once.
-func (t *tenantState) barrierOn(nc *nats.Conn) {
-	nodes := t.r.routedNodes()
-	if len(nodes) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), barrierWait)
-	defer cancel()
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := nc.RequestWithContext(ctx, barrierSubject(n), nil)
-			ok := err == nil || errors.Is(err, nats.ErrNoResponders)
-			if !ok {
-				t.r.log.Debug("barrier not answered", "tenant", t.name, "node", n, "err", err)
-			}
-			t.r.barrierAnswered(n, ok)
-		}()
-	}
-	wg.Wait()
 }
