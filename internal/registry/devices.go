@@ -313,6 +313,25 @@ func (s *Store) DeviceCount(tenantName string) int {
 	return 0
 }
 
+// Indexed reports whether this node's index holds the device, without a
+// request to the engine; loaded is false (and known meaningless) until
+// the index's initial load is done. The index follows the bucket's watch,
+// so a device created or deleted on another node a moment ago may not be
+// in it yet: callers confirm an absence with Device.
+func (s *Store) Indexed(tenantName, id string) (known, loaded bool) {
+	select {
+	case <-s.loaded:
+	default:
+		return false, false
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if ti := s.index[tenantName]; ti != nil {
+		_, known = ti.ids.Get(id)
+	}
+	return known, true
+}
+
 // Devices returns a page of a tenant's devices.
 //
 // Sorted by id (the default) and without filters, a page is read from the

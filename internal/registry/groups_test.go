@@ -45,3 +45,26 @@ func TestGroupMembers(t *testing.T) {
 		t.Fatal("Tenant(nobody) found")
 	}
 }
+
+// Indexed answers from this node's index, without the engine: a device
+// written here is in it at once (a writer reads its own writes), a
+// deleted one is not.
+func TestIndexed(t *testing.T) {
+	_, s, _ := setup(t)
+	<-s.Loaded()
+	mustCreate(t, s, "acme", "d1", &Device{})
+	if known, loaded := s.Indexed("acme", "d1"); !known || !loaded {
+		t.Fatalf("d1 after its creation: known %v, loaded %v", known, loaded)
+	}
+	for _, c := range [][2]string{{"acme", "d2"}, {"other", "d1"}} {
+		if known, loaded := s.Indexed(c[0], c[1]); known || !loaded {
+			t.Fatalf("%s of %s, never created: known %v, loaded %v", c[1], c[0], known, loaded)
+		}
+	}
+	if err := s.DeleteDevice(context.Background(), "acme", "d1", ""); err != nil {
+		t.Fatal(err)
+	}
+	if known, _ := s.Indexed("acme", "d1"); known {
+		t.Fatal("d1 still indexed after its deletion")
+	}
+}
