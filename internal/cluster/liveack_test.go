@@ -50,9 +50,11 @@ func TestAckAfterPeersHaveCopies(t *testing.T) {
 		}()
 		return ch
 	}
+	warm := time.Now()
 	if err := <-publish("warm-up"); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("warm-up PUBACK after %s", time.Since(warm).Round(time.Millisecond))
 	deadline := time.Now().Add(10 * time.Second)
 	for !has("warm-up") {
 		if time.Now().After(deadline) {

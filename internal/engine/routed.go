@@ -31,5 +31,15 @@ func (e *Engine) RoutedNodes() []string {
 	return names
 }
 
+// RouteCount returns the number of route connections (pooled: several
+// per node), 0 on a single node: cheap enough to ask on every barrier,
+// so that a change of RoutedNodes is seen at once.
+func (e *Engine) RouteCount() int {
+	if e.cluster == nil {
+		return 0
+	}
+	return e.srv.NumRoutes()
+}
+
 // Clustered reports whether the engine was started with a cluster.
 func (e *Engine) Clustered() bool { return e.cluster != nil }

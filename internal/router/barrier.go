@@ -44,10 +44,17 @@ func barrierSubject(node string) string { return "_throng.barrier." + node }
 
 // routedCache keeps the engine's list of routed nodes for a second: a
 // burst of subscriptions (thousands of devices connecting) asks once.
-// It also remembers the nodes that did not answer a barrier in time.
+// The list is taken again at once when the number of route connections
+// changed (a cheap count): a list taken a moment before a node's route
+// came up left that node out of every barrier for up to a second — a
+// PUBACK then did not wait for the node although it had a subscriber
+// there (TestAckAfterPeersHaveCopies, when the cluster had formed within
+// that second). It also remembers the nodes that did not answer a barrier
+// in time.
 type routedCache struct {
 	mu     sync.Mutex
 	at     time.Time
+	routes int // the engine's route connections when nodes was taken
 	nodes  []string
 	silent map[string]time.Time // node → when it last failed to answer
 }
@@ -59,8 +66,8 @@ func (r *Router) routedNodes() []string {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	now := time.Now()
-	if now.Sub(rc.at) > time.Second {
-		rc.nodes, rc.at = r.eng.RoutedNodes(), now
+	if n := r.eng.RouteCount(); n != rc.routes || now.Sub(rc.at) > time.Second {
+		rc.nodes, rc.routes, rc.at = r.eng.RoutedNodes(), n, now
 	}
 	if len(rc.silent) == 0 {
 		return rc.nodes
