@@ -70,6 +70,7 @@ func TestRetainedWhileReplicaLags(t *testing.T) {
 		}
 		out := map[string]string{}
 		quiet := 8 * time.Second
+		subscribed := time.Now()
 		for {
 			select {
 			case x := <-got:
@@ -78,6 +79,17 @@ func TestRetainedWhileReplicaLags(t *testing.T) {
 					quiet = 300 * time.Millisecond // all there: a moment for anything more
 				}
 			case <-time.After(quiet):
+				if len(out) == 0 {
+					// Late or never? Say which (the test fails either way).
+					select {
+					case x := <-got:
+						t.Logf("%s on %s: the first retained message came %s after the SUBACK", id, nd.name, time.Since(subscribed).Round(time.Millisecond))
+						out[x.k] = x.v
+					case <-time.After(30 * time.Second):
+						t.Logf("%s on %s: no retained message 38 s after the SUBACK", id, nd.name)
+					}
+					t.Logf("%s's log, last lines:\n%s", nd.name, &nd.tail)
+				}
 				return out
 			}
 		}

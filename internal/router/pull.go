@@ -61,17 +61,50 @@ func (r *Router) ensureSubscription(ctx context.Context, ts *tenantState, tg tar
 const apiTry = 3 * time.Second
 
 // retryAPI runs f with apiTry per try until it returns something other
-// than a timeout, or ctx ends.
+// than a timeout or "JetStream system temporarily unavailable", or ctx
+// ends.
+//
+// The second is a meta leader change: a node resumed after SIGSTOP while
+// it was the meta leader answered the first requests after it with 503
+// (err_code 10008) for a few hundred milliseconds, and a subscription
+// made then got none of its retained messages
+// (TestRetainedWhileReplicaLags: 0 of 1,000 on another node).
 func retryAPI[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
 	for {
 		actx, cancel := context.WithTimeout(ctx, apiTry)
 		v, err := f(actx)
 		cancel()
-		if err == nil || ctx.Err() != nil || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)) {
+		if err == nil || ctx.Err() != nil {
+			return v, err
+		}
+		switch {
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+		case jsUnavailable(err):
+			select {
+			case <-ctx.Done():
+				return v, err
+			case <-time.After(apiUnavailablePause):
+			}
+		default:
 			return v, err
 		}
 	}
 }
+
+// apiUnavailablePause is the wait before asking again after "JetStream
+// system temporarily unavailable" (answered at once: no hot loop).
+const apiUnavailablePause = 100 * time.Millisecond
+
+// jsUnavailable reports whether err is JetStream's "system temporarily
+// unavailable" (HTTP-like 503, err_code 10008): no meta leader yet.
+func jsUnavailable(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && ae.ErrorCode == jsErrNotAvailable
+}
+
+// jsErrNotAvailable is the server's JSClusterNotAvailErr (nats.go names
+// it JSErrCodeJetStreamNotAvailable in its older API only).
+const jsErrNotAvailable jetstream.ErrorCode = 10008
 
 func (r *Router) ensureDurable(ctx context.Context, ts *tenantState, stream, cname, subName string, filters []string, opts ConsumeOptions) error {
 	if _, err := retryAPI(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
