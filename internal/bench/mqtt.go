@@ -273,11 +273,24 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 	for i, p := range pubs {
 		sent[uint32(i)] = p.sent.Load()
 	}
-	expected := sentNow()
+	res.finishMQTT(ctx, cfg, sent, rcv, base, start, pubEnd, deadline)
+	res.Errors = errs.list()
+	return res, nil
+}
+
+// finishMQTT waits (until deadline) for the deliveries of what the
+// publishers sent (sent: publisher id → messages, sequence numbers
+// 0..n-1), counts them and fills the result: delivered msg/s from the
+// first intended send (start) to the last delivery.
+func (res *Result) finishMQTT(ctx context.Context, cfg MQTTConfig, sent map[uint32]uint64, rcv []*Receiver, base, start, pubEnd, deadline time.Time) {
+	var expected uint64
+	for _, n := range sent {
+		expected += n
+	}
 	if cfg.Shared == "" {
 		expected *= uint64(cfg.Subscribers)
 	}
-	awaitDeliveries(ctx, deadline, expected, recvNow)
+	awaitDeliveries(ctx, deadline, expected, receivedBy(rcv))
 	t := Count(sent, rcv, cfg.Shared != "")
 	var last int64
 	for _, r := range rcv {
@@ -288,8 +301,6 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 		seconds = max(seconds, (time.Duration(last) - start.Sub(base)).Seconds())
 	}
 	res.fill(t, seconds, pubEnd.Sub(start).Seconds())
-	res.Errors = errs.list()
-	return res, nil
 }
 
 // publishLoop publishes until ctx ends or n messages were sent (n < 0:

@@ -171,21 +171,7 @@ func runMQTTPaho(ctx context.Context, cfg MQTTConfig, res *Result) (*Result, err
 	for i := range seqs {
 		sent[uint32(i)] = uint64(seqs[i].Load())
 	}
-	expected := sentNow()
-	if cfg.Shared == "" {
-		expected *= uint64(cfg.Subscribers)
-	}
-	awaitDeliveries(ctx, time.Now().Add(cfg.Drain), expected, recvNow)
-	t := Count(sent, rcv, cfg.Shared != "")
-	var last int64
-	for _, r := range rcv {
-		last = max(last, r.last.Load())
-	}
-	seconds := pubEnd.Sub(start).Seconds()
-	if last > 0 {
-		seconds = max(seconds, (time.Duration(last) - start.Sub(base)).Seconds())
-	}
-	res.fill(t, seconds, pubEnd.Sub(start).Seconds())
+	res.finishMQTT(ctx, cfg, sent, rcv, base, start, pubEnd, pubEnd.Add(cfg.Drain))
 	res.Errors = errs.list()
 	return res, nil
 }
