@@ -308,13 +308,7 @@ func runGoAMQP(ctx, rcvCtx, sendCtx context.Context, cfg AMQPConfig, base, start
 	}
 
 	for i, sd := range snd {
-		n := int64(-1)
-		if cfg.Count > 0 {
-			n = cfg.Count / int64(cfg.Senders)
-			if int64(i) < cfg.Count%int64(cfg.Senders) {
-				n++
-			}
-		}
+		n := shareOf(cfg.Count, cfg.Senders, i)
 		type token struct {
 			seq      uint64
 			intended time.Time

@@ -232,13 +232,7 @@ func RunMQTT(ctx context.Context, cfg MQTTConfig) (*Result, error) {
 	start := time.Now().Add(5 * time.Millisecond)
 	var pubWG sync.WaitGroup
 	for i, p := range pubs {
-		n := int64(-1)
-		if cfg.Count > 0 {
-			n = cfg.Count / int64(cfg.Publishers)
-			if int64(i) < cfg.Count%int64(cfg.Publishers) {
-				n++
-			}
-		}
+		n := shareOf(cfg.Count, cfg.Publishers, i)
 		pubWG.Add(1)
 		go func() {
 			defer pubWG.Done()
@@ -340,6 +334,19 @@ func publishLoop(ctx context.Context, c *mqttConn, id uint32, n int64, cfg MQTTC
 		sent.Add(1)
 	}
 	return nil
+}
+
+// shareOf is how many of count messages sender i of senders sends (the
+// first count%senders send one more); -1 (no limit) when count is 0.
+func shareOf(count int64, senders, i int) int64 {
+	if count <= 0 {
+		return -1
+	}
+	n := count / int64(senders)
+	if int64(i) < count%int64(senders) {
+		n++
+	}
+	return n
 }
 
 func isClosed(err error) bool {

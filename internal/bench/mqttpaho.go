@@ -119,13 +119,7 @@ func runMQTTPaho(ctx context.Context, cfg MQTTConfig, res *Result) (*Result, err
 	seqs := make([]atomic.Int64, len(pubs)) // next sequence number = sent
 	var pubWG sync.WaitGroup
 	for i, c := range pubs {
-		limit := int64(-1)
-		if cfg.Count > 0 {
-			limit = cfg.Count / int64(cfg.Publishers)
-			if int64(i) < cfg.Count%int64(cfg.Publishers) {
-				limit++
-			}
-		}
+		limit := shareOf(cfg.Count, cfg.Publishers, i)
 		for range window {
 			pubWG.Add(1)
 			go func() {
