@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/throngmq/throng/internal/registry"
@@ -81,6 +82,10 @@ type liveEntry struct {
 	// expire (a device's JWT); nil for others. (The entry stays in the
 	// 64-byte size class with it.)
 	expiry *time.Timer
+	// revoked makes a revocation once per connection: deleting a tenant
+	// changes the tenant and each of its users, and both changes found
+	// the same connections (two log lines, two counts, for one close).
+	revoked atomic.Bool
 }
 
 // Causes given to Conn.Revoke (also the reason label of
@@ -252,6 +257,9 @@ func (l *Live) snapshot(tenantName, user, device string, all bool) []liveConn {
 }
 
 func (l *Live) revoke(c Conn, e *liveEntry, cause string) {
+	if !e.revoked.CompareAndSwap(false, true) {
+		return
+	}
 	l.m.revoked.WithLabelValues(cause).Inc()
 	l.log.Info("closing a connection whose access was revoked", "tenant", e.p.Tenant, "user", e.p.User, "device", e.p.Device, "adapter", e.adapter, "cause", cause)
 	c.Revoke(cause)

@@ -216,3 +216,29 @@ func TestLiveNil(t *testing.T) {
 		t.Fatal("count")
 	}
 }
+
+// Deleting a tenant changes the tenant and each of its users; a
+// connection is revoked once (TestLogHygiene saw the close logged twice).
+func TestLiveRevokedOnce(t *testing.T) {
+	u := &changingUsers{fakeUsers: fakeUsers{
+		tenants: map[string]*tenant.Tenant{"acme": {Name: "acme"}},
+		users: map[string]*tenant.User{
+			"acme/app": {Name: "app", Tenant: "acme", PasswordHash: bcryptHash(t, "pw"), Roles: []tenant.Role{tenant.RoleApp}},
+		},
+	}}
+	a := New(u)
+	p, err := a.Authenticate("acme", "app", "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &recConn{}
+	a.Live().Register(c, p, AdapterMQTT)
+	delete(u.tenants, "acme")
+	delete(u.users, "acme/app")
+	u.tenantChanged("acme")
+	u.userChanged("acme", "app")
+	waitRevoked(t, c, CauseTenantDeleted)
+	if cs := c.revoked(); len(cs) != 1 {
+		t.Fatalf("revoked %d times: %v", len(cs), cs)
+	}
+}
